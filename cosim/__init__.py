@@ -1,0 +1,1 @@
+"""Transactive-energy co-simulation platform."""

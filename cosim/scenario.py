@@ -1,0 +1,343 @@
+"""Scenario schema: the YAML a study is written in, validated by pydantic.
+
+Every field carries a description and, where it has one, a unit (``json_schema_extra["unit"]``).
+Unknown keys are refused; all problems are reported at once as dotted paths.
+Sections that later issues build (``market``, ``ledger``, ...) are refused with "not implemented yet".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
+
+from cosim.errors import ScenarioError
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+RESERVED_SECTIONS = {
+    "market": "issue #3 (market clearing)",
+    "ledger": "issue #4 (ledger and consensus)",
+    "privacy": "issue #5 (privacy, carbon and fairness)",
+    "emissions": "issue #5 (privacy, carbon and fairness)",
+    "equity": "issue #5 (privacy, carbon and fairness)",
+    "events": "issue #6 (uncertainty, contingencies and outages)",
+}
+
+
+def parse_duration_s(text: str | int) -> int:
+    """Parse ``"15min"``, ``"1h"``, ``"365d"``, ``"2w"`` or integer seconds into whole seconds."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(str(text))
+        if match is None:
+            raise ValueError(
+                f"{text!r} is not a duration; write a number and a unit, e.g. 900s, 15min, 1h, 365d"
+            )
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds <= 0 or seconds != int(seconds):
+        raise ValueError(f"{text!r} must be a positive whole number of seconds")
+    return int(seconds)
+
+
+def _field(description: str, default: Any = PydanticUndefined, *, unit: str | None = None, **kw: Any) -> Any:
+    extra: dict[str, Any] | None = {"unit": unit} if unit else None
+    return Field(default, description=description, json_schema_extra=extra, **kw)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeConfig(_Section):
+    """Simulated period and step."""
+
+    start: dt.datetime = _field("Start of the first step, ISO 8601; naive times are UTC")
+    end: dt.datetime | None = _field("End of the period (exclusive); give end or duration", None)
+    duration: str | None = _field("Length of the period, e.g. '365d', '48h'", None)
+    step: str = _field("Length of one step, e.g. '15min', '1h'", default="1h")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+    @field_validator("duration", "step")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration_s(value)
+        return value
+
+    @model_validator(mode="after")
+    def _period(self) -> TimeConfig:
+        if (self.end is None) == (self.duration is None):
+            raise ValueError("give exactly one of 'end' or 'duration'")
+        if self.period_s < self.step_s:
+            raise ValueError(f"the period ({self.period_s} s) is shorter than one step")
+        return self
+
+    @property
+    def step_s(self) -> int:
+        """Step length [s]."""
+        return parse_duration_s(self.step)
+
+    @property
+    def period_s(self) -> int:
+        """Length of the period [s]."""
+        if self.duration is not None:
+            return parse_duration_s(self.duration)
+        assert self.end is not None
+        return int((self.end - self.start).total_seconds())
+
+    @property
+    def n_steps(self) -> int:
+        """Number of whole steps in the period."""
+        return self.period_s // self.step_s
+
+
+class PowerFlowConfig(_Section):
+    """Newton-Raphson settings of the AC power flow."""
+
+    tolerance_mva: float = _field("Largest bus power mismatch accepted", unit="MVA", default=1e-8, gt=0)
+    max_iteration: int = _field("Iterations before a step is declared not converged", default=10, ge=1)
+
+
+class SimbenchGrid(_Section):
+    """A SimBench grid with its own year-long load, PV and wind profiles (2016, 15 min)."""
+
+    source: Literal["simbench"] = _field("Grid source")
+    code: str = _field("SimBench code, e.g. '1-LV-semiurb4--0-sw', '1-MV-rural--0-sw'")
+    power_flow: PowerFlowConfig = _field("Power flow settings", default_factory=PowerFlowConfig)
+
+    @field_validator("code")
+    @classmethod
+    def _known(cls, code: str) -> str:
+        import simbench
+
+        codes = simbench.collect_all_simbench_codes()
+        if code not in codes:
+            examples = ", ".join(c for c in codes if c.endswith("--0-sw"))[:300]
+            raise ValueError(f"unknown SimBench code {code!r}; valid codes include {examples}, ...")
+        return code
+
+
+class PandapowerGrid(_Section):
+    """A test case from ``pandapower.networks`` with its own loads and generator costs."""
+
+    source: Literal["pandapower"] = _field("Grid source")
+    case: str = _field("Case name in pandapower.networks, e.g. 'case5', 'case9', 'case118'")
+    power_flow: PowerFlowConfig = _field("Power flow settings", default_factory=PowerFlowConfig)
+
+    @field_validator("case")
+    @classmethod
+    def _known(cls, case: str) -> str:
+        import pandapower.networks as pn
+
+        if not (case.startswith("case") and callable(getattr(pn, case, None))):
+            valid = sorted(n for n in dir(pn) if n.startswith("case") and n[4:5].isdigit())
+            raise ValueError(f"unknown pandapower case {case!r}; valid: {', '.join(valid)}")
+        return case
+
+
+class FileGrid(_Section):
+    """A pandapower network saved as JSON (``pandapower.to_json``)."""
+
+    source: Literal["file"] = _field("Grid source")
+    path: Path = _field("Path to the JSON file, relative to the scenario file")
+    power_flow: PowerFlowConfig = _field("Power flow settings", default_factory=PowerFlowConfig)
+
+
+GridConfig = Annotated[SimbenchGrid | PandapowerGrid | FileGrid, Field(discriminator="source")]
+
+
+class PVConfig(_Section):
+    """Rooftop PV added to a seeded share of households."""
+
+    share: float = _field("Share of households that get PV", default=0.0, ge=0, le=1)
+    kwp_min: float = _field("Smallest installed peak power", unit="kWp", default=3.0, gt=0)
+    kwp_max: float = _field("Largest installed peak power (uniform draw)", unit="kWp", default=10.0, gt=0)
+    profile: str | None = _field(
+        "SimBench renewables profile (e.g. 'PV5'); default: the grid's first PV profile, or a "
+        "clear-sky profile at `latitude_deg` for grids without profiles",
+        None,
+    )
+    latitude_deg: float = _field("Latitude of the clear-sky profile", unit="degree", default=51.0)
+
+    @model_validator(mode="after")
+    def _range(self) -> PVConfig:
+        if self.kwp_max < self.kwp_min:
+            raise ValueError("kwp_max must be >= kwp_min")
+        return self
+
+
+class BatteryConfig(_Section):
+    """Home batteries, run for self-consumption, added to a seeded share of households."""
+
+    share: float = _field("Share of households that get a battery", default=0.0, ge=0, le=1)
+    capacity_kwh: float = _field("Usable energy capacity", unit="kWh", default=10.0, gt=0)
+    power_kw: float = _field("Charge and discharge power limit", unit="kW", default=5.0, gt=0)
+    eta_charge: float = _field("Charging efficiency", default=0.95, gt=0, le=1)
+    eta_discharge: float = _field("Discharging efficiency", default=0.95, gt=0, le=1)
+    soc_min: float = _field("Lowest state of charge, share of capacity", default=0.05, ge=0, lt=1)
+    soc_max: float = _field("Highest state of charge, share of capacity", default=0.95, gt=0, le=1)
+    soc_initial: float = _field("State of charge at the start, share of capacity", default=0.5)
+    only_with_pv: bool = _field("Place batteries only in households that have PV", default=True)
+
+    @model_validator(mode="after")
+    def _soc(self) -> BatteryConfig:
+        if not self.soc_min <= self.soc_initial <= self.soc_max:
+            raise ValueError("need soc_min <= soc_initial <= soc_max")
+        return self
+
+
+class EVConfig(_Section):
+    """Electric vehicles charged at home, uncontrolled (full power from arrival until charged)."""
+
+    share: float = _field("Share of households that own an EV", default=0.0, ge=0, le=1)
+    charger_kw: float = _field("Home charger power", unit="kW", default=11.0, gt=0)
+    daily_kwh_mean: float = _field("Mean energy charged per day", unit="kWh", default=8.0, gt=0)
+    daily_kwh_sd: float = _field(
+        "Standard deviation of daily energy between EVs", unit="kWh", default=3.0, ge=0
+    )
+    arrival_hour_mean: float = _field("Mean plug-in hour (local = UTC)", unit="h", default=18.0, ge=0, lt=24)
+    arrival_hour_sd: float = _field("Standard deviation of plug-in hour", unit="h", default=1.5, ge=0)
+    departure_hour_mean: float = _field("Mean plug-out hour", unit="h", default=7.5, ge=0, lt=24)
+    departure_hour_sd: float = _field("Standard deviation of plug-out hour", unit="h", default=1.0, ge=0)
+
+
+class AgentsConfig(_Section):
+    """Every load and static generator of the grid becomes an agent; these add devices."""
+
+    household_profiles: list[str] = _field(
+        "SimBench load-profile prefixes that mark a load as a household (others are businesses); "
+        "loads without a profile are all households",
+        default_factory=lambda: ["H"],
+    )
+    pv: PVConfig = _field("Rooftop PV", default_factory=PVConfig)
+    battery: BatteryConfig = _field("Home batteries", default_factory=BatteryConfig)
+    ev: EVConfig = _field("Electric vehicles", default_factory=EVConfig)
+
+
+class OutputConfig(_Section):
+    """Where and what the recorder writes."""
+
+    path: Path | None = _field("HDF5 file; default results/<name>.h5", None)
+    groups: list[Literal["grid", "agents"]] = _field(
+        "Groups to record", default_factory=lambda: ["grid", "agents"]
+    )
+    chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
+    compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
+
+
+class Scenario(_Section):
+    """One study: a grid, its agents, a period, and what to record."""
+
+    name: str = _field("Study name; names the default output file", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = _field("Seed of every random draw", default=0, ge=0)
+    time: TimeConfig = _field("Simulated period and step")
+    grid: GridConfig = _field("The electrical network")
+    agents: AgentsConfig = _field("Prosumer agents", default_factory=AgentsConfig)
+    output: OutputConfig = _field("Recorder settings", default_factory=OutputConfig)
+    market: Any = _field("Reserved: market clearing (not implemented yet)", None)
+    ledger: Any = _field("Reserved: blockchain ledger (not implemented yet)", None)
+    privacy: Any = _field("Reserved: differential privacy (not implemented yet)", None)
+    emissions: Any = _field("Reserved: emissions accounting (not implemented yet)", None)
+    equity: Any = _field("Reserved: equity accounting (not implemented yet)", None)
+    events: Any = _field("Reserved: outages and contingencies (not implemented yet)", None)
+
+    @field_validator(*RESERVED_SECTIONS)
+    @classmethod
+    def _reserved(cls, value: Any, info: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                f"section '{info.field_name}' is not implemented yet "
+                f"({RESERVED_SECTIONS[info.field_name]}); remove it to run this scenario"
+            )
+        return value
+
+    @property
+    def output_path(self) -> Path:
+        """The HDF5 file this study writes."""
+        return self.output.path or Path("results") / f"{self.name}.h5"
+
+    def to_yaml(self) -> str:
+        """The effective scenario (defaults filled in) as YAML."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+_TAGS = {"simbench", "pandapower", "file"}
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "grid" and p in _TAGS)]
+    return ".".join(parts) or "(top level)"
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not part of the schema; check spelling, see `cosim schema`)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg
+
+
+def problems_of(error: ValidationError) -> list[tuple[str, str]]:
+    """Turn a pydantic error into ``(dotted.path, message)`` pairs."""
+    return [(_dotted(tuple(e["loc"])), _message(e)) for e in error.errors()]
+
+
+def validate_scenario(data: Any, source: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """Validate a parsed YAML mapping; raise ScenarioError with every problem at once.
+
+    Parameters
+    ----------
+    data : mapping parsed from YAML
+    source : name of the file, used in messages
+    base_dir : directory that relative grid file paths are resolved against
+    """
+    if not isinstance(data, dict):
+        raise ScenarioError([("(top level)", "the scenario must be a YAML mapping")], source)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(problems_of(exc), source) from None
+    grid = scenario.grid
+    if isinstance(grid, FileGrid):
+        path = grid.path if grid.path.is_absolute() or base_dir is None else base_dir / grid.path
+        if not path.is_file():
+            raise ScenarioError([("grid.path", f"no such file: {path}")], source)
+        scenario = scenario.model_copy(update={"grid": grid.model_copy(update={"path": path})})
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file.
+
+    Raises
+    ------
+    ScenarioError
+        naming every problem with its dotted path.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError([("(file)", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ScenarioError([(where, f"not valid YAML: {exc}")], str(path)) from None
+    return validate_scenario(data, str(path), path.parent)

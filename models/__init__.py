@@ -1,0 +1,1 @@
+"""Simulator models: one sub-package per simulator, each a pure core plus a mosaik adapter."""

@@ -1,0 +1,1 @@
+"""Prosumer agents: households, generators, rooftop PV, home batteries and EVs."""
