@@ -89,7 +89,8 @@ def _attr(f: h5py.File, key: str, default: Any = "") -> Any:
 
 def _note(ax: Axes, text: str) -> None:
     """Write a centred note on an axis (used for empty or all-NaN data)."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
+    box = {"facecolor": "white", "edgecolor": "grey"}
+    ax.text(0.5, 0.6, text, transform=ax.transAxes, ha="center", color="grey", bbox=box)
 
 
 def _dates(ax: Axes) -> None:
@@ -113,7 +114,9 @@ def _fig_voltage(d: dict[str, Any], out: Path) -> str:
     v: _Stats = d["vm"]
     mk = "." if d["T"] < 50 else None
     ax.fill_between(d["dt"], v.row_min, v.row_max, alpha=0.3, label="min-max over buses")
-    ax.plot(d["dt"], v.row_mean, lw=0.8, marker=mk, label="mean over buses")
+    for row in (v.row_min, v.row_max):  # visible edges even for T=1 or isolated steps
+        ax.plot(d["dt"], row, lw=0.5, color="tab:blue", alpha=0.6, marker=mk)
+    ax.plot(d["dt"], v.row_mean, lw=0.8, color="black", marker=mk, label="mean over buses")
     for lim in (0.95, 1.05):
         ax.axhline(lim, ls="--", color="red", lw=1, label=f"{lim:.2f} pu limit")
     if not np.isfinite(v.row_min).any():
@@ -361,7 +364,10 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         ("Period", f"{d['dt'][0]} – {d['dt'][-1]} UTC" if t else "empty"),
         ("Steps", str(t)),
         ("Step length", f"{h * 3600:.0f} s"),
-        ("Buses / lines / trafos", f"{len(d['bus_index'])} / {len(d['from'])} / {len(d['hv'])}"),
+        (
+            "Buses / lines / trafos",
+            f"{len(d['bus_index'])} / {len(d['from_bus'])} / {len(d['hv_bus'])}",
+        ),
         ("Agents", f"{len(d['kinds'])} ({html.escape(counts)})"),
         ("Non-converged steps", str(d["nonconv"])),
         ("Min voltage (pu)", vmin),

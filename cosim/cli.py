@@ -1,0 +1,112 @@
+"""The ``cosim`` command: run, validate, schema, report.
+
+A mistake of the user's (bad YAML, missing file) ends with a message and exit code 2 (1 for a run
+that stopped), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cosim", description="Transactive-energy co-simulation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario and write its HDF5 file")
+    run.add_argument("scenario", type=Path, help="scenario YAML file")
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--days", type=float, help="run this many days instead of the scenario's period")
+    length.add_argument("--steps", type=int, help="run this many steps instead of the scenario's period")
+    run.add_argument("--out", type=Path, help="HDF5 file to write (default: output.path)")
+    run.add_argument("--seed", type=int, help="override the scenario seed")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--report", action="store_true", help="write the report when the run ends")
+
+    validate = sub.add_parser("validate", help="check scenario files; report every problem")
+    validate.add_argument("scenarios", type=Path, nargs="+", help="scenario YAML files")
+
+    sub.add_parser("schema", help="print the scenario JSON Schema (for editor completion)")
+
+    report = sub.add_parser("report", help="write figures and an HTML page for a run")
+    report.add_argument("results", type=Path, help="HDF5 file of a run")
+    report.add_argument("--out", type=Path, help="directory (default: <file stem>_report beside it)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cosim.world import run
+
+    summary = run(
+        args.scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
+    )
+    share = 100 * summary.power_flow_s / summary.wall_s if summary.wall_s else 0.0
+    print(
+        f"wrote {summary.path}: {summary.n_steps} steps in {summary.wall_s:.1f} s "
+        f"({summary.power_flow_s:.1f} s in the power flow, {share:.0f} %); "
+        f"{summary.n_not_converged} step(s) without a converged power flow"
+    )
+    if args.report:
+        from cosim.analysis.report import write_report
+
+        print(f"report: {write_report(summary.path)}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from cosim.errors import ScenarioError
+    from cosim.scenario import load_scenario
+
+    status = 0
+    for path in args.scenarios:
+        try:
+            s = load_scenario(path)
+        except ScenarioError as exc:
+            print(exc, file=sys.stderr)
+            status = 2
+            continue
+        print(f"{path}: ok ({s.name}: {s.time.n_steps} steps of {s.time.step_s} s, grid {s.grid.source})")
+    return status
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from cosim.scenario import Scenario
+
+    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cosim.analysis.report import write_report
+    from cosim.errors import ResultsError
+
+    if not args.results.is_file():
+        raise ResultsError(f"no results file {args.results}")
+    print(f"report: {write_report(args.results, args.out)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cosim`` console script."""
+    from cosim.errors import CosimError
+
+    args = _parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    handler = {"run": _run, "validate": _validate, "schema": _schema, "report": _report}[args.command]
+    try:
+        return handler(args)
+    except CosimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

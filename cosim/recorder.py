@@ -1,0 +1,128 @@
+"""Stream time series to one HDF5 file as the run goes: chunked along time, compressed, appended.
+
+The file is written as ``<path>.partial`` and renamed to ``<path>`` only when the run completes, so a
+file at the final path is always whole; an interrupted run leaves the partial file (root attribute
+``complete = False``) with every step recorded so far.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Series:
+    """A dataset filled one step at a time: shape (T,) when ``width`` is None, else (T, width)."""
+
+    path: str
+    units: str
+    dtype: Any = np.float64
+    width: int | None = None
+    description: str = ""
+    columns: str = ""  # path of the dataset naming the columns, e.g. "grid/bus/name"
+
+
+class H5Recorder:
+    """Buffer ``chunk_steps`` steps per series in memory and append them to the HDF5 file.
+
+    Parameters
+    ----------
+    path : final file path
+    series : the time series to record
+    static : datasets written once, ``{path: (array, units)}`` (element names, bus indices, ...)
+    attrs : root attributes (scenario YAML, seed, versions, ...)
+    chunk_steps : steps per chunk and per write
+    compression : ``"gzip"``, ``"lzf"`` or ``"none"``
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        series: list[Series],
+        static: dict[str, tuple[np.ndarray, str]],
+        attrs: dict[str, Any],
+        chunk_steps: int = 256,
+        compression: str = "gzip",
+    ) -> None:
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.chunk_steps = chunk_steps
+        self.series = {s.path: s for s in series}
+        self._file = h5py.File(self.partial_path, "w", track_order=True)
+        self._file.attrs["complete"] = False
+        for key, value in attrs.items():
+            self._file.attrs[key] = value
+        filters: dict[str, Any] = {}
+        if compression == "gzip":
+            filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        elif compression == "lzf":
+            filters = {"compression": "lzf", "shuffle": True}
+        for s in series:
+            tail = () if s.width is None else (s.width,)
+            chunk = (chunk_steps, *tail) if s.width != 0 else None
+            ds = self._file.create_dataset(
+                s.path, shape=(0, *tail), maxshape=(None, *tail), dtype=s.dtype, chunks=chunk, **filters
+            )
+            ds.attrs["units"] = s.units
+            if s.description:
+                ds.attrs["description"] = s.description
+            if s.columns:
+                ds.attrs["columns"] = s.columns
+        for key, (data, units) in static.items():
+            data = np.asarray(data)
+            if data.dtype.kind in "OU":
+                data = data.astype(h5py.string_dtype())
+            self._file.create_dataset(key, data=data).attrs["units"] = units
+        self._buffers = {
+            s.path: np.empty((chunk_steps, *(() if s.width is None else (s.width,))), dtype=s.dtype)
+            for s in series
+        }
+        self._filled = 0
+        self.n_steps = 0
+
+    def append(self, values: dict[str, Any]) -> None:
+        """Record one step; ``values`` must name every series."""
+        if values.keys() != self._buffers.keys():
+            missing = sorted(set(self._buffers) - set(values))
+            extra = sorted(set(values) - set(self._buffers))
+            raise KeyError(f"step values do not match the declared series: missing {missing}, extra {extra}")
+        row = self._filled
+        for key, buf in self._buffers.items():
+            buf[row] = values[key]
+        self._filled += 1
+        if self._filled == self.chunk_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered steps to the file."""
+        n = self._filled
+        if n == 0:
+            return
+        for key, buf in self._buffers.items():
+            ds = self._file[key]
+            ds.resize(self.n_steps + n, axis=0)
+            ds[self.n_steps : self.n_steps + n] = buf[:n]
+        self.n_steps += n
+        self._filled = 0
+
+    def close(self, complete: bool, attrs: dict[str, Any] | None = None) -> Path:
+        """Flush and close; rename to the final path when ``complete``. Returns the file written."""
+        if not self._file.id.valid:
+            return self.path if complete else self.partial_path
+        self.flush()
+        for key, value in (attrs or {}).items():
+            self._file.attrs[key] = value
+        self._file.attrs["complete"] = complete
+        self._file.attrs["n_steps"] = self.n_steps
+        self._file.close()
+        if complete:
+            os.replace(self.partial_path, self.path)
+            return self.path
+        return self.partial_path

@@ -1,0 +1,312 @@
+"""Build the mosaik World a scenario describes and run it: agents -> grid -> recorder, every step.
+
+All three simulators are time-based with the scenario's step and run in-process, so the arrays they
+exchange are passed by reference (no serialisation). Within one step the data flow is acyclic
+(agents' set-points feed the power flow; both feed the recorder), so plain same-time connections
+suffice; the market of a later issue closes the loop with the same pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time as wallclock
+import zlib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mosaik
+import numpy as np
+
+from cosim.errors import CosimError, ScenarioError
+from cosim.models.agents import profiles
+from cosim.models.agents.fleet import Fleet, build_fleet
+from cosim.models.grid.network import load_network
+from cosim.models.grid.powerflow import ACPowerFlow
+from cosim.models.grid.sim import SolverStats
+from cosim.recorder import H5Recorder, Series
+from cosim.scenario import PandapowerGrid, Scenario, SimbenchGrid, load_scenario
+
+SIM_CONFIG = {
+    "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
+    "Grid": {"python": "cosim.models.grid.sim:GridSim"},
+    "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
+}
+PACKAGES = ("cosim-te", "numpy", "scipy", "pandas", "pandapower", "simbench", "mosaik", "h5py", "pydantic")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run reports."""
+
+    path: Path
+    n_steps: int
+    wall_s: float
+    power_flow_s: float
+    n_not_converged: int
+
+
+def rng_for(seed: int, model: str) -> np.random.Generator:
+    """The one random generator of a model, from the scenario seed and the model's name."""
+    return np.random.default_rng([seed, zlib.crc32(model.encode())])
+
+
+def effective(
+    scenario: Scenario, *, steps: int | None = None, days: float | None = None, seed: int | None = None,
+    out: str | Path | None = None,
+) -> Scenario:
+    """Apply command-line overrides; the result is what the run records as its scenario."""
+    update: dict[str, Any] = {}
+    if steps is not None or days is not None:
+        step_s = scenario.time.step_s
+        n = steps if steps is not None else int(round(float(days or 0) * 86400)) // step_s
+        if n < 1:
+            raise ScenarioError([("--steps/--days", "must give at least one step")])
+        update["time"] = scenario.time.model_copy(update={"duration": f"{n * step_s}s", "end": None})
+    if seed is not None:
+        update["seed"] = seed
+    if out is not None:
+        update["output"] = scenario.output.model_copy(update={"path": Path(out)})
+    return scenario.model_copy(update=update)
+
+
+def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarray]:
+    """Network, agent fleet and power flow of a scenario, plus the step start times (Unix s)."""
+    g = scenario.grid
+    kind = {"simbench": "code", "pandapower": "case", "file": "path"}[g.source]
+    try:
+        net = load_network(
+            g.source,
+            code=getattr(g, "code", ""),
+            case=getattr(g, "case", ""),
+            path=getattr(g, "path", None),
+        )
+    except Exception as exc:  # a broken file or case: name the key
+        raise ScenarioError([(f"grid.{kind}", f"cannot load the network: {exc}")]) from None
+    step_s, t = scenario.time.step_s, scenario.time
+    times_s = int(t.start.timestamp()) + step_s * np.arange(t.n_steps, dtype=np.int64)
+    if isinstance(g, SimbenchGrid):
+        tables = profiles.simbench_tables(net)
+    else:
+        tables = {
+            "load_p_mw": profiles.constant(net.load.p_mw * net.load.scaling),
+            "load_q_mvar": profiles.constant(net.load.q_mvar * net.load.scaling),
+            "sgen_p_mw": profiles.constant(net.sgen.p_mw * net.sgen.scaling),
+        }
+    pv_cfg = scenario.agents.pv
+    try:
+        pv_pu = profiles.simbench_pv_pu(net, pv_cfg.profile) if isinstance(g, SimbenchGrid) else None
+    except ValueError as exc:
+        raise ScenarioError([("agents.pv.profile", str(exc))]) from None
+    if pv_pu is None:
+        if pv_cfg.profile is not None:
+            raise ScenarioError([("agents.pv.profile", "only SimBench grids ship named PV profiles")])
+        pv_pu = profiles.clear_sky_pv_pu(t.start.year, pv_cfg.latitude_deg)
+    try:
+        fleet = build_fleet(net, scenario.agents, rng_for(scenario.seed, "agents"), tables, pv_pu, times_s, step_s)
+    except ValueError as exc:
+        path, _, msg = str(exc).partition(": ")
+        raise ScenarioError([(path, msg or str(exc))]) from None
+    pf = scenario.grid.power_flow
+    power_flow = ACPowerFlow(
+        net, fleet.table.elements, tolerance_mva=pf.tolerance_mva, max_iteration=pf.max_iteration
+    )
+    return net, fleet, power_flow, times_s
+
+
+def _series_and_static(
+    scenario: Scenario, net: Any, fleet: Fleet
+) -> tuple[list[Series], dict[str, tuple[np.ndarray, str]], dict[tuple[str, str], str]]:
+    """Declare the HDF5 contract for this run: series, static datasets and routes from mosaik."""
+    groups = scenario.output.groups
+    series = [Series("time", "s", np.int64, None, "Unix time of each step start")]
+    static: dict[str, tuple[np.ndarray, str]] = {}
+    routes: dict[tuple[str, str], str] = {}
+    if "grid" in groups:
+        n_bus, n_line, n_trafo = len(net.bus), len(net.line), len(net.trafo)
+        for attr, path, units, width, description in [
+            ("vm_pu", "grid/bus/vm_pu", "pu", n_bus, "voltage magnitude"),
+            ("va_degree", "grid/bus/va_degree", "degree", n_bus, "voltage angle"),
+            ("line_loading_percent", "grid/line/loading_percent", "percent", n_line, "current loading"),
+            ("trafo_loading_percent", "grid/trafo/loading_percent", "percent", n_trafo, "loading"),
+            ("losses_mw", "grid/losses_mw", "MW", None, "line and transformer losses"),
+            ("import_mw", "grid/import_mw", "MW", None, "power from the external grid"),
+            ("converged", "grid/converged", "1", None, "power flow converged"),
+        ]:
+            dtype = np.bool_ if attr == "converged" else np.float64
+            columns = path.rsplit("/", 1)[0] + "/name" if width is not None else ""
+            series.append(Series(path, units, dtype, width, description, columns))
+            routes[("Grid-0.grid", attr)] = path
+        static |= {
+            "grid/bus/name": (_names(net.bus, "bus"), ""),
+            "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
+            "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
+            "grid/line/name": (_names(net.line, "line"), ""),
+            "grid/line/from_bus": (net.line.from_bus.to_numpy(), "pandapower index"),
+            "grid/line/to_bus": (net.line.to_bus.to_numpy(), "pandapower index"),
+            "grid/trafo/name": (_names(net.trafo, "trafo"), ""),
+            "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
+            "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
+        }
+    if "agents" in groups:
+        table, n = fleet.table, len(fleet.table)
+        batteries = table.where("battery")
+        series += [
+            Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
+            Series("agents/q_mvar", "Mvar", np.float64, n, "reactive power, + = consumption", "agents/name"),
+            Series(
+                "agents/soc_mwh", "MWh", np.float64, len(batteries), "energy at step end", "agents/storage_name"
+            ),
+        ]
+        routes |= {
+            ("Agents-0.fleet", "p_mw"): "agents/p_mw",
+            ("Agents-0.fleet", "q_mvar"): "agents/q_mvar",
+            ("Agents-0.fleet", "soc_mwh"): "agents/soc_mwh",
+        }
+        static |= {
+            "agents/name": (table.name.astype(str), ""),
+            "agents/bus": (table.bus, "pandapower index"),
+            "agents/kind": (table.kind.astype(str), ""),
+            "agents/storage_name": (table.name[batteries].astype(str), ""),
+        }
+    return series, static, routes
+
+
+def _names(frame: Any, kind: str) -> np.ndarray:
+    names = frame["name"] if "name" in frame else [None] * len(frame)
+    return np.array(
+        [n if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)]
+    )
+
+
+def _versions() -> str:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return json.dumps(found, sort_keys=True)
+
+
+def code_version() -> str:
+    """``git describe`` of the source tree when available, else the package version."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return metadata.version("cosim-te")
+
+
+def run(
+    scenario: Scenario | str | Path,
+    *,
+    steps: int | None = None,
+    days: float | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> RunSummary:
+    """Run a scenario to its end and write its HDF5 file.
+
+    Parameters
+    ----------
+    scenario : a validated Scenario or the path of a YAML file
+    steps, days : shorten (or lengthen) the run to this many steps or days
+    seed : override the scenario seed
+    out : override ``output.path``
+    progress : show a progress bar (simulated time, steps/s, ETA) on stderr
+
+    Returns
+    -------
+    RunSummary
+        the file written, wall time, time inside the power-flow solver, failed power flows.
+
+    Raises
+    ------
+    ScenarioError
+        when the scenario is invalid; CosimError when the run stops (the partial file is kept).
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
+    t0 = wallclock.perf_counter()
+    net, fleet, power_flow, times_s = build_models(scenario)
+    step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
+    series, static, routes = _series_and_static(scenario, net, fleet)
+    attrs = {
+        "scenario_yaml": scenario.to_yaml(),
+        "seed": scenario.seed,
+        "versions": _versions(),
+        "code_version": code_version(),
+        "name": scenario.name,
+        "step_s": step_s,
+    }
+    out_cfg = scenario.output
+    recorder = H5Recorder(
+        scenario.output_path, series, static, attrs, min(out_cfg.chunk_steps, n_steps), out_cfg.compression
+    )
+    bar = _progress_bar(n_steps, times_s, step_s) if progress else None
+    stats = SolverStats()
+    world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
+    try:
+        agents_sim = world.start("Agents", fleet=fleet)
+        grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
+        rec_sim = world.start(
+            "Recorder",
+            recorder=recorder,
+            routes=routes,
+            start_unix_s=int(times_s[0]),
+            step_s=step_s,
+            on_step=bar,
+        )
+        fleet_e, grid_e, rec_e = agents_sim.Fleet(), grid_sim.Grid(), rec_sim.Recorder()
+        world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
+        for (src, attr), _ in routes.items():
+            world.connect(fleet_e if src.startswith("Agents") else grid_e, rec_e, attr)
+        world.run(until=n_steps * step_s, print_progress=False)
+    except BaseException as exc:
+        partial = recorder.close(complete=False)
+        if bar is not None:
+            bar.close()
+        if isinstance(exc, CosimError):
+            raise
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        raise CosimError(
+            f"run stopped after {recorder.n_steps} of {n_steps} steps ({reason}); "
+            f"the steps recorded so far are in {partial}"
+        ) from exc
+    if bar is not None:
+        bar.close()
+    wall_s = wallclock.perf_counter() - t0
+    path = recorder.close(
+        complete=True,
+        attrs={"n_not_converged": stats.n_not_converged, "power_flow_s": stats.solver_s},
+    )
+    return RunSummary(path, n_steps, wall_s, stats.solver_s, stats.n_not_converged)
+
+
+def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int) -> Any:
+    """A tqdm bar advanced by the recorder; shows simulated date, steps/s and ETA."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_steps, unit="step", dynamic_ncols=True, mininterval=0.25)
+    every = max(1, 86400 // step_s)
+
+    def on_step(k: int) -> None:
+        if k % every == 0:
+            stamp = np.datetime64(int(times_s[k]), "s")
+            bar.set_postfix_str(f"sim {str(stamp).replace('T', ' ')[:16]}", refresh=False)
+        bar.update(1)
+
+    on_step.close = bar.close  # type: ignore[attr-defined]
+    return on_step

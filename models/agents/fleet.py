@@ -1,0 +1,288 @@
+"""Prosumer agents: every load and static generator of the grid, plus rooftop PV, home batteries and EVs.
+
+Placement is seeded; the baseline behaviour follows profiles, batteries run for self-consumption
+(charge from the household's surplus, discharge into its deficit, within power and state-of-charge
+limits) and EVs charge at full power from plug-in until their daily energy is in.
+Sign convention: load convention throughout, ``p_mw > 0`` is consumption, ``p_mw < 0`` injection
+(pandapower loads); a battery's ``p_mw > 0`` is charging. ``soc_mwh`` is at the end of the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandapower as pp
+
+from cosim.models.agents.profiles import ProfileTable
+
+KINDS = ("load", "sgen", "pv", "battery", "ev")
+
+
+@dataclass(frozen=True)
+class AgentTable:
+    """Who the agents are: one entry per agent, in column order of every agent dataset."""
+
+    name: np.ndarray  # (n,) str
+    bus: np.ndarray  # (n,) int, pandapower bus index
+    kind: np.ndarray  # (n,) str, one of KINDS
+    elements: list[tuple[str, int]]  # pandapower (table, index) carrying the agent's power
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    def where(self, kind: str) -> np.ndarray:
+        """Agent positions of one kind."""
+        return np.flatnonzero(self.kind == kind)
+
+
+@dataclass(frozen=True)
+class Setpoints:
+    """One step's agent outputs."""
+
+    p_mw: np.ndarray
+    q_mvar: np.ndarray
+    soc_mwh: np.ndarray  # (n_battery,)
+
+
+@dataclass
+class Batteries:
+    """Home batteries; arrays over batteries. ``household`` etc. are agent positions (-1: none)."""
+
+    capacity_mwh: np.ndarray
+    power_mw: np.ndarray
+    eta_charge: float
+    eta_discharge: float
+    soc_min_mwh: np.ndarray
+    soc_max_mwh: np.ndarray
+    soc_mwh: np.ndarray
+    household: np.ndarray  # agent positions whose net load the battery follows
+    pv: np.ndarray
+    ev: np.ndarray
+
+    def dispatch(self, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
+        """Self-consumption: battery power (load convention) for this step; updates ``soc_mwh``."""
+        net_mw = p_mw[self.household] + _take(p_mw, self.pv) + _take(p_mw, self.ev)
+        headroom_mw = (self.soc_max_mwh - self.soc_mwh) / (self.eta_charge * dt_h)
+        available_mw = (self.soc_mwh - self.soc_min_mwh) * self.eta_discharge / dt_h
+        charge = np.clip(np.minimum(-net_mw, np.minimum(self.power_mw, headroom_mw)), 0.0, None)
+        discharge = np.clip(np.minimum(net_mw, np.minimum(self.power_mw, available_mw)), 0.0, None)
+        self.soc_mwh = self.soc_mwh + (charge * self.eta_charge - discharge / self.eta_discharge) * dt_h
+        self.soc_mwh = np.clip(self.soc_mwh, self.soc_min_mwh, self.soc_max_mwh)
+        return charge - discharge
+
+
+@dataclass
+class EVs:
+    """Home-charged EVs; arrays over EVs. Plugged from ``arrival_h`` to ``departure_h`` (time of day)."""
+
+    charger_mw: np.ndarray
+    daily_mwh: np.ndarray
+    arrival_h: np.ndarray
+    departure_h: np.ndarray
+    due_mwh: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    plugged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def charge(self, hour_of_day: float, dt_h: float) -> np.ndarray:
+        """Charging power for a step starting at ``hour_of_day``; updates the energy still due."""
+        overnight = self.arrival_h > self.departure_h
+        inside = (hour_of_day >= self.arrival_h) & (hour_of_day < self.departure_h)
+        across = (hour_of_day >= self.arrival_h) | (hour_of_day < self.departure_h)
+        plugged = np.where(overnight, across, inside)
+        arrived = plugged & ~self.plugged
+        due = np.where(arrived, self.due_mwh + self.daily_mwh, np.where(plugged, self.due_mwh, 0.0))
+        p_mw = np.where(plugged, np.minimum(self.charger_mw, due / dt_h), 0.0)
+        self.due_mwh = due - p_mw * dt_h
+        self.plugged = plugged
+        return p_mw
+
+
+def _take(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    return np.where(positions >= 0, values[np.maximum(positions, 0)], 0.0)
+
+
+class Fleet:
+    """All agents of a run: their table, profiles and device state; ``step`` gives set-points.
+
+    Parameters
+    ----------
+    table : the agents
+    tables : profile tables ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw`` (net row order)
+    pv_pu : PV profile per unit of peak power (one column)
+    pv_kwp : (n_pv,) installed peak power of the rooftop PV agents
+    batteries, evs : device models
+    times_s : (T,) Unix start time of every step; step_s : step length [s]
+    """
+
+    def __init__(
+        self,
+        table: AgentTable,
+        tables: dict[str, ProfileTable],
+        pv_pu: ProfileTable | None,
+        pv_kwp: np.ndarray,
+        batteries: Batteries,
+        evs: EVs,
+        times_s: np.ndarray,
+        step_s: int,
+    ) -> None:
+        self.table = table
+        self.step_s = step_s
+        self.times_s = np.asarray(times_s, dtype=np.int64)
+        self._dt_h = step_s / 3600.0
+        self._load, self._sgen = table.where("load"), table.where("sgen")
+        self._pv, self._battery, self._ev = table.where("pv"), table.where("battery"), table.where("ev")
+        self._tables = tables
+        self._rows = {k: t.rows_for(self.times_s, step_s) for k, t in tables.items()}
+        self._pv_pu = pv_pu
+        self._pv_rows = pv_pu.rows_for(self.times_s, step_s) if pv_pu is not None else None
+        self._pv_mw = np.asarray(pv_kwp, dtype=float) / 1000.0
+        self.batteries = batteries
+        self.evs = evs
+        evs.due_mwh = np.zeros(len(evs.charger_mw))
+        evs.plugged = np.zeros(len(evs.charger_mw), dtype=bool)
+        self._hour_of_day = (self.times_s % 86400) / 3600.0
+
+    def step(self, k: int) -> Setpoints:
+        """Set-points for step ``k`` (0-based); advances battery and EV state by one step."""
+        p = np.zeros(len(self.table))
+        q = np.zeros(len(self.table))
+        tables, rows = self._tables, self._rows
+        p[self._load] = tables["load_p_mw"].mean(rows["load_p_mw"][k])
+        q[self._load] = tables["load_q_mvar"].mean(rows["load_q_mvar"][k])
+        p[self._sgen] = -tables["sgen_p_mw"].mean(rows["sgen_p_mw"][k])
+        if len(self._pv):
+            assert self._pv_pu is not None and self._pv_rows is not None
+            p[self._pv] = -self._pv_mw * self._pv_pu.mean(self._pv_rows[k])[0]
+        if len(self._ev):
+            p[self._ev] = self.evs.charge(self._hour_of_day[k], self._dt_h)
+        if len(self._battery):
+            p[self._battery] = self.batteries.dispatch(p, self._dt_h)
+        return Setpoints(p, q, self.batteries.soc_mwh.copy())
+
+
+def _names(frame: Any, kind: str) -> list[str]:
+    names = frame["name"] if "name" in frame else [None] * len(frame)
+    return [str(n) if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)]
+
+
+def household_rows(net: Any, prefixes: list[str]) -> np.ndarray:
+    """Positions (in net.load row order) of loads that are households."""
+    if "profile" not in net.load or net.load["profile"].isna().all():
+        return np.arange(len(net.load))
+    profile = net.load["profile"].fillna("").astype(str)
+    return np.flatnonzero(profile.str.startswith(tuple(prefixes)).to_numpy())
+
+
+def build_fleet(
+    net: Any,
+    cfg: Any,
+    rng: np.random.Generator,
+    tables: dict[str, ProfileTable],
+    pv_pu: ProfileTable | None,
+    times_s: np.ndarray,
+    step_s: int,
+) -> Fleet:
+    """Make every load and sgen an agent, place PV, batteries and EVs, and add their elements to ``net``.
+
+    Parameters
+    ----------
+    net : pandapower net; gains one sgen per PV, one storage per battery, one load per EV,
+        and every agent element gets ``scaling = 1`` (profiles carry the scaling).
+    cfg : the scenario's ``agents`` section
+    rng : the agents' random generator (placement, sizes, EV habits)
+
+    Raises
+    ------
+    ValueError
+        when the requested shares cannot be placed (message names the YAML key).
+    """
+    loads, sgens = net.load.index.to_numpy(), net.sgen.index.to_numpy()
+    net.load["scaling"] = 1.0
+    net.sgen["scaling"] = 1.0
+    homes = household_rows(net, cfg.household_profiles)
+    n_home = len(homes)
+
+    n_pv = round(cfg.pv.share * n_home)
+    pv_homes = np.sort(rng.choice(homes, size=n_pv, replace=False)) if n_pv else homes[:0]
+    if n_pv and pv_pu is None:
+        raise ValueError("agents.pv: no PV profile available for this grid")
+    pv_kwp = rng.uniform(cfg.pv.kwp_min, cfg.pv.kwp_max, size=n_pv)
+    n_bat = round(cfg.battery.share * n_home)
+    pool = pv_homes if cfg.battery.only_with_pv else homes
+    if n_bat > len(pool):
+        raise ValueError(
+            f"agents.battery.share: {n_bat} batteries requested but only {len(pool)} households "
+            "have PV; lower the share or set only_with_pv: false"
+        )
+    bat_homes = np.sort(rng.choice(pool, size=n_bat, replace=False)) if n_bat else homes[:0]
+    n_ev = round(cfg.ev.share * n_home)
+    ev_homes = np.sort(rng.choice(homes, size=n_ev, replace=False)) if n_ev else homes[:0]
+
+    load_names, home_bus = _names(net.load, "load"), net.load["bus"].to_numpy()
+    pv_idx = [
+        pp.create_sgen(net, home_bus[h], p_mw=k / 1000.0, name=f"{load_names[h]} PV", type="PV")
+        for h, k in zip(pv_homes, pv_kwp, strict=True)
+    ]
+    cap_mwh = cfg.battery.capacity_kwh / 1000.0
+    bat_idx = [
+        pp.create_storage(
+            net, home_bus[h], p_mw=0.0, max_e_mwh=cap_mwh, name=f"{load_names[h]} battery", type="battery"
+        )
+        for h in bat_homes
+    ]
+    ev_idx = [pp.create_load(net, home_bus[h], p_mw=0.0, name=f"{load_names[h]} EV") for h in ev_homes]
+
+    elements = (
+        [("load", int(i)) for i in loads]
+        + [("sgen", int(i)) for i in sgens]
+        + [("sgen", int(i)) for i in pv_idx]
+        + [("storage", int(i)) for i in bat_idx]
+        + [("load", int(i)) for i in ev_idx]
+    )
+    kinds = ["load"] * len(loads) + ["sgen"] * len(sgens) + ["pv"] * n_pv + ["battery"] * n_bat + ["ev"] * n_ev
+    names = (
+        load_names
+        + _names(net.sgen.loc[sgens], "sgen")
+        + [f"{load_names[h]} PV" for h in pv_homes]
+        + [f"{load_names[h]} battery" for h in bat_homes]
+        + [f"{load_names[h]} EV" for h in ev_homes]
+    )
+    names = _unique(names)
+    buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
+    table = AgentTable(np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements)
+
+    n_load, n_sgen = len(loads), len(sgens)
+    pv_of_home = {int(h): n_load + n_sgen + j for j, h in enumerate(pv_homes)}
+    ev_of_home = {int(h): n_load + n_sgen + n_pv + n_bat + j for j, h in enumerate(ev_homes)}
+    b = cfg.battery
+    batteries = Batteries(
+        capacity_mwh=np.full(n_bat, cap_mwh),
+        power_mw=np.full(n_bat, b.power_kw / 1000.0),
+        eta_charge=b.eta_charge,
+        eta_discharge=b.eta_discharge,
+        soc_min_mwh=np.full(n_bat, b.soc_min * cap_mwh),
+        soc_max_mwh=np.full(n_bat, b.soc_max * cap_mwh),
+        soc_mwh=np.full(n_bat, b.soc_initial * cap_mwh),
+        household=bat_homes.astype(np.int64),
+        pv=np.array([pv_of_home.get(int(h), -1) for h in bat_homes], dtype=np.int64),
+        ev=np.array([ev_of_home.get(int(h), -1) for h in bat_homes], dtype=np.int64),
+    )
+    e = cfg.ev
+    evs = EVs(
+        charger_mw=np.full(n_ev, e.charger_kw / 1000.0),
+        daily_mwh=np.clip(rng.normal(e.daily_kwh_mean, e.daily_kwh_sd, n_ev), 0.0, None) / 1000.0,
+        arrival_h=rng.normal(e.arrival_hour_mean, e.arrival_hour_sd, n_ev) % 24.0,
+        departure_h=rng.normal(e.departure_hour_mean, e.departure_hour_sd, n_ev) % 24.0,
+    )
+    return Fleet(table, tables, pv_pu, pv_kwp, batteries, evs, times_s, step_s)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name} #{count}")
+    return out

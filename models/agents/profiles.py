@@ -1,0 +1,111 @@
+"""Year-long time series behind the agents: SimBench profiles, constant case values, clear-sky PV.
+
+A :class:`ProfileTable` holds 15-minute (or constant) rows and answers, for a simulation step, the
+mean of the rows inside that step. Rows are indexed by time elapsed since 1 January of the step's
+year, wrapping at the table's end (SimBench's profiles are for 2016, a leap year of 35,136 rows).
+Sign convention: all powers in load convention (positive = consumption), as pandapower loads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SIMBENCH_ROW_S = 900
+
+
+@dataclass(frozen=True)
+class ProfileTable:
+    """Rows of values per element; ``row_s=0`` marks a constant table of one row.
+
+    Attributes
+    ----------
+    values : (n_rows, n_elements) array, e.g. MW
+    row_s : seconds each row covers (900 for SimBench), 0 when constant
+    """
+
+    values: np.ndarray
+    row_s: int
+
+    def rows_for(self, times_s: np.ndarray, step_s: int) -> np.ndarray:
+        """Row indices (n_steps, rows_per_step) covering each step that starts at ``times_s`` (Unix s)."""
+        times_s = np.asarray(times_s, dtype=np.int64)
+        if self.row_s == 0:
+            return np.zeros((len(times_s), 1), dtype=np.int64)
+        years = pd.to_datetime(times_s, unit="s", utc=True).year.to_numpy()
+        year_start = np.array(
+            [dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp() for y in np.unique(years)], dtype=np.int64
+        )[np.searchsorted(np.unique(years), years)]
+        first = (times_s - year_start) // self.row_s
+        per_step = max(1, round(step_s / self.row_s))
+        return (first[:, None] + np.arange(per_step)[None, :]) % len(self.values)
+
+    def mean(self, rows: np.ndarray) -> np.ndarray:
+        """Mean over the rows of one step -> (n_elements,)."""
+        return self.values[rows].mean(axis=0)
+
+
+def constant(values: np.ndarray) -> ProfileTable:
+    """A table that returns ``values`` at every step."""
+    return ProfileTable(np.asarray(values, dtype=float).reshape(1, -1), 0)
+
+
+def simbench_tables(net: object) -> dict[str, ProfileTable]:
+    """SimBench absolute profiles of loads (p, q) and sgens (p) in MW/Mvar, element scaling applied.
+
+    Returns
+    -------
+    dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``; columns in the net's row order.
+    """
+    import simbench
+
+    absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    out = {}
+    for (table, col), key in {
+        ("load", "p_mw"): "load_p_mw",
+        ("load", "q_mvar"): "load_q_mvar",
+        ("sgen", "p_mw"): "sgen_p_mw",
+    }.items():
+        elements = net[table]  # type: ignore[index]
+        frame = absolute[(table, col)].reindex(columns=elements.index)
+        fixed = elements[col].to_numpy(dtype=float)  # elements without a profile keep their value
+        values = np.where(np.isnan(frame.to_numpy(dtype=float)), fixed, frame.to_numpy(dtype=float))
+        out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
+    return out
+
+
+def simbench_pv_pu(net: object, name: str | None) -> ProfileTable | None:
+    """A normalised SimBench renewables profile (per unit of installed power), or None if absent."""
+    profiles = getattr(net, "profiles", None)
+    if not isinstance(profiles, dict) or "renewables" not in profiles:
+        return None
+    table = profiles["renewables"]
+    if name is None:
+        pv_cols = [c for c in table.columns if str(c).startswith("PV")]
+        if not pv_cols:
+            return None
+        name = pv_cols[0]
+    if name not in table.columns:
+        choices = [c for c in table.columns if c != "time"]
+        raise ValueError(f"no renewables profile {name!r} in this SimBench grid; it has {choices}")
+    return ProfileTable(table[name].to_numpy(dtype=float).reshape(-1, 1), SIMBENCH_ROW_S)
+
+
+def clear_sky_pv_pu(year: int, latitude_deg: float, performance_ratio: float = 0.75) -> ProfileTable:
+    """Clear-sky PV output per unit of peak power, 15-min rows over one year (solar time = UTC).
+
+    ``p = performance_ratio * max(0, sin(solar elevation))``: Cooper's declination and the hour angle,
+    no clouds; an upper envelope for grids that ship no PV profile.
+    """
+    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
+    n_rows = int((dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC) - start).total_seconds()) // SIMBENCH_ROW_S
+    t_h = (np.arange(n_rows) + 0.5) * SIMBENCH_ROW_S / 3600.0
+    day = np.floor(t_h / 24.0) + 1
+    declination = np.deg2rad(23.45) * np.sin(2 * np.pi * (284 + day) / 365.0)
+    hour_angle = np.deg2rad(15.0 * (t_h % 24.0 - 12.0))
+    lat = np.deg2rad(latitude_deg)
+    sin_elev = np.sin(lat) * np.sin(declination) + np.cos(lat) * np.cos(declination) * np.cos(hour_angle)
+    return ProfileTable((performance_ratio * np.clip(sin_elev, 0.0, None)).reshape(-1, 1), SIMBENCH_ROW_S)

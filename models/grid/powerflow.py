@@ -1,0 +1,575 @@
+"""AC power flow core: a lean polar Newton-Raphson on pandapower's own network model.
+
+The network model (admittance matrices, bus types, set-points of non-agent elements) is built once
+by pandapower (``_pd2ppc`` + ``makeYbus``); each step only the bus demand of the agents changes.
+The Jacobian has a fixed sparsity pattern, so the index maps from Ybus entries into Jacobian
+entries are computed once and each Newton iteration only fills data arrays.
+
+Sign convention: agent ``p_mw``/``q_mvar`` are in load convention, positive = consumption, as
+pandapower ``load`` (and ``storage``) elements. A generating agent has negative ``p_mw`` (its
+pandapower ``sgen`` then carries ``+p`` generation, see :func:`set_injections`).
+
+This module is a pure core; it has no mosaik dependency.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import pandapower as pp
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from pandapower.pd2ppc import _pd2ppc
+from pandapower.pf.ppci_variables import _get_pf_variables_from_ppci
+from pandapower.pypower.idx_brch import F_BUS, T_BUS
+from pandapower.pypower.idx_bus import BASE_KV, GS, VA, VM
+from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PG
+from pandapower.pypower.makeBdc import makeBdc
+from pandapower.pypower.makeSbus import makeSbus
+from pandapower.pypower.makeYbus import makeYbus
+from scipy.sparse.linalg import splu
+
+__all__ = ["AGENT_TABLES", "ACPowerFlow", "PowerFlowResult", "set_injections"]
+
+AGENT_TABLES = ("load", "sgen", "storage")  # pandapower tables an agent element may live in
+
+# sign applied when writing load-convention agent power into a pandapower table
+_TABLE_SIGN = {"load": 1.0, "sgen": -1.0, "storage": 1.0}
+
+FloatArray = NDArray[np.float64]
+ComplexArray = NDArray[np.complex128]
+IntArray = NDArray[np.int64]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PowerFlowResult:
+    """Result of one AC power flow step (all arrays in pandapower table row order)."""
+
+    converged: bool
+    iterations: int
+    vm_pu: np.ndarray  # (n_bus,) in net.bus row order; NaN where the bus is out of service/isolated
+    va_degree: np.ndarray  # (n_bus,)
+    line_loading_percent: np.ndarray  # (n_line,) current-based, max_i_ka * df * parallel
+    trafo_loading_percent: np.ndarray  # (n_trafo,) pandapower trafo_loading="current"
+    losses_mw: float  # sum of line + trafo active losses
+    import_mw: float  # sum of res_ext_grid.p_mw (positive = import from the upstream grid)
+
+
+def _split_elements(
+    net: Any, elements: Sequence[tuple[str, int]]
+) -> dict[str, tuple[IntArray, IntArray]]:
+    """Group agent elements per table as (agent column positions, element indices)."""
+    tables = np.array([t for t, _ in elements], dtype=object)
+    indices = np.array([int(i) for _, i in elements], dtype=np.int64)
+    groups: dict[str, tuple[IntArray, IntArray]] = {}
+    for table in np.unique(tables) if len(tables) else []:
+        if table not in AGENT_TABLES:
+            raise ValueError(f"agent element table {table!r} is not one of {AGENT_TABLES}")
+        cols = np.flatnonzero(tables == table).astype(np.int64)
+        idx = indices[cols]
+        missing = ~np.isin(idx, net[table].index.to_numpy())
+        if missing.any():
+            raise ValueError(f"agent element ({table!r}, {int(idx[missing][0])}) does not exist")
+        groups[str(table)] = (cols, idx)
+    return groups
+
+
+def set_injections(
+    net: Any, elements: Sequence[tuple[str, int]], p_mw: np.ndarray, q_mvar: np.ndarray
+) -> None:
+    """Write agent set-points (load convention) into the pandapower element tables.
+
+    ``load`` and ``storage`` get ``p = +p``, ``sgen`` (generator convention) gets ``p = -p``;
+    the same for ``q``. Vectorised per table.
+
+    Parameters
+    ----------
+    net : pandapowerNet
+        Network to modify in place.
+    elements : sequence of (table, index)
+        Agent elements, one per column of ``p_mw``/``q_mvar``.
+    p_mw, q_mvar : np.ndarray
+        Agent active/reactive power, positive = consumption.
+    """
+    p = np.asarray(p_mw, dtype=np.float64)
+    q = np.asarray(q_mvar, dtype=np.float64)
+    for table, (cols, idx) in _split_elements(net, elements).items():
+        sign = _TABLE_SIGN[table]
+        net[table].loc[idx, "p_mw"] = sign * p[cols]
+        net[table].loc[idx, "q_mvar"] = sign * q[cols]
+
+
+def _min_degree_fill(
+    n: int, rows: IntArray, cols: IntArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Greedy minimum-degree ordering and symbolic LU fill of a structurally symmetric pattern.
+
+    Returns
+    -------
+    perm : np.ndarray
+        ``perm[new] = old`` unknown order.
+    indptr, indices : np.ndarray
+        CSR pattern (new numbering, sorted columns, diagonal included) of L + U.
+    """
+    adj: list[set[int]] = [set() for _ in range(n)]
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        if r != c:
+            adj[r].add(c)
+            adj[c].add(r)
+    alive = [set(a) for a in adj]
+    pattern: list[set[int]] = [set(a) for a in adj]
+    eliminated = np.zeros(n, dtype=bool)
+    perm = np.empty(n, dtype=np.int64)
+    for step in range(n):
+        deg = [(len(alive[i]), i) for i in range(n) if not eliminated[i]]
+        _, piv = min(deg)
+        perm[step] = piv
+        eliminated[piv] = True
+        nbrs = list(alive[piv])
+        for a in nbrs:
+            alive[a].discard(piv)
+            for b in nbrs:
+                if a != b and b not in alive[a]:
+                    alive[a].add(b)
+                    pattern[a].add(b)
+    inv = np.empty(n, dtype=np.int64)
+    inv[perm] = np.arange(n)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    chunks: list[IntArray] = []
+    for new in range(n):
+        old = perm[new]
+        cols_new = np.sort(np.r_[inv[np.fromiter(pattern[old], np.int64)], new])
+        chunks.append(cols_new)
+        indptr[new + 1] = indptr[new] + len(cols_new)
+    indices = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
+    return perm, indptr, indices
+
+
+@numba.njit(cache=True)
+def _lu_solve_static(
+    data: np.ndarray, indptr: np.ndarray, indices: np.ndarray, diag: np.ndarray, b: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """In-place LU (no pivoting) of a CSR matrix with closed fill pattern, then solve L U x = b.
+
+    Returns x, or an array of NaN if a pivot is too small relative to the matrix scale.
+    """
+    n = b.shape[0]
+    work = np.full(n, -1, dtype=np.int64)
+    scale = 0.0
+    for k in range(data.shape[0]):
+        scale = max(scale, abs(data[k]))
+    for i in range(n):
+        for p in range(indptr[i], indptr[i + 1]):
+            work[indices[p]] = p
+        for p in range(indptr[i], diag[i]):
+            k = indices[p]
+            piv = data[diag[k]]
+            if abs(piv) <= 1e-10 * scale:
+                return np.full(n, np.nan)
+            lik = data[p] / piv
+            data[p] = lik
+            for q in range(diag[k] + 1, indptr[k + 1]):
+                data[work[indices[q]]] -= lik * data[q]
+        for p in range(indptr[i], indptr[i + 1]):
+            work[indices[p]] = -1
+    x = b.copy()
+    for i in range(n):
+        acc = x[i]
+        for p in range(indptr[i], diag[i]):
+            acc -= data[p] * x[indices[p]]
+        x[i] = acc
+    for i in range(n - 1, -1, -1):
+        acc = x[i]
+        for p in range(diag[i] + 1, indptr[i + 1]):
+            acc -= data[p] * x[indices[p]]
+        piv = data[diag[i]]
+        if abs(piv) <= 1e-10 * scale:
+            return np.full(n, np.nan)
+        x[i] = acc / piv
+    return x
+
+
+class ACPowerFlow:
+    """Fast repeated AC power flow on a fixed pandapower network.
+
+    Parameters
+    ----------
+    net : pandapowerNet
+        The network. Its topology and all non-agent elements are frozen at construction.
+    elements : sequence of (table, index)
+        For each agent (column of the ``solve`` arrays) its pandapower element.
+    tolerance_mva : float
+        Newton-Raphson convergence tolerance on the per-unit power mismatch (as pandapower).
+    max_iteration : int
+        Maximum Newton iterations from the warm start.
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        elements: Sequence[tuple[str, int]],
+        *,
+        tolerance_mva: float = 1e-8,
+        max_iteration: int = 10,
+    ) -> None:
+        self._net = net
+        self._elements = list(elements)
+        self._tol = float(tolerance_mva)
+        self._max_it = int(max_iteration)
+        self._n_agent = len(self._elements)
+        groups = _split_elements(net, self._elements)
+
+        base = copy.deepcopy(net)
+        for table, (_, idx) in groups.items():
+            base[table].loc[idx, ["p_mw", "q_mvar"]] = 0.0
+            base[table].loc[idx, "scaling"] = 1.0
+        try:
+            pp.runpp(base)  # sets base._options (and validates the net)
+        except pp.LoadflowNotConverged:
+            pass
+        ppc, ppci = _pd2ppc(base)
+        self._init_model(base, ppc, ppci, groups)
+        # initial warm start: the zero-agent base case solved from flat start
+        self._v_warm: ComplexArray | None = None
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ok, _, v = self._newton(self._flat_start(self._sbus_base), self._sbus_base, 30)
+        if ok:
+            self._v_warm = v
+
+    # ------------------------------------------------------------------ set-up
+    def _init_model(
+        self, base: Any, ppc: dict, ppci: dict, groups: dict[str, tuple[IntArray, IntArray]]
+    ) -> None:
+        """Precompute admittances, bus types, index maps and result gathers."""
+        (base_mva, bus, gen, branch, _, _, _, _, ref, pv, pq, on, gbus, v0, _) = (
+            _get_pf_variables_from_ppci(ppci)
+        )
+        self._base_mva = float(base_mva)
+        n = bus.shape[0]
+        self._n = n
+        ybus, yf, yt = makeYbus(base_mva, bus, branch)
+        self._yf = sp.csr_matrix(yf)
+        self._yt = sp.csr_matrix(yt)
+        self._ref = np.asarray(ref, dtype=np.int64)
+        self._pv = np.asarray(pv, dtype=np.int64)
+        self._pq = np.asarray(pq, dtype=np.int64)
+        self._pvpq = np.r_[self._pv, self._pq].astype(np.int64)
+        self._sbus_base = makeSbus(base_mva, bus, gen).astype(np.complex128)
+
+        # Ybus on a pattern that surely contains the diagonal
+        ycoo = sp.coo_matrix(ybus)
+        rows = np.r_[ycoo.row, np.arange(n)]
+        cols = np.r_[ycoo.col, np.arange(n)]
+        vals = np.r_[ycoo.data, np.zeros(n, dtype=np.complex128)]
+        yp = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+        yp.sum_duplicates()
+        yp.sort_indices()
+        self._ybus = yp
+        self._ybus_ref = yp[self._ref].tocsr()
+        self._y_rows = np.repeat(np.arange(n), np.diff(yp.indptr)).astype(np.int64)
+        self._y_cols = yp.indices.astype(np.int64)
+        self._y_data = yp.data.astype(np.complex128)
+        diag = np.flatnonzero(self._y_rows == self._y_cols)
+        self._y_diag = diag[np.argsort(self._y_rows[diag])]
+
+        self._init_jacobian()
+
+        # flat start: |V| = 1 (gen set-points on PV/ref), angles from a DC power flow
+        vm_flat = np.ones(n)
+        vm_flat[gbus] = np.abs(v0[gbus])
+        self._vm_flat = vm_flat
+        self._va_ref_rad = np.angle(v0[self._ref])
+        bbus, _, pbusinj, _, _ = makeBdc(bus, branch)
+        bbus = sp.csr_matrix(bbus)
+        self._pbus_dc_offset = -np.asarray(pbusinj).ravel() - bus[:, GS] / base_mva
+        bpp = bbus[self._pvpq][:, self._pvpq].tocsc()
+        self._bpr = bbus[self._pvpq][:, self._ref].toarray()
+        self._bpp_lu = splu(bpp) if len(self._pvpq) else None
+
+        # agents -> ppci buses
+        bus_lookup = np.asarray(base._pd2ppc_lookups["bus"], dtype=np.int64)
+        a_rows: list[IntArray] = []
+        a_cols: list[IntArray] = []
+        for table, (acols, idx) in groups.items():
+            df = base[table]
+            el_bus = bus_lookup[df.loc[idx, "bus"].to_numpy(dtype=np.int64)]
+            ok = df.loc[idx, "in_service"].to_numpy(dtype=bool) & (el_bus < n)
+            a_rows.append(el_bus[ok])
+            a_cols.append(acols[ok])
+        r = np.concatenate(a_rows) if a_rows else np.zeros(0, np.int64)
+        c = np.concatenate(a_cols) if a_cols else np.zeros(0, np.int64)
+        self._incidence = sp.csr_matrix(
+            (np.ones(len(r)), (r, c)), shape=(n, self._n_agent), dtype=np.float64
+        )
+
+        # results: buses
+        pp_bus = bus_lookup[base.bus.index.to_numpy(dtype=np.int64)]
+        self._bus_ok = pp_bus < n
+        self._bus_idx = np.where(self._bus_ok, pp_bus, 0)
+
+        # results: branches (ppc branch row -> ppci branch row)
+        branch_is = np.asarray(ppci["internal"]["branch_is"], dtype=bool)
+        ppc2ppci = np.where(branch_is, np.cumsum(branch_is) - 1, -1).astype(np.int64)
+        self._f_bus = np.real(branch[:, F_BUS]).astype(np.int64)
+        self._t_bus = np.real(branch[:, T_BUS]).astype(np.int64)
+        self._base_kv_f = bus[self._f_bus, BASE_KV]
+        self._base_kv_t = bus[self._t_bus, BASE_KV]
+        lookups = base._pd2ppc_lookups["branch"]
+
+        def _gather(table: str) -> IntArray:
+            if table not in lookups or len(base[table]) == 0:
+                return np.full(len(base[table]), -1, dtype=np.int64)
+            f, t = lookups[table]
+            return ppc2ppci[int(f) : int(t)]
+
+        self._line_br = _gather("line")
+        line = base.line
+        self._line_imax_ka = (
+            line["max_i_ka"].to_numpy(float)
+            * line["df"].to_numpy(float)
+            * line["parallel"].to_numpy(float)
+        )
+        self._trafo_br = _gather("trafo")
+        trafo = base.trafo
+        self._trafo_vn_kv = np.c_[trafo["vn_hv_kv"].to_numpy(float), trafo["vn_lv_kv"].to_numpy(float)]
+        self._trafo_scale = (
+            np.sqrt(3.0)
+            * 100.0
+            / trafo["sn_mva"].to_numpy(float)
+            / trafo["parallel"].to_numpy(float)
+            / trafo["df"].to_numpy(float)
+        )
+        loss_br = np.r_[self._line_br, self._trafo_br]
+        self._loss_br = loss_br[loss_br >= 0]
+
+        # slack: the first in-service gen at each ref bus takes the balance (as pfsoln)
+        gen_on = gen[on]
+        gen_bus = np.real(gen_on[:, GEN_BUS]).astype(np.int64)
+        pg0 = np.zeros(len(self._ref))
+        for k, rb in enumerate(self._ref):
+            at = np.flatnonzero((gen_bus == rb) & (gen_on[:, GEN_STATUS] > 0))
+            pg0[k] = np.real(gen_on[at[0], PG]) if len(at) else 0.0
+        self._ref_gen_pg0_mw = pg0
+
+    def _init_jacobian(self) -> None:
+        """Build the fixed Jacobian sparsity pattern and the Ybus-entry -> J-entry maps."""
+        n = self._n
+        npvpq = len(self._pvpq)
+        npq = len(self._pq)
+        m = npvpq + npq
+        self._m = m
+        pos_pvpq = np.full(n, -1, dtype=np.int64)
+        pos_pvpq[self._pvpq] = np.arange(npvpq)
+        pos_pq = np.full(n, -1, dtype=np.int64)
+        pos_pq[self._pq] = np.arange(npq) + npvpq
+        r, c = self._y_rows, self._y_cols
+        # blocks: (row map, col map) for Re dS/dVa, Re dS/dVm, Im dS/dVa, Im dS/dVm
+        blocks = [(pos_pvpq, pos_pvpq), (pos_pvpq, pos_pq), (pos_pq, pos_pvpq), (pos_pq, pos_pq)]
+        sel: list[IntArray] = []
+        jr: list[IntArray] = []
+        jc: list[IntArray] = []
+        for rmap, cmap in blocks:
+            k = np.flatnonzero((rmap[r] >= 0) & (cmap[c] >= 0))
+            sel.append(k)
+            jr.append(rmap[r[k]])
+            jc.append(cmap[c[k]])
+        self._j_sel = sel
+        rows = np.concatenate(jr)
+        cols = np.concatenate(jc)
+        # fallback: SuperLU on a CSC matrix (j_src[k] = source entry of CSC slot k)
+        src = sp.csc_matrix((np.arange(len(rows), dtype=np.float64), (rows, cols)), (m, m))
+        src.sort_indices()
+        self._j_src = src.data.astype(np.int64)
+        self._j_indices = src.indices
+        self._j_indptr = src.indptr
+        # primary: static-pivot sparse LU in a minimum-degree order with precomputed fill
+        perm, lu_indptr, lu_indices = _min_degree_fill(m, rows, cols)
+        inv = np.empty(m, dtype=np.int64)
+        inv[perm] = np.arange(m)
+        self._lu_perm = perm
+        self._lu_indptr = lu_indptr
+        self._lu_indices = lu_indices
+        self._lu_diag = np.array(
+            [lu_indptr[i] + np.searchsorted(lu_indices[lu_indptr[i] : lu_indptr[i + 1]], i)
+             for i in range(m)],
+            dtype=np.int64,
+        )
+        rn, cn = inv[rows], inv[cols]
+        key = np.repeat(np.arange(m, dtype=np.int64), np.diff(lu_indptr)) * m + lu_indices
+        self._lu_pos = np.searchsorted(key, rn * m + cn).astype(np.int64)
+        self._lu_nnz = len(lu_indices)
+
+    # ------------------------------------------------------------------ solver
+    def _mismatch(self, v: ComplexArray, sbus: ComplexArray) -> tuple[ComplexArray, FloatArray]:
+        """Return (Ybus @ V, mismatch vector F)."""
+        ibus = self._ybus @ v
+        mis = v * np.conj(ibus) - sbus
+        f = np.concatenate((mis[self._pvpq].real, mis[self._pq].imag))
+        return ibus, f
+
+    def _jacobian_values(self, v: ComplexArray, ibus: ComplexArray) -> FloatArray:
+        """Jacobian non-zeros in the concatenated block order of ``_j_sel``."""
+        vm = np.abs(v)
+        e = v[self._y_rows] * np.conj(self._y_data * v[self._y_cols])
+        ds_dva = -1j * e
+        ds_dvm = e / vm[self._y_cols]
+        d = self._y_diag
+        ds_dva[d] += 1j * v * np.conj(ibus)
+        ds_dvm[d] += np.conj(ibus) * v / vm
+        s0, s1, s2, s3 = self._j_sel
+        return np.concatenate(
+            (ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag)
+        )
+
+    def _solve_linear(self, jvals: FloatArray, f: FloatArray) -> FloatArray:
+        """Solve J dx = f for the current Jacobian values (static LU, SuperLU as fallback)."""
+        m = self._m
+        data = np.zeros(self._lu_nnz)
+        data[self._lu_pos] = jvals
+        x = _lu_solve_static(data, self._lu_indptr, self._lu_indices, self._lu_diag, f[self._lu_perm])
+        if np.all(np.isfinite(x)):
+            dx = np.empty(m)
+            dx[self._lu_perm] = x
+            return dx
+        jac = sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m))
+        return np.asarray(splu(jac).solve(f), dtype=np.float64)
+
+    def _newton(
+        self, v_init: ComplexArray, sbus: ComplexArray, max_it: int
+    ) -> tuple[bool, int, ComplexArray]:
+        """Polar Newton-Raphson; returns (converged, iterations, V)."""
+        v = v_init.copy()
+        va = np.angle(v)
+        vm = np.abs(v)
+        npvpq = len(self._pvpq)
+        ibus, f = self._mismatch(v, sbus)
+        if np.max(np.abs(f), initial=0.0) < self._tol:
+            return True, 0, v
+        for it in range(1, max_it + 1):
+            try:
+                dx = self._solve_linear(self._jacobian_values(v, ibus), f)
+            except (np.linalg.LinAlgError, RuntimeError):
+                return False, it, v
+            va[self._pvpq] -= dx[:npvpq]
+            vm[self._pq] -= dx[npvpq:]
+            v = vm * np.exp(1j * va)
+            ibus, f = self._mismatch(v, sbus)
+            err = np.max(np.abs(f), initial=0.0)
+            if not np.isfinite(err):
+                return False, it, v
+            if err < self._tol:
+                return True, it, v
+        return False, max_it, v
+
+    def _flat_start(self, sbus: ComplexArray) -> ComplexArray:
+        """|V| = 1 pu (gen set-points on PV/ref buses), angles from a DC power flow."""
+        va = np.zeros(self._n)
+        va[self._ref] = self._va_ref_rad
+        if self._bpp_lu is not None:
+            pbus = sbus.real + self._pbus_dc_offset
+            rhs = pbus[self._pvpq] - self._bpr @ self._va_ref_rad
+            va[self._pvpq] = self._bpp_lu.solve(rhs)
+        return self._vm_flat * np.exp(1j * va)
+
+    def solve(self, p_mw: np.ndarray, q_mvar: np.ndarray) -> PowerFlowResult:
+        """Solve the AC power flow for agent set-points (load convention, MW / Mvar).
+
+        Parameters
+        ----------
+        p_mw, q_mvar : np.ndarray
+            ``(n_agent,)`` agent active/reactive power, positive = consumption.
+
+        Returns
+        -------
+        PowerFlowResult
+            Converged results, or ``converged=False`` with NaN outputs (never raises for
+            non-convergence).
+        """
+        s_agent = np.asarray(p_mw, dtype=np.float64) + 1j * np.asarray(q_mvar, dtype=np.float64)
+        if s_agent.shape != (self._n_agent,):
+            raise ValueError(f"expected {self._n_agent} agent set-points, got {s_agent.shape}")
+        sbus = self._sbus_base - (self._incidence @ s_agent) / self._base_mva
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converged, iters, v = False, 0, self._sbus_base
+            if self._v_warm is not None:
+                converged, iters, v = self._newton(self._v_warm, sbus, self._max_it)
+            if not converged:
+                ok, it2, v = self._newton(self._flat_start(sbus), sbus, 3 * self._max_it)
+                converged, iters = ok, iters + it2
+            if not converged:
+                _log.debug("AC power flow did not converge after %d iterations", iters)
+                return self._nan_result(iters)
+            self._v_warm = v
+            return self._results(v, sbus, iters)
+
+    # ------------------------------------------------------------------ results
+    def _nan_result(self, iterations: int) -> PowerFlowResult:
+        """All-NaN result for a non-converged step."""
+        nb = len(self._bus_ok)
+        return PowerFlowResult(
+            converged=False,
+            iterations=iterations,
+            vm_pu=np.full(nb, np.nan),
+            va_degree=np.full(nb, np.nan),
+            line_loading_percent=np.full(len(self._line_br), np.nan),
+            trafo_loading_percent=np.full(len(self._trafo_br), np.nan),
+            losses_mw=float("nan"),
+            import_mw=float("nan"),
+        )
+
+    def _results(self, v: ComplexArray, sbus: ComplexArray, iterations: int) -> PowerFlowResult:
+        """Map the ppci solution to pandapower-ordered results."""
+        vm = np.abs(v)
+        vm_pu = np.where(self._bus_ok, vm[self._bus_idx], np.nan)
+        va_degree = np.where(self._bus_ok, np.angle(v[self._bus_idx], deg=True), np.nan)
+
+        sf = v[self._f_bus] * np.conj(self._yf @ v) * self._base_mva
+        st = v[self._t_bus] * np.conj(self._yt @ v) * self._base_mva
+        sq3 = np.sqrt(3.0)
+        i_f_ka = np.abs(sf) / (vm[self._f_bus] * self._base_kv_f) / sq3
+        i_t_ka = np.abs(st) / (vm[self._t_bus] * self._base_kv_t) / sq3
+
+        lb = self._line_br
+        line_i_ka = np.where(lb >= 0, np.maximum(i_f_ka[lb], i_t_ka[lb]), 0.0)
+        line_loading = np.full(len(lb), np.inf)
+        np.divide(line_i_ka, self._line_imax_ka, out=line_loading, where=self._line_imax_ka != 0)
+        tb = self._trafo_br
+        trafo_loading = np.where(
+            tb >= 0,
+            np.maximum(i_f_ka[tb] * self._trafo_vn_kv[:, 0], i_t_ka[tb] * self._trafo_vn_kv[:, 1])
+            * self._trafo_scale,
+            0.0,
+        )
+        losses_mw = float(np.sum(sf[self._loss_br].real + st[self._loss_br].real))
+
+        # slack gen output = calculated injection - scheduled injection + its own set-point
+        s_inj = v[self._ref] * np.conj(self._ybus_ref @ v)
+        import_mw = float(
+            np.sum((s_inj.real - sbus[self._ref].real) * self._base_mva + self._ref_gen_pg0_mw)
+        )
+        return PowerFlowResult(
+            converged=True,
+            iterations=iterations,
+            vm_pu=vm_pu,
+            va_degree=va_degree,
+            line_loading_percent=line_loading * 100.0,
+            trafo_loading_percent=trafo_loading,
+            losses_mw=losses_mw,
+            import_mw=import_mw,
+        )
+
+    @property
+    def net(self) -> Any:
+        """The pandapower net given at construction (for reference checks)."""
+        return self._net

@@ -1,0 +1,80 @@
+"""mosaik adapter of the AC power flow: one entity ``grid`` taking agent arrays, giving grid arrays."""
+
+from __future__ import annotations
+
+import time as wallclock
+from dataclasses import dataclass
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+
+from cosim.models.grid.powerflow import ACPowerFlow, PowerFlowResult
+
+OUTPUTS = (
+    "vm_pu",
+    "va_degree",
+    "line_loading_percent",
+    "trafo_loading_percent",
+    "losses_mw",
+    "import_mw",
+    "converged",
+)
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Grid": {"public": True, "params": [], "attrs": ["p_mw", "q_mvar", *OUTPUTS]},
+    },
+}
+
+
+@dataclass
+class SolverStats:
+    """Counters the adapter keeps for the run summary."""
+
+    solver_s: float = 0.0
+    n_not_converged: int = 0
+
+
+class GridSim(mosaik_api_v3.Simulator):
+    """Runs one AC power flow per step on the agents' set-points (load convention)."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.power_flow: ACPowerFlow | None = None
+        self.step_s = 0
+        self.result: PowerFlowResult | None = None
+        self.stats = SolverStats()
+
+    def init(  # type: ignore[override]
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        power_flow: ACPowerFlow,
+        step_s: int,
+        stats: SolverStats | None = None,
+    ) -> dict[str, Any]:
+        self.power_flow, self.step_s = power_flow, step_s
+        self.stats = stats if stats is not None else SolverStats()
+        return self.meta
+
+    def create(self, num: int, model: str, **model_params: Any) -> list[dict[str, Any]]:
+        if num != 1 or self.result is not None:
+            raise ValueError("GridSim holds exactly one Grid entity")
+        return [{"eid": "grid", "type": model}]
+
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+        assert self.power_flow is not None
+        (p_mw,) = inputs["grid"]["p_mw"].values()
+        (q_mvar,) = inputs["grid"]["q_mvar"].values()
+        t0 = wallclock.perf_counter()
+        self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar))
+        self.stats.solver_s += wallclock.perf_counter() - t0
+        self.stats.n_not_converged += not self.result.converged
+        return time + self.step_s
+
+    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
+        assert self.result is not None
+        return {eid: {attr: getattr(self.result, attr) for attr in attrs} for eid, attrs in outputs.items()}
