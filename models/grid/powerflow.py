@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from pandapower.pd2ppc import _pd2ppc
 from pandapower.pf.ppci_variables import _get_pf_variables_from_ppci
 from pandapower.pypower.idx_brch import F_BUS, T_BUS
-from pandapower.pypower.idx_bus import BASE_KV, GS, VA, VM
+from pandapower.pypower.idx_bus import BASE_KV, GS
 from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PG
 from pandapower.pypower.makeBdc import makeBdc
 from pandapower.pypower.makeSbus import makeSbus
@@ -64,9 +64,7 @@ class PowerFlowResult:
     import_mw: float  # sum of res_ext_grid.p_mw (positive = import from the upstream grid)
 
 
-def _split_elements(
-    net: Any, elements: Sequence[tuple[str, int]]
-) -> dict[str, tuple[IntArray, IntArray]]:
+def _split_elements(net: Any, elements: Sequence[tuple[str, int]]) -> dict[str, tuple[IntArray, IntArray]]:
     """Group agent elements per table as (agent column positions, element indices)."""
     tables = np.array([t for t, _ in elements], dtype=object)
     indices = np.array([int(i) for _, i in elements], dtype=np.int64)
@@ -108,9 +106,7 @@ def set_injections(
         net[table].loc[idx, "q_mvar"] = sign * q[cols]
 
 
-def _min_degree_fill(
-    n: int, rows: IntArray, cols: IntArray
-) -> tuple[IntArray, IntArray, IntArray]:
+def _min_degree_fill(n: int, rows: IntArray, cols: IntArray) -> tuple[IntArray, IntArray, IntArray]:
     """Greedy minimum-degree ordering and symbolic LU fill of a structurally symmetric pattern.
 
     Returns
@@ -251,8 +247,8 @@ class ACPowerFlow:
         self, base: Any, ppc: dict, ppci: dict, groups: dict[str, tuple[IntArray, IntArray]]
     ) -> None:
         """Precompute admittances, bus types, index maps and result gathers."""
-        (base_mva, bus, gen, branch, _, _, _, _, ref, pv, pq, on, gbus, v0, _) = (
-            _get_pf_variables_from_ppci(ppci)
+        (base_mva, bus, gen, branch, _, _, _, _, ref, pv, pq, on, gbus, v0, _) = _get_pf_variables_from_ppci(
+            ppci
         )
         self._base_mva = float(base_mva)
         n = bus.shape[0]
@@ -308,9 +304,7 @@ class ACPowerFlow:
             a_cols.append(acols[ok])
         r = np.concatenate(a_rows) if a_rows else np.zeros(0, np.int64)
         c = np.concatenate(a_cols) if a_cols else np.zeros(0, np.int64)
-        self._incidence = sp.csr_matrix(
-            (np.ones(len(r)), (r, c)), shape=(n, self._n_agent), dtype=np.float64
-        )
+        self._incidence = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, self._n_agent), dtype=np.float64)
 
         # results: buses
         pp_bus = bus_lookup[base.bus.index.to_numpy(dtype=np.int64)]
@@ -335,9 +329,7 @@ class ACPowerFlow:
         self._line_br = _gather("line")
         line = base.line
         self._line_imax_ka = (
-            line["max_i_ka"].to_numpy(float)
-            * line["df"].to_numpy(float)
-            * line["parallel"].to_numpy(float)
+            line["max_i_ka"].to_numpy(float) * line["df"].to_numpy(float) * line["parallel"].to_numpy(float)
         )
         self._trafo_br = _gather("trafo")
         trafo = base.trafo
@@ -400,8 +392,10 @@ class ACPowerFlow:
         self._lu_indptr = lu_indptr
         self._lu_indices = lu_indices
         self._lu_diag = np.array(
-            [lu_indptr[i] + np.searchsorted(lu_indices[lu_indptr[i] : lu_indptr[i + 1]], i)
-             for i in range(m)],
+            [
+                lu_indptr[i] + np.searchsorted(lu_indices[lu_indptr[i] : lu_indptr[i + 1]], i)
+                for i in range(m)
+            ],
             dtype=np.int64,
         )
         rn, cn = inv[rows], inv[cols]
@@ -427,9 +421,7 @@ class ACPowerFlow:
         ds_dva[d] += 1j * v * np.conj(ibus)
         ds_dvm[d] += np.conj(ibus) * v / vm
         s0, s1, s2, s3 = self._j_sel
-        return np.concatenate(
-            (ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag)
-        )
+        return np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
 
     def _solve_linear(self, jvals: FloatArray, f: FloatArray) -> FloatArray:
         """Solve J dx = f for the current Jacobian values (static LU, SuperLU as fallback)."""
@@ -555,9 +547,7 @@ class ACPowerFlow:
 
         # slack gen output = calculated injection - scheduled injection + its own set-point
         s_inj = v[self._ref] * np.conj(self._ybus_ref @ v)
-        import_mw = float(
-            np.sum((s_inj.real - sbus[self._ref].real) * self._base_mva + self._ref_gen_pg0_mw)
-        )
+        import_mw = float(np.sum((s_inj.real - sbus[self._ref].real) * self._base_mva + self._ref_gen_pg0_mw))
         return PowerFlowResult(
             converged=True,
             iterations=iterations,

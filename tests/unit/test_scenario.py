@@ -1,0 +1,124 @@
+"""Scenario schema: valid studies load, broken ones report every problem with its dotted path."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cosim.cli import main
+from cosim.errors import ScenarioError
+from cosim.scenario import Scenario, load_scenario, parse_duration_s
+from tests.conftest import SCENARIOS
+
+BROKEN = """
+name: default
+seed: -3
+time: {start: 2016-01-01T00:00:00, duration: 2 fortnights, step: 1h}
+grid: {source: simbench, code: 1-LV-nowhere--0-sw, colour: blue}
+agents:
+  battery: {share: 1.5, capacity_kwh: 0}
+  pv: {kwp_min: 5, kwp_max: 2}
+market: {design: uniform}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_every_shipped_scenario_validates(path: Path) -> None:
+    """Every study in scenarios/ passes the schema."""
+    scenario = load_scenario(path)
+    assert scenario.time.n_steps >= 1
+
+
+def test_default_is_a_year_of_hours_on_simbench_lv() -> None:
+    """The default study is one year, hourly, of a SimBench LV grid with PV, batteries and EVs."""
+    s = load_scenario(Path(__file__).parents[2] / "scenarios" / "default.yaml")
+    assert (s.time.n_steps, s.time.step_s) == (8760, 3600)
+    assert s.grid.source == "simbench" and "-LV-" in s.grid.code
+    assert s.agents.pv.share > 0 and s.agents.battery.share > 0 and s.agents.ev.share > 0
+
+
+def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
+    """Several mistakes give one error listing each with its dotted path."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, BROKEN))
+    paths = [p for p, _ in info.value.problems]
+    for expected in [
+        "seed",
+        "time.duration",
+        "grid.code",
+        "grid.colour",
+        "agents.battery.share",
+        "agents.battery.capacity_kwh",
+        "agents.pv",
+        "market",
+    ]:
+        assert expected in paths, (expected, paths)
+    messages = dict(info.value.problems)
+    assert "not implemented yet" in messages["market"]
+    assert "unknown key" in messages["grid.colour"]
+    assert "1-LV-semiurb4--0-sw" in messages["grid.code"]  # says what would be valid
+
+
+def test_cli_validate_exit_code_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cosim validate` on a broken file prints the problems and exits 2, no traceback."""
+    assert main(["validate", str(write(tmp_path, BROKEN))]) == 2
+    err = capsys.readouterr().err
+    assert "agents.battery.share" in err and "Traceback" not in err
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    """A YAML syntax error names the line."""
+    with pytest.raises(ScenarioError, match="line 3"):
+        load_scenario(write(tmp_path, "name: x\ntime:\n  start: [unclosed\n"))
+
+
+def test_end_and_duration_are_exclusive(tmp_path: Path) -> None:
+    """Giving both end and duration is refused; end alone works."""
+    base = "name: x\ngrid: {source: pandapower, case: case9}\n"
+    with pytest.raises(ScenarioError, match="exactly one of 'end' or 'duration'"):
+        load_scenario(write(tmp_path, base + "time: {start: 2020-01-01, end: 2020-01-02, duration: 1d}\n"))
+    s = load_scenario(write(tmp_path, base + "time: {start: 2020-01-01, end: 2020-01-02, step: 15min}\n"))
+    assert s.time.n_steps == 96
+
+
+def test_missing_grid_file_names_key(tmp_path: Path) -> None:
+    """A file grid that does not exist is reported at grid.path."""
+    text = "name: x\ntime: {start: 2020-01-01, duration: 1d}\ngrid: {source: file, path: nope.json}\n"
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, text))
+    assert info.value.problems[0][0] == "grid.path"
+
+
+def test_unknown_pandapower_case_lists_valid_ones(tmp_path: Path) -> None:
+    """An unknown pandapower case is refused with the valid names."""
+    text = "name: x\ntime: {start: 2020-01-01, duration: 1d}\ngrid: {source: pandapower, case: case7}\n"
+    with pytest.raises(ScenarioError, match="case118"):
+        load_scenario(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15min", 900), ("1h", 3600), ("365d", 31536000), ("2w", 1209600), (60, 60)]
+)
+def test_durations(text: str | int, seconds: int) -> None:
+    """Durations parse to whole seconds."""
+    assert parse_duration_s(text) == seconds
+
+
+def test_json_schema_has_units_and_descriptions() -> None:
+    """The JSON Schema carries a description on every field and units where they apply."""
+    schema = Scenario.model_json_schema()
+    battery = schema["$defs"]["BatteryConfig"]["properties"]
+    assert battery["capacity_kwh"]["unit"] == "kWh"
+    for definition in schema["$defs"].values():
+        for name, prop in definition.get("properties", {}).items():
+            assert prop.get("description"), name
+    json.dumps(schema)
