@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 import pandapower as pp
 import scipy.sparse as sp
@@ -106,94 +105,6 @@ def set_injections(
         net[table].loc[idx, "q_mvar"] = sign * q[cols]
 
 
-def _min_degree_fill(n: int, rows: IntArray, cols: IntArray) -> tuple[IntArray, IntArray, IntArray]:
-    """Greedy minimum-degree ordering and symbolic LU fill of a structurally symmetric pattern.
-
-    Returns
-    -------
-    perm : np.ndarray
-        ``perm[new] = old`` unknown order.
-    indptr, indices : np.ndarray
-        CSR pattern (new numbering, sorted columns, diagonal included) of L + U.
-    """
-    adj: list[set[int]] = [set() for _ in range(n)]
-    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        if r != c:
-            adj[r].add(c)
-            adj[c].add(r)
-    alive = [set(a) for a in adj]
-    pattern: list[set[int]] = [set(a) for a in adj]
-    eliminated = np.zeros(n, dtype=bool)
-    perm = np.empty(n, dtype=np.int64)
-    for step in range(n):
-        deg = [(len(alive[i]), i) for i in range(n) if not eliminated[i]]
-        _, piv = min(deg)
-        perm[step] = piv
-        eliminated[piv] = True
-        nbrs = list(alive[piv])
-        for a in nbrs:
-            alive[a].discard(piv)
-            for b in nbrs:
-                if a != b and b not in alive[a]:
-                    alive[a].add(b)
-                    pattern[a].add(b)
-    inv = np.empty(n, dtype=np.int64)
-    inv[perm] = np.arange(n)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    chunks: list[IntArray] = []
-    for new in range(n):
-        old = perm[new]
-        cols_new = np.sort(np.r_[inv[np.fromiter(pattern[old], np.int64)], new])
-        chunks.append(cols_new)
-        indptr[new + 1] = indptr[new] + len(cols_new)
-    indices = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
-    return perm, indptr, indices
-
-
-@numba.njit(cache=True)
-def _lu_solve_static(
-    data: np.ndarray, indptr: np.ndarray, indices: np.ndarray, diag: np.ndarray, b: np.ndarray
-) -> np.ndarray:  # pragma: no cover - compiled
-    """In-place LU (no pivoting) of a CSR matrix with closed fill pattern, then solve L U x = b.
-
-    Returns x, or an array of NaN if a pivot is too small relative to the matrix scale.
-    """
-    n = b.shape[0]
-    work = np.full(n, -1, dtype=np.int64)
-    scale = 0.0
-    for k in range(data.shape[0]):
-        scale = max(scale, abs(data[k]))
-    for i in range(n):
-        for p in range(indptr[i], indptr[i + 1]):
-            work[indices[p]] = p
-        for p in range(indptr[i], diag[i]):
-            k = indices[p]
-            piv = data[diag[k]]
-            if abs(piv) <= 1e-10 * scale:
-                return np.full(n, np.nan)
-            lik = data[p] / piv
-            data[p] = lik
-            for q in range(diag[k] + 1, indptr[k + 1]):
-                data[work[indices[q]]] -= lik * data[q]
-        for p in range(indptr[i], indptr[i + 1]):
-            work[indices[p]] = -1
-    x = b.copy()
-    for i in range(n):
-        acc = x[i]
-        for p in range(indptr[i], diag[i]):
-            acc -= data[p] * x[indices[p]]
-        x[i] = acc
-    for i in range(n - 1, -1, -1):
-        acc = x[i]
-        for p in range(diag[i] + 1, indptr[i + 1]):
-            acc -= data[p] * x[indices[p]]
-        piv = data[diag[i]]
-        if abs(piv) <= 1e-10 * scale:
-            return np.full(n, np.nan)
-        x[i] = acc / piv
-    return x
-
-
 class ACPowerFlow:
     """Fast repeated AC power flow on a fixed pandapower network.
 
@@ -247,9 +158,9 @@ class ACPowerFlow:
         self, base: Any, ppc: dict, ppci: dict, groups: dict[str, tuple[IntArray, IntArray]]
     ) -> None:
         """Precompute admittances, bus types, index maps and result gathers."""
-        (base_mva, bus, gen, branch, _, _, _, _, ref, pv, pq, on, gbus, v0, _) = _get_pf_variables_from_ppci(
-            ppci
-        )
+        pf_vars = _get_pf_variables_from_ppci(ppci)
+        base_mva, bus, gen, branch = pf_vars[:4]
+        ref, pv, pq, on, gbus, v0 = pf_vars[8:14]
         self._base_mva = float(base_mva)
         n = bus.shape[0]
         self._n = n
@@ -378,30 +289,12 @@ class ACPowerFlow:
         self._j_sel = sel
         rows = np.concatenate(jr)
         cols = np.concatenate(jc)
-        # fallback: SuperLU on a CSC matrix (j_src[k] = source entry of CSC slot k)
+        # SuperLU on a CSC matrix of fixed pattern (j_src[k] = source entry of CSC slot k)
         src = sp.csc_matrix((np.arange(len(rows), dtype=np.float64), (rows, cols)), (m, m))
         src.sort_indices()
         self._j_src = src.data.astype(np.int64)
         self._j_indices = src.indices
         self._j_indptr = src.indptr
-        # primary: static-pivot sparse LU in a minimum-degree order with precomputed fill
-        perm, lu_indptr, lu_indices = _min_degree_fill(m, rows, cols)
-        inv = np.empty(m, dtype=np.int64)
-        inv[perm] = np.arange(m)
-        self._lu_perm = perm
-        self._lu_indptr = lu_indptr
-        self._lu_indices = lu_indices
-        self._lu_diag = np.array(
-            [
-                lu_indptr[i] + np.searchsorted(lu_indices[lu_indptr[i] : lu_indptr[i + 1]], i)
-                for i in range(m)
-            ],
-            dtype=np.int64,
-        )
-        rn, cn = inv[rows], inv[cols]
-        key = np.repeat(np.arange(m, dtype=np.int64), np.diff(lu_indptr)) * m + lu_indices
-        self._lu_pos = np.searchsorted(key, rn * m + cn).astype(np.int64)
-        self._lu_nnz = len(lu_indices)
 
     # ------------------------------------------------------------------ solver
     def _mismatch(self, v: ComplexArray, sbus: ComplexArray) -> tuple[ComplexArray, FloatArray]:
@@ -424,15 +317,8 @@ class ACPowerFlow:
         return np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
 
     def _solve_linear(self, jvals: FloatArray, f: FloatArray) -> FloatArray:
-        """Solve J dx = f for the current Jacobian values (static LU, SuperLU as fallback)."""
+        """Solve J dx = f for the current Jacobian values (SuperLU)."""
         m = self._m
-        data = np.zeros(self._lu_nnz)
-        data[self._lu_pos] = jvals
-        x = _lu_solve_static(data, self._lu_indptr, self._lu_indices, self._lu_diag, f[self._lu_perm])
-        if np.all(np.isfinite(x)):
-            dx = np.empty(m)
-            dx[self._lu_perm] = x
-            return dx
         jac = sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m))
         return np.asarray(splu(jac).solve(f), dtype=np.float64)
 

@@ -1,0 +1,52 @@
+"""HDF5 recorder: appends across chunks, keeps units, never passes a partial file off as whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cosim.recorder import H5Recorder, Series
+
+
+def recorder(path: Path, chunk: int = 4) -> H5Recorder:
+    series = [Series("time", "s", np.int64), Series("grid/x", "MW", np.float64, 3, columns="grid/name")]
+    static = {"grid/name": (np.array(["a", "b", "c"], dtype=object), "")}
+    return H5Recorder(path, series, static, {"seed": 7}, chunk_steps=chunk)
+
+
+def test_append_across_chunks_and_complete(tmp_path: Path) -> None:
+    """Ten steps with chunks of four land in order, with units, and the file is renamed when complete."""
+    rec = recorder(tmp_path / "r.h5")
+    for k in range(10):
+        rec.append({"time": k, "grid/x": np.full(3, k * 1.5)})
+    assert rec.close(complete=True) == tmp_path / "r.h5"
+    assert not (tmp_path / "r.h5.partial").exists()
+    with h5py.File(tmp_path / "r.h5") as f:
+        np.testing.assert_array_equal(f["time"][:], np.arange(10))
+        np.testing.assert_array_equal(f["grid/x"][:, 1], np.arange(10) * 1.5)
+        assert f["grid/x"].attrs["units"] == "MW" and f["grid/x"].chunks == (4, 3)
+        assert f["grid/x"].compression == "gzip"
+        assert f.attrs["complete"] and f.attrs["n_steps"] == 10 and f.attrs["seed"] == 7
+        assert list(f["grid/name"].asstr()[:]) == ["a", "b", "c"]
+
+
+def test_interrupted_run_stays_partial(tmp_path: Path) -> None:
+    """A run that stops keeps every recorded step in <path>.partial, marked incomplete, and no final file."""
+    rec = recorder(tmp_path / "r.h5")
+    for k in range(6):
+        rec.append({"time": k, "grid/x": np.zeros(3)})
+    assert rec.close(complete=False) == tmp_path / "r.h5.partial"
+    assert not (tmp_path / "r.h5").exists()
+    with h5py.File(tmp_path / "r.h5.partial") as f:
+        assert not f.attrs["complete"] and f["time"].shape == (6,)
+
+
+def test_step_must_name_every_series(tmp_path: Path) -> None:
+    """A step missing a series is refused with the missing name."""
+    rec = recorder(tmp_path / "r.h5")
+    with pytest.raises(KeyError, match="grid/x"):
+        rec.append({"time": 0})
+    rec.close(complete=False)
