@@ -214,10 +214,7 @@ def _fig_network(d: dict[str, Any], out: Path) -> str:
     where = {int(b): i for i, b in enumerate(d["bus_index"])}
 
     def pairs(a: Arr, b: Arr, load: Arr) -> tuple[list[tuple[int, int]], list[float]]:
-        ok = [
-            (k, where.get(int(x)), where.get(int(y)))
-            for k, (x, y) in enumerate(zip(a, b, strict=False))
-        ]
+        ok = [(k, where.get(int(x)), where.get(int(y))) for k, (x, y) in enumerate(zip(a, b, strict=False))]
         kept = [(k, i, j) for k, i, j in ok if i is not None and j is not None]
         vals = [float(load[k]) if k < load.size else np.nan for k, _, _ in kept]
         return [(i, j) for _, i, j in kept], vals
@@ -322,9 +319,7 @@ def _load(f: h5py.File) -> dict[str, Any]:
         pos += np.nansum(np.clip(blk, 0, None), axis=0) * d["step_h"]
         neg += np.nansum(np.clip(blk, None, 0), axis=0) * d["step_h"]
     d["energy"] = {
-        k: (float(pos[m].sum()), float(neg[m].sum()))
-        for k in set(kinds)
-        for m in [np.array(kinds) == k]
+        k: (float(pos[m].sum()), float(neg[m].sum())) for k in set(kinds) for m in [np.array(kinds) == k]
     }
     d["soc"] = _reduce(g("agents/soc_mwh"), t).row_mean
     return d

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.recorder import H5Recorder
 
-META = {
+META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {"Recorder": {"public": True, "params": [], "attrs": [], "any_inputs": True}},
@@ -37,12 +38,12 @@ class RecorderSim(mosaik_api_v3.Simulator):
         start_unix_s: int,
         step_s: int,
         on_step: Callable[[int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Meta:
         self.recorder, self.routes = recorder, routes
         self.start_unix_s, self.step_s, self.on_step = start_unix_s, step_s, on_step
         return self.meta
 
-    def create(self, num: int, model: str, **model_params: Any) -> list[dict[str, Any]]:
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         return [{"eid": "recorder", "type": model}]
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:

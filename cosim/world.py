@@ -27,9 +27,9 @@ from cosim.models.grid.network import load_network
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
 from cosim.recorder import H5Recorder, Series
-from cosim.scenario import PandapowerGrid, Scenario, SimbenchGrid, load_scenario
+from cosim.scenario import Scenario, SimbenchGrid, load_scenario
 
-SIM_CONFIG = {
+SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
     "Grid": {"python": "cosim.models.grid.sim:GridSim"},
     "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
@@ -54,7 +54,11 @@ def rng_for(seed: int, model: str) -> np.random.Generator:
 
 
 def effective(
-    scenario: Scenario, *, steps: int | None = None, days: float | None = None, seed: int | None = None,
+    scenario: Scenario,
+    *,
+    steps: int | None = None,
+    days: float | None = None,
+    seed: int | None = None,
     out: str | Path | None = None,
 ) -> Scenario:
     """Apply command-line overrides; the result is what the run records as its scenario."""
@@ -105,7 +109,9 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
             raise ScenarioError([("agents.pv.profile", "only SimBench grids ship named PV profiles")])
         pv_pu = profiles.clear_sky_pv_pu(t.start.year, pv_cfg.latitude_deg)
     try:
-        fleet = build_fleet(net, scenario.agents, rng_for(scenario.seed, "agents"), tables, pv_pu, times_s, step_s)
+        fleet = build_fleet(
+            net, scenario.agents, rng_for(scenario.seed, "agents"), tables, pv_pu, times_s, step_s
+        )
     except ValueError as exc:
         path, _, msg = str(exc).partition(": ")
         raise ScenarioError([(path, msg or str(exc))]) from None
@@ -157,7 +163,12 @@ def _series_and_static(
             Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
             Series("agents/q_mvar", "Mvar", np.float64, n, "reactive power, + = consumption", "agents/name"),
             Series(
-                "agents/soc_mwh", "MWh", np.float64, len(batteries), "energy at step end", "agents/storage_name"
+                "agents/soc_mwh",
+                "MWh",
+                np.float64,
+                len(batteries),
+                "energy at step end",
+                "agents/storage_name",
             ),
         ]
         routes |= {

@@ -163,7 +163,9 @@ class Fleet:
 
 def _names(frame: Any, kind: str) -> list[str]:
     names = frame["name"] if "name" in frame else [None] * len(frame)
-    return [str(n) if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)]
+    return [
+        str(n) if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)
+    ]
 
 
 def household_rows(net: Any, prefixes: list[str]) -> np.ndarray:
@@ -240,7 +242,9 @@ def build_fleet(
         + [("storage", int(i)) for i in bat_idx]
         + [("load", int(i)) for i in ev_idx]
     )
-    kinds = ["load"] * len(loads) + ["sgen"] * len(sgens) + ["pv"] * n_pv + ["battery"] * n_bat + ["ev"] * n_ev
+    kinds = (
+        ["load"] * len(loads) + ["sgen"] * len(sgens) + ["pv"] * n_pv + ["battery"] * n_bat + ["ev"] * n_ev
+    )
     names = (
         load_names
         + _names(net.sgen.loc[sgens], "sgen")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.models.agents.fleet import Fleet
 
-META = {
+META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
@@ -29,11 +30,11 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.fleet: Fleet | None = None
         self._out: dict[str, Any] = {}
 
-    def init(self, sid: str, time_resolution: float = 1.0, *, fleet: Fleet) -> dict[str, Any]:  # type: ignore[override]
+    def init(self, sid: str, time_resolution: float = 1.0, *, fleet: Fleet) -> Meta:  # type: ignore[override]
         self.fleet = fleet
         return self.meta
 
-    def create(self, num: int, model: str, **model_params: Any) -> list[dict[str, Any]]:
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self._out:
             raise ValueError("AgentsSim holds exactly one Fleet entity")
         return [{"eid": "fleet", "type": model}]

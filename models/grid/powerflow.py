@@ -140,7 +140,7 @@ class ACPowerFlow:
             base[table].loc[idx, ["p_mw", "q_mvar"]] = 0.0
             base[table].loc[idx, "scaling"] = 1.0
         try:
-            pp.runpp(base)  # sets base._options (and validates the net)
+            pp.runpp(base, numba=False)  # sets base._options; no JIT compile needed here
         except pp.LoadflowNotConverged:
             pass
         ppc, ppci = _pd2ppc(base)

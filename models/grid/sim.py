@@ -8,6 +8,7 @@ from typing import Any
 
 import mosaik_api_v3
 import numpy as np
+from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.models.grid.powerflow import ACPowerFlow, PowerFlowResult
 
@@ -20,7 +21,7 @@ OUTPUTS = (
     "import_mw",
     "converged",
 )
-META = {
+META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
@@ -55,12 +56,12 @@ class GridSim(mosaik_api_v3.Simulator):
         power_flow: ACPowerFlow,
         step_s: int,
         stats: SolverStats | None = None,
-    ) -> dict[str, Any]:
+    ) -> Meta:
         self.power_flow, self.step_s = power_flow, step_s
         self.stats = stats if stats is not None else SolverStats()
         return self.meta
 
-    def create(self, num: int, model: str, **model_params: Any) -> list[dict[str, Any]]:
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self.result is not None:
             raise ValueError("GridSim holds exactly one Grid entity")
         return [{"eid": "grid", "type": model}]

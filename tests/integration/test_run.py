@@ -36,8 +36,9 @@ def dataset_hashes(path: Path) -> dict[str, str]:
     def visit(name: str, obj: object) -> None:
         if isinstance(obj, h5py.Dataset):
             data = obj.asstr()[()] if h5py.check_string_dtype(obj.dtype) else obj[()]
-            out[name] = hashlib.sha256(np.asarray(data).astype(str if data.dtype == object else data.dtype)
-                                       .tobytes()).hexdigest()
+            out[name] = hashlib.sha256(
+                np.asarray(data).astype(str if data.dtype == object else data.dtype).tobytes()
+            ).hexdigest()
 
     with h5py.File(path) as f:
         f.visititems(visit)
@@ -76,7 +77,7 @@ def test_power_balance(default_run: cosim.RunSummary) -> None:
 
 
 def test_voltages_equal_pandapower_runpp(default_run: cosim.RunSummary) -> None:
-    """At sampled steps, recorded voltages and loadings equal pandapower's runpp on the recorded set-points."""
+    """At sampled steps, recorded voltages and loadings equal pandapower's runpp on the same set-points."""
     from cosim.models.grid.powerflow import set_injections
     from cosim.world import build_models, load_scenario
 
@@ -160,7 +161,9 @@ def test_cli_run_and_report(tmp_path: Path) -> None:
     """`cosim run --steps` then `cosim report` work from the command line."""
     out = tmp_path / "c.h5"
     cmd = [sys.executable, "-m", "cosim.cli", "run", str(ROOT / "scenarios" / "case14.yaml")]
-    done = subprocess.run([*cmd, "--steps", "3", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*cmd, "--steps", "3", "--out", str(out), "--quiet"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "3 steps" in done.stdout
     rep = subprocess.run(
@@ -168,6 +171,9 @@ def test_cli_run_and_report(tmp_path: Path) -> None:
     )
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "c_report" / "index.html").is_file()
-    bad = subprocess.run([sys.executable, "-m", "cosim.cli", "report", str(tmp_path / "nope.h5")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "cosim.cli", "report", str(tmp_path / "nope.h5")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -10,9 +10,10 @@ import pandapower as pp
 import pandapower.networks as pn
 import pytest
 import simbench as sb
-from cosim.models.grid.powerflow import ACPowerFlow, set_injections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from cosim.models.grid.powerflow import ACPowerFlow, set_injections
 
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore")

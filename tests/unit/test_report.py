@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from cosim.analysis.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -132,9 +133,7 @@ def test_single_step_file(tmp_path: Path) -> None:
     """A run with T=1 produces a report without errors."""
     html_path = write_report(_make_run(tmp_path / "one.h5", t=1, nan_steps=()))
     assert _summary(html_path)["Steps"] == "1"
-    assert all(
-        (html_path.parent / s).exists() for s in re.findall(r'src="([^"]+)"', html_path.read_text())
-    )
+    assert all((html_path.parent / s).exists() for s in re.findall(r'src="([^"]+)"', html_path.read_text()))
 
 
 def test_all_nan_run(tmp_path: Path) -> None:
