@@ -155,9 +155,8 @@ def load_baseline_net(scenario: Path) -> Any:
 
     The recorded set-points already carry the element scaling (as the co-simulation's agents do).
     """
-    from cosim.models.grid.network import load_network
-
     import cosim
+    from cosim.models.grid.network import load_network
 
     grid = cosim.load_scenario(scenario).grid
     net = load_network(
@@ -282,6 +281,7 @@ def compare_runpp(net: Any, rec: Recorded) -> Comparison:
     The sample: evenly spaced steps plus those of the largest net load and the largest net injection.
     """
     import pandapower as pp
+
     from cosim.models.grid.powerflow import set_injections
 
     n_steps = rec.vm_pu.shape[0]

@@ -98,6 +98,7 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
             "load_p_mw": profiles.constant(net.load.p_mw * net.load.scaling),
             "load_q_mvar": profiles.constant(net.load.q_mvar * net.load.scaling),
             "sgen_p_mw": profiles.constant(net.sgen.p_mw * net.sgen.scaling),
+            "sgen_q_mvar": profiles.constant(net.sgen.q_mvar * net.sgen.scaling),
         }
     pv_cfg = scenario.agents.pv
     try:
@@ -286,6 +287,7 @@ def run(
             world.connect(fleet_e if src.startswith("Agents") else grid_e, rec_e, attr)
         world.run(until=n_steps * step_s, print_progress=False)
     except BaseException as exc:
+        world.shutdown()
         partial = recorder.close(complete=False)
         if bar is not None:
             bar.close()
@@ -298,11 +300,11 @@ def run(
         ) from exc
     if bar is not None:
         bar.close()
-    wall_s = wallclock.perf_counter() - t0
     path = recorder.close(
         complete=True,
         attrs={"n_not_converged": stats.n_not_converged, "power_flow_s": stats.solver_s},
     )
+    wall_s = wallclock.perf_counter() - t0
     return RunSummary(path, n_steps, wall_s, stats.solver_s, stats.n_not_converged)
 
 

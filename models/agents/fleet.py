@@ -108,7 +108,8 @@ class Fleet:
     Parameters
     ----------
     table : the agents
-    tables : profile tables ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw`` (net row order)
+    tables : profile tables ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` (net row order,
+        generator convention for sgens as in pandapower)
     pv_pu : PV profile per unit of peak power (one column)
     pv_kwp : (n_pv,) installed peak power of the rooftop PV agents
     batteries, evs : device models
@@ -151,6 +152,7 @@ class Fleet:
         p[self._load] = tables["load_p_mw"].mean(rows["load_p_mw"][k])
         q[self._load] = tables["load_q_mvar"].mean(rows["load_q_mvar"][k])
         p[self._sgen] = -tables["sgen_p_mw"].mean(rows["sgen_p_mw"][k])
+        q[self._sgen] = -tables["sgen_q_mvar"].mean(rows["sgen_q_mvar"][k])
         if len(self._pv):
             assert self._pv_pu is not None and self._pv_rows is not None
             p[self._pv] = -self._pv_mw * self._pv_pu.mean(self._pv_rows[k])[0]

@@ -58,7 +58,8 @@ def simbench_tables(net: object) -> dict[str, ProfileTable]:
 
     Returns
     -------
-    dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``; columns in the net's row order.
+    dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` (constant: SimBench
+    has no sgen reactive profiles); columns in the net's row order.
     """
     import simbench
 
@@ -74,6 +75,7 @@ def simbench_tables(net: object) -> dict[str, ProfileTable]:
         fixed = elements[col].to_numpy(dtype=float)  # elements without a profile keep their value
         values = np.where(np.isnan(frame.to_numpy(dtype=float)), fixed, frame.to_numpy(dtype=float))
         out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
+    out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)  # type: ignore[attr-defined]
     return out
 
 
