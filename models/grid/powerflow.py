@@ -147,6 +147,7 @@ class ACPowerFlow:
         self._init_model(base, ppc, ppci, groups)
         # initial warm start: the zero-agent base case solved from flat start
         self._v_warm: ComplexArray | None = None
+        self._lu: Any = None  # SuperLU factors of the last Jacobian, reused across iterations and steps
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ok, _, v = self._newton(self._flat_start(self._sbus_base), self._sbus_base, 30)
@@ -316,35 +317,53 @@ class ACPowerFlow:
         s0, s1, s2, s3 = self._j_sel
         return np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
 
-    def _solve_linear(self, jvals: FloatArray, f: FloatArray) -> FloatArray:
-        """Solve J dx = f for the current Jacobian values (SuperLU)."""
-        m = self._m
-        jac = sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m))
-        return np.asarray(splu(jac).solve(f), dtype=np.float64)
+    def _factorize(self, v: ComplexArray, ibus: ComplexArray) -> Any:
+        """SuperLU factors of the Jacobian at ``v``."""
+        m, jvals = self._m, self._jacobian_values(v, ibus)
+        return splu(sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m)))
 
     def _newton(
         self, v_init: ComplexArray, sbus: ComplexArray, max_it: int
     ) -> tuple[bool, int, ComplexArray]:
-        """Polar Newton-Raphson; returns (converged, iterations, V)."""
+        """Polar Newton-Raphson with Jacobian reuse; returns (converged, iterations, V).
+
+        The last factorised Jacobian (possibly from the previous step) is kept while each iteration
+        cuts the mismatch at least 30-fold; otherwise it is refactorised at the current point. The
+        convergence test is the exact mismatch, so reuse changes the path, not the solution.
+        """
         v = v_init.copy()
         va = np.angle(v)
         vm = np.abs(v)
         npvpq = len(self._pvpq)
         ibus, f = self._mismatch(v, sbus)
-        if np.max(np.abs(f), initial=0.0) < self._tol:
+        err = np.max(np.abs(f), initial=0.0)
+        if err < self._tol:
             return True, 0, v
+        fresh = False
         for it in range(1, max_it + 1):
             try:
-                dx = self._solve_linear(self._jacobian_values(v, ibus), f)
+                if self._lu is None:
+                    self._lu, fresh = self._factorize(v, ibus), True
+                dx = np.asarray(self._lu.solve(f), dtype=np.float64)
             except (np.linalg.LinAlgError, RuntimeError):
+                self._lu = None
                 return False, it, v
             va[self._pvpq] -= dx[:npvpq]
             vm[self._pq] -= dx[npvpq:]
-            v = vm * np.exp(1j * va)
-            ibus, f = self._mismatch(v, sbus)
-            err = np.max(np.abs(f), initial=0.0)
-            if not np.isfinite(err):
+            v_new = vm * np.exp(1j * va)
+            ibus_new, f_new = self._mismatch(v_new, sbus)
+            err_new = np.max(np.abs(f_new), initial=0.0)
+            finite = bool(np.isfinite(err_new))
+            if fresh and not finite:
+                self._lu = None
                 return False, it, v
+            if not fresh and (not finite or err_new > 0.03 * err):
+                self._lu = None  # a stale Jacobian that does not contract: refactorise
+                if not finite or err_new >= err:  # and reject the step
+                    va, vm = np.angle(v), np.abs(v)
+                    continue
+            v, ibus, f, err = v_new, ibus_new, f_new, err_new
+            fresh = False
             if err < self._tol:
                 return True, it, v
         return False, max_it, v
