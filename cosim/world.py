@@ -23,7 +23,7 @@ import numpy as np
 from cosim.errors import CosimError, ScenarioError
 from cosim.models.agents import profiles
 from cosim.models.agents.fleet import Fleet, build_fleet
-from cosim.models.grid.network import load_network
+from cosim.models.grid.network import element_names, load_network
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
 from cosim.recorder import H5Recorder, Series
@@ -94,12 +94,7 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
     if isinstance(g, SimbenchGrid):
         tables = profiles.simbench_tables(net)
     else:
-        tables = {
-            "load_p_mw": profiles.constant(net.load.p_mw * net.load.scaling),
-            "load_q_mvar": profiles.constant(net.load.q_mvar * net.load.scaling),
-            "sgen_p_mw": profiles.constant(net.sgen.p_mw * net.sgen.scaling),
-            "sgen_q_mvar": profiles.constant(net.sgen.q_mvar * net.sgen.scaling),
-        }
+        tables = profiles.constant_tables(net)
     pv_cfg = scenario.agents.pv
     try:
         pv_pu = profiles.simbench_pv_pu(net, pv_cfg.profile) if isinstance(g, SimbenchGrid) else None
@@ -147,13 +142,13 @@ def _series_and_static(
             series.append(Series(path, units, dtype, width, description, columns))
             routes[("Grid-0.grid", attr)] = path
         static |= {
-            "grid/bus/name": (_names(net.bus, "bus"), ""),
+            "grid/bus/name": (np.array(element_names(net.bus, "bus")), ""),
             "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
             "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
-            "grid/line/name": (_names(net.line, "line"), ""),
+            "grid/line/name": (np.array(element_names(net.line, "line")), ""),
             "grid/line/from_bus": (net.line.from_bus.to_numpy(), "pandapower index"),
             "grid/line/to_bus": (net.line.to_bus.to_numpy(), "pandapower index"),
-            "grid/trafo/name": (_names(net.trafo, "trafo"), ""),
+            "grid/trafo/name": (np.array(element_names(net.trafo, "trafo")), ""),
             "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
             "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
         }
@@ -184,13 +179,6 @@ def _series_and_static(
             "agents/storage_name": (table.name[batteries].astype(str), ""),
         }
     return series, static, routes
-
-
-def _names(frame: Any, kind: str) -> np.ndarray:
-    names = frame["name"] if "name" in frame else [None] * len(frame)
-    return np.array(
-        [n if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)]
-    )
 
 
 def _versions() -> str:

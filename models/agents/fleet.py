@@ -16,6 +16,7 @@ import numpy as np
 import pandapower as pp
 
 from cosim.models.agents.profiles import ProfileTable
+from cosim.models.grid.network import element_names
 
 KINDS = ("load", "sgen", "pv", "battery", "ev")
 
@@ -163,13 +164,6 @@ class Fleet:
         return Setpoints(p, q, self.batteries.soc_mwh.copy())
 
 
-def _names(frame: Any, kind: str) -> list[str]:
-    names = frame["name"] if "name" in frame else [None] * len(frame)
-    return [
-        str(n) if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, frame.index, strict=True)
-    ]
-
-
 def household_rows(net: Any, prefixes: list[str]) -> np.ndarray:
     """Positions (in net.load row order) of loads that are households."""
     if "profile" not in net.load or net.load["profile"].isna().all():
@@ -223,7 +217,8 @@ def build_fleet(
     n_ev = round(cfg.ev.share * n_home)
     ev_homes = np.sort(rng.choice(homes, size=n_ev, replace=False)) if n_ev else homes[:0]
 
-    load_names, home_bus = _names(net.load, "load"), net.load["bus"].to_numpy()
+    load_names, sgen_names = element_names(net.load, "load"), element_names(net.sgen, "sgen")
+    home_bus = net.load["bus"].to_numpy()
     pv_idx = [
         pp.create_sgen(net, home_bus[h], p_mw=k / 1000.0, name=f"{load_names[h]} PV", type="PV")
         for h, k in zip(pv_homes, pv_kwp, strict=True)
@@ -249,7 +244,7 @@ def build_fleet(
     )
     names = (
         load_names
-        + _names(net.sgen.loc[sgens], "sgen")
+        + sgen_names
         + [f"{load_names[h]} PV" for h in pv_homes]
         + [f"{load_names[h]} battery" for h in bat_homes]
         + [f"{load_names[h]} EV" for h in ev_homes]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,16 @@ def constant(values: np.ndarray) -> ProfileTable:
     return ProfileTable(np.asarray(values, dtype=float).reshape(1, -1), 0)
 
 
-def simbench_tables(net: object) -> dict[str, ProfileTable]:
+def constant_tables(net: Any) -> dict[str, ProfileTable]:
+    """The net's own load and sgen values at every step (grids without profiles), scaling applied."""
+    return {
+        f"{table}_{col}": constant(net[table][col] * net[table]["scaling"])
+        for table in ("load", "sgen")
+        for col in ("p_mw", "q_mvar")
+    }
+
+
+def simbench_tables(net: Any) -> dict[str, ProfileTable]:
     """SimBench absolute profiles of loads (p, q) and sgens (p) in MW/Mvar, element scaling applied.
 
     Returns
@@ -70,12 +80,12 @@ def simbench_tables(net: object) -> dict[str, ProfileTable]:
         ("load", "q_mvar"): "load_q_mvar",
         ("sgen", "p_mw"): "sgen_p_mw",
     }.items():
-        elements = net[table]  # type: ignore[index]
+        elements = net[table]
         frame = absolute[(table, col)].reindex(columns=elements.index)
         fixed = elements[col].to_numpy(dtype=float)  # elements without a profile keep their value
         values = np.where(np.isnan(frame.to_numpy(dtype=float)), fixed, frame.to_numpy(dtype=float))
         out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
-    out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)  # type: ignore[attr-defined]
+    out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)
     return out
 
 

@@ -50,3 +50,9 @@ def load_network(source: str, *, code: str = "", case: str = "", path: Path | No
     if len(net.ext_grid) == 0 or not net.ext_grid.in_service.any():
         raise ValueError(f"grid {code or case or path} has no in-service external grid (slack)")
     return net
+
+
+def element_names(table: Any, kind: str) -> list[str]:
+    """Names of a pandapower table's rows; unnamed rows become ``"<kind> <index>"``."""
+    names = table["name"] if "name" in table else [None] * len(table)
+    return [n if isinstance(n, str) and n else f"{kind} {i}" for n, i in zip(names, table.index, strict=True)]

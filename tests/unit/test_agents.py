@@ -122,12 +122,7 @@ def test_fleet_places_devices_by_seed_and_adds_them_to_the_net() -> None:
 
     def fleet(seed: int):
         net = pn.create_kerber_landnetz_kabel_1()
-        tables = {
-            "load_p_mw": profiles.constant(net.load.p_mw),
-            "load_q_mvar": profiles.constant(net.load.q_mvar),
-            "sgen_p_mw": profiles.constant(net.sgen.p_mw),
-            "sgen_q_mvar": profiles.constant(net.sgen.q_mvar),
-        }
+        tables = profiles.constant_tables(net)
         times = JAN1_2016 + 3600 * np.arange(24)
         pv = profiles.clear_sky_pv_pu(2016, 51.0)
         return net, build_fleet(net, cfg, np.random.default_rng(seed), tables, pv, times, 3600)
@@ -150,8 +145,7 @@ def test_fleet_refuses_more_batteries_than_pv_homes() -> None:
     """Asking for batteries in more homes than have PV names the YAML key."""
     cfg = AgentsConfig.model_validate({"pv": {"share": 0.1}, "battery": {"share": 0.5}})
     net = pn.create_kerber_landnetz_kabel_1()
-    tables = {k: profiles.constant(np.zeros(len(net.load))) for k in ("load_p_mw", "load_q_mvar")}
-    tables |= {k: profiles.constant(np.zeros(len(net.sgen))) for k in ("sgen_p_mw", "sgen_q_mvar")}
+    tables = profiles.constant_tables(net)
     with pytest.raises(ValueError, match="agents.battery.share"):
         pv = profiles.clear_sky_pv_pu(2016, 51.0)
         build_fleet(net, cfg, np.random.default_rng(0), tables, pv, np.array([JAN1_2016]), 3600)
