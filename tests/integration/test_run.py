@@ -177,3 +177,14 @@ def test_cli_run_and_report(tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_output_groups_limit_what_is_recorded(tmp_path: Path) -> None:
+    """`output.groups: [agents]` records the agents and no grid datasets."""
+    (tmp_path / "s.yaml").write_text(
+        "name: g\ntime: {start: 2020-01-01, duration: 2h}\ngrid: {source: pandapower, case: case9}\n"
+        "output: {groups: [agents]}\n"
+    )
+    summary = cosim.run(tmp_path / "s.yaml", out=tmp_path / "g.h5")
+    with h5py.File(summary.path) as f:
+        assert "grid" not in f and f["agents/p_mw"].shape == (2, 3)
