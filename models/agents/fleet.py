@@ -1,4 +1,4 @@
-"""Prosumer agents: every load and static generator of the grid, plus rooftop PV, home batteries and EVs.
+"""Prosumer agents: every load and generator of the grid, plus rooftop PV, home batteries and EVs.
 
 Placement is seeded; the baseline behaviour follows profiles, batteries run for self-consumption
 (charge from the household's surplus, discharge into its deficit, within power and state-of-charge
@@ -18,7 +18,7 @@ import pandapower as pp
 from cosim.models.agents.profiles import ProfileTable
 from cosim.models.grid.network import element_names
 
-KINDS = ("load", "sgen", "pv", "battery", "ev")
+KINDS = ("load", "sgen", "gen", "pv", "battery", "ev")
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ class Fleet:
     Parameters
     ----------
     table : the agents
-    tables : profile tables ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` (net row order,
-        generator convention for sgens as in pandapower)
+    tables : profile tables ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar``, ``gen_p_mw``
+        (net row order, generator convention for sgens and gens as in pandapower)
     pv_pu : PV profile per unit of peak power (one column)
     pv_kwp : (n_pv,) installed peak power of the rooftop PV agents
     batteries, evs : device models
@@ -132,7 +132,7 @@ class Fleet:
         self.step_s = step_s
         self.times_s = np.asarray(times_s, dtype=np.int64)
         self._dt_h = step_s / 3600.0
-        self._load, self._sgen = table.where("load"), table.where("sgen")
+        self._load, self._sgen, self._gen = table.where("load"), table.where("sgen"), table.where("gen")
         self._pv, self._battery, self._ev = table.where("pv"), table.where("battery"), table.where("ev")
         self._tables = tables
         self._rows = {k: t.rows_for(self.times_s, step_s) for k, t in tables.items()}
@@ -154,6 +154,7 @@ class Fleet:
         q[self._load] = tables["load_q_mvar"].mean(rows["load_q_mvar"][k])
         p[self._sgen] = -tables["sgen_p_mw"].mean(rows["sgen_p_mw"][k])
         q[self._sgen] = -tables["sgen_q_mvar"].mean(rows["sgen_q_mvar"][k])
+        p[self._gen] = -tables["gen_p_mw"].mean(rows["gen_p_mw"][k])
         if len(self._pv):
             assert self._pv_pu is not None and self._pv_rows is not None
             p[self._pv] = -self._pv_mw * self._pv_pu.mean(self._pv_rows[k])[0]
@@ -181,7 +182,7 @@ def build_fleet(
     times_s: np.ndarray,
     step_s: int,
 ) -> Fleet:
-    """Make every load and sgen an agent, place PV, batteries and EVs, and add their elements to ``net``.
+    """Make every load, sgen and gen an agent, place PV, batteries and EVs, and add their elements to ``net``.
 
     Parameters
     ----------
@@ -195,9 +196,10 @@ def build_fleet(
     ValueError
         when the requested shares cannot be placed (message names the YAML key).
     """
-    loads, sgens = net.load.index.to_numpy(), net.sgen.index.to_numpy()
+    loads, sgens, gens = net.load.index.to_numpy(), net.sgen.index.to_numpy(), net.gen.index.to_numpy()
     net.load["scaling"] = 1.0
     net.sgen["scaling"] = 1.0
+    net.gen["scaling"] = 1.0
     homes = household_rows(net, cfg.household_profiles)
     n_home = len(homes)
 
@@ -235,16 +237,23 @@ def build_fleet(
     elements = (
         [("load", int(i)) for i in loads]
         + [("sgen", int(i)) for i in sgens]
+        + [("gen", int(i)) for i in gens]
         + [("sgen", int(i)) for i in pv_idx]
         + [("storage", int(i)) for i in bat_idx]
         + [("load", int(i)) for i in ev_idx]
     )
     kinds = (
-        ["load"] * len(loads) + ["sgen"] * len(sgens) + ["pv"] * n_pv + ["battery"] * n_bat + ["ev"] * n_ev
+        ["load"] * len(loads)
+        + ["sgen"] * len(sgens)
+        + ["gen"] * len(gens)
+        + ["pv"] * n_pv
+        + ["battery"] * n_bat
+        + ["ev"] * n_ev
     )
     names = (
         load_names
         + sgen_names
+        + element_names(net.gen, "gen")
         + [f"{load_names[h]} PV" for h in pv_homes]
         + [f"{load_names[h]} battery" for h in bat_homes]
         + [f"{load_names[h]} EV" for h in ev_homes]
@@ -253,9 +262,9 @@ def build_fleet(
     buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
     table = AgentTable(np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements)
 
-    n_load, n_sgen = len(loads), len(sgens)
-    pv_of_home = {int(h): n_load + n_sgen + j for j, h in enumerate(pv_homes)}
-    ev_of_home = {int(h): n_load + n_sgen + n_pv + n_bat + j for j, h in enumerate(ev_homes)}
+    n_fixed = len(loads) + len(sgens) + len(gens)
+    pv_of_home = {int(h): n_fixed + j for j, h in enumerate(pv_homes)}
+    ev_of_home = {int(h): n_fixed + n_pv + n_bat + j for j, h in enumerate(ev_homes)}
     b = cfg.battery
     batteries = Batteries(
         capacity_mwh=np.full(n_bat, cap_mwh),

@@ -56,11 +56,12 @@ def constant(values: np.ndarray) -> ProfileTable:
 
 def constant_tables(net: Any) -> dict[str, ProfileTable]:
     """The net's own load and sgen values at every step (grids without profiles), scaling applied."""
-    return {
+    tables = {
         f"{table}_{col}": constant(net[table][col] * net[table]["scaling"])
         for table in ("load", "sgen")
         for col in ("p_mw", "q_mvar")
     }
+    return tables | {"gen_p_mw": constant(net.gen.p_mw * net.gen.scaling)}
 
 
 def simbench_tables(net: Any) -> dict[str, ProfileTable]:
@@ -68,8 +69,8 @@ def simbench_tables(net: Any) -> dict[str, ProfileTable]:
 
     Returns
     -------
-    dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` (constant: SimBench
-    has no sgen reactive profiles); columns in the net's row order.
+    dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` and ``gen_p_mw`` (the last
+    two constant at the net's values); columns in the net's row order.
     """
     import simbench
 
@@ -86,6 +87,7 @@ def simbench_tables(net: Any) -> dict[str, ProfileTable]:
         values = np.where(np.isnan(frame.to_numpy(dtype=float)), fixed, frame.to_numpy(dtype=float))
         out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
     out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)
+    out["gen_p_mw"] = constant(net.gen.p_mw * net.gen.scaling)
     return out
 
 

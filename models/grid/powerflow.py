@@ -37,10 +37,11 @@ from scipy.sparse.linalg import splu
 
 __all__ = ["AGENT_TABLES", "ACPowerFlow", "PowerFlowResult", "set_injections"]
 
-AGENT_TABLES = ("load", "sgen", "storage")  # pandapower tables an agent element may live in
+AGENT_TABLES = ("load", "sgen", "storage", "gen")  # pandapower tables an agent element may live in
+_NO_Q_TABLES = ("gen",)  # voltage-controlled: q is a result of the power flow, not a set-point
 
 # sign applied when writing load-convention agent power into a pandapower table
-_TABLE_SIGN = {"load": 1.0, "sgen": -1.0, "storage": 1.0}
+_TABLE_SIGN = {"load": 1.0, "sgen": -1.0, "storage": 1.0, "gen": -1.0}
 
 FloatArray = NDArray[np.float64]
 ComplexArray = NDArray[np.complex128]
@@ -85,8 +86,8 @@ def set_injections(
 ) -> None:
     """Write agent set-points (load convention) into the pandapower element tables.
 
-    ``load`` and ``storage`` get ``p = +p``, ``sgen`` (generator convention) gets ``p = -p``;
-    the same for ``q``. Vectorised per table.
+    ``load`` and ``storage`` get ``p = +p``, ``sgen`` and ``gen`` (generator convention) get ``p = -p``;
+    the same for ``q`` except at ``gen`` (voltage-controlled: its q is solved). Vectorised per table.
 
     Parameters
     ----------
@@ -102,7 +103,8 @@ def set_injections(
     for table, (cols, idx) in _split_elements(net, elements).items():
         sign = _TABLE_SIGN[table]
         net[table].loc[idx, "p_mw"] = sign * p[cols]
-        net[table].loc[idx, "q_mvar"] = sign * q[cols]
+        if table not in _NO_Q_TABLES:
+            net[table].loc[idx, "q_mvar"] = sign * q[cols]
 
 
 class ACPowerFlow:
@@ -137,7 +139,7 @@ class ACPowerFlow:
 
         base = copy.deepcopy(net)
         for table, (_, idx) in groups.items():
-            base[table].loc[idx, ["p_mw", "q_mvar"]] = 0.0
+            base[table].loc[idx, ["p_mw"] if table in _NO_Q_TABLES else ["p_mw", "q_mvar"]] = 0.0
             base[table].loc[idx, "scaling"] = 1.0
         try:
             pp.runpp(base, numba=False)  # sets base._options; no JIT compile needed here

@@ -187,4 +187,4 @@ def test_output_groups_limit_what_is_recorded(tmp_path: Path) -> None:
     )
     summary = cosim.run(tmp_path / "s.yaml", out=tmp_path / "g.h5")
     with h5py.File(summary.path) as f:
-        assert "grid" not in f and f["agents/p_mw"].shape == (2, 3)
+        assert "grid" not in f and f["agents/p_mw"].shape == (2, 5)  # 3 loads, 2 gens

@@ -173,3 +173,16 @@ def test_power_balance_property(lv_semiurb: _Case, step: int, scale: float) -> N
     if res.converged:
         assert res.losses_mw >= -1e-12
         assert res.import_mw == pytest.approx(p.sum() + res.losses_mw, abs=MW_TOL)
+
+
+def test_gens_as_agents_match_runpp() -> None:
+    """Generators (PV buses) as agents: their p is a set-point, their q is solved, as in runpp."""
+    net = pn.case14()
+    elements = [("load", int(i)) for i in net.load.index] + [("gen", int(i)) for i in net.gen.index]
+    pf = ACPowerFlow(net, elements)
+    p = np.r_[net.load.p_mw.to_numpy() * 1.1, -net.gen.p_mw.to_numpy() * 0.8]
+    q = np.r_[net.load.q_mvar.to_numpy() * 1.1, np.zeros(len(net.gen))]
+    res = pf.solve(p, q)
+    set_injections(net, elements, p, q)
+    pp.runpp(net)
+    _assert_matches_runpp(net, res)

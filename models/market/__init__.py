@@ -1,0 +1,1 @@
+"""Market clearing: bids and offers, double auction, DC-OPF with LMPs, AC-OPF, baselines."""
