@@ -9,7 +9,7 @@ Sign convention: load convention throughout, ``p_mw > 0`` is consumption, ``p_mw
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,38 +65,51 @@ class Batteries:
     def dispatch(self, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
         """Self-consumption: battery power (load convention) for this step; updates ``soc_mwh``."""
         net_mw = p_mw[self.household] + _take(p_mw, self.pv) + _take(p_mw, self.ev)
-        headroom_mw = (self.soc_max_mwh - self.soc_mwh) / (self.eta_charge * dt_h)
-        available_mw = (self.soc_mwh - self.soc_min_mwh) * self.eta_discharge / dt_h
-        charge = np.clip(np.minimum(-net_mw, np.minimum(self.power_mw, headroom_mw)), 0.0, None)
-        discharge = np.clip(np.minimum(net_mw, np.minimum(self.power_mw, available_mw)), 0.0, None)
+        charge_max, discharge_max = self.limits(dt_h)
+        charge = np.clip(np.minimum(-net_mw, charge_max), 0.0, None)
+        discharge = np.clip(np.minimum(net_mw, discharge_max), 0.0, None)
+        return self.apply(charge - discharge, dt_h)
+
+    def limits(self, dt_h: float) -> tuple[np.ndarray, np.ndarray]:
+        """Largest charge and discharge power [MW] for the next step from the present state of charge."""
+        charge_mw = np.minimum(self.power_mw, (self.soc_max_mwh - self.soc_mwh) / (self.eta_charge * dt_h))
+        discharge_mw = np.minimum(
+            self.power_mw, (self.soc_mwh - self.soc_min_mwh) * self.eta_discharge / dt_h
+        )
+        return np.clip(charge_mw, 0.0, None), np.clip(discharge_mw, 0.0, None)
+
+    def apply(self, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
+        """Run the batteries at ``p_mw`` (load convention) for one step, within limits; return that power."""
+        charge_max, discharge_max = self.limits(dt_h)
+        p_mw = np.clip(p_mw, -discharge_max, charge_max)
+        charge, discharge = np.clip(p_mw, 0.0, None), np.clip(-p_mw, 0.0, None)
         self.soc_mwh = self.soc_mwh + (charge * self.eta_charge - discharge / self.eta_discharge) * dt_h
         self.soc_mwh = np.clip(self.soc_mwh, self.soc_min_mwh, self.soc_max_mwh)
-        return charge - discharge
+        return p_mw
 
 
-@dataclass
+@dataclass(frozen=True)
 class EVs:
-    """Home-charged EVs; arrays over EVs. Plugged from ``arrival_h`` to ``departure_h`` (time of day)."""
+    """Home-charged EVs; arrays over EVs. Plugged from ``arrival_h`` to ``departure_h`` (time of day).
+
+    Charging is uncontrolled: full power from the first step that starts plugged in until the daily
+    energy is in or the EV leaves. That makes the power a function of the time of day alone, so a
+    forecast of any step is exact.
+    """
 
     charger_mw: np.ndarray
     daily_mwh: np.ndarray
     arrival_h: np.ndarray
     departure_h: np.ndarray
-    due_mwh: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    plugged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def charge(self, hour_of_day: float, dt_h: float) -> np.ndarray:
-        """Charging power for a step starting at ``hour_of_day``; updates the energy still due."""
-        overnight = self.arrival_h > self.departure_h
-        inside = (hour_of_day >= self.arrival_h) & (hour_of_day < self.departure_h)
-        across = (hour_of_day >= self.arrival_h) | (hour_of_day < self.departure_h)
-        plugged = np.where(overnight, across, inside)
-        arrived = plugged & ~self.plugged
-        due = np.where(arrived, self.due_mwh + self.daily_mwh, np.where(plugged, self.due_mwh, 0.0))
-        p_mw = np.where(plugged, np.minimum(self.charger_mw, due / dt_h), 0.0)
-        self.due_mwh = due - p_mw * dt_h
-        self.plugged = plugged
-        return p_mw
+        """Charging power [MW] during a step of ``dt_h`` hours starting at ``hour_of_day``."""
+        start_h = np.ceil(self.arrival_h / dt_h - 1e-9) * dt_h % 24.0  # first step start plugged in
+        window_h = (self.departure_h - start_h) % 24.0
+        elapsed_h = (hour_of_day - start_h) % 24.0
+        delivered_mwh = np.minimum(self.daily_mwh, self.charger_mw * elapsed_h)
+        p_mw = np.clip((self.daily_mwh - delivered_mwh) / dt_h, 0.0, self.charger_mw)
+        return np.where(elapsed_h < window_h, p_mw, 0.0)
 
 
 def _take(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -141,12 +154,10 @@ class Fleet:
         self._pv_mw = np.asarray(pv_kwp, dtype=float) / 1000.0
         self.batteries = batteries
         self.evs = evs
-        evs.due_mwh = np.zeros(len(evs.charger_mw))
-        evs.plugged = np.zeros(len(evs.charger_mw), dtype=bool)
         self._hour_of_day = (self.times_s % 86400) / 3600.0
 
-    def step(self, k: int) -> Setpoints:
-        """Set-points for step ``k`` (0-based); advances battery and EV state by one step."""
+    def baseline(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """What every agent would do in step ``k`` following its profile; batteries idle. No state changes."""
         p = np.zeros(len(self.table))
         q = np.zeros(len(self.table))
         tables, rows = self._tables, self._rows
@@ -160,8 +171,27 @@ class Fleet:
             p[self._pv] = -self._pv_mw * self._pv_pu.mean(self._pv_rows[k])[0]
         if len(self._ev):
             p[self._ev] = self.evs.charge(self._hour_of_day[k], self._dt_h)
+        return p, q
+
+    def step(self, k: int) -> Setpoints:
+        """Set-points for step ``k`` without a market: profiles, batteries for self-consumption."""
+        p, q = self.baseline(k)
         if len(self._battery):
             p[self._battery] = self.batteries.dispatch(p, self._dt_h)
+        return Setpoints(p, q, self.batteries.soc_mwh.copy())
+
+    def step_awarded(self, k: int, award_mw: np.ndarray) -> Setpoints:
+        """Set-points for step ``k`` when a market awarded ``award_mw`` (load convention) to every agent.
+
+        Loads keep their power factor; batteries run at their award within their limits.
+        """
+        p0, q0 = self.baseline(k)
+        p = np.asarray(award_mw, dtype=float).copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(p0 != 0.0, p / p0, 0.0)
+        q = q0 * ratio
+        if len(self._battery):
+            p[self._battery] = self.batteries.apply(p[self._battery], self._dt_h)
         return Setpoints(p, q, self.batteries.soc_mwh.copy())
 
 

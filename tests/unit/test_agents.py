@@ -105,7 +105,6 @@ def test_ev_charges_its_daily_energy_inside_its_window() -> None:
         arrival_h=np.array([18.0]),
         departure_h=np.array([7.0]),
     )
-    evs.due_mwh, evs.plugged = np.zeros(1), np.zeros(1, dtype=bool)
     hours = np.arange(12, 84, 0.25) % 24  # from noon: three evenings
     p = np.array([evs.charge(h, 0.25)[0] for h in hours])
     away = (hours >= 7) & (hours < 18)
