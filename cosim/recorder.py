@@ -28,6 +28,15 @@ class Series:
     columns: str = ""  # path of the dataset naming the columns, e.g. "grid/bus/name"
 
 
+@dataclass(frozen=True)
+class Table:
+    """A group of 1-D datasets that grow by a variable number of rows per step (e.g. trades)."""
+
+    path: str
+    columns: tuple[tuple[str, Any, str], ...]  # (name, dtype, units)
+    description: str = ""
+
+
 class H5Recorder:
     """Buffer ``chunk_steps`` steps per series in memory and append them to the HDF5 file.
 
@@ -39,6 +48,7 @@ class H5Recorder:
     attrs : root attributes (scenario YAML, seed, versions, ...)
     chunk_steps : steps per chunk and per write
     compression : ``"gzip"``, ``"lzf"`` or ``"none"``
+    tables : variable-length tables; a step's value is a dict of equal-length column arrays
     """
 
     def __init__(
@@ -49,6 +59,7 @@ class H5Recorder:
         attrs: dict[str, Any],
         chunk_steps: int = 256,
         compression: str = "gzip",
+        tables: list[Table] | None = None,
     ) -> None:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
@@ -80,6 +91,22 @@ class H5Recorder:
             if data.dtype.kind in "OU":
                 data = data.astype(h5py.string_dtype())
             self._file.create_dataset(key, data=data).attrs["units"] = units
+        self.tables = {t.path: t for t in tables or []}
+        for t in self.tables.values():
+            group = self._file.create_group(t.path)
+            if t.description:
+                group.attrs["description"] = t.description
+            for name, dtype, units in t.columns:
+                col = group.create_dataset(
+                    name,
+                    shape=(0,),
+                    maxshape=(None,),
+                    dtype=dtype,
+                    chunks=(max(chunk_steps, 1024),),
+                    **filters,
+                )
+                col.attrs["units"] = units
+        self._rows: dict[str, list[dict[str, np.ndarray]]] = {path: [] for path in self.tables}
         self._buffers = {
             s.path: np.empty((chunk_steps, *(() if s.width is None else (s.width,))), dtype=s.dtype)
             for s in series
@@ -89,13 +116,16 @@ class H5Recorder:
 
     def append(self, values: dict[str, Any]) -> None:
         """Record one step; ``values`` must name every series."""
-        if values.keys() != self._buffers.keys():
-            missing = sorted(set(self._buffers) - set(values))
-            extra = sorted(set(values) - set(self._buffers))
+        expected = self._buffers.keys() | self.tables.keys()
+        if values.keys() != expected:
+            missing = sorted(expected - set(values))
+            extra = sorted(set(values) - expected)
             raise KeyError(f"step values do not match the declared series: missing {missing}, extra {extra}")
         row = self._filled
         for key, buf in self._buffers.items():
             buf[row] = values[key]
+        for key, rows in self._rows.items():
+            rows.append(values[key])
         self._filled += 1
         if self._filled == self.chunk_steps:
             self.flush()
@@ -109,6 +139,14 @@ class H5Recorder:
             ds = self._file[key]
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = buf[:n]
+        for path, rows in self._rows.items():
+            for name, _, _ in self.tables[path].columns:
+                data = np.concatenate([r[name] for r in rows])
+                ds = self._file[f"{path}/{name}"]
+                start = ds.shape[0]
+                ds.resize(start + len(data), axis=0)
+                ds[start:] = data
+            rows.clear()
         self.n_steps += n
         self._filled = 0
 

@@ -21,7 +21,6 @@ from cosim.errors import ScenarioError
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 RESERVED_SECTIONS = {
-    "market": "issue #3 (market clearing)",
     "ledger": "issue #4 (ledger and consensus)",
     "privacy": "issue #5 (privacy, carbon and fairness)",
     "emissions": "issue #5 (privacy, carbon and fairness)",
@@ -227,12 +226,89 @@ class AgentsConfig(_Section):
     ev: EVConfig = _field("Electric vehicles", default_factory=EVConfig)
 
 
+class UpstreamConfig(_Section):
+    """The upstream grid behind the external-grid connection, as a market participant.
+
+    Used where the external grid has no cost data (``poly_cost``) of its own.
+    """
+
+    import_price_per_mwh: float = _field("Price of energy bought from upstream", unit="$/MWh", default=80.0)
+    export_price_per_mwh: float = _field(
+        "Price upstream pays for exported energy", unit="$/MWh", default=30.0
+    )
+    max_import_mw: float = _field("Largest import offered", unit="MW", default=1000.0, ge=0)
+    max_export_mw: float = _field("Largest export bought", unit="MW", default=1000.0, ge=0)
+
+    @model_validator(mode="after")
+    def _spread(self) -> UpstreamConfig:
+        if self.export_price_per_mwh > self.import_price_per_mwh:
+            raise ValueError(
+                "export_price_per_mwh above import_price_per_mwh would let the grid arbitrage itself"
+            )
+        return self
+
+
+class MarketConfig(_Section):
+    """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
+
+    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr"] = _field(
+        "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
+        "reactive prices; central, tou, dr: baselines (not implemented yet)"
+    )
+    voll_per_mwh: float = _field(
+        "Value of lost load: the bid of inelastic demand, the price of shedding it",
+        unit="$/MWh",
+        default=3000.0,
+        gt=0,
+    )
+    inelastic_share: float = _field(
+        "Share of each load's demand bid at voll_per_mwh", default=0.7, ge=0, le=1
+    )
+    utility_per_mwh: list[float] = _field(
+        "Bids of the elastic rest of each load, in equal steps",
+        unit="$/MWh",
+        default_factory=lambda: [250.0, 150.0, 90.0],
+    )
+    sgen_price_per_mwh: float = _field(
+        "Offer of PV, wind and other static generators without cost data", unit="$/MWh", default=0.0
+    )
+    battery_charge_price_per_mwh: float = _field(
+        "Batteries buy at up to this price", unit="$/MWh", default=40.0
+    )
+    battery_discharge_price_per_mwh: float = _field(
+        "Batteries sell at this price or more", unit="$/MWh", default=70.0
+    )
+    upstream: UpstreamConfig = _field("The upstream grid as a participant", default_factory=UpstreamConfig)
+    on_failure: Literal["continue", "stop"] = _field(
+        "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
+        default="continue",
+    )
+
+    @field_validator("design")
+    @classmethod
+    def _built(cls, design: str) -> str:
+        if design in ("central", "tou", "dr"):
+            raise ValueError(
+                f"market design {design!r} is not implemented yet (issue #3); use uniform, dcopf or acopf"
+            )
+        return design
+
+    @model_validator(mode="after")
+    def _battery_spread(self) -> MarketConfig:
+        if self.battery_discharge_price_per_mwh <= self.battery_charge_price_per_mwh:
+            raise ValueError("battery_discharge_price_per_mwh must be above battery_charge_price_per_mwh")
+        if not self.utility_per_mwh and self.inelastic_share < 1:
+            raise ValueError("utility_per_mwh needs at least one step unless inelastic_share is 1")
+        return self
+
+
 class OutputConfig(_Section):
     """Where and what the recorder writes."""
 
     path: Path | None = _field("HDF5 file; default results/<name>.h5", None)
-    groups: list[Literal["grid", "agents"]] = _field(
-        "Groups to record", default_factory=lambda: ["grid", "agents"]
+    groups: list[Literal["grid", "agents", "market"]] = _field(
+        "Groups to record (market only when the scenario has one)",
+        default_factory=lambda: ["grid", "agents", "market"],
     )
     chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
     compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
@@ -247,7 +323,7 @@ class Scenario(_Section):
     grid: GridConfig = _field("The electrical network")
     agents: AgentsConfig = _field("Prosumer agents", default_factory=AgentsConfig)
     output: OutputConfig = _field("Recorder settings", default_factory=OutputConfig)
-    market: Any = _field("Reserved: market clearing (not implemented yet)", None)
+    market: MarketConfig | None = _field("Market clearing; none: agents follow their profiles", None)
     ledger: Any = _field("Reserved: blockchain ledger (not implemented yet)", None)
     privacy: Any = _field("Reserved: differential privacy (not implemented yet)", None)
     emissions: Any = _field("Reserved: emissions accounting (not implemented yet)", None)

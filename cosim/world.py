@@ -23,15 +23,19 @@ import numpy as np
 from cosim.errors import CosimError, ScenarioError
 from cosim.models.agents import profiles
 from cosim.models.agents.fleet import Fleet, build_fleet
+from cosim.models.agents.sim import next_bids
 from cosim.models.grid.network import element_names, load_network
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
-from cosim.recorder import H5Recorder, Series
+from cosim.models.market.bidding import Bidder, BidRules
+from cosim.models.market.market import Market
+from cosim.recorder import H5Recorder, Series, Table
 from cosim.scenario import Scenario, SimbenchGrid, load_scenario
 
 SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
     "Grid": {"python": "cosim.models.grid.sim:GridSim"},
+    "Market": {"python": "cosim.models.market.sim:MarketSim"},
     "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
 }
 PACKAGES = ("cosim-te", "numpy", "scipy", "pandas", "pandapower", "simbench", "mosaik", "h5py", "pydantic")
@@ -46,6 +50,8 @@ class RunSummary:
     wall_s: float
     power_flow_s: float
     n_not_converged: int
+    market_s: float = 0.0
+    n_market_failed: int = 0
 
 
 def rng_for(seed: int, model: str) -> np.random.Generator:
@@ -118,16 +124,43 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
     return net, fleet, power_flow, times_s
 
 
+def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
+    """The scenario's market (bidding rules, design model built once), or None without a market section."""
+    m = scenario.market
+    if m is None:
+        return None
+    rules = BidRules(
+        voll_per_mwh=m.voll_per_mwh,
+        inelastic_share=m.inelastic_share,
+        utility_per_mwh=tuple(m.utility_per_mwh),
+        sgen_price_per_mwh=m.sgen_price_per_mwh,
+        battery_charge_price_per_mwh=m.battery_charge_price_per_mwh,
+        battery_discharge_price_per_mwh=m.battery_discharge_price_per_mwh,
+        import_price_per_mwh=m.upstream.import_price_per_mwh,
+        export_price_per_mwh=m.upstream.export_price_per_mwh,
+        max_import_mw=m.upstream.max_import_mw,
+        max_export_mw=m.upstream.max_export_mw,
+    )
+    table = fleet.table
+    bidder = Bidder(net, table.kind, table.bus, table.elements, rules)
+    p0, q0 = fleet.baseline(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q_ratio = np.nan_to_num(q0 / p0)[np.maximum(bidder.demand_owner, 0)] * (bidder.demand_owner >= 0)
+    return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio)
+
+
 def _series_and_static(
-    scenario: Scenario, net: Any, fleet: Fleet
-) -> tuple[list[Series], dict[str, tuple[np.ndarray, str]], dict[tuple[str, str], str]]:
-    """Declare the HDF5 contract for this run: series, static datasets and routes from mosaik."""
-    groups = scenario.output.groups
+    scenario: Scenario, net: Any, fleet: Fleet, market: Market | None
+) -> tuple[list[Series], list[Table], dict[str, tuple[np.ndarray, str]], dict[tuple[str, str], str]]:
+    """Declare the HDF5 contract for this run: series, tables, static datasets and routes from mosaik."""
+    groups = [g for g in scenario.output.groups if g != "market" or market is not None]
+    tables: list[Table] = []
     series = [Series("time", "s", np.int64, None, "Unix time of each step start")]
     static: dict[str, tuple[np.ndarray, str]] = {}
     routes: dict[tuple[str, str], str] = {}
+    n_bus, n_agent = len(net.bus), len(fleet.table)
     if "grid" in groups:
-        n_bus, n_line, n_trafo = len(net.bus), len(net.line), len(net.trafo)
+        n_line, n_trafo = len(net.line), len(net.trafo)
         for attr, path, units, width, description in [
             ("vm_pu", "grid/bus/vm_pu", "pu", n_bus, "voltage magnitude"),
             ("va_degree", "grid/bus/va_degree", "degree", n_bus, "voltage angle"),
@@ -142,7 +175,6 @@ def _series_and_static(
             series.append(Series(path, units, dtype, width, description, columns))
             routes[("Grid-0.grid", attr)] = path
         static |= {
-            "grid/bus/name": (np.array(element_names(net.bus, "bus")), ""),
             "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
             "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
             "grid/line/name": (np.array(element_names(net.line, "line")), ""),
@@ -152,9 +184,53 @@ def _series_and_static(
             "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
             "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
         }
-    if "agents" in groups:
+    if market is not None and "market" in groups:
+        m = "Market-0.market"
+        for attr, units, width, description in [
+            ("price_per_mwh", "$/MWh", n_bus, "marginal price of energy per bus (uniform: one value)"),
+            ("price_q_per_mvarh", "$/Mvarh", n_bus, "marginal price of reactive power per bus"),
+            ("cleared_mwh", "MWh", None, "energy cleared in the interval"),
+            ("welfare", "$", None, "bids served minus generation cost, per interval"),
+            ("cost", "$", None, "generation cost of the dispatch, per interval"),
+            ("congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval"),
+            ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load"),
+            ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)"),
+            ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
+            ("payment", "$", n_agent, "paid in the interval, + = pays"),
+        ]:
+            if attr == "price_q_per_mvarh" and market.design != "acopf":
+                continue
+            columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
+            dtype = np.bool_ if attr == "ok" else np.float64
+            series.append(Series(f"market/{attr}", units, dtype, width, description, columns))
+            routes[(m, attr)] = f"market/{attr}"
+        tables.append(
+            Table(
+                "market/trades",
+                (
+                    ("step", np.int64, "1"),
+                    ("buyer", np.int64, "agent position, -1 = upstream grid"),
+                    ("seller", np.int64, "agent position, -1 = upstream grid"),
+                    ("mwh", np.float64, "MWh"),
+                    ("price", np.float64, "$/MWh"),
+                    ("seller_price", np.float64, "$/MWh"),
+                ),
+                "bilateral trades by merit-order matching; buyer pays price, seller gets seller_price",
+            )
+        )
+        routes[(m, "trades")] = "market/trades"
+    if "grid" in groups or "market" in groups:
+        static["grid/bus/name"] = (np.array(element_names(net.bus, "bus")), "")
+    if "agents" in groups or "market" in groups:
         table, n = fleet.table, len(fleet.table)
         batteries = table.where("battery")
+        static |= {
+            "agents/name": (table.name.astype(str), ""),
+            "agents/bus": (table.bus, "pandapower index"),
+            "agents/kind": (table.kind.astype(str), ""),
+            "agents/storage_name": (table.name[batteries].astype(str), ""),
+        }
+    if "agents" in groups:
         series += [
             Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
             Series("agents/q_mvar", "Mvar", np.float64, n, "reactive power, + = consumption", "agents/name"),
@@ -172,13 +248,7 @@ def _series_and_static(
             ("Agents-0.fleet", "q_mvar"): "agents/q_mvar",
             ("Agents-0.fleet", "soc_mwh"): "agents/soc_mwh",
         }
-        static |= {
-            "agents/name": (table.name.astype(str), ""),
-            "agents/bus": (table.bus, "pandapower index"),
-            "agents/kind": (table.kind.astype(str), ""),
-            "agents/storage_name": (table.name[batteries].astype(str), ""),
-        }
-    return series, static, routes
+    return series, tables, static, routes
 
 
 def _versions() -> str:
@@ -241,8 +311,9 @@ def run(
     scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
     t0 = wallclock.perf_counter()
     net, fleet, power_flow, times_s = build_models(scenario)
+    market = build_market(scenario, net, fleet)
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
-    series, static, routes = _series_and_static(scenario, net, fleet)
+    series, tables, static, routes = _series_and_static(scenario, net, fleet, market)
     attrs = {
         "scenario_yaml": scenario.to_yaml(),
         "seed": scenario.seed,
@@ -253,13 +324,19 @@ def run(
     }
     out_cfg = scenario.output
     recorder = H5Recorder(
-        scenario.output_path, series, static, attrs, min(out_cfg.chunk_steps, n_steps), out_cfg.compression
+        scenario.output_path,
+        series,
+        static,
+        attrs,
+        min(out_cfg.chunk_steps, n_steps),
+        out_cfg.compression,
+        tables,
     )
     bar = _progress_bar(n_steps, times_s, step_s) if progress else None
-    stats = SolverStats()
+    stats, market_stats = SolverStats(), SolverStats()
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
-        agents_sim = world.start("Agents", fleet=fleet)
+        agents_sim = world.start("Agents", fleet=fleet, bidder=market.bidder if market else None)
         grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
         rec_sim = world.start(
             "Recorder",
@@ -271,8 +348,15 @@ def run(
         )
         fleet_e, grid_e, rec_e = agents_sim.Fleet(), grid_sim.Grid(), rec_sim.Recorder()
         world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
-        for (src, attr), _ in routes.items():
-            world.connect(fleet_e if src.startswith("Agents") else grid_e, rec_e, attr)
+        sources = {"Agents": fleet_e, "Grid": grid_e}
+        if market is not None:
+            market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
+            first = next_bids(fleet, market.bidder, 0)
+            world.connect(fleet_e, market_e, "bids", "forecast_mw", time_shifted=True, initial_data=first)
+            world.connect(market_e, fleet_e, "award_mw")
+            sources["Market"] = market_e
+        for src, attr in routes:
+            world.connect(sources[src.split("-")[0]], rec_e, attr)
         world.run(until=n_steps * step_s, print_progress=False)
     except BaseException as exc:
         world.shutdown()
@@ -290,10 +374,23 @@ def run(
         bar.close()
     path = recorder.close(
         complete=True,
-        attrs={"n_not_converged": stats.n_not_converged, "power_flow_s": stats.solver_s},
+        attrs={
+            "n_not_converged": stats.n_not_converged,
+            "power_flow_s": stats.solver_s,
+            "n_market_failed": market_stats.n_not_converged,
+            "market_s": market_stats.solver_s,
+        },
     )
     wall_s = wallclock.perf_counter() - t0
-    return RunSummary(path, n_steps, wall_s, stats.solver_s, stats.n_not_converged)
+    return RunSummary(
+        path,
+        n_steps,
+        wall_s,
+        stats.solver_s,
+        stats.n_not_converged,
+        market_stats.solver_s,
+        market_stats.n_not_converged,
+    )
 
 
 def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int) -> Any:

@@ -50,3 +50,19 @@ def test_step_must_name_every_series(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="grid/x"):
         rec.append({"time": 0})
     rec.close(complete=False)
+
+
+def test_tables_grow_by_variable_rows(tmp_path: Path) -> None:
+    """A table gets a variable number of rows per step, in order, across chunk flushes."""
+    from cosim.recorder import Table
+
+    table = Table("market/trades", (("step", np.int64, "1"), ("mwh", np.float64, "MWh")))
+    rec = H5Recorder(
+        tmp_path / "t.h5", [Series("time", "s", np.int64)], {}, {}, chunk_steps=2, tables=[table]
+    )
+    for k in range(5):
+        rec.append({"time": k, "market/trades": {"step": np.full(k, k), "mwh": np.arange(k, dtype=float)}})
+    rec.close(complete=True)
+    with h5py.File(tmp_path / "t.h5") as f:
+        np.testing.assert_array_equal(f["market/trades/step"][:], [1, 2, 2, 3, 3, 3, 4, 4, 4, 4])
+        assert f["market/trades/mwh"].attrs["units"] == "MWh"

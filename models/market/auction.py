@@ -1,0 +1,106 @@
+"""Copper-plate uniform-price double auction (no network), built once and re-solved each interval.
+
+Welfare ``sum(demand_price*d) - sum(supply_price*s + supply_c2*s**2)`` is maximised subject to one
+balance ``sum(s) == sum(d)``; the same persistent Pyomo/HiGHS machinery as `dcopf` on a single node.
+Quantities MW, prices $/MWh (positive: the marginal value of energy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.dcopf import WelfareModel, _nan_clearing
+
+_TOL_MW = 1e-6  # a step is "accepted" above, "rejected" below this many MW from its bounds
+
+
+def clearing_price_interval(bids: Bids, demand_mw: np.ndarray, supply_mw: np.ndarray) -> tuple[float, float]:
+    """The interval [lo, hi] of prices that support a copper-plate dispatch as a market equilibrium.
+
+    lo = max(marginal cost of every supply step sold above its minimum, bid of every demand step not
+    fully served); hi = min(marginal cost of every supply step sold below its maximum, bid of every
+    demand step served at all). The marginal cost of a step is ``supply_price + 2*supply_c2*s``.
+    A partially cleared step lies in both sets, so its price pins the interval to a point.
+    Empty sets give -inf / +inf.
+    """
+    d, s = np.asarray(demand_mw, dtype=float), np.asarray(supply_mw, dtype=float)
+    p_d = np.asarray(bids.demand_price, dtype=float)
+    mc = np.asarray(bids.supply_price, dtype=float) + 2.0 * np.asarray(bids.supply_c2, dtype=float) * s
+    d_max = np.asarray(bids.demand_mw, dtype=float)
+    s_min = np.asarray(bids.supply_min_mw, dtype=float)
+    s_max = np.asarray(bids.supply_max_mw, dtype=float)
+    lo_set = np.r_[mc[s > s_min + _TOL_MW], p_d[d < d_max - _TOL_MW]]
+    hi_set = np.r_[mc[s < s_max - _TOL_MW], p_d[d > _TOL_MW]]
+    lo = float(lo_set.max()) if len(lo_set) else -np.inf
+    hi = float(hi_set.min()) if len(hi_set) else np.inf
+    return lo, hi
+
+
+class UniformAuction:
+    """Uniform-price double auction of price-quantity steps.
+
+    Parameters
+    ----------
+    n_demand, n_supply : numbers of demand and supply steps (fixed for the run)
+    update : how parameter changes reach HiGHS, ``"direct"`` or ``"pyomo"`` (see `WelfareModel`)
+
+    Notes
+    -----
+    Price (tie rule): the dual of the balance is not unique when the cleared quantity sits exactly on
+    a step boundary. The price reported is then the midpoint of the interval of market-clearing
+    prices [max(price of the last accepted supply step, highest fully rejected demand bid),
+    min(lowest fully rejected supply offer, price of the last accepted demand bid)], computed from
+    the solution by `clearing_price_interval`; when a marginal step is partially cleared the interval
+    is a point and that step's price is the price. If one end of the interval is unbounded (no
+    rejected offer, say), the solver's dual, clipped into the interval, is reported.
+    A solver result other than optimal (only possible through ``supply_min_mw``) gives NaN numbers and
+    ``status`` set to the solver's termination condition; nothing is raised.
+    """
+
+    def __init__(self, n_demand: int, n_supply: int, *, update: str = "direct") -> None:
+        self.n_demand, self.n_supply = int(n_demand), int(n_supply)
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.core = WelfareModel(
+            n_node=1,
+            demand_node=np.zeros(self.n_demand, dtype=np.int64),
+            supply_node=np.zeros(self.n_supply, dtype=np.int64),
+            branch_from=empty_i,
+            branch_to=empty_i,
+            k_mw_per_rad=empty_f,
+            shift_rad=empty_f,
+            rate_mw=empty_f,
+            angle_ref=np.zeros(1, dtype=np.int64),
+            update=update,
+        )
+        self.last_price_interval: tuple[float, float] = (np.nan, np.nan)
+
+    @property
+    def model(self) -> object:
+        """The Pyomo model (built once)."""
+        return self.core.model
+
+    def clear(self, bids: Bids) -> Clearing:
+        """Clear one interval; ``price_per_mwh`` has one element (the caller repeats it per bus)."""
+        core = self.core
+        core.write(bids)
+        if not core.solve():
+            return _nan_clearing(1, self.n_demand, self.n_supply, 0, core.status)
+        d, s = core.last_d, core.last_s
+        lo, hi = clearing_price_interval(bids, d, s)
+        self.last_price_interval = (lo, hi)
+        if np.isfinite(lo) and np.isfinite(hi):
+            price = 0.5 * (lo + hi)
+        else:
+            price = float(np.clip(core.last_node_duals[0], min(lo, hi), max(lo, hi)))
+        cost = float(np.dot(bids.supply_price, s) + np.dot(np.asarray(bids.supply_c2, dtype=float), s * s))
+        return Clearing(
+            price_per_mwh=np.array([price]),
+            demand_mw=d,
+            supply_mw=s,
+            welfare=float(np.dot(bids.demand_price, d)) - cost,
+            cost=cost,
+            congestion_rent=0.0,
+            line_flow_mw=np.zeros(0),
+            status="optimal",
+        )

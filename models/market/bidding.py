@@ -1,0 +1,201 @@
+"""Bids and offers of the agents and the upstream grid, and what a clearing means for each agent.
+
+Every participant has a fixed set of steps for the whole run (so each design's model is built once):
+- loads and EVs (consumers): one inelastic demand step at the value of lost load for
+  ``inelastic_share`` of their forecast, and equal elastic steps at ``utility_per_mwh`` for the rest;
+- sgens and rooftop PV: one supply step for their forecast output (curtailable), at their cost data
+  (``poly_cost``) or ``sgen_price_per_mwh``;
+- generators (``gen``): one supply step between their min and max power at their cost data;
+- batteries: a demand step (charging) and a supply step (discharging) within their power and
+  state-of-charge limits, at the configured prices;
+- the upstream grid at each external grid: a supply step (import) and a demand step (export), or
+  one supply step at its own cost data when the net has it.
+Sign convention: awards are in load convention (positive = consumption), as every agent dataset.
+Payments are $ per interval, positive = the agent pays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cosim.models.market.clearing import Bids, Clearing
+
+UPSTREAM = -1  # owner of the upstream grid's steps
+
+
+@dataclass(frozen=True)
+class BidRules:
+    """Prices and shares of the bidding behaviour (the scenario's ``market`` section)."""
+
+    voll_per_mwh: float
+    inelastic_share: float
+    utility_per_mwh: tuple[float, ...]
+    sgen_price_per_mwh: float
+    battery_charge_price_per_mwh: float
+    battery_discharge_price_per_mwh: float
+    import_price_per_mwh: float
+    export_price_per_mwh: float
+    max_import_mw: float
+    max_export_mw: float
+
+
+def _costs(net: Any, et: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(has cost, cp1, cp2) of elements of type ``et`` from the net's ``poly_cost`` table."""
+    pc = net.poly_cost[net.poly_cost.et == et].set_index("element") if len(net.poly_cost) else None
+    has = np.zeros(len(index), dtype=bool)
+    c1, c2 = np.zeros(len(index)), np.zeros(len(index))
+    if pc is not None:
+        has = np.isin(index, pc.index.to_numpy())
+        rows = pc.reindex(index)
+        c1 = np.nan_to_num(rows["cp1_eur_per_mw"].to_numpy(dtype=float))
+        c2 = np.nan_to_num(rows["cp2_eur_per_mw2"].to_numpy(dtype=float))
+    return has, c1, c2
+
+
+class Bidder:
+    """Fixed step layout of a run: ``bids`` each interval, then ``awards`` and ``payments`` of a clearing.
+
+    Parameters
+    ----------
+    net : pandapower net with the agents' elements
+    kind, bus : (n_agent,) agent kinds and pandapower buses
+    elements : (table, index) of each agent
+    rules : bidding prices and shares
+    """
+
+    def __init__(
+        self, net: Any, kind: np.ndarray, bus: np.ndarray, elements: list[tuple[str, int]], rules: BidRules
+    ) -> None:
+        self.rules, self.n_agent = rules, len(kind)
+        kind = np.asarray(kind).astype(str)
+        consumers = np.flatnonzero(np.isin(kind, ("load", "ev")))
+        producers = np.flatnonzero(np.isin(kind, ("sgen", "pv", "gen")))
+        batteries = np.flatnonzero(kind == "battery")
+        n_util = len(rules.utility_per_mwh)
+        self._consumers, self._producers, self._batteries = consumers, producers, batteries
+
+        # supply cost data of producers (sgen, pv and gen rows of poly_cost)
+        c1 = np.full(len(producers), rules.sgen_price_per_mwh)
+        c2 = np.zeros(len(producers))
+        pmin, pmax = np.zeros(len(producers)), np.full(len(producers), np.nan)
+        for table in ("sgen", "gen"):
+            sel = np.flatnonzero([elements[a][0] == table for a in producers])
+            idx = np.array([elements[a][1] for a in producers[sel]], dtype=np.int64)
+            has, k1, k2 = _costs(net, table, idx)
+            c1[sel[has]], c2[sel[has]] = k1[has], k2[has]
+            if table == "gen" and len(idx):
+                gen = net.gen.loc[idx]
+                pmin[sel] = np.nan_to_num(gen.get("min_p_mw", 0.0 * gen.p_mw).to_numpy(dtype=float))
+                pmax[sel] = gen.get("max_p_mw", np.nan * gen.p_mw).to_numpy(dtype=float)
+        self._prod_c1, self._prod_c2, self._prod_min, self._prod_max = c1, c2, np.clip(pmin, 0, None), pmax
+
+        # the upstream grid at every in-service external grid
+        ext = net.ext_grid[net.ext_grid.in_service]
+        has, e1, e2 = _costs(net, "ext_grid", ext.index.to_numpy())
+        self._ext_bus = ext.bus.to_numpy(dtype=np.int64)
+        self._ext_has_cost, self._ext_c1, self._ext_c2 = has, e1, e2
+        ext_max = ext.get("max_p_mw", np.nan * ext.bus).to_numpy(dtype=float)
+        self._ext_max = np.where(has, np.nan_to_num(ext_max, nan=rules.max_import_mw), rules.max_import_mw)
+        export = ~has
+
+        # fixed layout: owners and buses of every step
+        d_owner = [np.repeat(consumers, 1 + n_util), batteries, np.full(int(export.sum()), UPSTREAM)]
+        d_bus = [np.repeat(bus[consumers], 1 + n_util), bus[batteries], self._ext_bus[export]]
+        s_owner = [producers, batteries, np.full(len(ext), UPSTREAM)]
+        s_bus = [bus[producers], bus[batteries], self._ext_bus]
+        self.demand_owner, self.supply_owner = np.concatenate(d_owner), np.concatenate(s_owner)
+        self.demand_bus = np.concatenate(d_bus).astype(np.int64)
+        self.supply_bus = np.concatenate(s_bus).astype(np.int64)
+        self._n_export = int(export.sum())
+        share = (1.0 - rules.inelastic_share) / max(n_util, 1)
+        self._consumer_share = np.tile(np.r_[rules.inelastic_share, np.full(n_util, share)], len(consumers))
+        self._consumer_price = np.tile(np.r_[rules.voll_per_mwh, rules.utility_per_mwh], len(consumers))
+        self.inelastic_step = np.zeros(len(self.demand_owner), dtype=bool)
+        self.inelastic_step[: len(consumers) * (1 + n_util) : 1 + n_util] = True
+
+    def bids(self, forecast_mw: np.ndarray, charge_max_mw: np.ndarray, discharge_max_mw: np.ndarray) -> Bids:
+        """This interval's bids from each agent's forecast (load convention) and battery limits."""
+        r, n_util = self.rules, len(self.rules.utility_per_mwh)
+        consumer_mw = np.clip(forecast_mw[self._consumers], 0.0, None)
+        available_mw = np.clip(-forecast_mw[self._producers], 0.0, None)
+        prod_max = np.where(np.isnan(self._prod_max), available_mw, self._prod_max)
+        prod_max = np.where(np.isnan(self._prod_max), prod_max, np.maximum(prod_max, self._prod_min))
+        return Bids(
+            demand_bus=self.demand_bus,
+            demand_mw=np.r_[
+                np.repeat(consumer_mw, 1 + n_util) * self._consumer_share,
+                charge_max_mw,
+                np.full(self._n_export, r.max_export_mw),
+            ],
+            demand_price=np.r_[
+                self._consumer_price,
+                np.full(len(self._batteries), r.battery_charge_price_per_mwh),
+                np.full(self._n_export, r.export_price_per_mwh),
+            ],
+            supply_bus=self.supply_bus,
+            supply_max_mw=np.r_[prod_max, discharge_max_mw, self._ext_max],
+            supply_price=np.r_[
+                self._prod_c1,
+                np.full(len(self._batteries), r.battery_discharge_price_per_mwh),
+                np.where(self._ext_has_cost, self._ext_c1, r.import_price_per_mwh),
+            ],
+            supply_min_mw=np.r_[self._prod_min, np.zeros(len(self._batteries) + len(self._ext_bus))],
+            supply_c2=np.r_[self._prod_c2, np.zeros(len(self._batteries)), self._ext_c2],
+        )
+
+    def _by_owner(self, demand: np.ndarray, supply: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.n_agent)
+        d_ok, s_ok = self.demand_owner >= 0, self.supply_owner >= 0
+        np.add.at(out, self.demand_owner[d_ok], demand[d_ok])
+        np.subtract.at(out, self.supply_owner[s_ok], supply[s_ok])
+        return out
+
+    def awards(self, clearing: Clearing) -> np.ndarray:
+        """Cleared power of every agent (load convention) [MW]."""
+        return self._by_owner(clearing.demand_mw, clearing.supply_mw)
+
+    def payments(self, clearing: Clearing, price_at: np.ndarray, dt_h: float) -> np.ndarray:
+        """What every agent pays for the interval [$] at the price of its bus (negative: is paid).
+
+        ``price_at`` : (n_demand + n_supply,) price at the bus of every demand step, then every supply step.
+        """
+        n_d = len(self.demand_owner)
+        return self._by_owner(clearing.demand_mw * price_at[:n_d], clearing.supply_mw * price_at[n_d:]) * dt_h
+
+    def unserved_mw(self, bids: Bids, clearing: Clearing) -> float:
+        """Inelastic demand the clearing did not serve (shed at the value of lost load) [MW]."""
+        step = self.inelastic_step
+        return float(np.sum(bids.demand_mw[step] - clearing.demand_mw[step]))
+
+
+def merit_order_trades(
+    demand_mw: np.ndarray, demand_price: np.ndarray, supply_mw: np.ndarray, supply_price: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilateral trades of a clearing by merit-order matching.
+
+    Cleared demand steps sorted by bid (highest first) are filled from cleared supply steps sorted by
+    offer (cheapest first), as an order book fills; ties keep step order. Gives at most
+    ``n_demand + n_supply - 1`` trades per interval; every MW cleared appears in exactly one trade
+    (up to the smaller of cleared demand and supply, which are equal in a balanced clearing).
+
+    Returns
+    -------
+    demand_step, supply_step : the steps of each trade; mw : traded power [MW]
+    """
+    d = np.flatnonzero(demand_mw > 1e-9)
+    s = np.flatnonzero(supply_mw > 1e-9)
+    if len(d) == 0 or len(s) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    d = d[np.argsort(-demand_price[d], kind="stable")]
+    s = s[np.argsort(supply_price[s], kind="stable")]
+    cum_d, cum_s = np.cumsum(demand_mw[d]), np.cumsum(supply_mw[s])
+    total = min(cum_d[-1], cum_s[-1])
+    edges = np.unique(np.r_[0.0, cum_d[cum_d < total], cum_s[cum_s < total], total])
+    mid = (edges[:-1] + edges[1:]) / 2
+    mw = np.diff(edges)
+    keep = mw > 1e-9
+    return d[np.searchsorted(cum_d, mid)][keep], s[np.searchsorted(cum_s, mid)][keep], mw[keep]

@@ -1,0 +1,151 @@
+"""One market design of a run, from bids to what every agent gets: prices, awards, payments, trades.
+
+The design's optimisation model is built once (fixed step layout) and updated every interval.
+Money is $ per interval (``$/h * dt_h``), energy MWh per interval; awards MW, load convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cosim.errors import ModelNotConverged
+from cosim.models.market.bidding import Bidder, merit_order_trades
+from cosim.models.market.clearing import Bids, Clearing
+
+
+@dataclass(frozen=True)
+class MarketResult:
+    """One interval's market outcome, per bus of the net (net.bus row order) and per agent."""
+
+    ok: bool
+    price_per_mwh: np.ndarray  # (n_bus,)
+    price_q_per_mvarh: np.ndarray  # (n_bus,), NaN unless acopf
+    award_mw: np.ndarray  # (n_agent,)
+    payment: np.ndarray  # (n_agent,) $, positive = pays
+    cleared_mwh: float
+    welfare: float  # $
+    cost: float  # $
+    congestion_rent: float  # $
+    unserved_mwh: float
+    trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
+
+
+class Market:
+    """Clear one design every interval; on a failed clearing continue (agents follow their forecast) or stop.
+
+    Parameters
+    ----------
+    net : pandapower net (its buses index the price vectors)
+    design : ``uniform``, ``dcopf`` or ``acopf``
+    bidder : the run's step layout
+    dt_h : interval length [h]
+    on_failure : ``continue`` or ``stop``
+    demand_q_ratio : (n_demand,) q/p of each demand step (acopf)
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        design: str,
+        bidder: Bidder,
+        dt_h: float,
+        on_failure: str = "continue",
+        demand_q_ratio: np.ndarray | None = None,
+    ) -> None:
+        self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
+        self.n_bus = len(net.bus)
+        d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
+        if design == "uniform":
+            from cosim.models.market.auction import UniformAuction
+
+            self.model: Any = UniformAuction(len(d_bus), len(s_bus))
+            self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
+            self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
+        elif design == "dcopf":
+            from cosim.models.market.dcopf import DCOPF
+            from cosim.models.market.network_dc import dc_network
+
+            network = dc_network(net)
+            self.model = DCOPF(network, d_bus, s_bus)
+            self._step_pos = network.position_of(np.r_[d_bus, s_bus])
+            self._bus_pos = network.position_of(net.bus.index.to_numpy())
+        elif design == "acopf":
+            from cosim.models.market.acopf import ACOPF
+
+            self.model = ACOPF(net, d_bus, s_bus, demand_q_ratio=demand_q_ratio)
+            rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
+            self._step_pos, self._bus_pos = rows, np.arange(self.n_bus)
+        else:
+            raise ValueError(f"market design {design!r} is not built")
+
+    def _per(self, price: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        out = np.full(len(pos), np.nan)
+        ok = (pos >= 0) & (pos < len(price))
+        out[ok] = price[pos[ok]]
+        return out
+
+    def clear(self, bids: Bids, forecast_mw: np.ndarray, step: int) -> MarketResult:
+        """Clear one interval; ``forecast_mw`` is what agents do if the clearing fails.
+
+        Raises
+        ------
+        ModelNotConverged
+            when the clearing fails and ``on_failure`` is ``stop``.
+        """
+        clearing: Clearing = self.model.clear(bids)
+        if clearing.status != "optimal":
+            if self.on_failure == "stop":
+                raise ModelNotConverged(
+                    f"market design {self.design!r} failed at step {step}: {clearing.status} "
+                    "(set market.on_failure: continue to go on with the agents' own behaviour)"
+                )
+            return self._failed(forecast_mw)
+        dt = self.dt_h
+        price_at = self._per(clearing.price_per_mwh, self._step_pos)
+        n_d = len(bids.demand_bus)
+        d_step, s_step, mw = merit_order_trades(
+            clearing.demand_mw, bids.demand_price, clearing.supply_mw, bids.supply_price
+        )
+        b = self.bidder
+        q_price = clearing.price_q_per_mvarh
+        return MarketResult(
+            ok=True,
+            price_per_mwh=self._per(clearing.price_per_mwh, self._bus_pos),
+            price_q_per_mvarh=np.full(self.n_bus, np.nan)
+            if q_price is None
+            else self._per(q_price, self._bus_pos),
+            award_mw=b.awards(clearing),
+            payment=b.payments(clearing, price_at, dt),
+            cleared_mwh=float(np.sum(clearing.demand_mw)) * dt,
+            welfare=clearing.welfare * dt,
+            cost=clearing.cost * dt,
+            congestion_rent=clearing.congestion_rent * dt,
+            unserved_mwh=b.unserved_mw(bids, clearing) * dt,
+            trades={
+                "buyer": b.demand_owner[d_step],
+                "seller": b.supply_owner[s_step],
+                "mwh": mw * dt,
+                "price": price_at[d_step],
+                "seller_price": price_at[n_d + s_step],
+            },
+        )
+
+    def _failed(self, forecast_mw: np.ndarray) -> MarketResult:
+        nan_bus = np.full(self.n_bus, np.nan)
+        empty = {k: np.zeros(0) for k in ("mwh", "price", "seller_price")}
+        return MarketResult(
+            ok=False,
+            price_per_mwh=nan_bus,
+            price_q_per_mvarh=nan_bus.copy(),
+            award_mw=np.asarray(forecast_mw, dtype=float),
+            payment=np.zeros(len(forecast_mw)),
+            cleared_mwh=np.nan,
+            welfare=np.nan,
+            cost=np.nan,
+            congestion_rent=np.nan,
+            unserved_mwh=np.nan,
+            trades={"buyer": np.zeros(0, np.int64), "seller": np.zeros(0, np.int64), **empty},
+        )

@@ -1,0 +1,76 @@
+"""mosaik adapter of the market: one entity ``market`` clearing the bids it gets each step."""
+
+from __future__ import annotations
+
+import time as wallclock
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+from mosaik_api_v3.types import CreateResult, Meta
+
+from cosim.models.grid.sim import SolverStats
+from cosim.models.market.market import Market, MarketResult
+
+OUTPUTS = (
+    "price_per_mwh",
+    "price_q_per_mvarh",
+    "award_mw",
+    "payment",
+    "cleared_mwh",
+    "welfare",
+    "cost",
+    "congestion_rent",
+    "unserved_mwh",
+    "ok",
+    "trades",
+)
+META: Meta = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {"Market": {"public": True, "params": [], "attrs": ["bids", "forecast_mw", *OUTPUTS]}},
+}
+
+
+class MarketSim(mosaik_api_v3.Simulator):
+    """Clears one interval per step; a trade row carries the step it was cleared for."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.market: Market | None = None
+        self._out: dict[str, Any] = {}
+
+    def init(  # type: ignore[override]
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        market: Market,
+        step_s: int,
+        stats: SolverStats | None = None,
+    ) -> Meta:
+        self.market, self.step_s = market, step_s
+        self.stats = stats if stats is not None else SolverStats()
+        return self.meta
+
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
+        if num != 1 or self._out:
+            raise ValueError("MarketSim holds exactly one Market entity")
+        return [{"eid": "market", "type": model}]
+
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+        assert self.market is not None
+        (bids,) = inputs["market"]["bids"].values()
+        (forecast_mw,) = inputs["market"]["forecast_mw"].values()
+        k = time // self.step_s
+        t0 = wallclock.perf_counter()
+        result: MarketResult = self.market.clear(bids, forecast_mw, k)
+        self.stats.solver_s += wallclock.perf_counter() - t0
+        self.stats.n_not_converged += not result.ok
+        trades = dict(result.trades)
+        trades["step"] = np.full(len(trades["mwh"]), k, dtype=np.int64)
+        self._out = {name: getattr(result, name) for name in OUTPUTS[:-1]} | {"trades": trades}
+        return time + self.step_s
+
+    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
+        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}

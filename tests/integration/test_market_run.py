@@ -1,0 +1,98 @@
+"""Markets in the co-simulation: published LMPs from the CLI path, awards as set-points, money balance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import cosim
+from cosim.errors import CosimError
+from tests.conftest import ROOT
+
+LV_MARKET = """
+name: lv-market
+seed: 3
+time: {{start: 2016-06-01T00:00:00, duration: {duration}, step: 1h}}
+grid: {{source: simbench, code: 1-LV-semiurb4--0-sw}}
+agents: {{pv: {{share: 0.5}}, battery: {{share: 0.3}}, ev: {{share: 0.2}}}}
+market: {{design: {design}, on_failure: {on_failure}}}
+"""
+
+
+def lv_market(tmp_path: Path, design: str, duration: str = "1d", on_failure: str = "continue") -> Path:
+    path = tmp_path / f"{design}.yaml"
+    path.write_text(LV_MARKET.format(design=design, duration=duration, on_failure=on_failure))
+    return path
+
+
+def test_pjm5_scenario_gives_published_lmps(tmp_path: Path) -> None:
+    """scenarios/pjm5.yaml (case5, dcopf, one step) records the LMPs and cost of Li & Bo (2010)."""
+    summary = cosim.run(ROOT / "scenarios" / "pjm5.yaml", out=tmp_path / "pjm5.h5")
+    with cosim.open_results(summary.path) as res:
+        np.testing.assert_allclose(
+            res["market/price_per_mwh"].iloc[0], [16.98, 26.38, 30.00, 39.94, 10.00], atol=0.005
+        )
+        assert res["market/cost"].iloc[0] == pytest.approx(17479.90, abs=0.01)
+        assert res["market/congestion_rent"].iloc[0] > 0
+        # the AC power flow then runs the awarded dispatch: generators at their awards
+        np.testing.assert_allclose(res["agents/p_mw"].iloc[0], res["market/award_mw"].iloc[0])
+
+
+@pytest.mark.parametrize("design", ["uniform", "dcopf"])
+def test_awards_are_setpoints_and_money_balances(tmp_path: Path, design: str) -> None:
+    """A day of a P2P market on the LV grid: awards drive the grid, trades carry the cleared energy, and
+    agents' payments plus the upstream grid's equal the congestion rent each hour."""
+    summary = cosim.run(lv_market(tmp_path, design), out=tmp_path / f"{design}.h5")
+    assert summary.n_market_failed == 0
+    with cosim.open_results(summary.path) as res, h5py.File(summary.path) as f:
+        assert res["market/ok"].all()
+        np.testing.assert_allclose(res["agents/p_mw"], res["market/award_mw"], atol=1e-9)
+        trades = {k: f[f"market/trades/{k}"][:] for k in ("step", "buyer", "seller", "mwh", "price")}
+        traded = np.bincount(trades["step"], trades["mwh"], minlength=24)
+        np.testing.assert_allclose(traded, res["market/cleared_mwh"], atol=1e-9)
+        kinds = res["agents/kind"].to_numpy()
+        soc = res["agents/soc_mwh"].to_numpy()
+        assert np.all(soc >= 0.05 * 0.01 - 1e-12) and np.all(soc <= 0.95 * 0.01 + 1e-12)
+        assert (res["market/unserved_mwh"] == 0).all()
+        assert (res["market/congestion_rent"] >= -1e-6).all()
+        price = res["market/price_per_mwh"]
+        if design == "uniform":
+            assert np.allclose(price.to_numpy(), price.to_numpy()[:, :1])
+            # agents' payments are the upstream grid's receipts: money balances at one price
+            upstream_net_mwh = res["market/award_mw"].sum(axis=1)  # + = agents bought from upstream
+            np.testing.assert_allclose(
+                res["market/payment"].sum(axis=1), upstream_net_mwh * price.iloc[:, 0], rtol=1e-6, atol=1e-9
+            )
+        assert "pv" in set(kinds)
+
+
+def test_failed_clearing_continues_or_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clearing that fails at step 3 is flagged and the agents follow their forecast (continue), or the
+    run stops naming the step and design (stop)."""
+    from cosim.models.market.auction import UniformAuction
+
+    original = UniformAuction.clear
+    calls = {"n": 0}
+
+    def flaky(self, bids):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        result = original(self, bids)
+        if calls["n"] == 4:
+            from dataclasses import replace
+
+            return replace(result, status="solver error")
+        return result
+
+    monkeypatch.setattr(UniformAuction, "clear", flaky)
+    summary = cosim.run(lv_market(tmp_path, "uniform", "6h"), out=tmp_path / "c.h5")
+    assert summary.n_market_failed == 1
+    with cosim.open_results(summary.path) as res:
+        assert list(res["market/ok"]) == [True, True, True, False, True, True]
+        assert res["market/price_per_mwh"].iloc[3].isna().all()
+        assert res["grid/converged"].all()
+    calls["n"] = 0
+    with pytest.raises(CosimError, match="market design 'uniform' failed at step 3"):
+        cosim.run(lv_market(tmp_path, "uniform", "6h", "stop"), out=tmp_path / "s.h5")
