@@ -248,12 +248,39 @@ class UpstreamConfig(_Section):
         return self
 
 
+class TariffPeriod(_Section):
+    """One period of a daily time-of-use tariff: its price holds until the next period starts."""
+
+    from_hour: float = _field("Start of the period, hour of day (UTC)", unit="h", ge=0, lt=24)
+    price_per_mwh: float = _field("Retail price in the period", unit="$/MWh")
+
+
+class DREvent(_Section):
+    """A demand-response event: a critical-peak price adder on top of the tariff."""
+
+    start: dt.datetime = _field("Start of the event, ISO 8601 (naive = UTC)")
+    end: dt.datetime = _field("End of the event (exclusive)")
+    price_adder_per_mwh: float = _field("Added to the tariff during the event", unit="$/MWh", gt=0)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    @model_validator(mode="after")
+    def _order(self) -> DREvent:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
     design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr"] = _field(
         "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
-        "reactive prices; central, tou, dr: baselines (not implemented yet)"
+        "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
+        "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events"
     )
     voll_per_mwh: float = _field(
         "Value of lost load: the bid of inelastic demand, the price of shedding it",
@@ -279,19 +306,14 @@ class MarketConfig(_Section):
         "Batteries sell at this price or more", unit="$/MWh", default=70.0
     )
     upstream: UpstreamConfig = _field("The upstream grid as a participant", default_factory=UpstreamConfig)
+    tariff: list[TariffPeriod] = _field(
+        "Daily time-of-use tariff (tou, dr), periods in order from hour 0", default_factory=list
+    )
+    dr_events: list[DREvent] = _field("Demand-response events (dr)", default_factory=list)
     on_failure: Literal["continue", "stop"] = _field(
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
     )
-
-    @field_validator("design")
-    @classmethod
-    def _built(cls, design: str) -> str:
-        if design in ("central", "tou", "dr"):
-            raise ValueError(
-                f"market design {design!r} is not implemented yet (issue #3); use uniform, dcopf or acopf"
-            )
-        return design
 
     @model_validator(mode="after")
     def _battery_spread(self) -> MarketConfig:
@@ -299,6 +321,16 @@ class MarketConfig(_Section):
             raise ValueError("battery_discharge_price_per_mwh must be above battery_charge_price_per_mwh")
         if not self.utility_per_mwh and self.inelastic_share < 1:
             raise ValueError("utility_per_mwh needs at least one step unless inelastic_share is 1")
+        if self.design in ("tou", "dr"):
+            hours = [p.from_hour for p in self.tariff]
+            if not hours or hours[0] != 0 or hours != sorted(set(hours)):
+                raise ValueError(
+                    f"design {self.design} needs a tariff whose periods start at hour 0, in order"
+                )
+        if self.design == "dr" and not self.dr_events:
+            raise ValueError("design dr needs at least one entry in dr_events")
+        if self.dr_events and self.design != "dr":
+            raise ValueError("dr_events are only used by design dr")
         return self
 
 

@@ -29,6 +29,7 @@ from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
+from cosim.models.market.tariff import posted_price, utc_seconds
 from cosim.recorder import H5Recorder, Series, Table
 from cosim.scenario import Scenario, SimbenchGrid, load_scenario
 
@@ -129,10 +130,11 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
     m = scenario.market
     if m is None:
         return None
+    central = m.design == "central"  # fixed demand, no storage schedule: demand all inelastic
     rules = BidRules(
         voll_per_mwh=m.voll_per_mwh,
-        inelastic_share=m.inelastic_share,
-        utility_per_mwh=tuple(m.utility_per_mwh),
+        inelastic_share=1.0 if central else m.inelastic_share,
+        utility_per_mwh=() if central else tuple(m.utility_per_mwh),
         sgen_price_per_mwh=m.sgen_price_per_mwh,
         battery_charge_price_per_mwh=m.battery_charge_price_per_mwh,
         battery_discharge_price_per_mwh=m.battery_discharge_price_per_mwh,
@@ -142,11 +144,16 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         max_export_mw=m.upstream.max_export_mw,
     )
     table = fleet.table
-    bidder = Bidder(net, table.kind, table.bus, table.elements, rules)
+    bidder = Bidder(net, table.kind, table.bus, table.elements, rules, batteries_bid=not central)
     p0, q0 = fleet.baseline(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         q_ratio = np.nan_to_num(q0 / p0)[np.maximum(bidder.demand_owner, 0)] * (bidder.demand_owner >= 0)
-    return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio)
+    posted = None
+    if m.design in ("tou", "dr"):
+        events = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
+        tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
+        posted = posted_price(fleet.times_s, tariff, events)
+    return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted)
 
 
 def _series_and_static(

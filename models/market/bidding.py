@@ -64,12 +64,19 @@ class Bidder:
     kind, bus : (n_agent,) agent kinds and pandapower buses
     elements : (table, index) of each agent
     rules : bidding prices and shares
+    batteries_bid : False keeps batteries out (zero quantities): they stay idle
     """
 
     def __init__(
-        self, net: Any, kind: np.ndarray, bus: np.ndarray, elements: list[tuple[str, int]], rules: BidRules
+        self,
+        net: Any,
+        kind: np.ndarray,
+        bus: np.ndarray,
+        elements: list[tuple[str, int]],
+        rules: BidRules,
+        batteries_bid: bool = True,
     ) -> None:
-        self.rules, self.n_agent = rules, len(kind)
+        self.rules, self.n_agent, self.batteries_bid = rules, len(kind), batteries_bid
         kind = np.asarray(kind).astype(str)
         consumers = np.flatnonzero(np.isin(kind, ("load", "ev")))
         producers = np.flatnonzero(np.isin(kind, ("sgen", "pv", "gen")))
@@ -119,6 +126,8 @@ class Bidder:
     def bids(self, forecast_mw: np.ndarray, charge_max_mw: np.ndarray, discharge_max_mw: np.ndarray) -> Bids:
         """This interval's bids from each agent's forecast (load convention) and battery limits."""
         r, n_util = self.rules, len(self.rules.utility_per_mwh)
+        if not self.batteries_bid:
+            charge_max_mw, discharge_max_mw = 0.0 * charge_max_mw, 0.0 * discharge_max_mw
         consumer_mw = np.clip(forecast_mw[self._consumers], 0.0, None)
         available_mw = np.clip(-forecast_mw[self._producers], 0.0, None)
         prod_max = np.where(np.isnan(self._prod_max), available_mw, self._prod_max)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cosim.errors import ModelNotConverged
-from cosim.models.market.bidding import Bidder, merit_order_trades
+from cosim.models.market.bidding import UPSTREAM, Bidder, merit_order_trades
 from cosim.models.market.clearing import Bids, Clearing
 
 
@@ -39,11 +39,12 @@ class Market:
     Parameters
     ----------
     net : pandapower net (its buses index the price vectors)
-    design : ``uniform``, ``dcopf`` or ``acopf``
+    design : ``uniform``, ``dcopf``, ``acopf``, ``central`` (DC-OPF of fixed demand), ``tou`` or ``dr``
     bidder : the run's step layout
     dt_h : interval length [h]
     on_failure : ``continue`` or ``stop``
     demand_q_ratio : (n_demand,) q/p of each demand step (acopf)
+    posted_price_per_mwh : (T,) the tariff of every step (tou, dr)
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Market:
         dt_h: float,
         on_failure: str = "continue",
         demand_q_ratio: np.ndarray | None = None,
+        posted_price_per_mwh: np.ndarray | None = None,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.n_bus = len(net.bus)
@@ -64,7 +66,7 @@ class Market:
             self.model: Any = UniformAuction(len(d_bus), len(s_bus))
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
-        elif design == "dcopf":
+        elif design in ("dcopf", "central"):
             from cosim.models.market.dcopf import DCOPF
             from cosim.models.market.network_dc import dc_network
 
@@ -78,6 +80,14 @@ class Market:
             self.model = ACOPF(net, d_bus, s_bus, demand_q_ratio=demand_q_ratio)
             rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
             self._step_pos, self._bus_pos = rows, np.arange(self.n_bus)
+        elif design in ("tou", "dr"):
+            from cosim.models.market.tariff import PostedPrice
+
+            assert posted_price_per_mwh is not None
+            self.posted_price_per_mwh = posted_price_per_mwh
+            self.model = PostedPrice(bidder.demand_owner == UPSTREAM, bidder.supply_owner == UPSTREAM)
+            self._step_pos = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
+            self._bus_pos = np.arange(self.n_bus)
         else:
             raise ValueError(f"market design {design!r} is not built")
 
@@ -95,7 +105,10 @@ class Market:
         ModelNotConverged
             when the clearing fails and ``on_failure`` is ``stop``.
         """
-        clearing: Clearing = self.model.clear(bids)
+        if self.design in ("tou", "dr"):
+            clearing: Clearing = self.model.clear(bids, float(self.posted_price_per_mwh[step]), self.n_bus)
+        else:
+            clearing = self.model.clear(bids)
         if clearing.status != "optimal":
             if self.on_failure == "stop":
                 raise ModelNotConverged(

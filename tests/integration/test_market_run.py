@@ -96,3 +96,51 @@ def test_failed_clearing_continues_or_stops(tmp_path: Path, monkeypatch: pytest.
     calls["n"] = 0
     with pytest.raises(CosimError, match="market design 'uniform' failed at step 3"):
         cosim.run(lv_market(tmp_path, "uniform", "6h", "stop"), out=tmp_path / "s.h5")
+
+
+BASELINES = """
+name: baseline
+seed: 3
+time: {{start: 2016-07-01T00:00:00, duration: 1d, step: 1h}}
+grid: {{source: simbench, code: 1-LV-semiurb4--0-sw}}
+agents: {{pv: {{share: 0.5}}, battery: {{share: 0.3}}}}
+market:
+  design: {design}
+  tariff:
+    - {{from_hour: 0, price_per_mwh: 100}}
+    - {{from_hour: 7, price_per_mwh: 200}}
+    - {{from_hour: 21, price_per_mwh: 120}}
+{extra}
+"""
+
+
+def baseline_run(tmp_path: Path, design: str, extra: str = "") -> cosim.Results:
+    path = tmp_path / f"{design}.yaml"
+    path.write_text(BASELINES.format(design=design, extra=extra))
+    if design == "central":
+        path.write_text(path.read_text().split("  tariff:")[0])
+    return cosim.open_results(cosim.run(path, out=tmp_path / f"{design}.h5").path)
+
+
+def test_tou_dr_and_central_baselines(tmp_path: Path) -> None:
+    """tou: posted prices, elastic demand drops at the peak; dr: an event raises the price and cuts demand
+    further inside it only; central: fixed demand fully served at least cost, batteries idle."""
+    event = "  dr_events: [{start: 2016-07-01T17:00:00, end: 2016-07-01T19:00:00, price_adder_per_mwh: 500}]"
+    tou, dr, central = (
+        baseline_run(tmp_path, "tou"),
+        baseline_run(tmp_path, "dr", event),
+        baseline_run(tmp_path, "central"),
+    )
+    with tou, dr, central:
+        price_tou, price_dr = tou["market/price_per_mwh"].iloc[:, 0], dr["market/price_per_mwh"].iloc[:, 0]
+        assert list(price_tou.iloc[[3, 12, 22]]) == [100.0, 200.0, 120.0]
+        assert list((price_dr - price_tou).iloc[16:20]) == [0.0, 500.0, 500.0, 0.0]
+        loads = (tou["agents/kind"] == "load").to_numpy()
+        use_tou = tou["agents/p_mw"].loc[:, loads].sum(axis=1)
+        use_dr = dr["agents/p_mw"].loc[:, loads].sum(axis=1)
+        assert (use_dr.iloc[17:19] < use_tou.iloc[17:19] - 1e-9).all()
+        np.testing.assert_allclose(use_dr.drop(use_dr.index[17:19]), use_tou.drop(use_tou.index[17:19]))
+        assert central["market/ok"].all() and (central["market/unserved_mwh"] == 0).all()
+        soc = central["agents/soc_mwh"].to_numpy()
+        np.testing.assert_allclose(soc - soc[:1], 0.0)  # idle batteries
+        assert tou["market/cleared_mwh"].sum() > 0 and len(tou.keys()) > 0

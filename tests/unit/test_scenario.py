@@ -21,7 +21,7 @@ grid: {source: simbench, code: 1-LV-nowhere--0-sw, colour: blue}
 agents:
   battery: {share: 1.5, capacity_kwh: 0}
   pv: {kwp_min: 5, kwp_max: 2}
-market: {design: central}
+market: {design: tou}
 ledger: {consensus: bft}
 """
 
@@ -60,13 +60,13 @@ def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
         "agents.battery.share",
         "agents.battery.capacity_kwh",
         "agents.pv",
-        "market.design",
+        "market",
         "ledger",
     ]:
         assert expected in paths, (expected, paths)
     messages = dict(info.value.problems)
     assert "not implemented yet" in messages["ledger"]
-    assert "not implemented yet" in messages["market.design"]
+    assert "needs a tariff" in messages["market"]
     assert "unknown key" in messages["grid.colour"]
     assert "1-LV-semiurb4--0-sw" in messages["grid.code"]  # says what would be valid
 
