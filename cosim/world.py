@@ -176,8 +176,12 @@ def _series_and_static(
             ("losses_mw", "grid/losses_mw", "MW", None, "line and transformer losses"),
             ("import_mw", "grid/import_mw", "MW", None, "power from the external grid"),
             ("converged", "grid/converged", "1", None, "power flow converged"),
+            ("n_voltage_violations", "grid/n_voltage_violations", "1", None, "buses outside min/max_vm_pu"),
+            ("n_overloads", "grid/n_overloads", "1", None, "lines and trafos above max_loading_percent"),
         ]:
-            dtype = np.bool_ if attr == "converged" else np.float64
+            dtype = {"converged": np.bool_, "n_voltage_violations": np.int64, "n_overloads": np.int64}.get(
+                attr, np.float64
+            )
             columns = path.rsplit("/", 1)[0] + "/name" if width is not None else ""
             series.append(Series(path, units, dtype, width, description, columns))
             routes[("Grid-0.grid", attr)] = path

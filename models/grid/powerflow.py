@@ -470,3 +470,37 @@ class ACPowerFlow:
     def net(self) -> Any:
         """The pandapower net given at construction (for reference checks)."""
         return self._net
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Operating limits of a net: bus voltage band and branch loading limits (net row order)."""
+
+    vm_min_pu: np.ndarray
+    vm_max_pu: np.ndarray
+    line_max_percent: np.ndarray
+    trafo_max_percent: np.ndarray
+
+    @classmethod
+    def of(cls, net: Any) -> Limits:
+        """Limits from the net: voltage band (default 0.95-1.05 pu), max_loading_percent (default 100)."""
+
+        def col(table: Any, name: str, default: float) -> np.ndarray:
+            values = table[name].to_numpy(dtype=float) if name in table else np.full(len(table), default)
+            return np.where(np.isnan(values), default, values)
+
+        return cls(
+            col(net.bus, "min_vm_pu", 0.95),
+            col(net.bus, "max_vm_pu", 1.05),
+            col(net.line, "max_loading_percent", 100.0),
+            col(net.trafo, "max_loading_percent", 100.0),
+        )
+
+    def violations(self, result: PowerFlowResult) -> tuple[int, int]:
+        """(buses outside their voltage band, lines and trafos above their loading limit) of one step."""
+        vm = result.vm_pu
+        n_voltage = int(np.sum((vm < self.vm_min_pu - 1e-9) | (vm > self.vm_max_pu + 1e-9)))
+        n_overload = int(np.sum(result.line_loading_percent > self.line_max_percent + 1e-9)) + int(
+            np.sum(result.trafo_loading_percent > self.trafo_max_percent + 1e-9)
+        )
+        return n_voltage, n_overload

@@ -10,7 +10,7 @@ import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.models.grid.powerflow import ACPowerFlow, PowerFlowResult
+from cosim.models.grid.powerflow import ACPowerFlow, Limits, PowerFlowResult
 
 OUTPUTS = (
     "vm_pu",
@@ -20,6 +20,8 @@ OUTPUTS = (
     "losses_mw",
     "import_mw",
     "converged",
+    "n_voltage_violations",
+    "n_overloads",
 )
 META: Meta = {
     "api_version": "3.0",
@@ -58,6 +60,7 @@ class GridSim(mosaik_api_v3.Simulator):
         stats: SolverStats | None = None,
     ) -> Meta:
         self.power_flow, self.step_s = power_flow, step_s
+        self.limits = Limits.of(power_flow.net)
         self.stats = stats if stats is not None else SolverStats()
         return self.meta
 
@@ -74,8 +77,13 @@ class GridSim(mosaik_api_v3.Simulator):
         self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar))
         self.stats.solver_s += wallclock.perf_counter() - t0
         self.stats.n_not_converged += not self.result.converged
+        self.n_violations = self.limits.violations(self.result)
         return time + self.step_s
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
         assert self.result is not None
-        return {eid: {attr: getattr(self.result, attr) for attr in attrs} for eid, attrs in outputs.items()}
+        values = {"n_voltage_violations": self.n_violations[0], "n_overloads": self.n_violations[1]}
+        return {
+            eid: {attr: values[attr] if attr in values else getattr(self.result, attr) for attr in attrs}
+            for eid, attrs in outputs.items()
+        }

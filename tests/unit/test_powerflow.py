@@ -186,3 +186,19 @@ def test_gens_as_agents_match_runpp() -> None:
     set_injections(net, elements, p, q)
     pp.runpp(net)
     _assert_matches_runpp(net, res)
+
+
+def test_limits_count_violations() -> None:
+    """Buses outside their voltage band and branches above their loading limit are counted per step."""
+    from cosim.models.grid.powerflow import Limits, PowerFlowResult
+
+    net = pn.case9()
+    net.bus["max_vm_pu"] = 1.05
+    net.line["max_loading_percent"] = 80.0
+    limits = Limits.of(net)
+    vm = np.full(9, 1.0)
+    vm[[2, 5]] = [1.06, 0.90]  # above 1.05; below case9's own min_vm_pu (0.9) only by rounding: not counted
+    loading = np.full(len(net.line), 50.0)
+    loading[0] = 85.0
+    result = PowerFlowResult(True, 3, vm, np.zeros(9), loading, np.zeros(0), 0.0, 0.0)
+    assert limits.violations(result) == (1, 1)
