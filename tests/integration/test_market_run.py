@@ -144,3 +144,16 @@ def test_tou_dr_and_central_baselines(tmp_path: Path) -> None:
         soc = central["agents/soc_mwh"].to_numpy()
         np.testing.assert_allclose(soc - soc[:1], 0.0)  # idle batteries
         assert tou["market/cleared_mwh"].sum() > 0 and len(tou.keys()) > 0
+
+
+def test_case9_acopf_scenario_reproduces_matpower(tmp_path: Path) -> None:
+    """case9 with an acopf market for one hour: generation cost 5296.69 $/h (MATPOWER runopf, with the
+    constant cost terms 150 + 600 + 335 that `/market/cost` leaves out), reactive prices recorded."""
+    (tmp_path / "c9.yaml").write_text(
+        "name: c9\ntime: {start: 2024-01-01, duration: 1h}\n"
+        "grid: {source: pandapower, case: case9}\nmarket: {design: acopf}\n"
+    )
+    with cosim.open_results(cosim.run(tmp_path / "c9.yaml", out=tmp_path / "c9.h5").path) as res:
+        assert res["market/cost"].iloc[0] + 1085.0 == pytest.approx(5296.69, abs=0.01)
+        assert res["market/price_q_per_mvarh"].notna().all().all()
+        np.testing.assert_allclose(res["agents/p_mw"].iloc[0], res["market/award_mw"].iloc[0], atol=1e-6)
