@@ -32,9 +32,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the scenario JSON Schema (for editor completion)")
 
-    report = sub.add_parser("report", help="write figures and an HTML page for a run")
-    report.add_argument("results", type=Path, help="HDF5 file of a run")
-    report.add_argument("--out", type=Path, help="directory (default: <file stem>_report beside it)")
+    report = sub.add_parser(
+        "report", help="write figures and an HTML page for a run; several runs: also compare them"
+    )
+    report.add_argument("results", type=Path, nargs="+", help="HDF5 file(s) of runs")
+    report.add_argument(
+        "--out",
+        type=Path,
+        help="directory (default: <file stem>_report beside each file); with several files each report goes "
+        "into DIR/<stem>/ and the comparison into DIR (default: comparison_report/ beside the first file)",
+    )
     return parser
 
 
@@ -49,6 +56,11 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {summary.path}: {summary.n_steps} steps in {summary.wall_s:.1f} s "
         f"({summary.power_flow_s:.1f} s in the power flow, {share:.0f} %); "
         f"{summary.n_not_converged} step(s) without a converged power flow"
+        + (
+            f"; market clearing {summary.market_s:.1f} s, {summary.n_market_failed} failed clearing(s)"
+            if summary.market_s
+            else ""
+        )
     )
     if args.report:
         from cosim.analysis.report import write_report
@@ -81,12 +93,25 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cosim.analysis.report import write_report
+    from cosim.analysis.report import compare_runs, write_report
     from cosim.errors import ResultsError
 
-    if not args.results.is_file():
-        raise ResultsError(f"no results file {args.results}")
-    print(f"report: {write_report(args.results, args.out)}")
+    paths: list[Path] = args.results
+    for path in paths:
+        if not path.is_file():
+            raise ResultsError(f"no results file {path}")
+    if len(paths) == 1:
+        print(f"report: {write_report(paths[0], args.out)}")
+        return 0
+    used: set[str] = set()
+    for path in paths:
+        sub = path.stem
+        while sub in used:  # same stem from different folders: keep the reports apart
+            sub += "_"
+        used.add(sub)
+        print(f"report: {write_report(path, None if args.out is None else args.out / sub)}")
+    out = args.out if args.out is not None else paths[0].parent / "comparison_report"
+    print(f"comparison: {compare_runs(paths, out)}")
     return 0
 
 
