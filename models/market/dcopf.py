@@ -24,6 +24,7 @@ from pyomo.contrib.solver.solvers.highs import Highs
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
 
+BID_PARAMS = ("demand_mw", "demand_price", "supply_min_mw", "supply_max_mw", "supply_price", "supply_c2")
 ANGLE_BOUND_RAD = 1e3  # |theta| bound; a solution at it is reported as status "angle bound"
 
 
@@ -72,15 +73,11 @@ class WelfareModel:
         m = self.model
         # ParamData handles in index order, and the values last written to them (NaN: never written).
         self._params = {
-            name: [getattr(m, name)[i] for i in range(n)]
-            for name, n in (
-                ("demand_mw", self.n_demand),
-                ("demand_price", self.n_demand),
-                ("supply_min_mw", self.n_supply),
-                ("supply_max_mw", self.n_supply),
-                ("supply_price", self.n_supply),
-                ("supply_c2", self.n_supply),
-            )
+            name: [
+                getattr(m, name)[i]
+                for i in range(self.n_demand if name.startswith("demand") else self.n_supply)
+            ]
+            for name in BID_PARAMS
         }
         self._written = {name: np.full(len(p), np.nan) for name, p in self._params.items()}
         self._d = [m.d[i] for i in range(self.n_demand)]
@@ -217,15 +214,8 @@ class WelfareModel:
         vectors; with ``update="pyomo"`` the persistent interface pushes every parameter at solve.
         """
         changed: dict[str, np.ndarray] = {}
-        for name, arr in (
-            ("demand_mw", bids.demand_mw),
-            ("demand_price", bids.demand_price),
-            ("supply_min_mw", bids.supply_min_mw),
-            ("supply_max_mw", bids.supply_max_mw),
-            ("supply_price", bids.supply_price),
-            ("supply_c2", bids.supply_c2),
-        ):
-            new = np.asarray(arr, dtype=float)
+        for name in BID_PARAMS:
+            new = np.asarray(getattr(bids, name), dtype=float)
             old = self._written[name]
             if new.shape != old.shape:
                 raise ValueError(f"bids.{name} has shape {new.shape}, the model was built for {old.shape}")
