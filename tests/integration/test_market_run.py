@@ -157,3 +157,20 @@ def test_case9_acopf_scenario_reproduces_matpower(tmp_path: Path) -> None:
         assert res["market/cost"].iloc[0] + 1085.0 == pytest.approx(5296.69, abs=0.01)
         assert res["market/price_q_per_mvarh"].notna().all().all()
         np.testing.assert_allclose(res["agents/p_mw"].iloc[0], res["market/award_mw"].iloc[0], atol=1e-6)
+
+
+def test_scarce_supply_sheds_inelastic_demand_at_voll(tmp_path: Path) -> None:
+    """With no import from upstream at night, the market sheds load at the value of lost load
+    and records the unserved energy; the grid runs what was served."""
+    path = lv_market(tmp_path, "dcopf", "3h")
+    path.write_text(
+        path.read_text().replace(
+            "market: {design: dcopf", "market: {upstream: {max_import_mw: 0.0}, design: dcopf"
+        )
+    )
+    with cosim.open_results(cosim.run(path, out=tmp_path / "scarce.h5").path) as res:
+        shed = (res["market/unserved_mwh"] > 1e-6).to_numpy()
+        assert shed[-1]  # batteries cover the first night hours, then load is shed
+        assert (res["market/price_per_mwh"].to_numpy()[shed] == 3000.0).all()  # shedding prices at VOLL
+        served = res["market/award_mw"].sum(axis=1)
+        np.testing.assert_allclose(res["grid/import_mw"], served + res["grid/losses_mw"], atol=1e-6)
