@@ -375,8 +375,11 @@ def run(
         if bar is not None:
             bar.close()
         if isinstance(exc, CosimError):
-            raise
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            reason = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
         raise CosimError(
             f"run stopped after {recorder.n_steps} of {n_steps} steps ({reason}); "
             f"the steps recorded so far are in {partial}"
