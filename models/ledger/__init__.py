@@ -1,0 +1,1 @@
+"""Distributed ledger: a signed hash chain and gas-metered energy-trading contracts."""

@@ -1,0 +1,321 @@
+"""A hash chain of signed transactions: Ed25519 signatures, SHA-256 ids, Merkle roots and block links.
+
+Everything hashed is canonical JSON (sorted keys, no whitespace), so ids and hashes are reproducible
+across runs and machines. ``block_record``/``transaction_record`` flatten objects to str/int/float fields
+for storage (HDF5); ``verify_records`` re-checks such records read back and names the first bad one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+GENESIS_PREV = "0" * 64
+Record = dict[str, str | int | float]
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 digest as lower-case hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_hex(text: str, n_bytes: int) -> bool:
+    """Whether ``text`` is the canonical (lower-case) hex of exactly ``n_bytes`` bytes."""
+    try:
+        return len(text) == 2 * n_bytes and bytes.fromhex(text).hex() == text
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An Ed25519 key pair."""
+
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, seed: bytes | None = None) -> KeyPair:
+        """Key pair from a 32-byte seed (deterministic) or, without one, from the OS entropy."""
+        if seed is None:
+            return cls(Ed25519PrivateKey.generate())
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def from_rng(cls, rng: np.random.Generator) -> KeyPair:
+        """Deterministic key pair whose seed is drawn from ``rng``."""
+        return cls.generate(rng.bytes(32))
+
+    @property
+    def public_hex(self) -> str:
+        """Raw 32-byte public key as hex: the account address."""
+        raw = serialization.Encoding.Raw
+        return self.private.public_key().public_bytes(raw, serialization.PublicFormat.Raw).hex()
+
+    def sign(self, data: bytes) -> bytes:
+        """64-byte Ed25519 signature of ``data``."""
+        return self.private.sign(data)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A signed state-transition request.
+
+    Parameters
+    ----------
+    kind : operation name ("trade", "meter", "settle", "transfer")
+    payload : JSON-serialisable arguments
+    sender : public-key hex of the account whose nonce is used
+    nonce : per-sender, strictly increasing (replay protection)
+    signatures : ``(public_key_hex, signature_hex)`` over ``signing_bytes()``
+    """
+
+    kind: str
+    payload: dict[str, Any]
+    sender: str
+    nonce: int
+    signatures: tuple[tuple[str, str], ...] = ()
+
+    def signing_bytes(self) -> bytes:
+        """Canonical bytes of everything except the signatures."""
+        body = {"kind": self.kind, "payload": self.payload, "sender": self.sender, "nonce": self.nonce}
+        return canonical(body)
+
+    @property
+    def tx_id(self) -> str:
+        """SHA-256 hex of ``signing_bytes()``."""
+        return sha256_hex(self.signing_bytes())
+
+    def signed(self, *keys: KeyPair) -> Transaction:
+        """Copy with the signatures of ``keys`` appended."""
+        data = self.signing_bytes()
+        new = tuple((k.public_hex, k.sign(data).hex()) for k in keys)
+        return Transaction(self.kind, self.payload, self.sender, self.nonce, self.signatures + new)
+
+
+def required_signers(tx: Transaction) -> set[str]:
+    """Keys that must sign ``tx``: the sender, and for a trade both buyer and seller."""
+    keys = {tx.sender}
+    if tx.kind == "trade":
+        keys |= {v for k in ("buyer", "seller") if isinstance(v := tx.payload.get(k), str)}
+    return keys
+
+
+def verify_signatures(tx: Transaction, required: set[str]) -> bool:
+    """Whether every attached signature is valid (canonical hex) and every key of ``required`` signed."""
+    data = tx.signing_bytes()
+    for pub_hex, sig_hex in tx.signatures:
+        if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex)).verify(bytes.fromhex(sig_hex), data)
+        except (InvalidSignature, ValueError):
+            return False
+    return required <= {pub for pub, _ in tx.signatures}
+
+
+def merkle_root(tx_ids: Sequence[str]) -> str:
+    """Binary SHA-256 Merkle root of the ids, Bitcoin-style (last node duplicated on odd levels).
+
+    The empty list gives SHA-256 of ``b""``; one id is its own root. Because of the duplication,
+    ``[a, b, c]`` and ``[a, b, c, c]`` share a root: blocks must not repeat ids (checked by ``Chain``).
+    """
+    if not tx_ids:
+        return sha256_hex(b"")
+    level = [bytes.fromhex(t) for t in tx_ids]
+    while len(level) > 1:
+        if len(level) % 2:
+            level.append(level[-1])
+        level = [hashlib.sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0].hex()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block header and the ids of its transactions; ``hash`` covers the header only."""
+
+    height: int
+    time_s: float
+    proposer: str
+    prev_hash: str
+    merkle_root: str
+    tx_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 hex of the canonical header (height, time_s, proposer, prev_hash, merkle_root)."""
+        header = {
+            "height": self.height,
+            "time_s": float(self.time_s),
+            "proposer": self.proposer,
+            "prev_hash": self.prev_hash,
+            "merkle_root": self.merkle_root,
+        }
+        return sha256_hex(canonical(header))
+
+
+def _block_problem(block: Block, index: int, prev_hash: str) -> str | None:
+    """What is wrong with ``block`` at position ``index`` after a block hashing to ``prev_hash``."""
+    if block.height != index:
+        return f"block {index}: height {block.height} out of sequence"
+    if block.prev_hash != prev_hash:
+        return f"block {index}: prev_hash link broken"
+    if len(set(block.tx_ids)) != len(block.tx_ids):
+        return f"block {index}: duplicate tx id"
+    if not all(_is_hex(t, 32) for t in block.tx_ids) or block.merkle_root != merkle_root(block.tx_ids):
+        return f"block {index}: merkle root mismatch"
+    return None
+
+
+class Chain:
+    """Append-only list of blocks, with the transactions they carry."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+        self.txs: dict[str, Transaction] = {}
+
+    @property
+    def head_hash(self) -> str:
+        """Hash of the last block (``GENESIS_PREV`` when empty)."""
+        return self.blocks[-1].hash if self.blocks else GENESIS_PREV
+
+    def append(self, block: Block) -> None:
+        """Append ``block`` after checking its height, link, time order and Merkle root (``ValueError``)."""
+        problem = _block_problem(block, len(self.blocks), self.head_hash)
+        if problem is None and self.blocks and block.time_s < self.blocks[-1].time_s:
+            problem = f"block {block.height}: time goes backwards"
+        if problem is not None:
+            raise ValueError(problem)
+        self.blocks.append(block)
+
+    def seal(self, txs: Iterable[Transaction], time_s: float, proposer: str) -> Block:
+        """Make, append and return the next block carrying ``txs``."""
+        txs = list(txs)
+        ids = tuple(tx.tx_id for tx in txs)
+        block = Block(len(self.blocks), float(time_s), proposer, self.head_hash, merkle_root(ids), ids)
+        self.append(block)
+        self.txs.update(zip(ids, txs, strict=True))
+        return block
+
+    def verify(self) -> tuple[bool, str | None]:
+        """``verify_chain`` on this chain."""
+        return verify_chain(self.blocks, self.txs)
+
+
+def verify_chain(blocks: Sequence[Block], txs_by_id: Mapping[str, Transaction]) -> tuple[bool, str | None]:
+    """Re-check every link, Merkle root, transaction id and signature set.
+
+    Returns
+    -------
+    ``(True, None)``, or ``(False, problem)`` naming the first bad block (by position) or transaction
+    """
+    prev = GENESIS_PREV
+    for i, block in enumerate(blocks):
+        if (problem := _block_problem(block, i, prev)) is not None:
+            return False, problem
+        for tx_id in block.tx_ids:
+            tx = txs_by_id.get(tx_id)
+            if tx is None:
+                return False, f"block {i}: tx {tx_id} missing"
+            if tx.tx_id != tx_id:
+                return False, f"tx {tx_id}: id mismatch"
+            if not verify_signatures(tx, required_signers(tx)):
+                return False, f"tx {tx_id}: bad signature"
+        prev = block.hash
+    return True, None
+
+
+def block_record(block: Block) -> Record:
+    """Flat record of ``block`` (``tx_ids`` as a JSON list, plus its ``hash``)."""
+    return {
+        "height": block.height,
+        "time_s": float(block.time_s),
+        "proposer": block.proposer,
+        "prev_hash": block.prev_hash,
+        "merkle_root": block.merkle_root,
+        "tx_ids": canonical(list(block.tx_ids)).decode(),
+        "hash": block.hash,
+    }
+
+
+def block_from_record(rec: Mapping[str, Any]) -> Block:
+    """Block back from ``block_record`` (the stored ``hash`` is not checked here)."""
+    ids = json.loads(rec["tx_ids"])
+    if not (isinstance(ids, list) and all(isinstance(t, str) for t in ids)):
+        raise ValueError("tx_ids must be a JSON list of strings")
+    head = (int(rec["height"]), float(rec["time_s"]), str(rec["proposer"]), str(rec["prev_hash"]))
+    return Block(*head, str(rec["merkle_root"]), tuple(ids))
+
+
+def transaction_record(tx: Transaction) -> Record:
+    """Flat record of ``tx`` (payload and signatures as canonical JSON strings, plus its ``tx_id``)."""
+    return {
+        "tx_id": tx.tx_id,
+        "kind": tx.kind,
+        "payload": canonical(tx.payload).decode(),
+        "sender": tx.sender,
+        "nonce": tx.nonce,
+        "signatures": canonical([list(s) for s in tx.signatures]).decode(),
+    }
+
+
+def transaction_from_record(rec: Mapping[str, Any]) -> Transaction:
+    """Transaction back from ``transaction_record`` (the stored ``tx_id`` is not checked here)."""
+    payload = json.loads(rec["payload"])
+    sigs = json.loads(rec["signatures"])
+    if not isinstance(payload, dict):
+        raise ValueError("payload must be a JSON object")
+    if not (isinstance(sigs, list) and all(isinstance(s, list) and len(s) == 2 for s in sigs)):
+        raise ValueError("signatures must be a JSON list of pairs")
+    if not all(isinstance(x, str) for s in sigs for x in s):
+        raise ValueError("signature fields must be strings")
+    pairs = tuple((s[0], s[1]) for s in sigs)
+    return Transaction(str(rec["kind"]), payload, str(rec["sender"]), int(rec["nonce"]), pairs)
+
+
+def verify_records(
+    block_records: Sequence[Mapping[str, Any]], tx_records: Sequence[Mapping[str, Any]]
+) -> tuple[bool, str | None]:
+    """``verify_chain`` on records read back from storage, after checking each record.
+
+    A record must parse, round-trip to itself (canonical form) and carry its own id/hash; every
+    transaction must be in some block.
+    """
+    txs: dict[str, Transaction] = {}
+    for i, rec in enumerate(tx_records):
+        try:
+            tx = transaction_from_record(rec)
+        except (KeyError, ValueError, TypeError):
+            return False, f"tx record {i}: unreadable"
+        if rec.get("tx_id") != tx.tx_id:
+            return False, f"tx {rec.get('tx_id')}: id mismatch"
+        if transaction_record(tx) != dict(rec):
+            return False, f"tx {tx.tx_id}: non-canonical record"
+        txs[tx.tx_id] = tx
+    blocks: list[Block] = []
+    for i, rec in enumerate(block_records):
+        try:
+            block = block_from_record(rec)
+        except (KeyError, ValueError, TypeError):
+            return False, f"block {i}: unreadable"
+        if rec.get("hash") != block.hash:
+            return False, f"block {i}: hash mismatch"
+        if block_record(block) != dict(rec):
+            return False, f"block {i}: non-canonical record"
+        blocks.append(block)
+    ok, problem = verify_chain(blocks, txs)
+    if ok and (orphans := set(txs) - {t for b in blocks for t in b.tx_ids}):
+        return False, f"tx {min(orphans)}: not in any block"
+    return ok, problem

@@ -1,0 +1,75 @@
+"""Consensus mechanisms of the ledger: determinism, BFT safety/liveness, PoW fork choice, time ordering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosim.models.ledger.consensus import LedgerRun, simulate
+
+SUBMIT_S = np.sort(np.random.default_rng(0).uniform(0.0, 300.0, 600))
+
+
+def _bft(faulty: int, behaviour: str, seed: int = 1) -> LedgerRun:
+    return simulate(
+        "bft", SUBMIT_S, validators=4, faulty=faulty, behaviour=behaviour,
+        rng=np.random.default_rng(seed), duration_s=300.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mechanism", ["pow", "pos", "bft"])
+def test_same_seed_same_run(mechanism: str) -> None:
+    """The same seed gives identical transaction timings and blocks."""
+    kw = {"block_interval_s": 30.0} if mechanism == "pow" else {}
+    a, b = (
+        simulate(mechanism, SUBMIT_S, validators=8, rng=np.random.default_rng(5), duration_s=900.0, **kw)  # type: ignore[arg-type]
+        for _ in range(2)
+    )
+    np.testing.assert_array_equal(a.tx.final_s, b.tx.final_s)
+    np.testing.assert_array_equal(a.tx.height, b.tx.height)
+    assert a.blocks == b.blocks
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "equivocating"])
+def test_bft_live_and_safe_with_one_fault_in_four(behaviour: str) -> None:
+    """With n = 4, f = 1 every height commits one block and all early transactions become final."""
+    run = _bft(1, behaviour)
+    heights = [b.height for b in run.blocks]
+    assert heights == list(range(1, len(heights) + 1))  # one commit per height, none skipped
+    assert run.finalized_height > 50
+    assert np.isfinite(run.tx.final_s[SUBMIT_S < 250.0]).all()
+    assert "no conflicting commit" in run.notes
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "equivocating"])
+def test_bft_no_finality_with_one_third_faulty(behaviour: str) -> None:
+    """With n = 4, f = 2 nothing is finalized and no block is committed (so never two at one height)."""
+    run = _bft(2, behaviour)
+    assert run.finalized_height == 0 and run.blocks == []
+    assert np.isnan(run.tx.final_s).all()
+    assert "1/3" in run.notes
+
+
+def test_pow_longest_chain_resolves_forks() -> None:
+    """Slow propagation makes forks; the winning chain has one block per height and the rest are stale."""
+    run = simulate(
+        "pow", SUBMIT_S, validators=6, rng=np.random.default_rng(2), duration_s=20_000.0,
+        block_interval_s=20.0, regions=["x"], one_way_delay_s=np.array([[5.0]]), jitter_sd_s=0.0,
+    )  # fmt: skip
+    live = [b.height for b in run.blocks if not b.stale]
+    assert any(b.stale for b in run.blocks)
+    assert live == list(range(1, len(live) + 1))
+    assert run.finalized_height == len(live) - 5
+    included = run.tx.height[run.tx.height >= 0]
+    assert set(included) <= set(live)
+
+
+@pytest.mark.parametrize("mechanism", ["pow", "pos", "bft"])
+def test_finalized_tx_times_are_ordered(mechanism: str) -> None:
+    """Every finalized transaction has submit <= include <= final."""
+    kw = {"block_interval_s": 20.0} if mechanism == "pow" else {}
+    run = simulate(mechanism, SUBMIT_S, validators=8, rng=np.random.default_rng(3), duration_s=1800.0, **kw)  # type: ignore[arg-type]
+    tx, final = run.tx, np.isfinite(run.tx.final_s)
+    assert final.sum() > 100
+    assert (tx.submit_s[final] <= tx.include_s[final]).all()
+    assert (tx.include_s[final] <= tx.final_s[final]).all()

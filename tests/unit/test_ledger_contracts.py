@@ -1,0 +1,234 @@
+"""Energy contracts: gas metering, atomic reverts, replay and double-spend protection, exact money."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cosim.models.ledger.chain import KeyPair, Transaction
+from cosim.models.ledger.contracts import G_TX, Ledger
+
+N = 4
+PRICE = 50_000_000  # micro-$/MWh = 50 $/MWh
+
+
+@functools.cache
+def _keys() -> tuple[list[KeyPair], list[KeyPair]]:
+    """Wallet and meter keys of ``N`` agents, reproducible from a numpy seed."""
+    rng = np.random.default_rng(2024)
+    return [KeyPair.from_rng(rng) for _ in range(N)], [KeyPair.from_rng(rng) for _ in range(N)]
+
+
+def _ledger(balance_micro: int = 1_000_000) -> Ledger:
+    wallets, meters = _keys()
+    return Ledger(
+        {w.public_hex: balance_micro for w in wallets},
+        {w.public_hex: m.public_hex for w, m in zip(wallets, meters, strict=True)},
+    )
+
+
+def _trade(
+    seller: int, buyer: int, step: int, wh: int, nonce: int, ref: str = "r", price: int = PRICE
+) -> Transaction:
+    w, _ = _keys()
+    p = {"seller": w[seller].public_hex, "buyer": w[buyer].public_hex, "step": step, "wh": wh}
+    p |= {"price_micro_per_mwh": price, "trade_ref": ref}
+    return Transaction("trade", p, w[buyer].public_hex, nonce).signed(w[buyer], w[seller])
+
+
+def _meter(owner: int, step: int, wh: int, nonce: int) -> Transaction:
+    w, m = _keys()
+    payload = {"owner": w[owner].public_hex, "step": step, "wh": wh}
+    return Transaction("meter", payload, m[owner].public_hex, nonce).signed(m[owner])
+
+
+def _settle(caller: int, token: str, nonce: int) -> Transaction:
+    w, _ = _keys()
+    return Transaction("settle", {"token": token}, w[caller].public_hex, nonce).signed(w[caller])
+
+
+def _transfer(src: int, dst: str | int, amount: int, nonce: int) -> Transaction:
+    w, _ = _keys()
+    to = dst if isinstance(dst, str) else w[dst].public_hex
+    return Transaction("transfer", {"to": to, "amount_micro": amount}, w[src].public_hex, nonce).signed(
+        w[src]
+    )
+
+
+def _check_invariants(ledger: Ledger, money_micro: int) -> None:
+    assert ledger.money_micro() == money_micro and min(ledger.balances.values()) >= 0
+    for key, allocated in ledger.allocated_wh.items():
+        assert allocated <= ledger.readings_wh[key]
+    assert (
+        sum(ledger.credits_wh.values())
+        == sum(ledger.allocated_wh.values())
+        <= sum(ledger.readings_wh.values())
+    )
+    assert all(p.escrow_micro == 0 for p in ledger.promises.values() if p.status != "minted")
+
+
+def test_transfer_and_mint_gas_match_evm_scale() -> None:
+    """A transfer costs 40k-60k gas (existing or new recipient) and a promise mint 50k-150k."""
+    ledger = _ledger()
+    to_existing = ledger.apply(_transfer(0, 1, 1000, 0))
+    to_new = ledger.apply(_transfer(0, "ee" * 32, 1000, 1))
+    mint = ledger.apply(_trade(0, 1, 0, 2000, 0))
+    assert to_existing.status == to_new.status == mint.status == "ok"
+    assert 40_000 <= to_existing.gas_used < to_new.gas_used <= 60_000
+    assert 50_000 <= mint.gas_used <= 150_000
+
+
+def test_settle_caps_credits_and_pays_pro_rata_with_penalty() -> None:
+    """Two promises over-selling one reading: credits = metered, payment pro rata, 10% penalty on the rest."""
+    ledger = _ledger()
+    wallets, _ = _keys()
+    s, b1, b2 = (w.public_hex for w in wallets[:3])
+    t1, t2 = _trade(0, 1, 5, 3000, 0), _trade(0, 2, 5, 2000, 0)
+    assert [ledger.apply(t).status for t in (t1, t2, _meter(0, 5, 4000, 0))] == ["ok"] * 3
+    assert ledger.escrow_micro() == 250_000
+    assert ledger.apply(_settle(3, t1.tx_id, 0)).status == "ok"
+    assert ledger.apply(_settle(3, t2.tx_id, 1)).status == "ok"
+    assert ledger.credits_wh == {b1: 3000, b2: 1000} and ledger.escrow_micro() == 0
+    # t2: escrow 100_000, delivered half -> seller paid 50_000, buyer refunded 50_000 + penalty 5_000
+    assert ledger.balances[s] == 1_000_000 + 150_000 + 50_000 - 5_000
+    assert ledger.balances[b2] == 1_000_000 - 100_000 + 50_000 + 5_000
+    assert ledger.apply(_settle(3, t2.tx_id, 2)).status == "double_spend"
+
+
+def test_undelivered_promise_is_cancelled_and_penalty_capped_by_balance() -> None:
+    """Nothing metered: the promise is cancelled, escrow refunded, penalty limited to the seller's money."""
+    ledger = _ledger()
+    wallets, _ = _keys()
+    assert ledger.apply(_transfer(0, 3, 1_000_000, 0)).status == "ok"  # the seller is now broke
+    trade = _trade(0, 1, 2, 10_000, 1)
+    assert [ledger.apply(t).status for t in (trade, _meter(0, 2, 0, 0), _settle(2, trade.tx_id, 0))] == [
+        "ok"
+    ] * 3
+    assert ledger.promises[trade.tx_id].status == "cancelled" and ledger.balances[wallets[0].public_hex] == 0
+    assert ledger.balances[wallets[1].public_hex] == 1_000_000 and ledger.credits_wh == {
+        wallets[1].public_hex: 0
+    }
+
+
+def test_rejections_change_nothing() -> None:
+    """Bad signatures, a foreign meter, replays, duplicate refs, overdrafts and bad payloads all fail."""
+    ledger = _ledger()
+    wallets, _ = _keys()
+    assert ledger.apply(_trade(0, 1, 0, 100, 0, ref="x")).status == "ok"
+    before = ledger.state_hash()
+    one_signature = Transaction("trade", _trade(0, 1, 1, 100, 1).payload, wallets[1].public_hex, 1)
+    forged_meter = Transaction("meter", _meter(0, 0, 5, 0).payload, wallets[0].public_hex, 0).signed(
+        wallets[0]
+    )
+    cases = {
+        "bad_signature": [one_signature.signed(wallets[1]), forged_meter],
+        "replay": [_trade(0, 1, 0, 100, 0, ref="x"), _transfer(1, 0, 1, 0)],
+        "double_spend": [_trade(0, 1, 0, 100, 1, ref="x")],
+        "insufficient_balance": [_trade(0, 1, 1, 10**9, 2), _transfer(2, 0, 1_000_001, 0)],
+        "unknown": [
+            Transaction("mint_money", {}, wallets[0].public_hex, 5).signed(wallets[0]),
+            _transfer(0, 1, -5, 5),
+            _settle(0, "00" * 32, 5),
+        ],
+    }
+    for status, txs in cases.items():
+        for tx in txs:
+            receipt = ledger.apply(tx)
+            assert receipt.status == status, (status, receipt)
+            assert ledger.state_hash() == before
+            if status in ("bad_signature", "replay"):
+                assert receipt.gas_used == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(limit=st.integers(0, 200_000), kind=st.sampled_from(["trade", "settle", "transfer", "meter"]))
+def test_out_of_gas_leaves_state_byte_identical(limit: int, kind: str) -> None:
+    """Any gas limit either completes the call or reverts it to the exact prior state hash and events."""
+    ledger = _ledger()
+    trade = _trade(0, 1, 0, 3000, 0)
+    assert ledger.apply(trade).status == ledger.apply(_meter(0, 0, 2000, 0)).status == "ok"
+    tx = {
+        "trade": _trade(2, 3, 0, 500, 0),
+        "settle": _settle(1, trade.tx_id, 1),
+        "transfer": _transfer(0, "aa" * 32, 10, 0),
+        "meter": _meter(1, 0, 10, 0),
+    }[kind]
+    before, n_events = ledger.state_hash(), len(ledger.events)
+    receipt = ledger.apply(tx, gas_limit=limit)
+    if receipt.status == "out_of_gas":
+        assert ledger.state_hash() == before and len(ledger.events) == n_events and receipt.gas_used == limit
+        assert ledger.apply(tx).status == "ok"  # the reverted nonce is still usable
+    else:
+        assert receipt.status == "ok" and G_TX < receipt.gas_used <= limit
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["trade", "meter", "settle", "transfer", "replay", "forge", "oog"]),
+        st.integers(0, N - 1),
+        st.integers(0, N - 1),
+        st.integers(0, 2),
+        st.integers(0, 400_000),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS)
+def test_random_histories_conserve_money_and_never_overcredit(
+    ops: list[tuple[str, int, int, int, int]],
+) -> None:
+    """Over any mix of valid and invalid txs: money is conserved, credits <= metered, no tx applies twice."""
+    ledger = _ledger()
+    wallets, meters = _keys()
+    money = ledger.money_micro()
+    nonce: dict[str, int] = {}
+    applied: list[Transaction] = []
+    tokens: list[str] = []
+
+    def next_nonce(key: KeyPair) -> int:
+        nonce[key.public_hex] = nonce.get(key.public_hex, -1) + 1
+        return nonce[key.public_hex]
+
+    for op, i, j, step, x in ops:
+        j = j if j != i else (i + 1) % N
+        tx: Any
+        if op == "trade":
+            tx = _trade(i, j, step, x // 40 + 1, next_nonce(wallets[j]), ref=f"r{x % 3}", price=PRICE + x)
+        elif op == "meter":
+            tx = _meter(i, step, x // 50, next_nonce(meters[i]))
+        elif op == "settle":
+            tx = _settle(i, tokens[x % len(tokens)] if tokens else "11" * 32, next_nonce(wallets[i]))
+        elif op == "transfer":
+            tx = _transfer(i, j, x * 3, next_nonce(wallets[i]))
+        elif op == "forge":
+            honest = _transfer(i, j, x, next_nonce(wallets[i]))
+            tx = Transaction(
+                "transfer", honest.payload | {"amount_micro": x + 1}, honest.sender, honest.nonce
+            )
+            tx = Transaction(tx.kind, tx.payload, tx.sender, tx.nonce, honest.signatures)
+        elif op == "replay":
+            tx = (
+                applied[x % len(applied)]
+                if applied
+                else _transfer(i, j, 1, nonce.get(wallets[i].public_hex, 0))
+            )
+        else:
+            tx = _transfer(i, j, x, next_nonce(wallets[i]))
+        before = ledger.state_hash()
+        receipt = ledger.apply(tx, gas_limit=30_000 if op == "oog" else 1_000_000)
+        if op in ("forge", "oog") or (op == "replay" and applied):
+            assert receipt.status != "ok"
+        if receipt.status == "ok":
+            applied.append(tx)
+            tokens += [tx.tx_id] if tx.kind == "trade" else []
+        else:
+            assert ledger.state_hash() == before
+        _check_invariants(ledger, money)
+    for tx in applied:
+        assert ledger.apply(tx).status == "replay"
