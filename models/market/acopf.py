@@ -88,6 +88,11 @@ class ACOPF:
             net.bus["min_vm_pu"] = float(vm_min_pu)
         if vm_max_pu is not None:
             net.bus["max_vm_pu"] = float(vm_max_pu)
+        self._options = dict(_SOLVER_OPTIONS)
+        if _shifts_only_rotate_angles(net):
+            # PIPS does not converge from its starts with the 150 degree shift of distribution trafos
+            # (SimBench LV/MV); in a radial net a shift only rotates the angles behind it: leave it out.
+            self._options["calculate_voltage_angles"] = False
         q_min_bus, q_max_bus = _reactive_capability_mvar(net, q_limit_mvar)
         slack_buses = set(net.ext_grid.bus[net.ext_grid.in_service].tolist())
 
@@ -156,6 +161,8 @@ class ACOPF:
             else price_d >= self.fixed_demand_price_per_mwh
         )
         q_max = self.demand_q_ratio * d_max
+        # a step of zero size cannot be a dispatchable load in PIPS (its power factor is undefined)
+        net.load.loc[self._load_idx, "controllable"] = d_max > 1e-9
         # limits: elastic 0 <= p <= d (constant power factor via PIPS), fixed p = d and q = ratio * d
         net.load.loc[self._load_idx, "min_p_mw"] = np.where(fixed, d_max, 0.0)
         net.load.loc[self._load_idx, "max_p_mw"] = d_max
@@ -209,7 +216,7 @@ class ACOPF:
         inits = ["flat"] + (["results"] if self._converged else []) + ["pf"]
         for init in inits:
             try:
-                pp.runopp(self.net, init=init, **_SOLVER_OPTIONS)
+                pp.runopp(self.net, init=init, **self._options)
             except (OPFNotConverged, LinAlgError, pp.LoadflowNotConverged):
                 continue
             if self.net.OPF_converged:
@@ -262,3 +269,15 @@ def _reactive_capability_mvar(net: Any, q_limit_mvar: float) -> tuple[dict[int, 
         q_min.setdefault(b, 0.0)
         q_max.setdefault(b, 0.0)
     return q_min, q_max
+
+
+def _shifts_only_rotate_angles(net: Any) -> bool:
+    """True when transformers shift phase but the in-service network is radial (a forest)."""
+    import networkx as nx
+    import pandapower.topology as top
+
+    shifts = net.trafo.get("shift_degree")
+    if shifts is None or not np.any(np.asarray(shifts[net.trafo.in_service], dtype=float) != 0.0):
+        return False
+    graph = top.create_nxgraph(net, respect_switches=True, include_out_of_service=False, multi=False)
+    return bool(nx.is_forest(graph))
