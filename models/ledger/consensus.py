@@ -1,14 +1,17 @@
-"""Ledger consensus mechanisms (PoW, Ethereum-like PoS, Tendermint-style BFT) as SimPy processes.
+"""Ledger consensus mechanisms (PoW, Ethereum-like PoS, Tendermint-style BFT) as resumable SimPy engines.
 
-Each mechanism consumes a transaction arrival stream (``submit_s``) and returns when every transaction
-was included in a block and when it became final. Transactions enter the network at a random honest node
-and reach a block producer after the one-way network delay; mempools are FIFO, so a block takes the longest
-prefix of pending transactions that have reached its producer (up to ``block_tx_limit``).
+An engine takes transactions as they are submitted (``submit``), advances its clock (``run``) and lists the
+blocks whose fate is decided (``blocks``: canonical blocks in height order, with stale PoW blocks between)
+and per-transaction timings (``ranges``). Transactions enter the network at a random honest node and reach a
+block producer after the one-way network delay; mempools are FIFO, so a block takes the longest prefix of
+pending transactions that have reached its producer (up to ``block_tx_limit``). A run can be driven step
+by step (the co-simulation) or in one go (``simulate``); both give the same result for the same seed as
+long as every transaction is submitted before the engine's clock passes its submission time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -19,6 +22,7 @@ from .network import DEFAULT_ONE_WAY_DELAY_S, DEFAULT_REGIONS, Network
 
 TX_SIZE_BYTES = 250  # typical simple transfer
 HEADER_BYTES = 80  # Bitcoin block header; used for all mechanisms
+Mechanism = Literal["pow", "pos", "bft"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class TxTiming:
 
 
 class Block(NamedTuple):
-    """One produced block; ``stale`` blocks are off the winning chain."""
+    """One produced block: transactions ``[first_tx, first_tx + n_tx)``; ``stale`` blocks lost a fork."""
 
     height: int
     time_s: float
@@ -40,6 +44,18 @@ class Block(NamedTuple):
     n_tx: int
     size_bytes: int
     stale: bool
+    first_tx: int = 0
+    final_s: float = np.inf  # when the block became final (inf: not final)
+
+
+class Range(NamedTuple):
+    """Transactions ``[lo, hi)`` included at ``include_s`` in block ``height``, final at ``final_s``."""
+
+    lo: int
+    hi: int
+    include_s: float
+    final_s: float
+    height: int
 
 
 @dataclass(frozen=True)
@@ -54,228 +70,331 @@ class LedgerRun:
 
 
 class _Mempool:
-    """FIFO mempool view: which pending transactions have reached a producer."""
+    """FIFO mempool: submission times and entry nodes of every transaction so far, growing."""
 
-    def __init__(self, submit_s: np.ndarray, net: Network, honest: np.ndarray, rng: np.random.Generator):
-        self.submit_s = submit_s
-        origin = rng.choice(np.flatnonzero(honest), size=len(submit_s)) if honest.any() else np.zeros(0, int)
-        self.origin = origin.astype(int) if len(submit_s) else np.zeros(0, int)
-        self.net = net
+    def __init__(self, net: Network, honest: np.ndarray, rng: np.random.Generator) -> None:
+        self.net, self.rng = net, rng
+        self.entry_nodes = np.flatnonzero(honest) if honest.any() else np.zeros(1, int)
+        self._submit_s, self._origin, self.n = np.empty(1024), np.empty(1024, int), 0
+
+    @property
+    def submit_s(self) -> np.ndarray:
+        """Submission times so far (s)."""
+        return self._submit_s[: self.n]
+
+    @property
+    def origin(self) -> np.ndarray:
+        """Entry node of each transaction so far."""
+        return self._origin[: self.n]
+
+    def add(self, submit_s: np.ndarray) -> None:
+        """Append transactions submitted at ``submit_s`` (sorted, not before the last one)."""
+        k = len(submit_s)
+        if k == 0:
+            return
+        if (self.n and submit_s[0] < self._submit_s[self.n - 1]) or (np.diff(submit_s) < 0).any():
+            raise ValueError("transactions must be submitted in time order")
+        if self.n + k > len(self._submit_s):
+            size = max(2 * len(self._submit_s), self.n + k)
+            self._submit_s = np.resize(self._submit_s, size)
+            self._origin = np.resize(self._origin, size)
+        self._submit_s[self.n : self.n + k] = submit_s
+        self._origin[self.n : self.n + k] = self.rng.choice(self.entry_nodes, size=k)
+        self.n += k
 
     def take(self, lo: int, producer: int, t_s: float, limit: int) -> int:
         """End index of the block's transaction range ``[lo, hi)`` built by ``producer`` at ``t_s``."""
         up = min(int(np.searchsorted(self.submit_s, t_s, side="right")), lo + limit)
         if up <= lo:
             return lo
-        avail_s = self.submit_s[lo:up] + self.net.base_delay_s[self.origin[lo:up], producer]
+        avail_s = self._submit_s[lo:up] + self.net.base_delay_s[self._origin[lo:up], producer]
         late = avail_s > t_s
         return lo + int(np.argmax(late)) if late.any() else up
 
     def next_available_s(self, lo: int, producer: int) -> float:
-        """Time the transaction ``lo`` reaches ``producer`` (inf if none left)."""
-        if lo >= len(self.submit_s):
+        """Time the transaction ``lo`` reaches ``producer`` (inf if not submitted yet)."""
+        if lo >= self.n:
             return np.inf
-        return float(self.submit_s[lo] + self.net.base_delay_s[self.origin[lo], producer])
+        return float(self._submit_s[lo] + self.net.base_delay_s[self._origin[lo], producer])
 
 
-def _make_network(
-    env: simpy.Environment,
-    rng: np.random.Generator,
-    validators: int,
-    regions: list[str] | None,
-    one_way_delay_s: np.ndarray | None,
-    jitter_sd_s: float,
-    bandwidth_mbps: float,
-) -> Network:
-    regions = list(DEFAULT_REGIONS) if regions is None else regions
-    delay = DEFAULT_ONE_WAY_DELAY_S if one_way_delay_s is None else one_way_delay_s
-    return Network(env, rng, regions, delay, jitter_sd_s, bandwidth_mbps, validators)
+class Consensus:
+    """Common part of the engines: clock, network, mempool, decided blocks and transaction ranges.
+
+    Parameters
+    ----------
+    validators : number of validators (miners for PoW)
+    rng : the run's random generator
+    faulty : number of Byzantine validators, drawn at random
+    regions, one_way_delay_s, jitter_sd_s, bandwidth_mbps : the network (see ``Network``); default: five
+        regions with the delays of ``network.DEFAULT_ONE_WAY_DELAY_S``
+    """
+
+    mechanism: Mechanism
+
+    def __init__(
+        self,
+        validators: int,
+        rng: np.random.Generator,
+        *,
+        faulty: int = 0,
+        regions: list[str] | None = None,
+        one_way_delay_s: np.ndarray | None = None,
+        jitter_sd_s: float = 0.005,
+        bandwidth_mbps: float = 100.0,
+    ) -> None:
+        if not 0 <= faulty <= validators:
+            raise ValueError(f"faulty must be between 0 and validators ({validators})")
+        self.env = simpy.Environment()
+        self.rng, self.n = rng, validators
+        regions = list(DEFAULT_REGIONS) if regions is None else regions
+        delay = DEFAULT_ONE_WAY_DELAY_S if one_way_delay_s is None else one_way_delay_s
+        self.net = Network(self.env, rng, regions, delay, jitter_sd_s, bandwidth_mbps, validators)
+        self.honest = np.ones(validators, bool)
+        if faulty:
+            self.honest[rng.choice(validators, size=faulty, replace=False)] = False
+        # entry nodes from a stream of their own, so submitting in pieces draws the same nodes
+        self.pool = _Mempool(self.net, self.honest, np.random.default_rng(rng.integers(2**63)))
+        self.blocks: list[Block] = []
+        self.ranges: list[Range] = []
+        self.power_w = 0.0  # mean electric power of the whole validator set (W)
+        self.notes = ""
+        self._arrival = self.env.event()
+
+    def submit(self, submit_s: np.ndarray) -> None:
+        """Add transactions submitted at ``submit_s`` (sorted, not before the engine's clock)."""
+        submit_s = np.asarray(submit_s, dtype=float)
+        if len(submit_s) and submit_s[0] < self.env.now:
+            raise ValueError(f"submission at {submit_s[0]} s is before the clock ({self.env.now} s)")
+        self.pool.add(submit_s)
+        if len(submit_s) and not self._arrival.triggered:
+            self._arrival.succeed()
+
+    def arrival(self) -> simpy.Event:
+        """Event that fires at the next submission."""
+        if self._arrival.triggered:
+            self._arrival = self.env.event()
+        return self._arrival
+
+    def run(self, until_s: float) -> None:
+        """Advance the clock to ``until_s`` (events at exactly ``until_s`` run on the next call)."""
+        if until_s > self.env.now:
+            self.env.run(until=until_s)
+
+    def close(self) -> None:
+        """End of the run: decide the blocks still open (PoW: the best chain wins)."""
+
+    def finalized_height(self, at_s: float) -> int:
+        """Highest canonical block final by ``at_s``."""
+        return max((b.height for b in self.blocks if not b.stale and b.final_s <= at_s), default=0)
+
+    def _decide(self, block: Block, tx_final_s: float | np.ndarray) -> None:
+        """Record a canonical block and the timings of its transactions."""
+        self.blocks.append(block)
+        lo, hi = block.first_tx, block.first_tx + block.n_tx
+        if np.ndim(tx_final_s) == 0:
+            self.ranges.append(Range(lo, hi, block.time_s, float(tx_final_s), block.height))
+        else:
+            for k, fin in enumerate(np.asarray(tx_final_s).tolist()):
+                self.ranges.append(Range(lo + k, lo + k + 1, block.time_s, fin, block.height))
 
 
-def _timing(
-    submit_s: np.ndarray, ranges: list[tuple[int, int, float, float, int]], duration_s: float
-) -> TxTiming:
-    """Per-tx timing from ``(lo, hi, include_s, final_s, height)`` ranges; final after the end is NaN."""
-    n = len(submit_s)
-    include_s, final_s, height = np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1, dtype=int)
-    for lo, hi, t_inc, t_fin, h in ranges:
-        include_s[lo:hi], final_s[lo:hi], height[lo:hi] = t_inc, t_fin, h
-    final_s[final_s > duration_s] = np.nan
-    return TxTiming(submit_s, include_s, final_s, height)
+def _size(n_tx: int) -> int:
+    return HEADER_BYTES + n_tx * TX_SIZE_BYTES
 
 
 # --------------------------------------------------------------------------------------------------- PoW
-def simulate_pow(
-    submit_s: np.ndarray,
-    *,
-    validators: int,
-    rng: np.random.Generator,
-    duration_s: float,
-    block_interval_s: float = 600.0,
-    hash_share: np.ndarray | None = None,
-    confirmations: int = 6,
-    block_tx_limit: int = 4000,
-    hash_rate_hps: float = 1e20,
-    j_per_hash: float = 3e-11,
-    regions: list[str] | None = None,
-    one_way_delay_s: np.ndarray | None = None,
-    jitter_sd_s: float = 0.005,
-    bandwidth_mbps: float = 100.0,
-) -> LedgerRun:
+class ProofOfWork(Consensus):
     """Nakamoto proof of work: exponential block times, forks from propagation delay, longest chain wins.
 
-    Defaults: ``hash_rate_hps`` 1e20 (~100 EH/s, Bitcoin 2021-22) and ``j_per_hash`` 3e-11 (~30 J/TH,
+    A miner mines on the highest block it has heard of (ties: the first seen). A block is final when the
+    tallest chain so far (ties: the first found) holds it ``confirmations - 1`` blocks deep; its competitors
+    at that height are then stale. A reorganisation deeper than that is counted in the notes (probabilistic
+    finality). Faulty miners withhold (mine nothing), so honest blocks come ``1 / honest share`` slower.
+    Defaults: ``hash_rate_hps`` 1e20 (~100 EH/s, Bitcoin 2021-22), ``j_per_hash`` 3e-11 (~30 J/TH,
     Antminer S19 class), so the network draws ~3 GW; ``block_tx_limit`` 4000 (~1 MB of 250-byte txs).
-    A miner mines on the highest block it has heard of (ties: the first seen).
     """
-    env = simpy.Environment()
-    net = _make_network(env, rng, validators, regions, one_way_delay_s, jitter_sd_s, bandwidth_mbps)
-    share = (
-        np.full(validators, 1.0 / validators)
-        if hash_share is None
-        else np.asarray(hash_share) / np.sum(hash_share)
-    )
-    pool = _Mempool(submit_s, net, np.ones(validators, bool), rng)
-    # block 0 is genesis, known by everyone at t = 0
-    parent, height_of, time_of, miner_of, hi_of = [-1], [0], [0.0], [-1], [0]
-    tip = np.zeros(validators, dtype=int)
-    tip_height, tip_seen_s = np.zeros(validators, dtype=int), np.zeros(validators)
-    pending: list[tuple[int, np.ndarray]] = []  # (block, arrival_s per miner) not yet heard of by all
 
-    def hear(t_s: float) -> None:
+    mechanism = "pow"
+
+    def __init__(
+        self,
+        validators: int,
+        rng: np.random.Generator,
+        *,
+        block_interval_s: float = 600.0,
+        hash_share: np.ndarray | None = None,
+        confirmations: int = 6,
+        block_tx_limit: int = 4000,
+        hash_rate_hps: float = 1e20,
+        j_per_hash: float = 3e-11,
+        **common: Any,
+    ) -> None:
+        super().__init__(validators, rng, **common)
+        share = np.full(validators, 1.0) if hash_share is None else np.asarray(hash_share, dtype=float)
+        share = share / share.sum()
+        honest_share = float(share[self.honest].sum())
+        self.share = np.where(self.honest, share, 0.0) / max(honest_share, 1e-300)
+        self.interval_s = block_interval_s / honest_share if honest_share > 0 else np.inf
+        self.confirmations, self.block_tx_limit = confirmations, block_tx_limit
+        self.power_w = hash_rate_hps * j_per_hash
+        # block 0 is genesis, known by everyone at t = 0
+        self.parent, self.height_of, self.time_of, self.miner_of, self.hi_of = [-1], [0], [0.0], [-1], [0]
+        self.at_height: dict[int, list[int]] = {0: [0]}
+        self.tip = np.zeros(validators, dtype=int)
+        self.tip_height, self.tip_seen_s = np.zeros(validators, dtype=int), np.zeros(validators)
+        self.pending: list[tuple[int, np.ndarray]] = []  # (block, arrival_s per miner) not heard by all
+        self.best, self.final_block, self.n_deep_reorgs = 0, 0, 0
+        if np.isfinite(self.interval_s):
+            self.env.process(self._mine())
+        self._update_notes()
+
+    def _hear(self, t_s: float) -> None:
         """Update every miner's tip with the blocks that reached it by ``t_s``."""
         keep = []
-        for b, arrival_s in pending:
+        for b, arrival_s in self.pending:
             heard = arrival_s <= t_s
+            h = self.height_of[b]
             better = heard & (
-                (height_of[b] > tip_height) | ((height_of[b] == tip_height) & (arrival_s < tip_seen_s))
+                (h > self.tip_height) | ((h == self.tip_height) & (arrival_s < self.tip_seen_s))
             )
-            tip[better], tip_height[better], tip_seen_s[better] = b, height_of[b], arrival_s[better]
+            self.tip[better], self.tip_height[better], self.tip_seen_s[better] = b, h, arrival_s[better]
             if not heard.all():
                 keep.append((b, arrival_s))
-        pending[:] = keep
+        self.pending[:] = keep
 
-    def mine() -> Any:
+    def _mine(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
         while True:
-            yield env.timeout(rng.exponential(block_interval_s))
-            if env.now > duration_s:
-                return
-            hear(env.now)
-            m = int(rng.choice(validators, p=share))
-            p = int(tip[m])
-            lo = hi_of[p]
-            hi = pool.take(lo, m, env.now, block_tx_limit)
-            b = len(parent)
-            parent.append(p)
-            height_of.append(height_of[p] + 1)
-            time_of.append(env.now)
-            miner_of.append(m)
-            hi_of.append(hi)
-            pending.append((b, net.broadcast(m, HEADER_BYTES + (hi - lo) * TX_SIZE_BYTES)))
-            hear(env.now)
+            yield env.timeout(self.rng.exponential(self.interval_s))
+            self._hear(env.now)
+            m = int(self.rng.choice(self.n, p=self.share))
+            p = int(self.tip[m])
+            lo = self.hi_of[p]
+            hi = self.pool.take(lo, m, env.now, self.block_tx_limit)
+            b = len(self.parent)
+            self.parent.append(p)
+            self.height_of.append(self.height_of[p] + 1)
+            self.time_of.append(env.now)
+            self.miner_of.append(m)
+            self.hi_of.append(hi)
+            if self.height_of[b] <= self.height_of[self.final_block]:  # on a branch already lost
+                self.blocks.append(Block(self.height_of[b], env.now, m, hi - lo, _size(hi - lo), True, lo))
+            else:
+                self.at_height.setdefault(self.height_of[b], []).append(b)
+            self.pending.append((b, self.net.broadcast(m, _size(hi - lo))))
+            self._hear(env.now)
+            if self.height_of[b] > self.height_of[self.best]:
+                self.best = b
+                self._finalize(self.height_of[b] - self.confirmations + 1, env.now)
 
-    env.process(mine())
-    env.run()
-    heights = np.asarray(height_of)
-    best = int(np.flatnonzero(heights == heights.max())[0])  # ties: the first found
-    chain = [best]
-    while parent[chain[-1]] > 0:
-        chain.append(parent[chain[-1]])
-    chain.reverse()  # winning chain, heights 1..H
-    on_chain = np.zeros(len(parent), bool)
-    on_chain[chain] = True
-    blocks = [
-        Block(height_of[b], time_of[b], miner_of[b], hi_of[b] - hi_of[parent[b]],
-              HEADER_BYTES + (hi_of[b] - hi_of[parent[b]]) * TX_SIZE_BYTES, not on_chain[b])
-        for b in range(1, len(parent))
-    ]  # fmt: skip
-    ranges = []
-    for k, b in enumerate(chain):
-        deep = k + confirmations - 1
-        t_fin = time_of[chain[deep]] if deep < len(chain) else np.inf
-        ranges.append((hi_of[parent[b]], hi_of[b], time_of[b], t_fin, height_of[b]))
-    n_stale = len(blocks) - len(chain)
-    notes = f"pow: {len(blocks)} blocks, {n_stale} stale ({n_stale / max(len(blocks), 1):.2%})"
-    return LedgerRun(
-        _timing(submit_s, ranges, duration_s),
-        blocks,
-        max(len(chain) - confirmations + 1, 0),
-        hash_rate_hps * j_per_hash * duration_s,
-        notes,
-    )
+    def _finalize(self, height: int, final_s: float) -> None:
+        """Decide every height up to ``height`` along the best chain (final at ``final_s``)."""
+        first = self.height_of[self.final_block] + 1
+        if height < first:
+            return
+        path, b = [], self.best
+        while self.height_of[b] >= first:
+            if self.height_of[b] <= height:
+                path.append(b)
+            b = self.parent[b]
+        if b != self.final_block:
+            self.n_deep_reorgs += 1
+        for b in reversed(path):
+            lo = self.hi_of[self.parent[b]]
+            n_tx = self.hi_of[b] - lo
+            for s in self.at_height[self.height_of[b]]:
+                if s != b:
+                    lo_s, n_s = self.hi_of[self.parent[s]], self.hi_of[s] - self.hi_of[self.parent[s]]
+                    self.blocks.append(
+                        Block(
+                            self.height_of[s], self.time_of[s], self.miner_of[s], n_s, _size(n_s), True, lo_s
+                        )
+                    )
+            del self.at_height[self.height_of[b]]
+            block = Block(self.height_of[b], self.time_of[b], self.miner_of[b], n_tx, _size(n_tx), False, lo)
+            self._decide(block._replace(final_s=final_s), final_s)
+            self.final_block = b
+        self._update_notes()
+
+    def close(self) -> None:
+        """Decide the rest of the best chain (not final) and mark its competitors stale."""
+        self._finalize(self.height_of[self.best], np.inf)
+
+    def _update_notes(self) -> None:
+        n_stale = sum(b.stale for b in self.blocks)
+        rate = n_stale / max(len(self.blocks), 1)
+        self.notes = f"pow: {len(self.blocks)} blocks decided, {n_stale} stale ({rate:.2%})"
+        if self.n_deep_reorgs:
+            self.notes += f"; {self.n_deep_reorgs} reorganisations deeper than {self.confirmations} blocks"
 
 
 # --------------------------------------------------------------------------------------------------- PoS
-def simulate_pos(
-    submit_s: np.ndarray,
-    *,
-    validators: int,
-    rng: np.random.Generator,
-    duration_s: float,
-    slot_s: float = 12.0,
-    slots_per_epoch: int = 32,
-    stake: np.ndarray | None = None,
-    faulty: int = 0,
-    missed_slot_prob: float = 0.0,
-    block_tx_limit: int = 1400,
-    node_power_w: float = 100.0,
-    regions: list[str] | None = None,
-    one_way_delay_s: np.ndarray | None = None,
-    jitter_sd_s: float = 0.005,
-    bandwidth_mbps: float = 100.0,
-) -> LedgerRun:
+class ProofOfStake(Consensus):
     """Ethereum-like proof of stake with Casper FFG finality.
 
     A block at slot ``s`` is covered by the checkpoint of epoch ``c = ceil(s / slots_per_epoch)``; that
     checkpoint is justified at the end of epoch ``c`` and finalized at the end of epoch ``c + 1`` if honest
     stake >= 2/3 (faulty validators neither propose nor attest; no inactivity leak). So a transaction in an
     epoch's first slot is final after 2 epochs (768 s), one in its last slot after ~3 epochs.
-    ``block_tx_limit`` 1400 ~ 30 Mgas / 21 kgas; ``node_power_w`` 100 W per validator node (assumption).
+    While no transaction is pending the slots' empty blocks are skipped (counted in ``n_idle_slots``), so a
+    quiet year costs nothing. ``block_tx_limit`` 1400 ~ 30 Mgas / 21 kgas; ``node_power_w`` 100 W per
+    validator node (assumption).
     """
-    env = simpy.Environment()
-    net = _make_network(env, rng, validators, regions, one_way_delay_s, jitter_sd_s, bandwidth_mbps)
-    stake = np.ones(validators) if stake is None else np.asarray(stake, dtype=float)
-    honest = np.ones(validators, bool)
-    honest[rng.choice(validators, size=faulty, replace=False)] = False
-    justifies = stake[honest].sum() >= 2.0 / 3.0 * stake.sum()
-    pool = _Mempool(submit_s, net, honest, rng)
-    epoch_s = slot_s * slots_per_epoch
-    blocks: list[Block] = []
-    ranges: list[tuple[int, int, float, float, int]] = []
-    lo = 0
-    mean_delay_s = net.base_delay_s.mean()
 
-    def slots() -> Any:
-        nonlocal lo
-        slot = 0
-        while slot * slot_s <= duration_s:
-            proposer = int(rng.choice(validators, p=stake / stake.sum()))
-            if honest[proposer] and rng.random() >= missed_slot_prob:
-                hi = pool.take(lo, proposer, env.now, block_tx_limit)
-                checkpoint = -(-slot // slots_per_epoch)
-                t_fin = (checkpoint + 2) * epoch_s + mean_delay_s if justifies else np.inf
-                h = len(blocks) + 1
-                blocks.append(
-                    Block(h, env.now, proposer, hi - lo, HEADER_BYTES + (hi - lo) * TX_SIZE_BYTES, False)
+    mechanism = "pos"
+
+    def __init__(
+        self,
+        validators: int,
+        rng: np.random.Generator,
+        *,
+        slot_s: float = 12.0,
+        slots_per_epoch: int = 32,
+        stake: np.ndarray | None = None,
+        missed_slot_prob: float = 0.0,
+        block_tx_limit: int = 1400,
+        node_power_w: float = 100.0,
+        **common: Any,
+    ) -> None:
+        super().__init__(validators, rng, **common)
+        stake = np.ones(validators) if stake is None else np.asarray(stake, dtype=float)
+        self.p_propose = stake / stake.sum()
+        self.justifies = stake[self.honest].sum() >= 2.0 / 3.0 * stake.sum()
+        self.slot_s, self.slots_per_epoch = slot_s, slots_per_epoch
+        self.missed_slot_prob, self.block_tx_limit = missed_slot_prob, block_tx_limit
+        self.power_w = validators * node_power_w
+        self.n_idle_slots = 0
+        self.notes = "pos: " + (
+            "checkpoints justified" if self.justifies else "faulty stake >= 1/3: no checkpoint justified"
+        )
+        self.env.process(self._slots())
+
+    def _slots(self) -> Generator[simpy.Event, Any, None]:
+        env, lo, slot = self.env, 0, 0
+        epoch_s = self.slot_s * self.slots_per_epoch
+        mean_delay_s = float(self.net.base_delay_s.mean())
+        while True:
+            next_s = self.pool.submit_s[lo] if lo < self.pool.n else np.inf
+            if np.isinf(next_s):  # idle: wait for a submission
+                yield self.arrival()
+                continue
+            skip_to = max(slot, int(np.ceil(max(next_s, env.now) / self.slot_s - 1e-9)))
+            self.n_idle_slots += skip_to - slot  # slots with nothing submitted: their blocks are empty
+            slot = skip_to
+            if slot * self.slot_s > env.now:
+                yield env.timeout(slot * self.slot_s - env.now)
+            proposer = int(self.rng.choice(self.n, p=self.p_propose))
+            if self.honest[proposer] and self.rng.random() >= self.missed_slot_prob:
+                hi = self.pool.take(lo, proposer, env.now, self.block_tx_limit)
+                checkpoint = -(-slot // self.slots_per_epoch)
+                t_fin = (checkpoint + 2) * epoch_s + mean_delay_s if self.justifies else np.inf
+                block = Block(
+                    len(self.blocks) + 1, env.now, proposer, hi - lo, _size(hi - lo), False, lo, t_fin
                 )
-                ranges.append((lo, hi, env.now, t_fin, h))
+                self._decide(block, t_fin)
                 lo = hi
             slot += 1
-            yield env.timeout(slot_s)
-
-    env.process(slots())
-    env.run()
-    final = [h for _, _, _, t_fin, h in ranges if t_fin <= duration_s]
-    notes = "pos: " + (
-        "checkpoints justified" if justifies else "faulty stake >= 1/3: no checkpoint justified"
-    )
-    return LedgerRun(
-        _timing(submit_s, ranges, duration_s),
-        blocks,
-        max(final, default=0),
-        validators * node_power_w * duration_s,
-        notes,
-    )
 
 
 # --------------------------------------------------------------------------------------------------- BFT
@@ -292,28 +411,7 @@ def _quorum_s(arrival_s: np.ndarray, power: np.ndarray, need: float) -> np.ndarr
     return np.where(ok.any(axis=0), t, np.inf)
 
 
-def simulate_bft(
-    submit_s: np.ndarray,
-    *,
-    validators: int,
-    rng: np.random.Generator,
-    duration_s: float,
-    voting_power: np.ndarray | None = None,
-    faulty: int = 0,
-    behaviour: Literal["silent", "equivocating"] = "silent",
-    timeout_propose_s: float = 3.0,
-    timeout_prevote_s: float = 1.0,
-    timeout_precommit_s: float = 1.0,
-    timeout_delta_s: float = 0.5,
-    timeout_commit_s: float = 1.0,
-    create_empty_blocks: bool = True,
-    block_tx_limit: int = 10000,
-    node_power_w: float = 100.0,
-    regions: list[str] | None = None,
-    one_way_delay_s: np.ndarray | None = None,
-    jitter_sd_s: float = 0.005,
-    bandwidth_mbps: float = 100.0,
-) -> LedgerRun:
+class Tendermint(Consensus):
     """Tendermint-style BFT: heights of rounds propose -> prevote -> precommit, commit on > 2/3 precommits.
 
     Timeouts default to CometBFT's (``timeout_commit_s`` 1 s is the pause before the next height). Locking
@@ -322,76 +420,104 @@ def simulate_bft(
     validators and B to the rest, and then echo to each validator its own vote (to split the network);
     otherwise they vote for a phantom block (to stall it). A validator counts the first vote it receives
     from each validator (CometBFT). If two honest validators ever commit different blocks at a height (only
-    possible with faulty power >= 1/3) the run stops there, that height is not final, and notes report it.
+    possible with faulty power >= 1/3) the engine stops there, that height is not final, and notes report
+    it. With ``create_empty_blocks=False`` (CometBFT option) a height starts only once a transaction is
+    pending. A block is final when the first honest validator commits it; a transaction is final when the
+    validator it entered through commits.
     """
-    env = simpy.Environment()
-    net = _make_network(env, rng, validators, regions, one_way_delay_s, jitter_sd_s, bandwidth_mbps)
-    n = validators
-    power = np.ones(n) if voting_power is None else np.asarray(voting_power, dtype=float)
-    need = 2.0 / 3.0 * power.sum()
-    honest = np.ones(n, bool)
-    honest[rng.choice(n, size=faulty, replace=False)] = False
-    hon = np.flatnonzero(honest)
-    equivocating = behaviour == "equivocating"
-    pool = _Mempool(submit_s, net, honest, rng)
-    priority = np.zeros(n)
-    blocks: list[Block] = []
-    ranges: list[tuple[int, int, float, float, int]] = []
-    content: dict[int, tuple[int, int, float, int]] = {}  # block id -> (lo, hi, proposed_s, proposer)
-    notes = [""]
-    next_id = [0]
 
-    def next_proposer() -> int:
+    mechanism = "bft"
+
+    def __init__(
+        self,
+        validators: int,
+        rng: np.random.Generator,
+        *,
+        voting_power: np.ndarray | None = None,
+        behaviour: Literal["silent", "equivocating"] = "silent",
+        timeout_propose_s: float = 3.0,
+        timeout_prevote_s: float = 1.0,
+        timeout_precommit_s: float = 1.0,
+        timeout_delta_s: float = 0.5,
+        timeout_commit_s: float = 1.0,
+        create_empty_blocks: bool = True,
+        block_tx_limit: int = 10000,
+        node_power_w: float = 100.0,
+        **common: Any,
+    ) -> None:
+        super().__init__(validators, rng, **common)
+        self.power = np.ones(validators) if voting_power is None else np.asarray(voting_power, dtype=float)
+        self.need = 2.0 / 3.0 * self.power.sum()
+        self.equivocating = behaviour == "equivocating"
+        self.timeouts = (timeout_propose_s, timeout_prevote_s, timeout_precommit_s, timeout_delta_s)
+        self.timeout_commit_s, self.create_empty_blocks = timeout_commit_s, create_empty_blocks
+        self.block_tx_limit = block_tx_limit
+        self.power_w = validators * node_power_w
+        self.priority = np.zeros(validators)
+        self.halted = False
+        self.notes = "bft: no conflicting commit"
+        self.env.process(self._heights())
+
+    def _next_proposer(self) -> int:
         """CometBFT weighted round-robin (proposer priority)."""
-        priority[:] += power
-        p = int(np.argmax(priority))
-        priority[p] -= power.sum()
+        self.priority += self.power
+        p = int(np.argmax(self.priority))
+        self.priority[p] -= self.power.sum()
         return p
 
-    def new_block(lo: int, proposer: int, t_s: float) -> int:
-        bid = next_id[0]
-        next_id[0] += 1
-        content[bid] = (lo, pool.take(lo, proposer, t_s, block_tx_limit), t_s, proposer)
-        return bid
-
-    def votes(send_s: np.ndarray, own: np.ndarray, echo: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _votes(self, send_s: np.ndarray, own: np.ndarray, echo: bool) -> tuple[np.ndarray, np.ndarray]:
         """Arrival times [j, i] and the value validator i receives from j."""
+        honest, hon, n = self.honest, np.flatnonzero(self.honest), self.n
         t_send = np.where(honest, send_s, np.inf)
-        if equivocating and np.isfinite(send_s[hon]).any():
+        if self.equivocating and np.isfinite(send_s[hon]).any():
             t_send[~honest] = np.min(send_s[hon])
-        arrival = net.all_to_all(t_send, 0.0)
+        arrival = self.net.all_to_all(t_send, 0.0)
         value = np.broadcast_to(own[:, None], (n, n)).copy()
         value[~honest] = own[None, :] if echo else PHANTOM
         return arrival, value
 
-    def height_process() -> Any:
-        height, lo = 1, 0
-        enter = np.zeros(n)
-        while np.min(enter[hon]) <= duration_s:
+    def _stop(self, note: str) -> None:
+        self.halted, self.notes = True, note
+
+    def _heights(self) -> Generator[simpy.Event, Any, None]:
+        env, n, honest, power, need = self.env, self.n, self.honest, self.power, self.need
+        hon = np.flatnonzero(honest)
+        t_propose, t_prevote, t_precommit, t_delta = self.timeouts
+        content: dict[int, tuple[int, int, float, int]] = {}  # block id -> (lo, hi, proposed_s, proposer)
+        height, lo, next_id = 1, 0, 0
+        enter = np.where(honest, 0.0, np.inf)
+        while True:
             locked_v, locked_r = np.full(n, NIL), np.full(n, -1)
             valid_v, valid_r = np.full(n, NIL), np.full(n, -1)
             polkas: set[tuple[int, int]] = set()
             rnd = 0
             while True:
-                p = next_proposer()
-                if rnd == 0 and not create_empty_blocks:
-                    enter += max(0.0, pool.next_available_s(lo, p) - enter[p]) if honest[p] else 0.0
-                    if not np.isfinite(enter).all():
-                        return
-                t_prop = timeout_propose_s + rnd * timeout_delta_s
+                p = self._next_proposer()
+                if rnd == 0 and not self.create_empty_blocks and honest[p]:
+                    while np.isinf(t_avail := self.pool.next_available_s(lo, p)):
+                        yield self.arrival()
+                    enter[hon] += max(0.0, t_avail - enter[p])
+                start_s = float(enter[p] if honest[p] else np.min(enter[hon]))
+                if start_s > env.now:  # the proposer builds its block when it enters the round
+                    yield env.timeout(start_s - env.now)
+                t_prop = t_propose + rnd * t_delta
                 # propose
                 prop_v, prop_vr = np.full(n, NIL), -1
                 if honest[p]:
-                    v = int(valid_v[p]) if valid_r[p] >= 0 else new_block(lo, p, float(enter[p]))
+                    if valid_r[p] >= 0:
+                        v = int(valid_v[p])
+                    else:
+                        v, next_id = next_id, next_id + 1
+                        content[v] = (lo, self.pool.take(lo, p, start_s, self.block_tx_limit), start_s, p)
                     prop_v[:], prop_vr = v, int(valid_r[p])
-                    size = HEADER_BYTES + (content[v][1] - content[v][0]) * TX_SIZE_BYTES
-                    prop_at = net.broadcast(p, size, float(enter[p]))
-                elif equivocating:
-                    t0 = float(np.min(enter[hon]))
-                    a, b = new_block(lo, p, t0), new_block(lo, p, t0)
+                    prop_at = self.net.broadcast(p, _size(content[v][1] - content[v][0]), start_s)
+                elif self.equivocating:
+                    a, b, next_id = next_id, next_id + 1, next_id + 2
+                    hi = self.pool.take(lo, p, start_s, self.block_tx_limit)
+                    content[a] = content[b] = (lo, hi, start_s, p)
                     prop_v[:] = a
                     prop_v[hon[len(hon) // 2 :]] = b
-                    prop_at = net.broadcast(p, HEADER_BYTES, t0)
+                    prop_at = self.net.broadcast(p, HEADER_BYTES, start_s)
                 else:
                     prop_at = np.full(n, np.inf)
                 # prevote
@@ -407,10 +533,10 @@ def simulate_bft(
                         pv_s[i], pv_v[i] = max(enter[i], prop_at[i]), v if ok else NIL
                     else:
                         pv_s[i] = deadline
-                split = equivocating and not honest[p]
-                arrival, value = votes(pv_s, pv_v, split)
+                split = self.equivocating and not honest[p]
+                arrival, value = self._votes(pv_s, pv_v, split)
                 any_s = _quorum_s(arrival, power, need)
-                t_pv = timeout_prevote_s + rnd * timeout_delta_s
+                t_pv = t_prevote + rnd * t_delta
                 pc_s, pc_v = np.where(honest, any_s + t_pv, np.inf), np.full(n, NIL)
                 for v in {int(x) for x in pv_v[hon] if x >= 0}:
                     polka_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need)
@@ -423,7 +549,7 @@ def simulate_bft(
                         if np.isfinite(polka_s[i]):
                             valid_v[i], valid_r[i] = v, rnd
                 # precommit
-                arrival, value = votes(pc_s, pc_v, split)
+                arrival, value = self._votes(pc_s, pc_v, split)
                 any_pc_s = _quorum_s(arrival, power, need)
                 commit_s, commit_v = np.full(n, np.inf), np.full(n, NIL)
                 for v in {int(x) for x in pc_v[hon] if x >= 0}:
@@ -432,51 +558,48 @@ def simulate_bft(
                     commit_s[first], commit_v[first] = c_s[first], v
                 committed = {int(x) for x in commit_v[hon] if x >= 0}
                 if len(committed) > 1:
-                    notes[0] = (
+                    self._stop(
                         f"bft: SAFETY LOST at height {height} (faulty power >= 1/3 equivocating): "
                         "conflicting commit certificates; height not final, run stopped"
                     )
                     return
-                end_s = np.where(honest, np.minimum(commit_s, any_pc_s + timeout_precommit_s), np.inf)
+                end_s = np.where(honest, np.minimum(commit_s, any_pc_s + t_precommit), np.inf)
                 if not np.isfinite(end_s[hon]).all():
-                    notes[0] = f"bft: no quorum at height {height} round {rnd} (faulty power >= 1/3): halted"
+                    self._stop(f"bft: no quorum at height {height} round {rnd} (faulty power >= 1/3): halted")
                     return
                 yield env.timeout(max(0.0, float(np.max(end_s[hon])) - env.now))
                 if committed:
                     v = committed.pop()
                     # validators that missed the certificate catch up from one that has it
                     catch = np.where(honest, commit_s, np.inf)
-                    commit_s = np.minimum(catch, np.min(net.all_to_all(catch, 0.0), axis=0))
+                    commit_s = np.minimum(catch, np.min(self.net.all_to_all(catch, 0.0), axis=0))
                     b_lo, b_hi, t_inc, proposer = content[v]
-                    size = HEADER_BYTES + (b_hi - b_lo) * TX_SIZE_BYTES
-                    blocks.append(Block(height, t_inc, proposer, b_hi - b_lo, size, False))
-                    fin = commit_s[pool.origin[b_lo:b_hi]] if b_hi > b_lo else np.zeros(0)
-                    for k in range(b_lo, b_hi):
-                        ranges.append((k, k + 1, t_inc, float(fin[k - b_lo]), height))
+                    tx_final_s = commit_s[self.pool.origin[b_lo:b_hi]]
+                    block = Block(height, t_inc, proposer, b_hi - b_lo, _size(b_hi - b_lo), False, b_lo)
+                    self._decide(block._replace(final_s=float(np.min(commit_s[hon]))), tx_final_s)
                     lo, height = b_hi, height + 1
-                    enter = commit_s + timeout_commit_s
-                    enter[~honest] = np.inf
+                    enter = np.where(honest, commit_s + self.timeout_commit_s, np.inf)
                     content.clear()
                     break
                 enter = np.where(honest, end_s, np.inf)
                 rnd += 1
 
-    env.process(height_process())
-    env.run()
-    last = [h for _, _, _, t_fin, h in ranges if t_fin <= duration_s]
-    last_block = max((b.height for b in blocks if b.time_s <= duration_s), default=0)
-    summary = notes[0] or f"bft: {len(blocks)} heights committed, no conflicting commit"
-    return LedgerRun(
-        _timing(submit_s, ranges, duration_s),
-        blocks,
-        max(max(last, default=0), last_block),
-        n * node_power_w * duration_s,
-        summary,
-    )
+
+ENGINES: dict[str, type[Consensus]] = {"pow": ProofOfWork, "pos": ProofOfStake, "bft": Tendermint}
+
+
+def _timing(submit_s: np.ndarray, ranges: list[Range], duration_s: float) -> TxTiming:
+    """Per-tx timing from the ranges; a finality after ``duration_s`` is NaN."""
+    n = len(submit_s)
+    include_s, final_s, height = np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1, dtype=int)
+    for lo, hi, t_inc, t_fin, h in ranges:
+        include_s[lo:hi], final_s[lo:hi], height[lo:hi] = t_inc, t_fin, h
+    final_s[final_s > duration_s] = np.nan
+    return TxTiming(submit_s, include_s, final_s, height)
 
 
 def simulate(
-    mechanism: Literal["pow", "pos", "bft"],
+    mechanism: Mechanism,
     submit_s: np.ndarray,
     *,
     validators: int,
@@ -484,11 +607,17 @@ def simulate(
     duration_s: float,
     **params: Any,
 ) -> LedgerRun:
-    """Run one consensus mechanism over ``duration_s`` for the (sorted) submission times ``submit_s``."""
+    """Run one consensus mechanism over ``duration_s`` for the submission times ``submit_s`` in one go."""
     submit = np.sort(np.asarray(submit_s, dtype=float))
-    runners: dict[str, Callable[..., LedgerRun]] = {
-        "pow": simulate_pow,
-        "pos": simulate_pos,
-        "bft": simulate_bft,
-    }
-    return runners[mechanism](submit, validators=validators, rng=rng, duration_s=duration_s, **params)
+    engine = ENGINES[mechanism](validators, rng, **params)
+    engine.submit(submit)
+    engine.run(duration_s)
+    engine.close()
+    blocks = [b for b in engine.blocks if b.time_s <= duration_s]
+    return LedgerRun(
+        _timing(submit, engine.ranges, duration_s),
+        blocks,
+        engine.finalized_height(duration_s),
+        engine.power_w * duration_s,
+        engine.notes,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.models.ledger.consensus import LedgerRun, simulate
+from cosim.models.ledger.consensus import ENGINES, LedgerRun, simulate
 
 SUBMIT_S = np.sort(np.random.default_rng(0).uniform(0.0, 300.0, 600))
 
@@ -73,3 +73,35 @@ def test_finalized_tx_times_are_ordered(mechanism: str) -> None:
     assert final.sum() > 100
     assert (tx.submit_s[final] <= tx.include_s[final]).all()
     assert (tx.include_s[final] <= tx.final_s[final]).all()
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "params"),
+    [("pow", {"block_interval_s": 60.0}), ("pos", {}), ("bft", {}), ("bft", {"create_empty_blocks": False})],
+)
+def test_step_by_step_equals_one_go(mechanism: str, params: dict[str, object]) -> None:
+    """Driving an engine in 300 s steps (as the co-simulation does) gives exactly the one-go result."""
+    submit_s = np.sort(np.random.default_rng(0).uniform(0.0, 3600.0, 500))
+    whole = simulate(
+        mechanism, submit_s, validators=8, rng=np.random.default_rng(1), duration_s=4000.0, **params
+    )  # type: ignore[arg-type]
+    engine = ENGINES[mechanism](8, np.random.default_rng(1), **params)  # type: ignore[arg-type]
+    for t0 in np.arange(0.0, 4000.0, 300.0):
+        engine.submit(submit_s[(submit_s >= t0) & (submit_s < t0 + 300.0)])
+        engine.run(min(t0 + 300.0, 4000.0))
+    engine.close()
+    assert whole.blocks == [b for b in engine.blocks if b.time_s <= 4000.0]
+    assert whole.finalized_height == engine.finalized_height(4000.0)
+    with pytest.raises(ValueError, match="before the clock"):
+        engine.submit(np.array([10.0]))
+
+
+def test_pos_skips_idle_slots() -> None:
+    """With nothing submitted for an hour, PoS produces no blocks and counts the idle slots."""
+    engine = ENGINES["pos"](16, np.random.default_rng(0))
+    engine.run(3600.0)
+    assert engine.blocks == [] and engine.n_idle_slots == 0  # type: ignore[attr-defined]
+    engine.submit(np.array([3600.0, 3601.0]))
+    engine.run(3700.0)
+    assert sum(b.n_tx for b in engine.blocks) == 2
+    assert engine.n_idle_slots == 300  # type: ignore[attr-defined]
