@@ -11,7 +11,13 @@ Money is integer micro-dollars and energy integer Wh, so every balance is exact.
   the escrow returns to the buyer, and the seller pays the buyer a penalty of ``penalty_share`` of that
   undelivered value, capped by the seller's balance after being paid (balances never go negative). A
   promise with nothing delivered ends "cancelled", otherwise "settled";
+* ``cancel`` (signed by the buyer or the seller) ends a promise not yet settled: the escrow returns to
+  the buyer, no penalty (the co-simulation cancels trades not final by their deadline this way);
 * ``transfer`` moves money between balances (signed by the sender).
+
+With ``settle_on_meter`` the meter reading itself settles the owner's open promises of that step, in the
+order they were minted (an oracle callback: one transaction instead of one per promise); a promise minted
+after its seller's reading still needs a ``settle``.
 
 Atomicity: a *rejected* transaction (unknown kind or malformed payload, bad signature, replayed nonce)
 changes nothing and uses no gas. A transaction that *fails during execution* (out of gas, insufficient
@@ -52,6 +58,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "meter": {"owner": str, "step": int, "wh": int},
     "settle": {"token": str},
+    "cancel": {"token": str},
     "transfer": {"to": str, "amount_micro": int},
 }  # fmt: skip
 
@@ -129,6 +136,7 @@ class Ledger:
     balances_micro : genesis balances [micro-$] by account (public-key hex)
     meter_keys : registered meter (oracle) public key by owner account
     penalty_share : share of the undelivered value the seller pays the buyer
+    settle_on_meter : a meter reading settles the owner's open promises of its step
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class Ledger:
         balances_micro: Mapping[str, int] | None = None,
         meter_keys: Mapping[str, str] | None = None,
         penalty_share: float = 0.1,
+        settle_on_meter: bool = False,
     ) -> None:
         self.balances: dict[str, int] = dict(balances_micro or {})
         self.meter_keys: dict[str, str] = dict(meter_keys or {})
@@ -146,10 +155,13 @@ class Ledger:
         self.readings_wh: dict[str, int] = {}  # "owner|step" -> metered Wh
         self.allocated_wh: dict[str, int] = {}  # "seller|step" -> Wh credited to buyers
         self.credits_wh: dict[str, int] = {}
+        self.settle_on_meter = settle_on_meter
+        self.open_tokens: dict[str, tuple[str, ...]] = {}  # "seller|step" -> promises to settle on reading
         self.events: list[dict[str, Any]] = []
         self._undo: list[tuple[dict[str, Any], str, object]] = []
         self._handlers: dict[str, Callable[[Transaction, GasMeter], None]] = {
-            "trade": self._trade, "meter": self._meter, "settle": self._settle, "transfer": self._transfer,
+            "trade": self._trade, "meter": self._meter, "settle": self._settle, "cancel": self._cancel,
+            "transfer": self._transfer,
         }  # fmt: skip
 
     # ---------------------------------------------------------------- queries
@@ -167,6 +179,7 @@ class Ledger:
             "balances": self.balances, "meter_keys": self.meter_keys, "nonces": self.nonces,
             "promises": {k: asdict(p) for k, p in self.promises.items()}, "trade_refs": self.trade_refs,
             "readings_wh": self.readings_wh, "allocated_wh": self.allocated_wh, "credits_wh": self.credits_wh,
+            "open_tokens": self.open_tokens,
         }  # fmt: skip
         return hashlib.sha256(canonical(state)).hexdigest()
 
@@ -246,6 +259,11 @@ class Ledger:
         promise = Promise(p["seller"], p["buyer"], p["step"], p["wh"], p["price_micro_per_mwh"], escrow)
         self._sstore(self.promises, token, promise, gas, slots=PROMISE_SLOTS)
         self._sstore(self.trade_refs, ref, token, gas)
+        if self.settle_on_meter:
+            key = f"{p['seller']}|{p['step']}"
+            self._sstore(
+                self.open_tokens, key, (*(self._sload(self.open_tokens, key, gas) or ()), token), gas
+            )
         self._log({"event": "Mint", "token": token, "buyer": p["buyer"], "seller": p["seller"]}, gas)
 
     def _meter(self, tx: Transaction, gas: GasMeter) -> None:
@@ -255,9 +273,30 @@ class Ledger:
             raise _Failure("double_spend", f"reading for step {p['step']} already recorded")
         self._sstore(self.readings_wh, key, p["wh"], gas)
         self._log({"event": "Meter", "owner": p["owner"], "step": p["step"], "wh": p["wh"]}, gas)
+        if self.settle_on_meter:
+            for token in self._sload(self.open_tokens, key, gas) or ():
+                if (promise := self._sload(self.promises, token, gas)) and promise.status == "minted":
+                    self._settle_token(token, gas)
 
     def _settle(self, tx: Transaction, gas: GasMeter) -> None:
+        self._settle_token(tx.payload["token"], gas)
+
+    def _cancel(self, tx: Transaction, gas: GasMeter) -> None:
         token = tx.payload["token"]
+        promise = self._sload(self.promises, token, gas)
+        if promise is None:
+            raise _Failure("unknown", f"no promise {token}")
+        if tx.sender not in (promise.buyer, promise.seller):
+            raise _Failure("bad_signature", "only the buyer or the seller may cancel")
+        if promise.status != "minted":
+            raise _Failure("double_spend", f"promise already {promise.status}")
+        buyer_micro = (self._sload(self.balances, promise.buyer, gas) or 0) + promise.escrow_micro
+        self._sstore(self.balances, promise.buyer, buyer_micro, gas)
+        done = replace(promise, escrow_micro=0, status="cancelled")
+        self._sstore(self.promises, token, done, gas, slots=PROMISE_SLOTS)
+        self._log({"event": "Cancel", "token": token}, gas)
+
+    def _settle_token(self, token: str, gas: GasMeter) -> None:
         promise = self._sload(self.promises, token, gas)
         if promise is None:
             raise _Failure("unknown", f"no promise {token}")

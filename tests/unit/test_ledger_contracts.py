@@ -23,11 +23,12 @@ def _keys() -> tuple[list[KeyPair], list[KeyPair]]:
     return [KeyPair.from_rng(rng) for _ in range(N)], [KeyPair.from_rng(rng) for _ in range(N)]
 
 
-def _ledger(balance_micro: int = 1_000_000) -> Ledger:
+def _ledger(balance_micro: int = 1_000_000, settle_on_meter: bool = False) -> Ledger:
     wallets, meters = _keys()
     return Ledger(
         {w.public_hex: balance_micro for w in wallets},
         {w.public_hex: m.public_hex for w, m in zip(wallets, meters, strict=True)},
+        settle_on_meter=settle_on_meter,
     )
 
 
@@ -49,6 +50,11 @@ def _meter(owner: int, step: int, wh: int, nonce: int) -> Transaction:
 def _settle(caller: int, token: str, nonce: int) -> Transaction:
     w, _ = _keys()
     return Transaction("settle", {"token": token}, w[caller].public_hex, nonce).signed(w[caller])
+
+
+def _cancel(caller: int, token: str, nonce: int) -> Transaction:
+    w, _ = _keys()
+    return Transaction("cancel", {"token": token}, w[caller].public_hex, nonce).signed(w[caller])
 
 
 def _transfer(src: int, dst: str | int, amount: int, nonce: int) -> Transaction:
@@ -168,7 +174,7 @@ def test_out_of_gas_leaves_state_byte_identical(limit: int, kind: str) -> None:
 
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["trade", "meter", "settle", "transfer", "replay", "forge", "oog"]),
+        st.sampled_from(["trade", "meter", "settle", "cancel", "transfer", "replay", "forge", "oog"]),
         st.integers(0, N - 1),
         st.integers(0, N - 1),
         st.integers(0, 2),
@@ -179,12 +185,12 @@ OPS = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops=OPS)
+@given(ops=OPS, settle_on_meter=st.booleans())
 def test_random_histories_conserve_money_and_never_overcredit(
-    ops: list[tuple[str, int, int, int, int]],
+    ops: list[tuple[str, int, int, int, int]], settle_on_meter: bool
 ) -> None:
     """Over any mix of valid and invalid txs: money is conserved, credits <= metered, no tx applies twice."""
-    ledger = _ledger()
+    ledger = _ledger(settle_on_meter=settle_on_meter)
     wallets, meters = _keys()
     money = ledger.money_micro()
     nonce: dict[str, int] = {}
@@ -204,6 +210,8 @@ def test_random_histories_conserve_money_and_never_overcredit(
             tx = _meter(i, step, x // 50, next_nonce(meters[i]))
         elif op == "settle":
             tx = _settle(i, tokens[x % len(tokens)] if tokens else "11" * 32, next_nonce(wallets[i]))
+        elif op == "cancel":
+            tx = _cancel(i, tokens[x % len(tokens)] if tokens else "11" * 32, next_nonce(wallets[i]))
         elif op == "transfer":
             tx = _transfer(i, j, x * 3, next_nonce(wallets[i]))
         elif op == "forge":
@@ -232,3 +240,21 @@ def test_random_histories_conserve_money_and_never_overcredit(
         _check_invariants(ledger, money)
     for tx in applied:
         assert ledger.apply(tx).status == "replay"
+
+
+def test_meter_reading_settles_open_promises_and_cancel_refunds() -> None:
+    """settle_on_meter: the reading settles its step's promises in mint order; a cancelled one is skipped."""
+    ledger = _ledger(settle_on_meter=True)
+    w, _ = _keys()
+    t1, t2, t3 = _trade(0, 1, 7, 3000, 0), _trade(0, 2, 7, 2000, 0), _trade(0, 3, 7, 1000, 0)
+    assert [ledger.apply(t).status for t in (t1, t2, t3)] == ["ok"] * 3
+    assert ledger.apply(_cancel(3, t2.tx_id, 1)).status == "bad_signature"  # not a party of t2
+    assert ledger.apply(_cancel(3, t3.tx_id, 1)).status == "ok"  # the buyer of t3
+    assert ledger.balances[w[3].public_hex] == 1_000_000  # escrow back, no penalty
+    assert ledger.apply(_cancel(0, t3.tx_id, 0)).status == "double_spend"
+    reading = ledger.apply(_meter(0, 7, 4000, 0))
+    assert reading.status == "ok" and reading.gas_used > 100_000
+    assert [ledger.promises[t.tx_id].delivered_wh for t in (t1, t2, t3)] == [3000, 1000, 0]
+    assert [ledger.promises[t.tx_id].status for t in (t1, t2, t3)] == ["settled", "settled", "cancelled"]
+    assert ledger.credits_wh == {w[1].public_hex: 3000, w[2].public_hex: 1000}
+    assert ledger.apply(_settle(1, t1.tx_id, 1)).status == "double_spend"
