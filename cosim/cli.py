@@ -1,4 +1,4 @@
-"""The ``cosim`` command: run, validate, schema, report.
+"""The ``cosim`` command: run, validate, schema, report, verify-ledger.
 
 A mistake of the user's (bad YAML, missing file) ends with a message and exit code 2 (1 for a run
 that stopped), never a traceback.
@@ -11,6 +11,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         help="directory (default: <file stem>_report beside each file); with several files each report goes "
         "into DIR/<stem>/ and the comparison into DIR (default: comparison_report/ beside the first file)",
     )
+    verify = sub.add_parser(
+        "verify-ledger", help="re-check every hash link, Merkle root and signature of a run's stored chain"
+    )
+    verify.add_argument("results", type=Path, help="HDF5 file of a run with a ledger")
     return parser
 
 
@@ -61,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             if summary.market_s
             else ""
         )
+        + (f"; ledger {summary.ledger_s:.1f} s" if summary.ledger_s else "")
     )
     if args.report:
         from cosim.analysis.report import write_report
@@ -81,8 +87,16 @@ def _validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             status = 2
             continue
-        print(f"{path}: ok ({s.name}: {s.time.n_steps} steps of {s.time.step_s} s, grid {s.grid.source})")
+        print(f"{path}: ok ({s.name}: {s.time.n_steps} steps of {s.time.step_s} s, {_what(s)})")
     return status
+
+
+def _what(s: Any) -> str:
+    """One line on what a scenario simulates."""
+    if s.grid is None:
+        return f"ledger alone: {s.ledger.consensus} on {s.ledger.workload.tx_per_s} tx/s"
+    extra = "".join(f", {part}" for part in ("market", "ledger") if getattr(s, part) is not None)
+    return f"grid {s.grid.source}{extra}"
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -115,6 +129,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_ledger(args: argparse.Namespace) -> int:
+    from cosim.results import verify_ledger
+
+    ok, problem, n_blocks, n_tx = verify_ledger(args.results)
+    if ok:
+        print(f"{args.results}: ledger intact ({n_blocks} blocks and {n_tx} transactions re-hashed, signed)")
+        return 0
+    print(f"{args.results}: ledger ALTERED: {problem}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cosim`` console script."""
     from cosim.errors import CosimError
@@ -122,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    handler = {"run": _run, "validate": _validate, "schema": _schema, "report": _report}[args.command]
+    handler = {
+        "run": _run,
+        "validate": _validate,
+        "schema": _schema,
+        "report": _report,
+        "verify-ledger": _verify_ledger,
+    }[args.command]
     try:
         return handler(args)
     except CosimError as exc:

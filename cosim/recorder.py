@@ -45,10 +45,11 @@ class H5Recorder:
     path : final file path
     series : the time series to record
     static : datasets written once, ``{path: (array, units)}`` (element names, bus indices, ...)
-    attrs : root attributes (scenario YAML, seed, versions, ...)
+    attrs : root attributes (scenario YAML, seed, versions, ...); a key "group/name" sets a group attribute
     chunk_steps : steps per chunk and per write
     compression : ``"gzip"``, ``"lzf"`` or ``"none"``
-    tables : variable-length tables; a step's value is a dict of equal-length column arrays
+    tables : variable-length tables; a step's value is a dict of equal-length column arrays (a column of
+        dtype ``object`` holds variable-length strings)
     """
 
     def __init__(
@@ -68,8 +69,7 @@ class H5Recorder:
         self.series = {s.path: s for s in series}
         self._file = h5py.File(self.partial_path, "w", track_order=True)
         self._file.attrs["complete"] = False
-        for key, value in attrs.items():
-            self._file.attrs[key] = value
+        self._set_attrs(attrs)
         filters: dict[str, Any] = {}
         if compression == "gzip":
             filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -101,7 +101,7 @@ class H5Recorder:
                     name,
                     shape=(0,),
                     maxshape=(None,),
-                    dtype=dtype,
+                    dtype=h5py.string_dtype() if dtype is object else dtype,
                     chunks=(max(chunk_steps, 1024),),
                     **filters,
                 )
@@ -150,13 +150,18 @@ class H5Recorder:
         self.n_steps += n
         self._filled = 0
 
+    def _set_attrs(self, attrs: dict[str, Any]) -> None:
+        """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
+        for key, value in attrs.items():
+            group, _, name = key.rpartition("/")
+            (self._file.require_group(group) if group else self._file).attrs[name] = value
+
     def close(self, complete: bool, attrs: dict[str, Any] | None = None) -> Path:
         """Flush and close; rename to the final path when ``complete``. Returns the file written."""
         if not self._file.id.valid:
             return self.path if complete else self.partial_path
         self.flush()
-        for key, value in (attrs or {}).items():
-            self._file.attrs[key] = value
+        self._set_attrs(attrs or {})
         self._file.attrs["complete"] = complete
         self._file.attrs["n_steps"] = self.n_steps
         self._file.close()

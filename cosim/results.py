@@ -79,3 +79,49 @@ class Results:
 def open_results(path: str | Path) -> Results:
     """Open a run's HDF5 file; see :class:`Results`."""
     return Results(path)
+
+
+def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
+    """Re-check the hash chain stored in a run's ``/ledger`` tables.
+
+    Every hash link, Merkle root, transaction id and signature of the chain (the non-stale rows of
+    ``/ledger/blocks`` and the transactions they carry) is recomputed from the stored bytes.
+
+    Returns
+    -------
+    ``(ok, problem, n_blocks, n_tx)``: ``problem`` names the first altered block (by height) or transaction.
+    Raises ResultsError when the file has no stored chain.
+    """
+    from cosim.models.ledger.chain import verify_records
+
+    with h5py.File(path, "r") as f:
+        if "ledger/blocks" not in f or "ledger/tx" not in f:
+            raise ResultsError(
+                f"{path} has no /ledger/blocks and /ledger/tx tables (ledger.record_tables false?)"
+            )
+        b, t = f["ledger/blocks"], f["ledger/tx"]
+        live = ~b["stale"][:]
+        proposer = b["proposer"][:][live]
+        blocks = [
+            {
+                "height": int(h), "time_s": float(ts), "prev_hash": ph, "merkle_root": mr, "tx_ids": ids,
+                "hash": hh, "proposer": "genesis" if p < 0 else f"validator-{p}",
+            }
+            for h, ts, p, ph, mr, ids, hh in zip(
+                b["height"][:][live], b["time_s"][:][live], proposer, *(
+                    b[c].asstr()[:][live] for c in ("prev_hash", "merkle_root", "tx_ids", "hash")
+                ), strict=True,
+            )
+        ]  # fmt: skip
+        in_chain = t["height"][:] >= 0
+        cols = {c: t[c].asstr()[:][in_chain] for c in ("tx_id", "kind", "payload", "sender", "signatures")}
+        nonce = t["nonce"][:][in_chain]
+        txs = [
+            {
+                "tx_id": cols["tx_id"][i], "kind": cols["kind"][i], "payload": cols["payload"][i],
+                "sender": cols["sender"][i], "nonce": int(nonce[i]), "signatures": cols["signatures"][i],
+            }
+            for i in range(len(nonce))
+        ]  # fmt: skip
+    ok, problem = verify_records(blocks, txs)
+    return ok, problem, len(blocks), len(txs)

@@ -21,7 +21,6 @@ from cosim.errors import ScenarioError
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 RESERVED_SECTIONS = {
-    "ledger": "issue #4 (ledger and consensus)",
     "privacy": "issue #5 (privacy, carbon and fairness)",
     "emissions": "issue #5 (privacy, carbon and fairness)",
     "equity": "issue #5 (privacy, carbon and fairness)",
@@ -334,13 +333,130 @@ class MarketConfig(_Section):
         return self
 
 
+class NetworkConfig(_Section):
+    """The validators' network: regions, one-way delays between them, jitter and link bandwidth."""
+
+    regions: list[str] | None = _field(
+        "Region names; validators are placed round-robin. Default: us-east, us-west, eu-west, "
+        "ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see README)",
+        None,
+    )
+    one_way_delay_ms: list[list[float]] | None = _field(
+        "Region-to-region one-way delay matrix (R x R), default the five-region table", None, unit="ms"
+    )
+    jitter_sd_s: float = _field("Standard deviation of the per-message jitter", unit="s", default=0.005, ge=0)
+    bandwidth_mbps: float = _field(
+        "Link bandwidth (serialisation delay of blocks)", unit="Mbit/s", default=100.0, gt=0
+    )
+
+    @model_validator(mode="after")
+    def _matrix(self) -> NetworkConfig:
+        if (self.regions is None) != (self.one_way_delay_ms is None):
+            raise ValueError("give both regions and one_way_delay_ms, or neither")
+        if self.regions is not None and self.one_way_delay_ms is not None:
+            r = len(self.regions)
+            if len(self.one_way_delay_ms) != r or any(len(row) != r for row in self.one_way_delay_ms):
+                raise ValueError(f"one_way_delay_ms must be {r} x {r} (one row and column per region)")
+            if any(d < 0 for row in self.one_way_delay_ms for d in row):
+                raise ValueError("delays must be >= 0")
+        return self
+
+
+class WorkloadConfig(_Section):
+    """Synthetic workload of the standalone mode: Poisson arrivals of signed transfers."""
+
+    tx_per_s: float = _field("Mean arrival rate of transactions", unit="1/s", gt=0)
+    accounts: int = _field("Accounts sending and receiving", default=100, ge=2)
+
+
+class LedgerConfig(_Section):
+    """The blockchain ledger: network, consensus, contracts, and how market trades reach it."""
+
+    consensus: Literal["pow", "pos", "bft"] = _field(
+        "pow: Nakamoto proof of work; pos: Ethereum-like proof of stake (Casper FFG finality); "
+        "bft: Tendermint/CometBFT rounds with 2/3 quorums"
+    )
+    validators: int = _field("Number of validators (miners for pow)", default=16, ge=1)
+    faulty: int = _field("Byzantine validators among them", default=0, ge=0)
+    behaviour: Literal["silent", "equivocating"] = _field(
+        "What faulty validators do: silent (crashed or withholding) or equivocating (bft only)",
+        default="silent",
+    )
+    permissioned: bool | None = _field(
+        "true: an admission list of validators with equal voting power; false: an open set whose "
+        "stake (hash power for pow) is lognormal with sigma power_sigma. Default: true for bft, else false",
+        None,
+    )
+    power_sigma: float = _field(
+        "Lognormal sigma of stake or hash-power shares in an open set (0: equal)", default=1.0, ge=0
+    )
+    block_interval_s: float = _field("pow: mean block interval", unit="s", default=600.0, gt=0)
+    confirmations: int = _field("pow: blocks deep for finality", default=6, ge=1)
+    hash_rate_hps: float = _field(
+        "pow: network hash rate (Bitcoin 2021-22: ~1e20)", unit="H/s", default=1e20, gt=0
+    )
+    j_per_hash: float = _field(
+        "pow: miner efficiency (Antminer S19 class: ~3e-11)", unit="J/H", default=3e-11, gt=0
+    )
+    slot_s: float = _field("pos: slot length", unit="s", default=12.0, gt=0)
+    slots_per_epoch: int = _field("pos: slots per epoch", default=32, ge=1)
+    timeout_commit_s: float = _field("bft: pause after a commit", unit="s", default=1.0, ge=0)
+    timeout_propose_s: float = _field("bft: propose timeout of round 0", unit="s", default=3.0, gt=0)
+    create_empty_blocks: bool = _field(
+        "bft: make blocks without transactions (CometBFT option; false keeps a quiet year cheap)",
+        default=False,
+    )
+    node_power_w: float = _field("pos, bft: electric power per validator node", unit="W", default=100.0, gt=0)
+    network: NetworkConfig = _field("The validators' network", default_factory=NetworkConfig)
+    gate_closure_s: float = _field(
+        "Trades are submitted this long before their delivery interval starts; the start is their deadline",
+        unit="s",
+        default=900.0,
+        ge=0,
+    )
+    late_rule: Literal["cancel", "settle_late"] = _field(
+        "A trade not final by its deadline: cancel (settled with the upstream grid at import/export prices, "
+        "the imbalance cost recorded) or settle_late (delivered and settled when final)",
+        default="cancel",
+    )
+    meter_delay_s: float = _field(
+        "A seller's signed meter reading is submitted this long after its interval ends",
+        unit="s",
+        default=60.0,
+        ge=0,
+    )
+    initial_balance: float = _field("Genesis balance of every account", unit="$", default=1000.0, ge=0)
+    gas_limit: int = _field("Gas limit of each transaction", default=5_000_000, ge=21_000)
+    record_tables: bool = _field(
+        "Write the /ledger/tx and /ledger/blocks tables (needed by cosim verify-ledger)", default=True
+    )
+    workload: WorkloadConfig | None = _field(
+        "Standalone mode: the ledger alone on a synthetic workload (no grid, agents or market sections)", None
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LedgerConfig:
+        if self.faulty > self.validators:
+            raise ValueError(f"faulty ({self.faulty}) cannot exceed validators ({self.validators})")
+        if self.consensus == "pow" and self.permissioned:
+            raise ValueError("pow is open by construction: permissioned must be false")
+        if self.behaviour == "equivocating" and self.consensus != "bft":
+            raise ValueError("equivocating validators are modelled for bft only; use behaviour: silent")
+        return self
+
+    @property
+    def is_permissioned(self) -> bool:
+        """The effective admission mode."""
+        return self.consensus == "bft" if self.permissioned is None else self.permissioned
+
+
 class OutputConfig(_Section):
     """Where and what the recorder writes."""
 
     path: Path | None = _field("HDF5 file; default results/<name>.h5", None)
-    groups: list[Literal["grid", "agents", "market"]] = _field(
-        "Groups to record (market only when the scenario has one)",
-        default_factory=lambda: ["grid", "agents", "market"],
+    groups: list[Literal["grid", "agents", "market", "ledger"]] = _field(
+        "Groups to record (market and ledger only when the scenario has them)",
+        default_factory=lambda: ["grid", "agents", "market", "ledger"],
     )
     chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
     compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
@@ -352,11 +468,13 @@ class Scenario(_Section):
     name: str = _field("Study name; names the default output file", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = _field("Seed of every random draw", default=0, ge=0)
     time: TimeConfig = _field("Simulated period and step")
-    grid: GridConfig = _field("The electrical network")
+    grid: GridConfig | None = _field(
+        "The electrical network (required unless the ledger runs alone on a workload)", None
+    )
     agents: AgentsConfig = _field("Prosumer agents", default_factory=AgentsConfig)
     output: OutputConfig = _field("Recorder settings", default_factory=OutputConfig)
     market: MarketConfig | None = _field("Market clearing; none: agents follow their profiles", None)
-    ledger: Any = _field("Reserved: blockchain ledger (not implemented yet)", None)
+    ledger: LedgerConfig | None = _field("Blockchain ledger recording and settling the trades", None)
     privacy: Any = _field("Reserved: differential privacy (not implemented yet)", None)
     emissions: Any = _field("Reserved: emissions accounting (not implemented yet)", None)
     equity: Any = _field("Reserved: equity accounting (not implemented yet)", None)
@@ -371,6 +489,21 @@ class Scenario(_Section):
                 f"({RESERVED_SECTIONS[info.field_name]}); remove it to run this scenario"
             )
         return value
+
+    @model_validator(mode="after")
+    def _standalone(self) -> Scenario:
+        workload = self.ledger is not None and self.ledger.workload is not None
+        if workload and (self.grid is not None or self.market is not None):
+            raise ValueError(
+                "ledger.workload is the standalone mode: remove it, or remove the grid and market sections"
+            )
+        if self.grid is None and not workload:
+            raise ValueError(
+                "grid: required key is missing (only a ledger with a workload runs without a grid)"
+            )
+        if self.ledger is not None and not workload and self.market is None:
+            raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
+        return self
 
     @property
     def output_path(self) -> Path:

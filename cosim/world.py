@@ -12,6 +12,7 @@ import json
 import subprocess
 import time as wallclock
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,9 @@ from cosim.models.agents.sim import next_bids
 from cosim.models.grid.network import element_names, load_network
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
+from cosim.models.ledger.consensus import ENGINES
+from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, LedgerModel
+from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.tariff import posted_price, utc_seconds
@@ -37,6 +41,7 @@ SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
     "Grid": {"python": "cosim.models.grid.sim:GridSim"},
     "Market": {"python": "cosim.models.market.sim:MarketSim"},
+    "Ledger": {"python": "cosim.models.ledger.sim:LedgerSim"},
     "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
 }
 PACKAGES = ("cosim-te", "numpy", "scipy", "pandas", "pandapower", "simbench", "mosaik", "h5py", "pydantic")
@@ -53,6 +58,7 @@ class RunSummary:
     n_not_converged: int
     market_s: float = 0.0
     n_market_failed: int = 0
+    ledger_s: float = 0.0
 
 
 def rng_for(seed: int, model: str) -> np.random.Generator:
@@ -86,6 +92,8 @@ def effective(
 def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarray]:
     """Network, agent fleet and power flow of a scenario, plus the step start times (Unix s)."""
     g = scenario.grid
+    if g is None:
+        raise ScenarioError([("grid", "required key is missing")])
     kind = {"simbench": "code", "pandapower": "case", "file": "path"}[g.source]
     try:
         net = load_network(
@@ -118,7 +126,7 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
     except ValueError as exc:
         path, _, msg = str(exc).partition(": ")
         raise ScenarioError([(path, msg or str(exc))]) from None
-    pf = scenario.grid.power_flow
+    pf = g.power_flow
     power_flow = ACPowerFlow(
         net, fleet.table.elements, tolerance_mva=pf.tolerance_mva, max_iteration=pf.max_iteration
     )
@@ -154,6 +162,108 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
         posted = posted_price(fleet.times_s, tariff, events)
     return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted)
+
+
+def nakamoto_coefficient(power: np.ndarray) -> int:
+    """Fewest validators holding more than 1/3 of the voting power (enough to halt finality)."""
+    share = np.sort(power)[::-1] / power.sum()
+    return int(np.searchsorted(np.cumsum(share), 1.0 / 3.0, side="right") + 1)
+
+
+def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict[str, Any]] | None:
+    """The scenario's ledger model (consensus engine, keys, contracts) and the attributes describing it."""
+    cfg = scenario.ledger
+    if cfg is None:
+        return None
+    rng = rng_for(scenario.seed, "ledger")
+    n = cfg.validators
+    power = (
+        np.ones(n) if cfg.is_permissioned or cfg.power_sigma == 0 else rng.lognormal(0.0, cfg.power_sigma, n)
+    )
+    net = cfg.network
+    common: dict[str, Any] = {
+        "faulty": cfg.faulty, "jitter_sd_s": net.jitter_sd_s, "bandwidth_mbps": net.bandwidth_mbps,
+    }  # fmt: skip
+    if net.regions is not None:
+        common |= {"regions": net.regions, "one_way_delay_s": np.asarray(net.one_way_delay_ms) / 1e3}
+    specific: dict[str, dict[str, Any]] = {
+        "pow": {
+            "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
+            "hash_rate_hps": cfg.hash_rate_hps, "j_per_hash": cfg.j_per_hash, "hash_share": power,
+        },
+        "pos": {
+            "slot_s": cfg.slot_s, "slots_per_epoch": cfg.slots_per_epoch, "stake": power,
+            "node_power_w": cfg.node_power_w,
+        },
+        "bft": {
+            "voting_power": power, "behaviour": cfg.behaviour, "timeout_commit_s": cfg.timeout_commit_s,
+            "timeout_propose_s": cfg.timeout_propose_s, "create_empty_blocks": cfg.create_empty_blocks,
+            "node_power_w": cfg.node_power_w,
+        },
+    }  # fmt: skip
+    engine = ENGINES[cfg.consensus](
+        n, rng_for(scenario.seed, "consensus"), **common, **specific[cfg.consensus]
+    )
+    gate_s = 0.0 if cfg.workload is not None else cfg.gate_closure_s
+    up = scenario.market.upstream if scenario.market is not None else None
+    model = LedgerModel(
+        engine,
+        n_accounts,
+        rng,
+        epoch_unix_s=scenario.time.start.timestamp() - gate_s,
+        step_s=scenario.time.step_s,
+        gate_closure_s=gate_s,
+        late_rule=cfg.late_rule,
+        meter_delay_s=cfg.meter_delay_s,
+        initial_balance=cfg.initial_balance,
+        gas_limit=cfg.gas_limit,
+        import_price_per_mwh=up.import_price_per_mwh if up else 0.0,
+        export_price_per_mwh=up.export_price_per_mwh if up else 0.0,
+        record_tables=cfg.record_tables,
+    )
+    attrs = {
+        "consensus": cfg.consensus, "validators": n, "faulty": cfg.faulty, "behaviour": cfg.behaviour,
+        "permissioned": cfg.is_permissioned, "nakamoto_coefficient": nakamoto_coefficient(power),
+        "late_rule": cfg.late_rule, "gate_closure_s": gate_s, "power_w": engine.power_w,
+    }  # fmt: skip
+    return model, attrs
+
+
+def _ledger_contract(
+    ledger: LedgerModel | None, groups: Sequence[str]
+) -> tuple[list[Series], list[Table], dict[tuple[str, str], str]]:
+    """Series, tables and routes of the /ledger group."""
+    if ledger is None or "ledger" not in groups:
+        return [], [], {}
+    units = {"throughput_tps": "1/s", "energy_kwh": "kWh", "n_late": "1", "late_cost": "$"}
+    descriptions = {
+        "throughput_tps": "transactions made final in the step per second",
+        "latency_p50_s": "median submit -> inclusion of the transactions made final in the step",
+        "latency_p95_s": "95th percentile submit -> inclusion",
+        "finality_p50_s": "median submit -> finality of the transactions made final in the step",
+        "finality_p95_s": "95th percentile submit -> finality",
+        "energy_kwh": "electricity used by the validators (miners) in the step",
+        "n_late": "trades not final by their deadline (start of delivery), counted at the deadline",
+        "late_cost": "imbalance cost of the cancelled late trades (late_rule cancel)",
+    }
+    series = [
+        Series(
+            f"ledger/{a}", units.get(a, "s"), np.int64 if a == "n_late" else np.float64, None, descriptions[a]
+        )
+        for a in LEDGER_SERIES
+    ]
+    routes = {("Ledger-0.ledger", a): f"ledger/{a}" for a in (*LEDGER_SERIES, "tx", "blocks")}
+    tables = [
+        Table(
+            "ledger/tx", TX_COLUMNS, "every transaction once its fate is known (final, rejected, or run end)"
+        ),
+        Table(
+            "ledger/blocks", BLOCK_COLUMNS, "decided blocks: the hash chain (from genesis) and stale forks"
+        ),
+    ]
+    if not ledger.record_tables:
+        tables, routes = [], {k: v for k, v in routes.items() if k[1] not in ("tx", "blocks")}
+    return series, tables, routes
 
 
 def _series_and_static(
@@ -321,11 +431,26 @@ def run(
         scenario = load_scenario(scenario)
     scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
     t0 = wallclock.perf_counter()
-    net, fleet, power_flow, times_s = build_models(scenario)
-    market = build_market(scenario, net, fleet)
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
-    series, tables, static, routes = _series_and_static(scenario, net, fleet, market)
-    attrs = {
+    if scenario.grid is None:  # the ledger alone on its workload
+        assert scenario.ledger is not None and scenario.ledger.workload is not None
+        net = fleet = power_flow = market = None
+        times_s = int(scenario.time.start.timestamp()) + step_s * np.arange(n_steps, dtype=np.int64)
+        series: list[Series] = [Series("time", "s", np.int64, None, "Unix time of each step start")]
+        tables: list[Table] = []
+        static: dict[str, tuple[np.ndarray, str]] = {}
+        routes: dict[tuple[str, str], str] = {}
+        n_accounts = scenario.ledger.workload.accounts
+    else:
+        net, fleet, power_flow, times_s = build_models(scenario)
+        market = build_market(scenario, net, fleet)
+        series, tables, static, routes = _series_and_static(scenario, net, fleet, market)
+        n_accounts = len(fleet.table)
+    ledger, ledger_attrs = build_ledger(scenario, n_accounts) or (None, {})
+    more_series, more_tables, more_routes = _ledger_contract(ledger, scenario.output.groups)
+    series, tables, routes = series + more_series, tables + more_tables, routes | more_routes
+    attrs = {f"ledger/{k}": v for k, v in ledger_attrs.items()} if more_routes else {}
+    attrs |= {
         "scenario_yaml": scenario.to_yaml(),
         "seed": scenario.seed,
         "versions": _versions(),
@@ -344,11 +469,9 @@ def run(
         tables,
     )
     bar = _progress_bar(n_steps, times_s, step_s) if progress else None
-    stats, market_stats = SolverStats(), SolverStats()
+    stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
     try:
-        agents_sim = world.start("Agents", fleet=fleet, bidder=market.bidder if market else None)
-        grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
         rec_sim = world.start(
             "Recorder",
             recorder=recorder,
@@ -357,15 +480,34 @@ def run(
             step_s=step_s,
             on_step=bar,
         )
-        fleet_e, grid_e, rec_e = agents_sim.Fleet(), grid_sim.Grid(), rec_sim.Recorder()
-        world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
-        sources = {"Agents": fleet_e, "Grid": grid_e}
+        rec_e = rec_sim.Recorder()
+        sources: dict[str, Any] = {}
+        if fleet is not None:
+            agents_sim = world.start("Agents", fleet=fleet, bidder=market.bidder if market else None)
+            grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
+            fleet_e, grid_e = agents_sim.Fleet(), grid_sim.Grid()
+            world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
+            sources |= {"Agents": fleet_e, "Grid": grid_e}
         if market is not None:
             market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
             first = next_bids(fleet, market.bidder, 0)
             world.connect(fleet_e, market_e, "bids", "forecast_mw", time_shifted=True, initial_data=first)
             world.connect(market_e, fleet_e, "award_mw")
             sources["Market"] = market_e
+        if ledger is not None:
+            workload = scenario.ledger.workload if scenario.ledger else None
+            ledger_e = world.start(
+                "Ledger",
+                model=ledger,
+                step_s=step_s,
+                n_steps=n_steps,
+                tx_per_s=workload.tx_per_s if workload else 0.0,
+                stats=ledger_stats,
+            ).Ledger()
+            if market is not None:
+                world.connect(market_e, ledger_e, "trades")
+                world.connect(fleet_e, ledger_e, "p_mw")
+            sources["Ledger"] = ledger_e
         for src, attr in routes:
             world.connect(sources[src.split("-")[0]], rec_e, attr)
         world.run(until=n_steps * step_s, print_progress=False)
@@ -393,7 +535,13 @@ def run(
             "power_flow_s": stats.solver_s,
             "n_market_failed": market_stats.n_not_converged,
             "market_s": market_stats.solver_s,
-        },
+            "ledger_s": ledger_stats.solver_s,
+        }
+        | (
+            {"ledger/notes": ledger.engine.notes, "ledger/n_rejected": ledger.n_rejected}
+            if ledger is not None and more_routes
+            else {}
+        ),
     )
     wall_s = wallclock.perf_counter() - t0
     return RunSummary(
@@ -404,6 +552,7 @@ def run(
         stats.n_not_converged,
         market_stats.solver_s,
         market_stats.n_not_converged,
+        ledger_stats.solver_s,
     )
 
 

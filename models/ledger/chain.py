@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -89,11 +90,15 @@ class Transaction:
     signatures: tuple[tuple[str, str], ...] = ()
 
     def signing_bytes(self) -> bytes:
-        """Canonical bytes of everything except the signatures."""
+        """Canonical bytes of everything except the signatures (computed once: do not mutate ``payload``)."""
+        return self._signing_bytes
+
+    @cached_property
+    def _signing_bytes(self) -> bytes:
         body = {"kind": self.kind, "payload": self.payload, "sender": self.sender, "nonce": self.nonce}
         return canonical(body)
 
-    @property
+    @cached_property
     def tx_id(self) -> str:
         """SHA-256 hex of ``signing_bytes()``."""
         return sha256_hex(self.signing_bytes())

@@ -1,0 +1,389 @@
+"""The ledger of a run: market trades and meter readings as signed transactions, through consensus, onto a
+hash chain, executed by the energy contracts.
+
+Clock: the ledger's SimPy time ``tau`` (s) starts ``gate_closure_s`` before the first delivery interval. The
+trades of interval ``k`` are signed by buyer and seller and submitted at its gate closure
+``tau = k * step_s``; their deadline is the start of delivery, ``gate_closure_s`` later. A trade not final by
+then is *late*: under ``late_rule="cancel"`` the buyer submits a ``cancel`` at the deadline and both parties
+settle that energy with the upstream grid instead (buyer at the import price, seller at the export price:
+the imbalance cost recorded in ``late_cost``); under ``"settle_late"`` it stays and settles when final.
+After the interval, each seller's meter signs its export (Wh) ``meter_delay_s`` after delivery ends; that
+reading settles the seller's promises of the interval (``Ledger(settle_on_meter=True)``).
+Only peer-to-peer trades go on chain; trades with the upstream grid are billed by the retailer off chain.
+
+Signatures are checked once, when a gateway admits a transaction: a bad signature or a replayed id is
+rejected there (recorded, never in a block). A block is executed (contract calls, gas, receipts) and
+appended to the hash chain when it becomes final; at the end of the run the blocks decided but not yet
+final are appended too, their transactions without a finality time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from cosim.models.ledger.chain import Chain, KeyPair, Transaction, canonical, verify_signatures
+from cosim.models.ledger.chain import required_signers as _signers
+from cosim.models.ledger.consensus import Consensus
+from cosim.models.ledger.contracts import Ledger
+
+MICRO = 1_000_000
+TX_COLUMNS: tuple[tuple[str, Any, str], ...] = (
+    ("tx_id", object, "SHA-256 hex"),
+    ("kind", object, "trade, meter, settle, cancel or transfer"),
+    ("sender", object, "public key hex"),
+    ("nonce", np.int64, "1"),
+    ("payload", object, "canonical JSON"),
+    ("signatures", object, "canonical JSON [[public key hex, signature hex], ...]"),
+    ("submit_s", np.float64, "Unix s"),
+    ("include_s", np.float64, "Unix s, NaN if not included"),
+    ("final_s", np.float64, "Unix s, NaN if not final"),
+    ("height", np.int64, "block height, -1 if not in a block"),
+    ("gas_used", np.int64, "gas"),
+    ("status", object, "contract receipt, 'pending', or why the gateway rejected it"),
+)
+BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
+    ("height", np.int64, "1"),
+    ("time_s", np.float64, "Unix s"),
+    ("proposer", np.int64, "validator index"),
+    ("n_tx", np.int64, "1"),
+    ("gas_used", np.int64, "gas"),
+    ("size_bytes", np.int64, "bytes"),
+    ("stale", np.bool_, "lost a fork (not in the hash chain; hash fields empty)"),
+    ("hash", object, "SHA-256 hex of the header"),
+    ("prev_hash", object, "SHA-256 hex"),
+    ("merkle_root", object, "SHA-256 hex"),
+    ("tx_ids", object, "canonical JSON list of tx ids"),
+)
+
+
+@dataclass
+class StepOutput:
+    """What one ledger step reports: per-step figures and the new rows of the tx and block tables."""
+
+    throughput_tps: float
+    latency_p50_s: float
+    latency_p95_s: float
+    finality_p50_s: float
+    finality_p95_s: float
+    energy_kwh: float
+    n_late: int
+    late_cost: float
+    tx: dict[str, np.ndarray] = field(default_factory=dict)
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class _Rows:
+    """Rows of a table collected during a step, returned as column arrays."""
+
+    def __init__(self, columns: tuple[tuple[str, Any, str], ...]) -> None:
+        self.columns = columns
+        self.rows: list[tuple[Any, ...]] = []
+
+    def take(self) -> dict[str, np.ndarray]:
+        cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(self.columns)
+        out = {
+            name: np.array(col, dtype=dtype) for (name, dtype, _), col in zip(self.columns, cols, strict=True)
+        }
+        self.rows = []
+        return out
+
+
+class LedgerModel:
+    """Signed transactions -> consensus engine -> executed, hash-linked blocks; one call per step.
+
+    Parameters
+    ----------
+    engine : the consensus engine (fresh, clock at 0)
+    n_accounts : agents (or workload accounts), each with a wallet and a meter key
+    rng : draws the keys and the synthetic workload
+    epoch_unix_s : Unix time of ledger time 0
+    step_s : step length (s)
+    gate_closure_s : trades are submitted this long before their delivery interval; their deadline
+    late_rule : ``"cancel"`` or ``"settle_late"``
+    meter_delay_s : a reading is submitted this long after its interval ends
+    initial_balance : genesis balance of every account ($)
+    gas_limit : gas limit of each transaction
+    import_price_per_mwh, export_price_per_mwh : the upstream prices a cancelled trade settles at
+    """
+
+    def __init__(
+        self,
+        engine: Consensus,
+        n_accounts: int,
+        rng: np.random.Generator,
+        *,
+        epoch_unix_s: float,
+        step_s: float,
+        gate_closure_s: float = 900.0,
+        late_rule: Literal["cancel", "settle_late"] = "cancel",
+        meter_delay_s: float = 60.0,
+        initial_balance: float = 1000.0,
+        gas_limit: int = 5_000_000,
+        import_price_per_mwh: float = 0.0,
+        export_price_per_mwh: float = 0.0,
+        record_tables: bool = True,
+    ) -> None:
+        self.engine, self.rng = engine, rng
+        self.epoch_unix_s, self.step_s = float(epoch_unix_s), float(step_s)
+        self.gate_closure_s, self.late_rule, self.meter_delay_s = gate_closure_s, late_rule, meter_delay_s
+        self.gas_limit, self.record_tables = gas_limit, record_tables
+        self.import_price, self.export_price = import_price_per_mwh, export_price_per_mwh
+        self.wallets = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
+        self.meters = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
+        self.address = [w.public_hex for w in self.wallets]
+        self.state = Ledger(
+            {a: round(initial_balance * MICRO) for a in self.address},
+            {a: m.public_hex for a, m in zip(self.address, self.meters, strict=True)},
+            settle_on_meter=True,
+        )
+        self.chain = Chain()
+        self.chain.seal([], epoch_unix_s, "genesis")
+        self.nonce: dict[str, int] = {}
+        self.seen: set[str] = set()
+        self.queue: list[tuple[float, int, Transaction]] = []  # (tau, seq, tx) not yet submitted
+        self.submitted: list[Transaction] = []  # in the engine's order
+        self.submit_tau: list[float] = []
+        self.deadlines: list[tuple[float, int, list[tuple[str, float]]]] = []  # (tau, seq, [(tx id, $)])
+        self.to_execute: list[Any] = []  # decided canonical blocks, in height order
+        self.index_of: dict[str, int] = {}
+        self.include_tau, self.final_tau = np.full(0, np.nan), np.full(0, np.nan)
+        self.height = np.full(0, -1, dtype=np.int64)
+        self.executed_final: list[float] = []
+        self.executed_latency: list[float] = []
+        self._n_blocks = self._n_ranges = self._seq = 0
+        self.n_rejected = 0
+        self.tx_rows, self.block_rows = _Rows(TX_COLUMNS), _Rows(BLOCK_COLUMNS)
+        self._block_row(self.chain.blocks[0], 0, 0.0, -1, 0, 0)
+
+    # ----------------------------------------------------------------- transactions
+    def _next_nonce(self, key: str) -> int:
+        self.nonce[key] = self.nonce.get(key, -1) + 1
+        return self.nonce[key]
+
+    def _queue(self, tau: float, tx: Transaction) -> None:
+        heapq.heappush(self.queue, (tau, self._seq, tx))
+        self._seq += 1
+
+    def trade_txs(self, step: int, trades: dict[str, np.ndarray]) -> list[tuple[Transaction, float]]:
+        """Signed on-chain trades of interval ``step`` (one per buyer-seller pair) and their imbalance cost.
+
+        ``trades`` has agent positions ``buyer`` and ``seller`` (-1: upstream grid), ``mwh``, ``price`` (paid
+        by the buyer) and ``seller_price`` ($/MWh). The cost is what the pair pays extra if the trade is
+        cancelled: ``mwh * (import - price + seller_price - export)``.
+        """
+        buyer, seller, mwh = (np.asarray(trades[k]) for k in ("buyer", "seller", "mwh"))
+        p2p = (buyer >= 0) & (seller >= 0) & (mwh > 0)
+        if not p2p.any():
+            return []
+        pair = buyer[p2p].astype(np.int64) * len(self.address) + seller[p2p]
+        pairs, inv = np.unique(pair, return_inverse=True)
+        energy = np.bincount(inv, mwh[p2p])
+        paid = np.bincount(inv, mwh[p2p] * np.asarray(trades["price"])[p2p])
+        got = np.bincount(inv, mwh[p2p] * np.asarray(trades["seller_price"])[p2p])
+        out = []
+        b_of, s_of = np.divmod(pairs, len(self.address))
+        for b, s, e, pay, get in zip(b_of.tolist(), s_of.tolist(), energy, paid, got, strict=True):
+            wh = round(e * MICRO)
+            if wh == 0:
+                continue
+            payload = {
+                "seller": self.address[s], "buyer": self.address[b], "step": int(step), "wh": wh,
+                "price_micro_per_mwh": round(pay / e * MICRO), "trade_ref": "p2p",
+            }  # fmt: skip
+            tx = Transaction("trade", payload, self.address[b], self._next_nonce(self.address[b]))
+            cost = (self.import_price - self.export_price) * e - pay + get
+            out.append((tx.signed(self.wallets[b], self.wallets[s]), float(cost)))
+        return out
+
+    def meter_tx(self, owner: int, step: int, wh: int) -> Transaction:
+        """The meter of ``owner`` signs its export in interval ``step`` (Wh)."""
+        meter = self.meters[owner]
+        payload = {"owner": self.address[owner], "step": int(step), "wh": int(wh)}
+        return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)).signed(
+            meter
+        )
+
+    def transfer_txs(self, n: int) -> list[Transaction]:
+        """``n`` signed transfers between random accounts (the standalone workload)."""
+        src = self.rng.integers(len(self.address), size=n)
+        dst = (src + self.rng.integers(1, max(len(self.address), 2), size=n)) % len(self.address)
+        amount = self.rng.integers(1, 1000, size=n)
+        out = []
+        for i, j, a in zip(src.tolist(), dst.tolist(), amount.tolist(), strict=True):
+            payload = {"to": self.address[j], "amount_micro": a}
+            tx = Transaction("transfer", payload, self.address[i], self._next_nonce(self.address[i]))
+            out.append(tx.signed(self.wallets[i]))
+        return out
+
+    def admit(self, tau: float, tx: Transaction) -> bool:
+        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded."""
+        status = None
+        if tx.tx_id in self.seen:
+            status = "replay"
+        elif not verify_signatures(tx, _signers(tx)):
+            status = "bad_signature"
+        if status is None:
+            self._queue(tau, tx)
+            self.seen.add(tx.tx_id)
+            return True
+        self.n_rejected += 1
+        self._tx_row(tx, tau, np.nan, np.nan, -1, 0, status)
+        return False
+
+    # ----------------------------------------------------------------- stepping
+    def step(
+        self,
+        k: int,
+        trades: dict[str, np.ndarray] | None = None,
+        export_mw: np.ndarray | None = None,
+        n_transfers: int = 0,
+        last: bool = False,
+    ) -> StepOutput:
+        """Ledger step ``k``: submit interval ``k``'s trades at its gate closure and its sellers' readings
+        (``export_mw`` per agent, >= 0) after it, or ``n_transfers`` random transfers; apply the deadline
+        rule, advance the clock to the next gate closure and execute what became final. ``last`` ends the
+        run (see the module docstring).
+        """
+        t0, until = k * self.step_s, (k + 1) * self.step_s
+        if trades is not None:
+            due = [(tx.tx_id, cost) for tx, cost in self.trade_txs(k, trades) if self.admit(t0, tx)]
+            if due:
+                heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
+                self._seq += 1
+            if export_mw is not None:
+                on_chain = np.asarray(trades["buyer"]) >= 0
+                read_at = until + self.gate_closure_s + self.meter_delay_s
+                for s in np.unique(np.asarray(trades["seller"])[on_chain]).tolist():
+                    if s >= 0:
+                        wh = round(max(float(export_mw[s]), 0.0) * self.step_s / 3600.0 * MICRO)
+                        self.admit(read_at, self.meter_tx(s, k, wh))
+        if n_transfers:
+            at = np.sort(self.rng.uniform(t0, until, n_transfers)).tolist()
+            for tau, tx in zip(at, self.transfer_txs(n_transfers), strict=True):
+                self.admit(tau, tx)
+        n_late, late_cost = 0, 0.0
+        while self.deadlines and self.deadlines[0][0] <= until:
+            tau, _, due = heapq.heappop(self.deadlines)
+            self._run(tau)
+            for tx_id, cost in due:
+                idx = self.index_of[tx_id]
+                if not self.final_tau[idx] <= tau:
+                    n_late += 1
+                    if self.late_rule == "cancel":
+                        late_cost += cost
+                        self._cancel(tau, self.submitted[idx])
+        self._run(until)
+        if last:
+            self.engine.close()
+            self._collect(np.inf)
+        return self._report(until, n_late, late_cost, last)
+
+    def _cancel(self, tau: float, trade: Transaction) -> None:
+        buyer = int(self.address.index(trade.payload["buyer"]))
+        tx = Transaction("cancel", {"token": trade.tx_id}, trade.sender, self._next_nonce(trade.sender))
+        self.admit(tau, tx.signed(self.wallets[buyer]))
+
+    def _run(self, until: float) -> None:
+        """Submit the queued transactions due by ``until``, advance the engine, execute what is final."""
+        due: list[float] = []
+        while self.queue and self.queue[0][0] <= until:
+            tau, _, tx = heapq.heappop(self.queue)
+            self.index_of[tx.tx_id] = len(self.submitted)
+            self.submitted.append(tx)
+            due.append(max(tau, self.engine.env.now))
+        self.submit_tau += due
+        grow = len(self.submitted) - len(self.final_tau)
+        if grow > 0:
+            self.include_tau = np.concatenate([self.include_tau, np.full(grow, np.nan)])
+            self.final_tau = np.concatenate([self.final_tau, np.full(grow, np.nan)])
+            self.height = np.concatenate([self.height, np.full(grow, -1, dtype=np.int64)])
+        self.engine.submit(np.asarray(due))
+        self.engine.run(until)
+        self._collect(until)
+
+    def _collect(self, until: float) -> None:
+        """Take the engine's new ranges and blocks; execute the canonical blocks final by ``until``."""
+        for lo, hi, include, final, height in self.engine.ranges[self._n_ranges :]:
+            self.include_tau[lo:hi], self.final_tau[lo:hi], self.height[lo:hi] = include, final, height
+        self._n_ranges = len(self.engine.ranges)
+        for block in self.engine.blocks[self._n_blocks :]:
+            if block.stale:
+                self._block_row(
+                    None, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes
+                )
+            else:
+                self.to_execute.append(block)
+        self._n_blocks = len(self.engine.blocks)
+        done = 0
+        for block in self.to_execute:
+            if block.final_s > until and np.isfinite(until):
+                break
+            self._execute(block)
+            done += 1
+        del self.to_execute[:done]
+
+    def _execute(self, block: Any) -> None:
+        """Apply a canonical block's transactions to the contract state and append it to the hash chain."""
+        lo, hi = block.first_tx, block.first_tx + block.n_tx
+        txs = self.submitted[lo:hi]
+        sealed = self.chain.seal(txs, self.epoch_unix_s + block.time_s, f"validator-{block.proposer}")
+        gas = 0
+        for i, tx in enumerate(txs, start=lo):
+            receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
+            gas += receipt.gas_used
+            self.executed_final.append(self.final_tau[i] - self.submit_tau[i])
+            self.executed_latency.append(self.include_tau[i] - self.submit_tau[i])
+            self._tx_row(tx, self.submit_tau[i], self.include_tau[i], self.final_tau[i], block.height,
+                         receipt.gas_used, receipt.status)  # fmt: skip
+        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas)
+
+    def _tx_row(
+        self, tx: Transaction, submit: float, include: float, final: float, height: int, gas: int, status: str
+    ) -> None:
+        if not self.record_tables:
+            return
+        unix = self.epoch_unix_s
+        final = final if np.isfinite(final) else np.nan
+        sigs = canonical([list(s) for s in tx.signatures]).decode()
+        self.tx_rows.rows.append(
+            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs,
+             unix + submit, unix + include, unix + final, height, gas, status)
+        )  # fmt: skip
+
+    def _block_row(
+        self, sealed: Any, height: int, time_s: float, proposer: int, n_tx: int, size: int, gas: int = 0
+    ) -> None:
+        if not self.record_tables:
+            return
+        chain = ("", "", "", "[]") if sealed is None else (
+            sealed.hash, sealed.prev_hash, sealed.merkle_root, canonical(list(sealed.tx_ids)).decode()
+        )  # fmt: skip
+        time_unix = sealed.time_s if sealed is not None else self.epoch_unix_s + time_s
+        self.block_rows.rows.append((height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain))
+
+    def _report(self, until: float, n_late: int, late_cost: float, last: bool) -> StepOutput:
+        if last:  # what never reached a final block: pending
+            for i in range(len(self.submitted)):
+                if self.height[i] < 0:
+                    self._tx_row(self.submitted[i], self.submit_tau[i], np.nan, np.nan, -1, 0, "pending")
+            for tau, _, tx in sorted(self.queue):
+                self._tx_row(tx, tau, np.nan, np.nan, -1, 0, "pending")
+            self.queue.clear()
+        final = np.asarray(self.executed_final)
+        final = final[np.isfinite(final)]
+        latency = np.asarray(self.executed_latency)
+        self.executed_final, self.executed_latency = [], []
+        p50 = np.percentile(latency, [50, 95]) if len(latency) else (np.nan, np.nan)
+        f50 = np.percentile(final, [50, 95]) if len(final) else (np.nan, np.nan)
+        return StepOutput(
+            throughput_tps=len(final) / self.step_s,
+            latency_p50_s=float(p50[0]), latency_p95_s=float(p50[1]),
+            finality_p50_s=float(f50[0]), finality_p95_s=float(f50[1]),
+            energy_kwh=self.engine.power_w * self.step_s / 3.6e6,
+            n_late=n_late, late_cost=late_cost,
+            tx=self.tx_rows.take(), blocks=self.block_rows.take(),
+        )  # fmt: skip

@@ -1,0 +1,82 @@
+"""mosaik adapter of the ledger: one entity ``ledger`` taking each step's trades and meter data."""
+
+from __future__ import annotations
+
+import time as wallclock
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+from mosaik_api_v3.types import CreateResult, Meta
+
+from cosim.models.grid.sim import SolverStats
+from cosim.models.ledger.ledger import LedgerModel, StepOutput
+
+SERIES = (
+    "throughput_tps",
+    "latency_p50_s",
+    "latency_p95_s",
+    "finality_p50_s",
+    "finality_p95_s",
+    "energy_kwh",
+    "n_late",
+    "late_cost",
+)
+META: Meta = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Ledger": {"public": True, "params": [], "attrs": ["trades", "p_mw", *SERIES, "tx", "blocks"]}
+    },
+}
+
+
+class LedgerSim(mosaik_api_v3.Simulator):
+    """Steps the ledger once per co-simulation step.
+
+    With a market, ``trades`` (this step's) and ``p_mw`` (agents, load convention) arrive as inputs; in the
+    standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.model: LedgerModel | None = None
+        self._out: dict[str, Any] = {}
+
+    def init(  # type: ignore[override]
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        model: LedgerModel,
+        step_s: int,
+        n_steps: int,
+        tx_per_s: float = 0.0,
+        stats: SolverStats | None = None,
+    ) -> Meta:
+        self.model, self.step_s, self.n_steps, self.tx_per_s = model, step_s, n_steps, tx_per_s
+        self.stats = stats if stats is not None else SolverStats()
+        return self.meta
+
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
+        if num != 1 or self._out:
+            raise ValueError("LedgerSim holds exactly one Ledger entity")
+        return [{"eid": "ledger", "type": model}]
+
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+        assert self.model is not None
+        got = inputs.get("ledger", {})
+        k = time // self.step_s
+        trades = next(iter(got["trades"].values())) if "trades" in got else None
+        p_mw = next(iter(got["p_mw"].values())) if "p_mw" in got else None
+        n = int(self.model.rng.poisson(self.tx_per_s * self.step_s)) if self.tx_per_s else 0
+        t0 = wallclock.perf_counter()
+        out: StepOutput = self.model.step(
+            k, trades, None if p_mw is None else -np.asarray(p_mw), n, last=k == self.n_steps - 1
+        )
+        self.stats.solver_s += wallclock.perf_counter() - t0
+        self._out = vars(out)
+        return time + self.step_s
+
+    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
+        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}
