@@ -652,6 +652,8 @@ def _imgs(figs: list[str]) -> str:
 
 def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
+    from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
+
     h5_path = Path(h5_path)
     out = Path(out_dir) if out_dir is not None else h5_path.with_name(f"{h5_path.stem}_report")
     out.mkdir(parents=True, exist_ok=True)
@@ -667,6 +669,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         lmax = _extreme(f, d, "line", "grid/line/loading_percent", "line_name", hi=True)
         meta = {k: str(_attr(f, k)) for k in ("name", "seed", "code_version", "versions")}
         yaml_text = str(_attr(f, "scenario_yaml"))
+        led = load_ledger(f)
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
     counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
@@ -695,9 +698,13 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         rows.append((f"Energy {html.escape(k)}", f"{p + n:.3f} MWh (+{p:.3f} / {n:.3f})"))
     if m is not None:
         rows += _market_rows(m, t)
+    if led is not None:
+        rows += ledger_rows(led)
     rows += [(k.replace("_", " ").title(), html.escape(meta[k])) for k in meta if k != "name"]
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     market = f"<h2>Market ({html.escape(m['design'])})</h2>\n{_imgs(mfigs)}\n" if m is not None else ""
+    if led is not None:
+        market += f"<h2>Ledger ({html.escape(led.consensus)})</h2>\n{_imgs(ledger_figures(led, out))}\n"
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     body = (
         f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
@@ -758,6 +765,8 @@ def _fig_compare_prices(runs: list[tuple[str, str, Arr | None, float]], out: Pat
 
 def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     """Write comparison.html (one column per run) and comparison_prices.png into out_dir; return its path."""
+    from .ledger_report import ledger_comparison  # late: it imports this module
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = [_run_column(Path(p)) for p in h5_paths]
@@ -774,6 +783,7 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     table = "\n".join([head, *body_rows])
     title = html.escape(f"Comparison of {len(cols)} runs")
     body = f"<table id='comparison'>\n{table}\n</table>\n<h2>Prices</h2>\n{_imgs([fig])}"
+    body += ledger_comparison([(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)], out)
     path = out / "comparison.html"
     path.write_text(_page(title, body), encoding="utf-8")
     return path

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ class KeyPair:
         """Deterministic key pair whose seed is drawn from ``rng``."""
         return cls.generate(rng.bytes(32))
 
-    @property
+    @cached_property
     def public_hex(self) -> str:
         """Raw 32-byte public key as hex: the account address."""
         raw = serialization.Encoding.Raw
@@ -107,7 +107,9 @@ class Transaction:
         """Copy with the signatures of ``keys`` appended."""
         data = self.signing_bytes()
         new = tuple((k.public_hex, k.sign(data).hex()) for k in keys)
-        return Transaction(self.kind, self.payload, self.sender, self.nonce, self.signatures + new)
+        out = Transaction(self.kind, self.payload, self.sender, self.nonce, self.signatures + new)
+        out.__dict__["_signing_bytes"] = data  # same body: keep the cached bytes
+        return out
 
 
 def required_signers(tx: Transaction) -> set[str]:
@@ -118,6 +120,12 @@ def required_signers(tx: Transaction) -> set[str]:
     return keys
 
 
+@lru_cache(maxsize=65_536)
+def _public_key(pub_hex: str) -> Ed25519PublicKey:
+    """Decoded public key (cached: an account signs many transactions)."""
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex))
+
+
 def verify_signatures(tx: Transaction, required: set[str]) -> bool:
     """Whether every attached signature is valid (canonical hex) and every key of ``required`` signed."""
     data = tx.signing_bytes()
@@ -125,7 +133,7 @@ def verify_signatures(tx: Transaction, required: set[str]) -> bool:
         if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
             return False
         try:
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex)).verify(bytes.fromhex(sig_hex), data)
+            _public_key(pub_hex).verify(bytes.fromhex(sig_hex), data)
         except (InvalidSignature, ValueError):
             return False
     return required <= {pub for pub, _ in tx.signatures}

@@ -22,7 +22,8 @@ agents:
   battery: {share: 1.5, capacity_kwh: 0}
   pv: {kwp_min: 5, kwp_max: 2}
 market: {design: tou}
-ledger: {consensus: bft}
+ledger: {consensus: raft, faulty: -1}
+privacy: {epsilon: 1.0}
 """
 
 
@@ -61,11 +62,14 @@ def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
         "agents.battery.capacity_kwh",
         "agents.pv",
         "market",
-        "ledger",
+        "ledger.consensus",
+        "ledger.faulty",
+        "privacy",
     ]:
         assert expected in paths, (expected, paths)
     messages = dict(info.value.problems)
-    assert "not implemented yet" in messages["ledger"]
+    assert "not implemented yet" in messages["privacy"]
+    assert "'pow', 'pos' or 'bft'" in messages["ledger.consensus"]
     assert "needs a tariff" in messages["market"]
     assert "unknown key" in messages["grid.colour"]
     assert "1-LV-semiurb4--0-sw" in messages["grid.code"]  # says what would be valid
@@ -125,3 +129,36 @@ def test_json_schema_has_units_and_descriptions() -> None:
         for name, prop in definition.get("properties", {}).items():
             assert prop.get("description"), name
     json.dumps(schema)
+
+
+LEDGER = """
+name: l
+time: {start: 2016-06-01T00:00:00, duration: 1d, step: 1h}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("grid: {source: pandapower, case: case5}\nledger: {consensus: bft}", "add a market section"),
+        ("ledger: {consensus: bft}", "grid: required key is missing"),
+        (
+            "grid: {source: pandapower, case: case5}\nmarket: {design: uniform}\n"
+            "ledger: {consensus: pos, workload: {tx_per_s: 5}}",
+            "standalone mode",
+        ),
+        ("ledger: {consensus: pow, permissioned: true, workload: {tx_per_s: 1}}", "open by construction"),
+        ("ledger: {consensus: pos, behaviour: equivocating, workload: {tx_per_s: 1}}", "bft only"),
+        ("ledger: {consensus: bft, validators: 4, faulty: 5, workload: {tx_per_s: 1}}", "cannot exceed"),
+        (
+            "ledger: {consensus: bft, workload: {tx_per_s: 1}, network: {regions: [a, b], "
+            "one_way_delay_ms: [[0, 1]]}}",
+            "2 x 2",
+        ),
+    ],
+)
+def test_ledger_section_refuses_inconsistent_studies(tmp_path: Path, extra: str, message: str) -> None:
+    """A ledger needs trades (a market) or a workload, never both; options must fit the consensus."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, LEDGER + extra))
+    assert message in str(info.value), str(info.value)
