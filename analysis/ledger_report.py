@@ -236,12 +236,12 @@ def _cdf_curve(ax: Axes, x_s: Arr, label: str, annotate: bool, **kw: Any) -> boo
     if not x.size:
         return False
     p50, p95 = _pct(x_s, 50), _pct(x_s, 95)
-    (line,) = ax.step(np.maximum(x, FLOOR_S), y, where="post", lw=1.4, label=f"{label} (n={x_s.size})", **kw)
-    if annotate:
-        for q, p, dx, dy, ha in ((0.5, p50, 6, -14, "left"), (0.95, p95, -6, 6, "right")):
-            ax.plot(max(p, FLOOR_S), q, "o", color=line.get_color(), ms=5)
-            ax.annotate(f"p{round(q * 100)} {_sig(p)} s", (max(p, FLOOR_S), q), xytext=(dx, dy), ha=ha,
-                        textcoords="offset points", fontsize=8, color=line.get_color())  # fmt: skip
+    stats = f", p50 {_sig(p50)} s, p95 {_sig(p95)} s" if annotate else ""
+    (line,) = ax.step(
+        np.maximum(x, FLOOR_S), y, where="post", lw=1.4, label=f"{label} (n={x_s.size}{stats})", **kw
+    )
+    if annotate:  # the markers; their values are in the legend (labels beside them would overlap)
+        ax.plot(np.maximum([p50, p95], FLOOR_S), [0.5, 0.95], "o", color=line.get_color(), ms=5)
     return True
 
 

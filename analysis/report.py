@@ -659,8 +659,9 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
     out.mkdir(parents=True, exist_ok=True)
     with h5py.File(h5_path, "r") as f:
         d = _load(f)
+        grid = "grid" in f or "agents" in f  # else the ledger ran alone on a workload
         figs = [fn(d, out) for fn in (_fig_voltage, _fig_duration, _fig_losses_import,
-                                     _fig_network, _fig_agents)]  # fmt: skip
+                                     _fig_network, _fig_agents)] if grid else []  # fmt: skip
         m = _load_market(f, d)
         mfigs = [] if m is None else [fn(d, m, out) for fn in (_fig_price_duration, _fig_lmp_heatmap,
                                                                _fig_market_volume, _fig_ac_gap)]  # fmt: skip
@@ -693,6 +694,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         ("Import (positive part)", f"{imp.clip(0, None).sum() * h:.3f} MWh"),
         ("Export (negative part)", f"{-imp.clip(None, 0).sum() * h:.3f} MWh"),
     ]
+    if not grid:
+        rows = rows[:4]
     for k in sorted(d["energy"]):
         p, n = d["energy"][k]
         rows.append((f"Energy {html.escape(k)}", f"{p + n:.3f} MWh (+{p:.3f} / {n:.3f})"))
@@ -708,7 +711,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     body = (
         f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
-        f"<h2>Figures</h2>\n{_imgs(figs)}\n{market}"
+        + (f"<h2>Figures</h2>\n{_imgs(figs)}\n" if figs else "")
+        + f"{market}"
         f"<details><summary>Scenario YAML</summary><pre>{html.escape(yaml_text)}</pre></details>"
     )
     path = out / "index.html"
