@@ -31,19 +31,21 @@ from cosim.models.ledger.consensus import Consensus
 from cosim.models.ledger.contracts import Ledger
 
 MICRO = 1_000_000
+# Text columns are fixed-width ASCII (compressible, unlike variable-length strings); a value that does not
+# fit is an error, never truncated. 512 bytes hold the largest payload (a trade, ~240) and two signatures.
 TX_COLUMNS: tuple[tuple[str, Any, str], ...] = (
-    ("tx_id", object, "SHA-256 hex"),
-    ("kind", object, "trade, meter, settle, cancel or transfer"),
-    ("sender", object, "public key hex"),
+    ("tx_id", "S64", "SHA-256 hex"),
+    ("kind", "S8", "trade, meter, settle, cancel or transfer"),
+    ("sender", "S64", "public key hex"),
     ("nonce", np.int64, "1"),
-    ("payload", object, "canonical JSON"),
-    ("signatures", object, "canonical JSON [[public key hex, signature hex], ...]"),
+    ("payload", "S512", "canonical JSON"),
+    ("signatures", "S512", "canonical JSON [[public key hex, signature hex], ...]"),
     ("submit_s", np.float64, "Unix s"),
     ("include_s", np.float64, "Unix s, NaN if not included"),
     ("final_s", np.float64, "Unix s, NaN if not final"),
     ("height", np.int64, "block height, -1 if not in a block"),
     ("gas_used", np.int64, "gas"),
-    ("status", object, "contract receipt, 'pending', or why the gateway rejected it"),
+    ("status", "S24", "contract receipt, 'pending', or why the gateway rejected it"),
 )
 BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("height", np.int64, "1"),
@@ -53,10 +55,10 @@ BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("gas_used", np.int64, "gas"),
     ("size_bytes", np.int64, "bytes"),
     ("stale", np.bool_, "lost a fork (not in the hash chain; hash fields empty)"),
-    ("hash", object, "SHA-256 hex of the header"),
-    ("prev_hash", object, "SHA-256 hex"),
-    ("merkle_root", object, "SHA-256 hex"),
-    ("tx_ids", object, "canonical JSON list of tx ids"),
+    ("hash", "S64", "SHA-256 hex of the header"),
+    ("prev_hash", "S64", "SHA-256 hex"),
+    ("merkle_root", "S64", "SHA-256 hex"),
+    ("tx_ids", object, "canonical JSON list of tx ids (variable length)"),
 )
 
 
@@ -85,9 +87,15 @@ class _Rows:
 
     def take(self) -> dict[str, np.ndarray]:
         cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(self.columns)
-        out = {
-            name: np.array(col, dtype=dtype) for (name, dtype, _), col in zip(self.columns, cols, strict=True)
-        }
+        out = {}
+        for (name, dtype, _), col in zip(self.columns, cols, strict=True):
+            if isinstance(dtype, str):  # fixed-width text
+                width = int(dtype[1:])
+                if col and max(map(len, col)) > width:
+                    raise ValueError(f"a value of column {name!r} is longer than its {width} bytes")
+                out[name] = np.array(col, dtype=object).astype(dtype) if col else np.zeros(0, dtype)
+            else:
+                out[name] = np.array(col, dtype=dtype)
         self.rows = []
         return out
 
@@ -279,7 +287,7 @@ class LedgerModel:
         self._run(until)
         if last:
             self.engine.close()
-            self._collect(np.inf)
+            self._collect(until, close=True)
         return self._report(until, n_late, late_cost, last)
 
     def _cancel(self, tau: float, trade: Transaction) -> None:
@@ -305,8 +313,9 @@ class LedgerModel:
         self.engine.run(until)
         self._collect(until)
 
-    def _collect(self, until: float) -> None:
-        """Take the engine's new ranges and blocks; execute the canonical blocks final by ``until``."""
+    def _collect(self, until: float, close: bool = False) -> None:
+        """Take the engine's new ranges and blocks; execute the canonical blocks final by ``until`` (all when
+        closing: their transactions not final by ``until`` get no finality time)."""
         for lo, hi, include, final, height in self.engine.ranges[self._n_ranges :]:
             self.include_tau[lo:hi], self.final_tau[lo:hi], self.height[lo:hi] = include, final, height
         self._n_ranges = len(self.engine.ranges)
@@ -320,18 +329,19 @@ class LedgerModel:
         self._n_blocks = len(self.engine.blocks)
         done = 0
         for block in self.to_execute:
-            if block.final_s > until and np.isfinite(until):
+            if block.final_s > until and not close:
                 break
-            self._execute(block)
+            self._execute(block, until)
             done += 1
         del self.to_execute[:done]
 
-    def _execute(self, block: Any) -> None:
+    def _execute(self, block: Any, until: float) -> None:
         """Apply a canonical block's transactions to the contract state and append it to the hash chain."""
         lo, hi = block.first_tx, block.first_tx + block.n_tx
         txs = self.submitted[lo:hi]
         sealed = self.chain.seal(txs, self.epoch_unix_s + block.time_s, f"validator-{block.proposer}")
         gas = 0
+        self.final_tau[lo:hi][self.final_tau[lo:hi] > until] = np.nan
         for i, tx in enumerate(txs, start=lo):
             receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
             gas += receipt.gas_used
