@@ -85,14 +85,15 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
     """Re-check the hash chain stored in a run's ``/ledger`` tables.
 
     Every hash link, Merkle root, transaction id and signature of the chain (the non-stale rows of
-    ``/ledger/blocks`` and the transactions they carry) is recomputed from the stored bytes.
+    ``/ledger/blocks`` and the transactions they carry: the ``/ledger/tx`` rows of their height, in row
+    order) is recomputed from the stored bytes.
 
     Returns
     -------
     ``(ok, problem, n_blocks, n_tx)``: ``problem`` names the first altered block (by height) or transaction.
     Raises ResultsError when the file has no stored chain.
     """
-    from cosim.models.ledger.chain import verify_records
+    from cosim.models.ledger.chain import canonical, verify_records
 
     with h5py.File(path, "r") as f:
         if "ledger/blocks" not in f or "ledger/tx" not in f:
@@ -100,20 +101,8 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
                 f"{path} has no /ledger/blocks and /ledger/tx tables (ledger.record_tables false?)"
             )
         b, t = f["ledger/blocks"], f["ledger/tx"]
-        live = ~b["stale"][:]
-        proposer = b["proposer"][:][live]
-        blocks = [
-            {
-                "height": int(h), "time_s": float(ts), "prev_hash": ph, "merkle_root": mr, "tx_ids": ids,
-                "hash": hh, "proposer": "genesis" if p < 0 else f"validator-{p}",
-            }
-            for h, ts, p, ph, mr, ids, hh in zip(
-                b["height"][:][live], b["time_s"][:][live], proposer, *(
-                    b[c].asstr()[:][live] for c in ("prev_hash", "merkle_root", "tx_ids", "hash")
-                ), strict=True,
-            )
-        ]  # fmt: skip
         in_chain = t["height"][:] >= 0
+        height = t["height"][:][in_chain]
         cols = {c: t[c].asstr()[:][in_chain] for c in ("tx_id", "kind", "payload", "sender", "signatures")}
         nonce = t["nonce"][:][in_chain]
         txs = [
@@ -122,6 +111,21 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
                 "sender": cols["sender"][i], "nonce": int(nonce[i]), "signatures": cols["signatures"][i],
             }
             for i in range(len(nonce))
+        ]  # fmt: skip
+        ids_of: dict[int, list[str]] = {}
+        for h, tx_id in zip(height.tolist(), cols["tx_id"].tolist(), strict=True):
+            ids_of.setdefault(h, []).append(tx_id)
+        live = ~b["stale"][:]
+        blocks = [
+            {
+                "height": h, "time_s": ts, "prev_hash": ph, "merkle_root": mr, "hash": hh,
+                "tx_ids": canonical(ids_of.get(h, [])).decode(),
+                "proposer": "genesis" if p < 0 else f"validator-{p}",
+            }
+            for h, ts, p, ph, mr, hh in zip(
+                b["height"][:][live].tolist(), b["time_s"][:][live].tolist(), b["proposer"][:][live].tolist(),
+                *(b[c].asstr()[:][live] for c in ("prev_hash", "merkle_root", "hash")), strict=True,
+            )
         ]  # fmt: skip
     ok, problem = verify_records(blocks, txs)
     return ok, problem, len(blocks), len(txs)

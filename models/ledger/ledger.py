@@ -25,8 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cosim.models.ledger.chain import Chain, KeyPair, Transaction, canonical, verify_signatures
-from cosim.models.ledger.chain import required_signers as _signers
+from cosim.models.ledger.chain import (
+    Chain,
+    KeyPair,
+    Transaction,
+    canonical,
+    required_signers,
+    verify_signatures,
+)
 from cosim.models.ledger.consensus import Consensus
 from cosim.models.ledger.contracts import Ledger
 
@@ -58,8 +64,7 @@ BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("hash", "S64", "SHA-256 hex of the header"),
     ("prev_hash", "S64", "SHA-256 hex"),
     ("merkle_root", "S64", "SHA-256 hex"),
-    ("tx_ids", object, "canonical JSON list of tx ids (variable length)"),
-)
+)  # a block's transactions are the /ledger/tx rows of its height, in row order
 
 
 @dataclass
@@ -143,6 +148,7 @@ class LedgerModel:
         self.wallets = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
         self.meters = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
         self.address = [w.public_hex for w in self.wallets]
+        self.account_of = {a: i for i, a in enumerate(self.address)}
         self.state = Ledger(
             {a: round(initial_balance * MICRO) for a in self.address},
             {a: m.public_hex for a, m in zip(self.address, self.meters, strict=True)},
@@ -232,7 +238,7 @@ class LedgerModel:
         status = None
         if tx.tx_id in self.seen:
             status = "replay"
-        elif not verify_signatures(tx, _signers(tx)):
+        elif not verify_signatures(tx, required_signers(tx)):
             status = "bad_signature"
         if status is None:
             self._queue(tau, tx)
@@ -291,7 +297,7 @@ class LedgerModel:
         return self._report(until, n_late, late_cost, last)
 
     def _cancel(self, tau: float, trade: Transaction) -> None:
-        buyer = int(self.address.index(trade.payload["buyer"]))
+        buyer = self.account_of[trade.payload["buyer"]]
         tx = Transaction("cancel", {"token": trade.tx_id}, trade.sender, self._next_nonce(trade.sender))
         self.admit(tau, tx.signed(self.wallets[buyer]))
 
@@ -369,9 +375,7 @@ class LedgerModel:
     ) -> None:
         if not self.record_tables:
             return
-        chain = ("", "", "", "[]") if sealed is None else (
-            sealed.hash, sealed.prev_hash, sealed.merkle_root, canonical(list(sealed.tx_ids)).decode()
-        )  # fmt: skip
+        chain = ("", "", "") if sealed is None else (sealed.hash, sealed.prev_hash, sealed.merkle_root)
         time_unix = sealed.time_s if sealed is not None else self.epoch_unix_s + time_s
         self.block_rows.rows.append((height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain))
 

@@ -84,6 +84,13 @@ def test_verify_ledger_names_the_altered_block_or_transaction(
     with h5py.File(tampered, "r+") as f:
         f["ledger/blocks/time_s"][5] += 1.0
     assert verify_ledger(tampered)[:2] == (False, "block 5: hash mismatch")
+    shutil.copy(default_run.path, tampered)
+    with h5py.File(tampered, "r+") as f:  # move a transaction to another block
+        height = f["ledger/tx/height"]
+        i = int(np.flatnonzero(height[:] > 1)[0])
+        height[i] = height[i] - 1
+    ok, problem, *_ = verify_ledger(tampered)
+    assert not ok and "merkle root mismatch" in str(problem)
 
 
 @pytest.mark.parametrize(("consensus", "validators"), [("bft", 16), ("pos", 32), ("pow", 50)])

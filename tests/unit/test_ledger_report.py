@@ -108,7 +108,6 @@ def _add_ledger(
         b.create_dataset("stale", data=np.array(stale, dtype=bool))
         for key in ("hash", "prev_hash", "merkle_root"):
             _strs(b, key, ["" if s else _hex(f"{key}{i}") for i, s in enumerate(stale)])
-        _strs(b, "tx_ids", [json.dumps([_hex(f"tx{2 * i}"), _hex(f"tx{2 * i + 1}")]) for i in range(m)])
     return path
 
 
