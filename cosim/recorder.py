@@ -156,11 +156,21 @@ class H5Recorder:
             group, _, name = key.rpartition("/")
             (self._file.require_group(group) if group else self._file).attrs[name] = value
 
-    def close(self, complete: bool, attrs: dict[str, Any] | None = None) -> Path:
-        """Flush and close; rename to the final path when ``complete``. Returns the file written."""
+    def close(
+        self,
+        complete: bool,
+        attrs: dict[str, Any] | None = None,
+        datasets: dict[str, tuple[np.ndarray, str]] | None = None,
+    ) -> Path:
+        """Flush and close; rename to the final path when ``complete``. Returns the file written.
+
+        ``datasets`` are written at the end, ``{path: (array, units)}`` (results of the whole run).
+        """
         if not self._file.id.valid:
             return self.path if complete else self.partial_path
         self.flush()
+        for key, (data, units) in (datasets or {}).items():
+            self._file.create_dataset(key, data=np.asarray(data)).attrs["units"] = units
         self._set_attrs(attrs or {})
         self._file.attrs["complete"] = complete
         self._file.attrs["n_steps"] = self.n_steps

@@ -22,8 +22,6 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 RESERVED_SECTIONS = {
     "privacy": "issue #5 (privacy, carbon and fairness)",
-    "emissions": "issue #5 (privacy, carbon and fairness)",
-    "equity": "issue #5 (privacy, carbon and fairness)",
     "events": "issue #6 (uncertainty, contingencies and outages)",
 }
 
@@ -450,13 +448,112 @@ class LedgerConfig(_Section):
         return self.consensus == "bft" if self.permissioned is None else self.permissioned
 
 
+class StackUnit(_Section):
+    """One unit of the upstream merit-order stack."""
+
+    capacity_mw: float = _field("Capacity", unit="MW", gt=0)
+    cost_per_mwh: float = _field("Marginal cost (sets the merit order)", unit="$/MWh")
+    kg_per_mwh: float = _field("Emission factor", unit="kg/MWh", ge=0)
+
+
+class UpstreamEmissionsConfig(_Section):
+    """Emissions of energy imported from the upstream grid: give one of the three forms."""
+
+    kg_per_mwh: float | None = _field(
+        "A constant factor (default 527: German mix 2016, Umweltbundesamt)", None, unit="kg/MWh", ge=0
+    )
+    series_csv: Path | None = _field(
+        "CSV file with a column kg_per_mwh, one row per step (relative to the scenario file)", None
+    )
+    stack: list[StackUnit] | None = _field(
+        "Merit-order stack dispatched to base_mw plus the import; its marginal unit sets the marginal factor",
+        None,
+    )
+    base_mw: float = _field("The upstream system's own demand under the stack", unit="MW", default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> UpstreamEmissionsConfig:
+        given = [k for k in ("kg_per_mwh", "series_csv", "stack") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of kg_per_mwh, series_csv or stack, not {' and '.join(given)}")
+        if self.stack is not None and not self.stack:
+            raise ValueError("stack needs at least one unit")
+        return self
+
+
+class EmissionsConfig(_Section):
+    """Emissions accounting: factors, the upstream grid, nodal marginal factors, a carbon price."""
+
+    pv_kg_per_mwh: float = _field(
+        "Rooftop PV (IPCC AR5 life-cycle median)", unit="kg/MWh", default=41.0, ge=0
+    )
+    sgen_kg_per_mwh: float = _field(
+        "Other static generators (IPCC AR5 utility PV median)", unit="kg/MWh", default=48.0, ge=0
+    )
+    gen_kg_per_mwh: float = _field(
+        "Generators (IPCC AR5 gas combined cycle)", unit="kg/MWh", default=490.0, ge=0
+    )
+    battery_kg_per_mwh: float = _field(
+        "Battery discharge (its charging is counted where it happens)", unit="kg/MWh", default=0.0, ge=0
+    )
+    upstream: UpstreamEmissionsConfig = _field("The upstream grid", default_factory=UpstreamEmissionsConfig)
+    carbon_price_per_t: float = _field(
+        "Carbon price added to every offer (factor x price) and deducted from export bids, so prices and "
+        "dispatch respond",
+        unit="$/t",
+        default=0.0,
+        ge=0,
+    )
+    losses: bool = _field(
+        "Adjust the nodal marginal factors for losses (AC power flow sensitivities)", default=True
+    )
+
+
+class EquityConfig(_Section):
+    """Equity accounting: each agent's bill, revenue and surplus against a tariff baseline; Gini; a rule."""
+
+    baseline_tariff: list[TariffPeriod] = _field(
+        "The tou baseline each agent's surplus is measured against; default: the market's tariff if it has "
+        "one, else a flat tariff at the upstream import price",
+        default_factory=list,
+    )
+    baseline_export_price_per_mwh: float | None = _field(
+        "Price of injections under the baseline; default: the baseline tariff (net metering)",
+        None,
+        unit="$/MWh",
+    )
+    low_income_share: float = _field(
+        "Share of household loads flagged low-income (seeded draw), the beneficiaries of the rule",
+        default=0.3,
+        ge=0,
+        le=1,
+    )
+    rule: Literal["none", "level_up", "proportional"] = _field(
+        "Fairness rule in settlement: a levy on consumption redistributed each month to low-income agents, "
+        "levelling up the lowest surpluses (level_up) or in equal shares (proportional)",
+        default="none",
+    )
+    levy_per_mwh: float = _field(
+        "Levy on every MWh consumed that funds the rule", unit="$/MWh", default=0.0, ge=0
+    )
+
+    @model_validator(mode="after")
+    def _levy(self) -> EquityConfig:
+        if (self.rule == "none") != (self.levy_per_mwh == 0):
+            raise ValueError("a rule needs levy_per_mwh > 0 to fund it, and a levy needs a rule")
+        hours = [p.from_hour for p in self.baseline_tariff]
+        if hours and (hours[0] != 0 or hours != sorted(set(hours))):
+            raise ValueError("baseline_tariff periods must start at hour 0, in order")
+        return self
+
+
 class OutputConfig(_Section):
     """Where and what the recorder writes."""
 
     path: Path | None = _field("HDF5 file; default results/<name>.h5", None)
-    groups: list[Literal["grid", "agents", "market", "ledger"]] = _field(
-        "Groups to record (market and ledger only when the scenario has them)",
-        default_factory=lambda: ["grid", "agents", "market", "ledger"],
+    groups: list[Literal["grid", "agents", "market", "ledger", "emissions", "equity", "privacy"]] = _field(
+        "Groups to record (the optional ones only when the scenario has them)",
+        default_factory=lambda: ["grid", "agents", "market", "ledger", "emissions", "equity", "privacy"],
     )
     chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
     compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
@@ -476,8 +573,12 @@ class Scenario(_Section):
     market: MarketConfig | None = _field("Market clearing; none: agents follow their profiles", None)
     ledger: LedgerConfig | None = _field("Blockchain ledger recording and settling the trades", None)
     privacy: Any = _field("Reserved: differential privacy (not implemented yet)", None)
-    emissions: Any = _field("Reserved: emissions accounting (not implemented yet)", None)
-    equity: Any = _field("Reserved: equity accounting (not implemented yet)", None)
+    emissions: EmissionsConfig | None = _field(
+        "Emissions accounting and carbon price (needs a dcopf or central market)", None
+    )
+    equity: EquityConfig | None = _field(
+        "Equity accounting: bills, surplus, Gini, a fairness rule (needs a market)", None
+    )
     events: Any = _field("Reserved: outages and contingencies (not implemented yet)", None)
 
     @field_validator(*RESERVED_SECTIONS)
@@ -503,6 +604,14 @@ class Scenario(_Section):
             )
         if self.ledger is not None and not workload and self.market is None:
             raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
+        if self.emissions is not None and (
+            self.market is None or self.market.design not in ("dcopf", "central")
+        ):
+            raise ValueError(
+                "emissions needs a market with a network model (design dcopf or central): its nodal factors"
+            )
+        if self.equity is not None and self.market is None:
+            raise ValueError("equity accounts the market's payments: add a market section")
         return self
 
     @property
@@ -559,6 +668,14 @@ def validate_scenario(data: Any, source: str = "scenario", base_dir: Path | None
         if not path.is_file():
             raise ScenarioError([("grid.path", f"no such file: {path}")], source)
         scenario = scenario.model_copy(update={"grid": grid.model_copy(update={"path": path})})
+    em = scenario.emissions
+    if em is not None and em.upstream.series_csv is not None:
+        csv = em.upstream.series_csv
+        csv = csv if csv.is_absolute() or base_dir is None else base_dir / csv
+        if not csv.is_file():
+            raise ScenarioError([("emissions.upstream.series_csv", f"no such file: {csv}")], source)
+        upstream = em.upstream.model_copy(update={"series_csv": csv})
+        scenario = scenario.model_copy(update={"emissions": em.model_copy(update={"upstream": upstream})})
     return scenario
 
 

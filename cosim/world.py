@@ -42,6 +42,7 @@ SIM_CONFIG: dict[str, Any] = {
     "Grid": {"python": "cosim.models.grid.sim:GridSim"},
     "Market": {"python": "cosim.models.market.sim:MarketSim"},
     "Ledger": {"python": "cosim.models.ledger.sim:LedgerSim"},
+    "Accounting": {"python": "cosim.models.accounting.sim:AccountingSim"},
     "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
 }
 PACKAGES = ("cosim-te", "numpy", "scipy", "pandas", "pandapower", "simbench", "mosaik", "h5py", "pydantic")
@@ -164,6 +165,116 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
     return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted)
 
 
+@dataclass
+class Accounting:
+    """The emissions and equity accounts of a run, with what their HDF5 contract needs."""
+
+    emissions: Any = None  # EmissionAccounting
+    equity: Any = None  # EquityAccumulator
+    beneficiary: np.ndarray | None = None  # (n_agent,) bool: low-income agents the rule favours
+    baseline_price_per_mwh: np.ndarray | None = None
+    baseline_export_per_mwh: np.ndarray | None = None
+    attrs: dict[str, Any] | None = None
+
+
+def _upstream_emissions(scenario: Scenario) -> Any:
+    from cosim.models.accounting.emissions import UpstreamGrid
+
+    assert scenario.emissions is not None
+    up = scenario.emissions.upstream
+    if up.stack is not None:
+        units = np.array([(u.capacity_mw, u.cost_per_mwh, u.kg_per_mwh) for u in up.stack])
+        return UpstreamGrid.stack(units[:, 0], units[:, 1], units[:, 2], up.base_mw)
+    if up.series_csv is not None:
+        import pandas as pd
+
+        try:
+            series = pd.read_csv(up.series_csv)["kg_per_mwh"].to_numpy(dtype=float)
+        except (KeyError, ValueError, OSError) as exc:
+            raise ScenarioError(
+                [("emissions.upstream.series_csv", f"needs a numeric column kg_per_mwh: {exc}")]
+            ) from None
+        if len(series) < scenario.time.n_steps or not np.isfinite(series).all() or (series < 0).any():
+            raise ScenarioError([(
+                "emissions.upstream.series_csv",
+                f"needs {scenario.time.n_steps} finite, non-negative rows (one per step), has {len(series)}",
+            )])  # fmt: skip
+        return UpstreamGrid.series(series)
+    return UpstreamGrid.constant(527.0 if up.kg_per_mwh is None else up.kg_per_mwh)
+
+
+def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market | None) -> Accounting:
+    """Emissions and equity accounts of the scenario (and the carbon price put on the market's offers)."""
+    from cosim.models.accounting.emissions import EmissionAccounting, EmissionFactors
+    from cosim.models.accounting.equity import EquityAccumulator, study_month_of_step
+    from cosim.models.agents.fleet import household_rows
+
+    out = Accounting()
+    table = fleet.table
+    if scenario.emissions is not None and market is not None:
+        em = scenario.emissions
+        factors = EmissionFactors(
+            em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
+            _upstream_emissions(scenario),
+        )  # fmt: skip
+        network = market.model.network
+        out.emissions = EmissionAccounting(
+            net, network, market.bidder, table.kind, table.bus, factors, losses=em.losses
+        )
+        if em.carbon_price_per_t > 0:
+            market.carbon = (out.emissions.steps, em.carbon_price_per_t)
+        out.attrs = {
+            "emissions/carbon_price_per_t": em.carbon_price_per_t,
+            "emissions/upstream": factors.upstream.kind,
+        }
+    if scenario.equity is not None and scenario.market is not None:
+        eq, m = scenario.equity, scenario.market
+        periods = [(p.from_hour, p.price_per_mwh) for p in (eq.baseline_tariff or m.tariff)]
+        flat = [(0.0, m.upstream.import_price_per_mwh)]  # no tariff given: a flat one at the import price
+        out.baseline_price_per_mwh = posted_price(fleet.times_s, periods or flat)
+        if eq.baseline_export_price_per_mwh is not None:
+            out.baseline_export_per_mwh = np.full(len(fleet.times_s), eq.baseline_export_price_per_mwh)
+        out.equity = EquityAccumulator(len(table), study_month_of_step(fleet.times_s))
+        homes = set(household_rows(net, scenario.agents.household_profiles).tolist())
+        loads = [a for a in table.where("load") if net.load.index.get_loc(table.elements[a][1]) in homes]
+        rng = rng_for(scenario.seed, "equity")
+        out.beneficiary = np.zeros(len(table), dtype=bool)
+        if loads:
+            out.beneficiary[
+                rng.choice(loads, size=round(eq.low_income_share * len(loads)), replace=False)
+            ] = True
+        out.attrs = (out.attrs or {}) | {"equity/rule": eq.rule, "equity/levy_per_mwh": eq.levy_per_mwh}
+    return out
+
+
+def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.ndarray) -> tuple[dict, dict]:
+    """The /equity datasets and attributes of a finished run."""
+    from cosim.models.accounting.equity import study_month_of_step, study_outputs
+
+    eq = scenario.equity
+    if accounting.equity is None or eq is None:
+        return {}, {}
+    res = study_outputs(accounting.equity, accounting.beneficiary, eq.rule, eq.levy_per_mwh)
+    month = study_month_of_step(times_s)
+    starts = times_s[np.searchsorted(month, np.arange(accounting.equity.n_month))]
+    units = {
+        "energy_bought_mwh": "MWh",
+        "energy_sold_mwh": "MWh",
+        "gini": "1",
+        "gini_bill": "1",
+        "lorenz": "1",
+    }
+    data = {f"equity/{k}": (np.asarray(v), units.get(k, "$")) for k, v in res.items() if np.ndim(v)}
+    data["equity/low_income"] = (np.asarray(accounting.beneficiary), "1")
+    data["equity/month_start"] = (starts, "Unix s")
+    attrs = {
+        "equity/gini_surplus": res["gini_surplus"], "equity/gini_bill": res["gini_bill_study"],
+        "equity/absolute_gini_surplus": res["absolute_gini_surplus"],
+        "equity/lorenz_shifted": bool(res["lorenz_shifted"]),
+    }  # fmt: skip
+    return data, attrs
+
+
 def nakamoto_coefficient(power: np.ndarray) -> int:
     """Fewest validators holding more than 1/3 of the voting power (enough to halt finality)."""
     share = np.sort(power)[::-1] / power.sum()
@@ -264,6 +375,37 @@ def _ledger_contract(
     if not ledger.record_tables:
         tables, routes = [], {k: v for k, v in routes.items() if k[1] not in ("tx", "blocks")}
     return series, tables, routes
+
+
+def _emissions_contract(
+    accounting: Accounting, groups: Sequence[str], n_bus: int
+) -> tuple[list[Series], list[Table], dict[tuple[str, str], str]]:
+    """Series, tables and routes of the /emissions group."""
+    if accounting.emissions is None or "emissions" not in groups:
+        return [], [], {}
+    declared = [
+        (
+            "total_kg",
+            "kg",
+            None,
+            "CO2 emitted by the dispatch of the interval (imports at the upstream factor)",
+        ),
+        ("average_kg_per_mwh", "kg/MWh", None, "total_kg per MWh of cleared demand"),
+        ("upstream_kg", "kg", None, "CO2 of the energy imported from the upstream grid"),
+        ("marginal_kg_per_mwh", "kg/MWh", n_bus, "nodal marginal emission factor, losses included"),
+        ("marginal_lossless_kg_per_mwh", "kg/MWh", n_bus, "nodal marginal emission factor of the DC-OPF"),
+    ]
+    series = [
+        Series(f"emissions/{a}", u, np.float64, w, d, "grid/bus/name" if w else "") for a, u, w, d in declared
+    ]
+    routes = {("Accounting-0.accounting", a): f"emissions/{a}" for a, *_ in declared}
+    routes[("Accounting-0.accounting", "trades")] = "emissions/trades"
+    table = Table(
+        "emissions/trades",
+        (("step", np.int64, "1"), ("kg", np.float64, "kg CO2, + = a carbon cost, - = a credit")),
+        "emissions impact of each trade; row i belongs to row i of /market/trades",
+    )
+    return series, [table], routes
 
 
 def _series_and_static(
@@ -450,6 +592,12 @@ def run(
     more_series, more_tables, more_routes = _ledger_contract(ledger, scenario.output.groups)
     series, tables, routes = series + more_series, tables + more_tables, routes | more_routes
     attrs = {f"ledger/{k}": v for k, v in ledger_attrs.items()} if more_routes else {}
+    accounting = build_accounting(scenario, net, fleet, market) if fleet is not None else Accounting()
+    em_series, em_tables, em_routes = _emissions_contract(
+        accounting, scenario.output.groups, len(net.bus) if net is not None else 0
+    )
+    series, tables, routes = series + em_series, tables + em_tables, routes | em_routes
+    attrs |= {k: v for k, v in (accounting.attrs or {}).items() if k.split("/")[0] in scenario.output.groups}
     attrs |= {
         "scenario_yaml": scenario.to_yaml(),
         "seed": scenario.seed,
@@ -494,6 +642,19 @@ def run(
             world.connect(fleet_e, market_e, "bids", "forecast_mw", time_shifted=True, initial_data=first)
             world.connect(market_e, fleet_e, "award_mw")
             sources["Market"] = market_e
+        if net is not None and (accounting.emissions is not None or accounting.equity is not None):
+            acc_e = world.start(
+                "Accounting",
+                step_s=step_s,
+                n_bus=len(net.bus),
+                emissions=accounting.emissions,
+                equity=accounting.equity,
+                baseline_price_per_mwh=accounting.baseline_price_per_mwh,
+                baseline_export_per_mwh=accounting.baseline_export_per_mwh,
+            ).Accounting()
+            world.connect(market_e, acc_e, "detail", ("trades", "market_trades"), "payment", "award_mw")
+            world.connect(grid_e, acc_e, "vm_pu", "va_degree")
+            sources["Accounting"] = acc_e
         if ledger is not None:
             workload = scenario.ledger.workload if scenario.ledger else None
             ledger_e = world.start(
@@ -528,8 +689,12 @@ def run(
         ) from exc
     if bar is not None:
         bar.close()
+    equity_data, equity_attrs = (
+        _equity_datasets(scenario, accounting, times_s) if "equity" in scenario.output.groups else ({}, {})
+    )
     path = recorder.close(
         complete=True,
+        datasets=equity_data,
         attrs={
             "n_not_converged": stats.n_not_converged,
             "power_flow_s": stats.solver_s,
@@ -541,7 +706,8 @@ def run(
             {"ledger/notes": ledger.engine.notes, "ledger/n_rejected": ledger.n_rejected}
             if ledger is not None and more_routes
             else {}
-        ),
+        )
+        | equity_attrs,
     )
     wall_s = wallclock.perf_counter() - t0
     return RunSummary(

@@ -45,6 +45,10 @@ class Market:
     on_failure : ``continue`` or ``stop``
     demand_q_ratio : (n_demand,) q/p of each demand step (acopf)
     posted_price_per_mwh : (T,) the tariff of every step (tou, dr)
+    carbon : ``(StepFactors, carbon_price_per_t)``: offers carry their marginal emissions at that price
+
+    After ``clear``, ``last_bids`` and ``last_clearing`` hold what was cleared (bids with the carbon adder;
+    clearing None when it failed) for the accounting of the interval.
     """
 
     def __init__(
@@ -56,8 +60,12 @@ class Market:
         on_failure: str = "continue",
         demand_q_ratio: np.ndarray | None = None,
         posted_price_per_mwh: np.ndarray | None = None,
+        carbon: tuple[Any, float] | None = None,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
+        self.carbon, self._import_mw = carbon, 0.0
+        self.last_bids: Bids | None = None
+        self.last_clearing: Clearing | None = None
         self.n_bus = len(net.bus)
         d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
         if design == "uniform":
@@ -105,10 +113,21 @@ class Market:
         ModelNotConverged
             when the clearing fails and ``on_failure`` is ``stop``.
         """
+        if self.carbon is not None:
+            from cosim.models.accounting.emissions import carbon_priced
+
+            steps, price_per_t = self.carbon
+            fac = steps.at(step, self._import_mw)  # the last interval's import sets a stack's margin
+            bids = carbon_priced(
+                bids, fac.supply_marginal_kg_per_mwh, price_per_t, fac.demand_marginal_kg_per_mwh
+            )
         if self.design in ("tou", "dr"):
             clearing: Clearing = self.model.clear(bids, float(self.posted_price_per_mwh[step]), self.n_bus)
         else:
             clearing = self.model.clear(bids)
+        self.last_bids, self.last_clearing = bids, clearing if clearing.status == "optimal" else None
+        if self.carbon is not None and self.last_clearing is not None:
+            self._import_mw = self.carbon[0].import_mw(clearing.supply_mw, clearing.demand_mw)
         if clearing.status != "optimal":
             if self.on_failure == "stop":
                 raise ModelNotConverged(

@@ -24,6 +24,7 @@ OUTPUTS = (
     "unserved_mwh",
     "ok",
     "trades",
+    "detail",
 )
 META: Meta = {
     "api_version": "3.0",
@@ -69,7 +70,8 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.stats.n_not_converged += not result.ok
         trades = dict(result.trades)
         trades["step"] = np.full(len(trades["mwh"]), k, dtype=np.int64)
-        self._out = {name: getattr(result, name) for name in OUTPUTS[:-1]} | {"trades": trades}
+        self._out = {name: getattr(result, name) for name in OUTPUTS[:-2]} | {"trades": trades}
+        self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
         return time + self.step_s
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:

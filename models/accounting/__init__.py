@@ -1,0 +1,1 @@
+"""Equity accounting: per-agent bills, revenues and surplus against a tariff, Gini, Lorenz, redistribution."""

@@ -1,0 +1,84 @@
+"""Emissions and equity in the co-simulation: totals from the dispatch, carbon price, money and Gini."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import cosim
+
+STUDY = """
+name: society
+seed: 42
+time: {{start: 2016-06-01T00:00:00, duration: 2d, step: 1h}}
+grid: {{source: simbench, code: 1-LV-semiurb4--0-sw}}
+agents: {{pv: {{share: 0.5}}, battery: {{share: 0.3}}, ev: {{share: 0.2}}}}
+market: {market}
+emissions: {{carbon_price_per_t: {carbon}}}
+equity: {equity}
+"""
+DCOPF = "{design: dcopf}"
+
+
+def run(tmp_path: Path, name: str, market: str = DCOPF, carbon: float = 0.0, equity: str = "{}") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(STUDY.format(market=market, carbon=carbon, equity=equity))
+    return cosim.run(path, out=tmp_path / f"{name}.h5").path
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("society"), "plain")
+
+
+def test_total_emissions_are_dispatch_times_factors(plain: Path) -> None:
+    """total = import x 527 + rooftop PV x 41 + other sgens x 48 (batteries 0) every hour; per-trade rows."""
+    with h5py.File(plain) as f:
+        award = f["market/award_mw"][:]
+        kind = f["agents/kind"].asstr()[:]
+        pv_mwh, sgen_mwh = (-award[:, kind == k].sum(axis=1) for k in ("pv", "sgen"))
+        import_mwh = np.clip(award.sum(axis=1), 0.0, None)
+        expected = 527.0 * import_mwh + 41.0 * pv_mwh + 48.0 * sgen_mwh
+        np.testing.assert_allclose(f["emissions/total_kg"][:], expected, rtol=1e-6, atol=1e-9)
+        assert len(f["emissions/trades/kg"]) == len(f["market/trades/mwh"])
+        mef = f["emissions/marginal_kg_per_mwh"][:]
+        assert mef.shape == (48, len(f["grid/bus/name"]))
+        assert np.isfinite(mef).mean() > 0.9
+
+
+def test_a_carbon_price_lowers_emissions(plain: Path, tmp_path: Path) -> None:
+    """At 200 $/t the import costs 185 $/MWh: elastic demand below that is not served, emissions fall."""
+    priced = run(tmp_path, "priced", carbon=200.0)
+    with h5py.File(plain) as a, h5py.File(priced) as b:
+        assert b["emissions/total_kg"][:].sum() < 0.95 * a["emissions/total_kg"][:].sum()
+        assert np.nanmax(b["market/price_per_mwh"][:]) > np.nanmax(a["market/price_per_mwh"][:]) + 100.0
+
+
+def test_surplus_is_zero_when_the_market_is_the_baseline_tariff(tmp_path: Path) -> None:
+    """Under design tou with the baseline's own tariff every agent pays exactly the baseline."""
+    tariff = "[{from_hour: 0, price_per_mwh: 60}, {from_hour: 17, price_per_mwh: 120}]"
+    path = tmp_path / "tou.yaml"
+    text = STUDY.format(market=f"{{design: tou, tariff: {tariff}}}", carbon=0, equity="{}")
+    path.write_text(text.replace("emissions: {carbon_price_per_t: 0}\n", ""))
+    out = cosim.run(path, out=tmp_path / "tou.h5").path
+    with h5py.File(out) as f:
+        np.testing.assert_allclose(f["equity/surplus"][:], 0.0, atol=1e-9)
+        assert f["equity/bill"][:].sum() > 0
+
+
+def test_fairness_rule_conserves_money(plain: Path, tmp_path: Path) -> None:
+    """A 20 $/MWh levy handed to the low-income households: money conserved, they gain, the others pay."""
+    fair = run(tmp_path, "fair", equity="{rule: level_up, levy_per_mwh: 20}")
+    with h5py.File(plain) as a, h5py.File(fair) as b:
+        transfer, poor = b["equity/transfer"][:], b["equity/low_income"][:]
+        assert abs(transfer.sum()) < 1e-9 and poor.sum() > 0
+        assert transfer[poor].sum() > 0 and (transfer[~poor] <= 1e-12).all()
+        np.testing.assert_allclose(b["equity/surplus"][:], a["equity/surplus"][:] + transfer, atol=1e-9)
+        np.testing.assert_allclose(
+            a["equity/surplus"][:], a["equity/baseline_cost"][:] - a["equity/net_cost"][:], atol=1e-9
+        )
+        lorenz = a["equity/lorenz"][:]
+        assert lorenz[0].tolist() == [0.0, 0.0] and lorenz[-1].tolist() == [1.0, 1.0]
