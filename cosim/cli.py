@@ -95,7 +95,8 @@ def _what(s: Any) -> str:
     """One line on what a scenario simulates."""
     if s.grid is None:
         return f"ledger alone: {s.ledger.consensus} on {s.ledger.workload.tx_per_s} tx/s"
-    extra = "".join(f", {part}" for part in ("market", "ledger") if getattr(s, part) is not None)
+    parts = ("market", "ledger", "emissions", "equity", "privacy")
+    extra = "".join(f", {part}" for part in parts if getattr(s, part) is not None)
     return f"grid {s.grid.source}{extra}"
 
 
