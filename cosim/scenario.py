@@ -21,7 +21,6 @@ from cosim.errors import ScenarioError
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 RESERVED_SECTIONS = {
-    "privacy": "issue #5 (privacy, carbon and fairness)",
     "events": "issue #6 (uncertainty, contingencies and outages)",
 }
 
@@ -547,6 +546,49 @@ class EquityConfig(_Section):
         return self
 
 
+class PrivacyConfig(_Section):
+    """Differentially private release of metered aggregates per bus and interval (OpenDP)."""
+
+    epsilon: float = _field("Privacy loss of one interval's release (all buses, both series)", gt=0)
+    budget: float = _field("Total epsilon of the run; a release that would exceed it is refused", gt=0)
+    mechanism: Literal["laplace", "gaussian"] = _field(
+        "Noise: laplace (pure DP) or gaussian", default="laplace"
+    )
+    delta: float = _field("gaussian: delta of one release", default=0.0, ge=0, lt=1)
+    budget_delta: float = _field("gaussian: total delta of the run", default=0.0, ge=0, lt=1)
+    composition: Literal["basic", "zcdp"] = _field(
+        "How releases add up: basic (epsilons and deltas add) or zcdp (gaussian: rho adds, then converted)",
+        default="basic",
+    )
+    declared_max_kw: float = _field(
+        "Each agent's declared maximum consumption: the sensitivity (never taken from the data)",
+        unit="kW",
+        gt=0,
+    )
+    active_threshold_kw: float = _field(
+        "An agent consuming more than this is counted as active", unit="kW", default=0.0, ge=0
+    )
+    sum_share: float = _field(
+        "Share of epsilon spent on the consumption sums (the rest on the counts)", default=0.5, gt=0, lt=1
+    )
+    sum_method: Literal["vector", "per_group"] = _field(
+        "vector: exact integer sums per bus in numpy, one OpenDP noise call for all buses (fast); per_group: "
+        "one OpenDP clamp-sum-noise chain per bus",
+        default="vector",
+    )
+    evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
+
+    @model_validator(mode="after")
+    def _delta(self) -> PrivacyConfig:
+        if self.mechanism == "gaussian" and not (0 < self.delta <= self.budget_delta):
+            raise ValueError("gaussian needs 0 < delta <= budget_delta")
+        if self.mechanism == "laplace" and (self.delta or self.budget_delta or self.composition == "zcdp"):
+            raise ValueError("laplace is pure epsilon-DP: leave delta, budget_delta and composition zcdp out")
+        if self.epsilon > self.budget:
+            raise ValueError("epsilon of one release exceeds the budget: nothing could be released")
+        return self
+
+
 class OutputConfig(_Section):
     """Where and what the recorder writes."""
 
@@ -572,7 +614,7 @@ class Scenario(_Section):
     output: OutputConfig = _field("Recorder settings", default_factory=OutputConfig)
     market: MarketConfig | None = _field("Market clearing; none: agents follow their profiles", None)
     ledger: LedgerConfig | None = _field("Blockchain ledger recording and settling the trades", None)
-    privacy: Any = _field("Reserved: differential privacy (not implemented yet)", None)
+    privacy: PrivacyConfig | None = _field("Differentially private release of metered aggregates", None)
     emissions: EmissionsConfig | None = _field(
         "Emissions accounting and carbon price (needs a dcopf or central market)", None
     )
@@ -610,6 +652,8 @@ class Scenario(_Section):
             raise ValueError(
                 "emissions needs a market with a network model (design dcopf or central): its nodal factors"
             )
+        if self.privacy is not None and self.grid is None:
+            raise ValueError("privacy releases metered data of the agents: it needs a grid")
         if self.equity is not None and self.market is None:
             raise ValueError("equity accounts the market's payments: add a market section")
         return self

@@ -43,6 +43,7 @@ SIM_CONFIG: dict[str, Any] = {
     "Market": {"python": "cosim.models.market.sim:MarketSim"},
     "Ledger": {"python": "cosim.models.ledger.sim:LedgerSim"},
     "Accounting": {"python": "cosim.models.accounting.sim:AccountingSim"},
+    "Privacy": {"python": "cosim.models.privacy.sim:PrivacySim"},
     "Recorder": {"python": "cosim.recorder_sim:RecorderSim"},
 }
 PACKAGES = ("cosim-te", "numpy", "scipy", "pandas", "pandapower", "simbench", "mosaik", "h5py", "pydantic")
@@ -273,6 +274,76 @@ def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.nda
         "equity/lorenz_shifted": bool(res["lorenz_shifted"]),
     }  # fmt: skip
     return data, attrs
+
+
+def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.ndarray] | None:
+    """The private release of the scenario (groups: the agents' buses) and the names of its series."""
+    from cosim.models.privacy.release import PrivateRelease
+
+    cfg = scenario.privacy
+    if cfg is None:
+        return None
+    buses, groups = np.unique(fleet.table.bus, return_inverse=True)
+    mwh_per_kw = scenario.time.step_s / 3600.0 / 1000.0
+    release = PrivateRelease(
+        groups.astype(np.int64),
+        cfg.declared_max_kw * mwh_per_kw,
+        cfg.epsilon,
+        cfg.budget,
+        cfg.mechanism,
+        cfg.delta,
+        budget_delta=cfg.budget_delta,
+        sum_share=cfg.sum_share,
+        active_threshold_mwh=cfg.active_threshold_kw * mwh_per_kw,
+        composition=cfg.composition,
+        sum_method=cfg.sum_method,
+    )
+    bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
+    names = [f"{b} consumption_mwh" for b in bus_names] + [f"{b} active_count" for b in bus_names]
+    return release, np.array(names)
+
+
+def _privacy_contract(
+    scenario: Scenario, names: np.ndarray | None
+) -> tuple[list[Series], dict[str, tuple[np.ndarray, str]], dict[tuple[str, str], str], dict[str, Any]]:
+    """Series, static datasets, routes and attributes of the /privacy group."""
+    cfg = scenario.privacy
+    if cfg is None or names is None or "privacy" not in scenario.output.groups:
+        return [], {}, {}, {}
+    n, col = len(names), "privacy/series_name"
+    series = [
+        Series(
+            "privacy/released",
+            "MWh, 1",
+            np.float64,
+            n,
+            "noisy per-bus sums and active counts (NaN: refused)",
+            col,
+        ),
+        Series("privacy/epsilon_spent", "1", np.float64, None, "epsilon spent so far (cumulative)"),
+        Series("privacy/refused", "1", np.bool_, None, "the release would have exceeded the budget"),
+    ]
+    if cfg.evaluate:
+        series.append(Series("privacy/true", "MWh, 1", np.float64, n, "true (clamped) aggregates", col))
+    routes = {("Privacy-0.privacy", s.path.split("/")[1]): s.path for s in series}
+    attrs = {
+        "privacy/epsilon": cfg.epsilon, "privacy/budget": cfg.budget, "privacy/mechanism": cfg.mechanism,
+        "privacy/delta": cfg.delta, "privacy/composition": cfg.composition,
+        "privacy/declared_max_kw": cfg.declared_max_kw,
+    }  # fmt: skip
+    return series, {col: (names, "")}, routes, attrs
+
+
+def _privacy_summary(release: Any, errors: list[tuple[float, float, float, float]] | None) -> dict[str, Any]:
+    """Attributes of /privacy at the end of a run: refusals and the mean errors of the releases."""
+    out: dict[str, Any] = {
+        "privacy/n_refused": release.n_refused, "privacy/epsilon_spent": release.accountant.epsilon_spent,
+    }  # fmt: skip
+    if errors:
+        mean = np.nanmean(np.asarray(errors), axis=0)
+        keys = ("mae_consumption_mwh", "relative_error_consumption", "mae_count", "relative_error_count")
+        out |= {f"privacy/{k}": float(v) for k, v in zip(keys, mean, strict=True)}
+    return out
 
 
 def nakamoto_coefficient(power: np.ndarray) -> int:
@@ -597,6 +668,12 @@ def run(
         accounting, scenario.output.groups, len(net.bus) if net is not None else 0
     )
     series, tables, routes = series + em_series, tables + em_tables, routes | em_routes
+    release, names = (build_privacy(scenario, net, fleet) if fleet is not None else None) or (None, None)
+    dp_series, dp_static, dp_routes, dp_attrs = _privacy_contract(scenario, names)
+    series, static, routes = series + dp_series, static | dp_static, routes | dp_routes
+    attrs |= dp_attrs
+    evaluate = scenario.privacy is not None and scenario.privacy.evaluate
+    dp_errors: list[tuple[float, float, float, float]] | None = [] if evaluate else None
     attrs |= {k: v for k, v in (accounting.attrs or {}).items() if k.split("/")[0] in scenario.output.groups}
     attrs |= {
         "scenario_yaml": scenario.to_yaml(),
@@ -655,6 +732,10 @@ def run(
             world.connect(market_e, acc_e, "detail", ("trades", "market_trades"), "payment", "award_mw")
             world.connect(grid_e, acc_e, "vm_pu", "va_degree")
             sources["Accounting"] = acc_e
+        if release is not None:
+            dp_e = world.start("Privacy", release=release, step_s=step_s, errors=dp_errors).Privacy()
+            world.connect(fleet_e, dp_e, "p_mw")
+            sources["Privacy"] = dp_e
         if ledger is not None:
             workload = scenario.ledger.workload if scenario.ledger else None
             ledger_e = world.start(
@@ -707,7 +788,8 @@ def run(
             if ledger is not None and more_routes
             else {}
         )
-        | equity_attrs,
+        | equity_attrs
+        | (_privacy_summary(release, dp_errors) if release is not None and dp_routes else {}),
     )
     wall_s = wallclock.perf_counter() - t0
     return RunSummary(

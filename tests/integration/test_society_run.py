@@ -82,3 +82,20 @@ def test_fairness_rule_conserves_money(plain: Path, tmp_path: Path) -> None:
         )
         lorenz = a["equity/lorenz"][:]
         assert lorenz[0].tolist() == [0.0, 0.0] and lorenz[-1].tolist() == [1.0, 1.0]
+
+
+def test_private_release_stops_at_its_budget(tmp_path: Path) -> None:
+    """1.0 per hour against a budget of 30: 30 releases, then refused (NaN) and the spend stays at 30."""
+    path = tmp_path / "dp.yaml"
+    text = STUDY.format(market=DCOPF, carbon=0, equity="{}")
+    path.write_text(text + "privacy: {epsilon: 1.0, budget: 30.0, declared_max_kw: 15, evaluate: true}\n")
+    out = cosim.run(path, out=tmp_path / "dp.h5").path
+    with h5py.File(out) as f:
+        spent, refused = f["privacy/epsilon_spent"][:], f["privacy/refused"][:]
+        released, true = f["privacy/released"][:], f["privacy/true"][:]
+        assert spent.max() == pytest.approx(30.0) and (np.diff(spent) >= 0).all()
+        assert refused.sum() == 48 - 30 and np.isnan(released[refused]).all()
+        assert np.isfinite(released[~refused]).all() and not np.allclose(released[~refused], true[~refused])
+        assert f["privacy"].attrs["n_refused"] == 18 and f["privacy"].attrs["mae_consumption_mwh"] > 0
+        n = released.shape[1] // 2
+        assert (released[~refused, n:] == np.round(released[~refused, n:])).all()  # counts stay integers

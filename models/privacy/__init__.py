@@ -1,0 +1,1 @@
+"""Differential privacy: private release of aggregate metered data per interval, with a budget accountant."""

@@ -1,0 +1,72 @@
+"""mosaik adapter of the private release: the agents' metered consumption in, noisy aggregates out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mosaik_api_v3
+import numpy as np
+from mosaik_api_v3.types import CreateResult, Meta
+
+from cosim.models.privacy.release import PrivateRelease
+
+OUTPUTS = ("released", "true", "epsilon_spent", "refused")
+META: Meta = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {"Privacy": {"public": True, "params": [], "attrs": ["p_mw", *OUTPUTS]}},
+}
+
+
+class PrivacySim(mosaik_api_v3.Simulator):
+    """Releases each interval's per-bus consumption sums and active counts, or NaN when the budget refuses.
+
+    Only the released (noisy) values leave this simulator, and ``true`` when the study evaluates the
+    release; ``errors`` (a list the caller keeps) collects each release's error metrics
+    ``(sum MAE MWh, sum relative error, count MAE, count relative error)``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self._out: dict[str, Any] = {}
+
+    def init(  # type: ignore[override]
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        release: PrivateRelease,
+        step_s: int,
+        errors: list[tuple[float, float, float, float]] | None = None,
+    ) -> Meta:
+        self.release, self.step_s, self.dt_h = release, step_s, step_s / 3600.0
+        self.errors, self.evaluate = errors, errors is not None
+        return self.meta
+
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
+        if num != 1:
+            raise ValueError("PrivacySim holds exactly one Privacy entity")
+        return [{"eid": "privacy", "type": model}]
+
+    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+        (p_mw,) = inputs["privacy"]["p_mw"].values()
+        consumption_mwh = np.asarray(p_mw, dtype=float) * self.dt_h  # clipped to [0, declared] inside
+        result = self.release.release(consumption_mwh)
+        n = self.release.n_group
+        true = np.full(2 * n, np.nan)
+        if self.evaluate:
+            sums, counts = self.release.true_aggregates(consumption_mwh)
+            true = np.r_[sums, counts]
+        if result is None:
+            released = np.full(2 * n, np.nan)
+        else:
+            released = np.r_[result.sums_mwh, result.counts]
+            if self.errors is not None:
+                e = result.error_metrics(sums, counts)
+                self.errors.append((e.sum_mae_mwh, e.sum_relative_error, e.count_mae, e.count_relative_error))
+        spent = self.release.accountant.epsilon_spent
+        self._out = {"released": released, "true": true, "epsilon_spent": spent, "refused": result is None}
+        return time + self.step_s
+
+    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
+        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}
