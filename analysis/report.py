@@ -653,6 +653,7 @@ def _imgs(figs: list[str]) -> str:
 def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
     from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
+    from .society_report import load_society, society_rows, society_section  # late: imports this module
 
     h5_path = Path(h5_path)
     out = Path(out_dir) if out_dir is not None else h5_path.with_name(f"{h5_path.stem}_report")
@@ -671,6 +672,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         meta = {k: str(_attr(f, k)) for k in ("name", "seed", "code_version", "versions")}
         yaml_text = str(_attr(f, "scenario_yaml"))
         led = load_ledger(f)
+        soc = load_society(f)
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
     counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
@@ -703,11 +705,15 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         rows += _market_rows(m, t)
     if led is not None:
         rows += ledger_rows(led)
+    if soc is not None:
+        rows += society_rows(soc)
     rows += [(k.replace("_", " ").title(), html.escape(meta[k])) for k in meta if k != "name"]
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     market = f"<h2>Market ({html.escape(m['design'])})</h2>\n{_imgs(mfigs)}\n" if m is not None else ""
     if led is not None:
         market += f"<h2>Ledger ({html.escape(led.consensus)})</h2>\n{_imgs(ledger_figures(led, out))}\n"
+    if soc is not None:
+        market += society_section(soc, out)
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     body = (
         f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
@@ -770,6 +776,7 @@ def _fig_compare_prices(runs: list[tuple[str, str, Arr | None, float]], out: Pat
 def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     """Write comparison.html (one column per run) and comparison_prices.png into out_dir; return its path."""
     from .ledger_report import ledger_comparison  # late: it imports this module
+    from .society_report import society_comparison  # late: it imports this module
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -787,7 +794,8 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     table = "\n".join([head, *body_rows])
     title = html.escape(f"Comparison of {len(cols)} runs")
     body = f"<table id='comparison'>\n{table}\n</table>\n<h2>Prices</h2>\n{_imgs([fig])}"
-    body += ledger_comparison([(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)], out)
+    named = [(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)]
+    body += ledger_comparison(named, out) + society_comparison(named, out)
     path = out / "comparison.html"
     path.write_text(_page(title, body), encoding="utf-8")
     return path

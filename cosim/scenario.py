@@ -576,6 +576,10 @@ class PrivacyConfig(_Section):
         "one OpenDP clamp-sum-noise chain per bus",
         default="vector",
     )
+    group_by: Literal["bus", "grid"] = _field(
+        "Aggregate per bus, or over the whole grid (one group: more agents per release, less relative noise)",
+        default="bus",
+    )
     evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
 
     @model_validator(mode="after")

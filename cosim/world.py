@@ -283,7 +283,8 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
     cfg = scenario.privacy
     if cfg is None:
         return None
-    buses, groups = np.unique(fleet.table.bus, return_inverse=True)
+    where = fleet.table.bus if cfg.group_by == "bus" else np.zeros(len(fleet.table), dtype=np.int64)
+    buses, groups = np.unique(where, return_inverse=True)
     mwh_per_kw = scenario.time.step_s / 3600.0 / 1000.0
     release = PrivateRelease(
         groups.astype(np.int64),
@@ -299,6 +300,7 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
         sum_method=cfg.sum_method,
     )
     bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
+    bus_names = bus_names if cfg.group_by == "bus" else np.array(["grid"])
     names = [f"{b} consumption_mwh" for b in bus_names] + [f"{b} active_count" for b in bus_names]
     return release, np.array(names)
 
