@@ -24,6 +24,7 @@ agents:
 market: {design: tou}
 ledger: {consensus: raft, faulty: -1}
 privacy: {epsilon: 1.0}
+events: [{kind: island}]
 """
 
 
@@ -64,11 +65,13 @@ def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
         "market",
         "ledger.consensus",
         "ledger.faulty",
-        "privacy",
+        "privacy.budget",
+        "privacy.declared_max_kw",
+        "events",
     ]:
         assert expected in paths, (expected, paths)
     messages = dict(info.value.problems)
-    assert "not implemented yet" in messages["privacy"]
+    assert "not implemented yet" in messages["events"]
     assert "'pow', 'pos' or 'bft'" in messages["ledger.consensus"]
     assert "needs a tariff" in messages["market"]
     assert "unknown key" in messages["grid.colour"]
