@@ -273,10 +273,11 @@ class DREvent(_Section):
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
-    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr"] = _field(
+    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf"] = _field(
         "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
         "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
-        "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events"
+        "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events; "
+        "scopf: DC-OPF secure against every single branch outage (preventive N-1)"
     )
     voll_per_mwh: float = _field(
         "Value of lost load: the bid of inelastic demand, the price of shedding it",
@@ -306,6 +307,14 @@ class MarketConfig(_Section):
         "Daily time-of-use tariff (tou, dr), periods in order from hour 0", default_factory=list
     )
     dr_events: list[DREvent] = _field("Demand-response events (dr)", default_factory=list)
+    contingency_limit_factor: float = _field(
+        "scopf: post-contingency limit = rating x this factor", default=1.0, gt=0
+    )
+    contingencies: list[str] | None = _field(
+        "scopf: branches whose outage is secured, as 'line N' / 'trafo N' (pandapower index); default all "
+        "(outages that would island part of the grid are excluded and reported)",
+        None,
+    )
     on_failure: Literal["continue", "stop"] = _field(
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
@@ -327,6 +336,10 @@ class MarketConfig(_Section):
             raise ValueError("design dr needs at least one entry in dr_events")
         if self.dr_events and self.design != "dr":
             raise ValueError("dr_events are only used by design dr")
+        if self.design != "scopf" and (
+            self.contingencies is not None or self.contingency_limit_factor != 1.0
+        ):
+            raise ValueError("contingencies and contingency_limit_factor are only used by design scopf")
         return self
 
 
@@ -651,10 +664,10 @@ class Scenario(_Section):
         if self.ledger is not None and not workload and self.market is None:
             raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
         if self.emissions is not None and (
-            self.market is None or self.market.design not in ("dcopf", "central")
+            self.market is None or self.market.design not in ("dcopf", "central", "scopf")
         ):
             raise ValueError(
-                "emissions needs a market with a network model (design dcopf or central): its nodal factors"
+                "emissions needs a market with a network model (dcopf, central or scopf): its nodal factors"
             )
         if self.privacy is not None and self.grid is None:
             raise ValueError("privacy releases metered data of the agents: it needs a grid")

@@ -163,7 +163,13 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         events = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
         tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
         posted = posted_price(fleet.times_s, tariff, events)
-    return Market(net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted)
+    try:
+        return Market(
+            net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted,
+            contingencies=m.contingencies, contingency_limit_factor=m.contingency_limit_factor,
+        )  # fmt: skip
+    except ValueError as exc:  # e.g. an unknown branch name in contingencies
+        raise ScenarioError([("market.contingencies", str(exc))]) from None
 
 
 @dataclass
@@ -531,10 +537,13 @@ def _series_and_static(
             ("congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval"),
             ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load"),
             ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)"),
+            ("security_cost", "$", None, "welfare given up for N-1 security against the same bids' DC-OPF"),
             ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
             if attr == "price_q_per_mvarh" and market.design != "acopf":
+                continue
+            if attr == "security_cost" and market.design != "scopf":
                 continue
             columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
             dtype = np.bool_ if attr == "ok" else np.float64
@@ -665,6 +674,11 @@ def run(
     more_series, more_tables, more_routes = _ledger_contract(ledger, scenario.output.groups)
     series, tables, routes = series + more_series, tables + more_tables, routes | more_routes
     attrs = {f"ledger/{k}": v for k, v in ledger_attrs.items()} if more_routes else {}
+    if market is not None and market.design == "scopf":
+        attrs |= {
+            "market/secured_outages": json.dumps(list(market.model.contingency_names)),
+            "market/islanding_outages": json.dumps(list(market.model.islanding_names)),
+        }
     accounting = build_accounting(scenario, net, fleet, market) if fleet is not None else Accounting()
     em_series, em_tables, em_routes = _emissions_contract(
         accounting, scenario.output.groups, len(net.bus) if net is not None else 0

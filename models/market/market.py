@@ -31,6 +31,7 @@ class MarketResult:
     congestion_rent: float  # $
     unserved_mwh: float
     trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
+    security_cost: float = np.nan  # $, welfare given up for N-1 security (scopf only)
 
 
 class Market:
@@ -46,6 +47,8 @@ class Market:
     demand_q_ratio : (n_demand,) q/p of each demand step (acopf)
     posted_price_per_mwh : (T,) the tariff of every step (tou, dr)
     carbon : ``(StepFactors, carbon_price_per_t)``: offers carry their marginal emissions at that price
+    contingencies, contingency_limit_factor : scopf: the secured branch outages (names, default all) and the
+        post-contingency limit as a multiple of the rating
 
     After ``clear``, ``last_bids`` and ``last_clearing`` hold what was cleared (bids with the carbon adder;
     clearing None when it failed) for the accounting of the interval.
@@ -61,6 +64,8 @@ class Market:
         demand_q_ratio: np.ndarray | None = None,
         posted_price_per_mwh: np.ndarray | None = None,
         carbon: tuple[Any, float] | None = None,
+        contingencies: list[str] | None = None,
+        contingency_limit_factor: float = 1.0,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.carbon, self._import_mw = carbon, 0.0
@@ -80,6 +85,22 @@ class Market:
 
             network = dc_network(net)
             self.model = DCOPF(network, d_bus, s_bus)
+            self._step_pos = network.position_of(np.r_[d_bus, s_bus])
+            self._bus_pos = network.position_of(net.bus.index.to_numpy())
+        elif design == "scopf":
+            from cosim.models.market.dcopf import DCOPF
+            from cosim.models.market.network_dc import dc_network
+            from cosim.models.market.scopf import SCOPF
+
+            network = dc_network(net)
+            self.model = SCOPF(
+                network,
+                d_bus,
+                s_bus,
+                contingencies=contingencies,
+                contingency_limit_factor=contingency_limit_factor,
+            )
+            self._unsecured = DCOPF(network, d_bus, s_bus)  # the same bids without N-1: the security cost
             self._step_pos = network.position_of(np.r_[d_bus, s_bus])
             self._bus_pos = network.position_of(net.bus.index.to_numpy())
         elif design == "acopf":
@@ -143,6 +164,11 @@ class Market:
         )
         b = self.bidder
         q_price = clearing.price_q_per_mvarh
+        security = np.nan
+        if self.design == "scopf":
+            from cosim.models.market.scopf import security_cost
+
+            security = security_cost(clearing, self._unsecured.clear(bids)) * dt
         return MarketResult(
             ok=True,
             price_per_mwh=self._per(clearing.price_per_mwh, self._bus_pos),
@@ -163,6 +189,7 @@ class Market:
                 "price": price_at[d_step],
                 "seller_price": price_at[n_d + s_step],
             },
+            security_cost=security,
         )
 
     def _failed(self, forecast_mw: np.ndarray) -> MarketResult:

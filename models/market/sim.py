@@ -23,6 +23,7 @@ OUTPUTS = (
     "congestion_rent",
     "unserved_mwh",
     "ok",
+    "security_cost",
     "trades",
     "detail",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import cosim
-from cosim.errors import CosimError
+from cosim.errors import CosimError, ScenarioError
 from tests.conftest import ROOT
 
 LV_MARKET = """
@@ -186,3 +187,28 @@ def test_scarce_supply_sheds_inelastic_demand_at_voll(tmp_path: Path) -> None:
         assert (res["market/price_per_mwh"].to_numpy()[shed] == 3000.0).all()  # shedding prices at VOLL
         served = res["market/award_mw"].sum(axis=1)
         np.testing.assert_allclose(res["grid/import_mw"], served + res["grid/losses_mw"], atol=1e-6)
+
+
+def test_scopf_run_records_security_cost_and_the_outages_it_secures(tmp_path: Path) -> None:
+    """scopf on the MV grid: security cost >= 0 per hour; with no contingency it is the dcopf result."""
+    base = "name: n1\ntime: {start: 2016-06-01T00:00:00, duration: 6h, step: 1h}\n"
+    base += "grid: {source: simbench, code: 1-MV-rural--0-sw}\n"
+    runs = {}
+    for name, market in [
+        ("dc", "{design: dcopf}"),
+        ("n1", "{design: scopf}"),
+        ("none", "{design: scopf, contingencies: []}"),
+    ]:
+        (tmp_path / f"{name}.yaml").write_text(base + f"market: {market}\n")
+        runs[name] = cosim.run(tmp_path / f"{name}.yaml", out=tmp_path / f"{name}.h5").path
+    with h5py.File(runs["n1"]) as f, h5py.File(runs["none"]) as g, h5py.File(runs["dc"]) as d:
+        assert (f["market/security_cost"][:] >= -1e-6).all()
+        secured, islanding = (
+            json.loads(f["market"].attrs[k]) for k in ("secured_outages", "islanding_outages")
+        )
+        assert len(secured) >= 2 and len(islanding) > 50  # a radial grid: most outages island a feeder
+        np.testing.assert_allclose(g["market/price_per_mwh"][:], d["market/price_per_mwh"][:], atol=1e-6)
+        np.testing.assert_allclose(g["market/security_cost"][:], 0.0, atol=1e-6)
+    (tmp_path / "bad.yaml").write_text(base + "market: {design: scopf, contingencies: [line 9999]}\n")
+    with pytest.raises(ScenarioError, match="market.contingencies"):
+        cosim.run(tmp_path / "bad.yaml", out=tmp_path / "bad.h5")
