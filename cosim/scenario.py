@@ -273,11 +273,12 @@ class DREvent(_Section):
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
-    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf"] = _field(
+    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf", "admm"] = _field(
         "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
         "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
         "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events; "
-        "scopf: DC-OPF secure against every single branch outage (preventive N-1)"
+        "scopf: DC-OPF secure against every single branch outage (preventive N-1); admm: the uniform "
+        "double auction cleared decentrally (agents solve their own problems, a coordinator sets the price)"
     )
     voll_per_mwh: float = _field(
         "Value of lost load: the bid of inelastic demand, the price of shedding it",

@@ -538,6 +538,13 @@ def _series_and_static(
             ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load"),
             ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)"),
             ("security_cost", "$", None, "welfare given up for N-1 security against the same bids' DC-OPF"),
+            ("admm_iterations", "1", None, "ADMM iterations to the stopping rule"),
+            (
+                "admm_messages",
+                "1",
+                None,
+                "messages exchanged: price out and quantity back per agent and iteration",
+            ),
             ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
@@ -545,8 +552,10 @@ def _series_and_static(
                 continue
             if attr == "security_cost" and market.design != "scopf":
                 continue
+            if attr in ("admm_iterations", "admm_messages") and market.design != "admm":
+                continue
             columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
-            dtype = np.bool_ if attr == "ok" else np.float64
+            dtype = np.bool_ if attr == "ok" else np.int64 if attr.startswith("admm") else np.float64
             series.append(Series(f"market/{attr}", units, dtype, width, description, columns))
             routes[(m, attr)] = f"market/{attr}"
         tables.append(
@@ -564,6 +573,22 @@ def _series_and_static(
             )
         )
         routes[(m, "trades")] = "market/trades"
+        if market.design == "admm":
+            tables.append(
+                Table(
+                    "market/admm_residual",
+                    (
+                        ("step", np.int64, "1"),
+                        ("iteration", np.int64, "1"),
+                        ("primal_residual", np.float64, "MW"),
+                        ("dual_residual", np.float64, "$/MWh"),
+                        ("rho", np.float64, "$/MWh per MW"),
+                        ("price", np.float64, "$/MWh"),
+                    ),
+                    "ADMM residual traces: one row per iteration of every interval",
+                )
+            )
+            routes[(m, "admm_residual")] = "market/admm_residual"
     if "grid" in groups or "market" in groups:
         static["grid/bus/name"] = (np.array(element_names(net.bus, "bus")), "")
     if "agents" in groups or "market" in groups:

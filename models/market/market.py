@@ -32,6 +32,7 @@ class MarketResult:
     unserved_mwh: float
     trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
     security_cost: float = np.nan  # $, welfare given up for N-1 security (scopf only)
+    admm: Any = None  # ADMMResult of the interval (admm only): iterations, residual traces, messages
 
 
 class Market:
@@ -40,7 +41,8 @@ class Market:
     Parameters
     ----------
     net : pandapower net (its buses index the price vectors)
-    design : ``uniform``, ``dcopf``, ``acopf``, ``central`` (DC-OPF of fixed demand), ``tou`` or ``dr``
+    design : ``uniform``, ``dcopf``, ``acopf``, ``central`` (DC-OPF of fixed demand), ``tou``, ``dr``,
+        ``scopf`` (N-1 secure DC-OPF) or ``admm`` (the uniform auction cleared decentrally)
     bidder : the run's step layout
     dt_h : interval length [h]
     on_failure : ``continue`` or ``stop``
@@ -73,10 +75,17 @@ class Market:
         self.last_clearing: Clearing | None = None
         self.n_bus = len(net.bus)
         d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
-        if design == "uniform":
+        self.model: Any
+        if design == "admm":
+            from cosim.models.market.admm import ADMMClearing
+
+            self.model = ADMMClearing(bidder.demand_owner, bidder.supply_owner, warm_start=True)
+            self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
+            self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
+        elif design == "uniform":
             from cosim.models.market.auction import UniformAuction
 
-            self.model: Any = UniformAuction(len(d_bus), len(s_bus))
+            self.model = UniformAuction(len(d_bus), len(s_bus))
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
         elif design in ("dcopf", "central"):
@@ -190,6 +199,7 @@ class Market:
                 "seller_price": price_at[n_d + s_step],
             },
             security_cost=security,
+            admm=self.model.last_result if self.design == "admm" else None,
         )
 
     def _failed(self, forecast_mw: np.ndarray) -> MarketResult:

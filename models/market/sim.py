@@ -24,6 +24,9 @@ OUTPUTS = (
     "unserved_mwh",
     "ok",
     "security_cost",
+    "admm_iterations",
+    "admm_messages",
+    "admm_residual",
     "trades",
     "detail",
 )
@@ -32,6 +35,18 @@ META: Meta = {
     "type": "time-based",
     "models": {"Market": {"public": True, "params": [], "attrs": ["bids", "forecast_mw", *OUTPUTS]}},
 }
+
+
+def _admm_outputs(res: Any, k: int) -> dict[str, Any]:
+    """Iterations, messages and the residual trace of an ADMM interval (zeros and no rows otherwise)."""
+    n = 0 if res is None else res.iterations
+    trace = {
+        "step": np.full(n, k, dtype=np.int64),
+        "iteration": np.arange(1, n + 1, dtype=np.int64),
+        **{key: np.zeros(0) if res is None else np.asarray(getattr(res, key), dtype=float)
+           for key in ("primal_residual", "dual_residual", "rho", "price")},
+    }  # fmt: skip
+    return {"admm_iterations": n, "admm_messages": 0 if res is None else res.messages, "admm_residual": trace}
 
 
 class MarketSim(mosaik_api_v3.Simulator):
@@ -71,7 +86,8 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.stats.n_not_converged += not result.ok
         trades = dict(result.trades)
         trades["step"] = np.full(len(trades["mwh"]), k, dtype=np.int64)
-        self._out = {name: getattr(result, name) for name in OUTPUTS[:-2]} | {"trades": trades}
+        self._out = {name: getattr(result, name) for name in OUTPUTS if hasattr(result, name)}
+        self._out |= {"trades": trades} | _admm_outputs(result.admm, k)
         self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
         return time + self.step_s
 

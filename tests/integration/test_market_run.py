@@ -212,3 +212,22 @@ def test_scopf_run_records_security_cost_and_the_outages_it_secures(tmp_path: Pa
     (tmp_path / "bad.yaml").write_text(base + "market: {design: scopf, contingencies: [line 9999]}\n")
     with pytest.raises(ScenarioError, match="market.contingencies"):
         cosim.run(tmp_path / "bad.yaml", out=tmp_path / "bad.h5")
+
+
+def test_admm_reaches_the_uniform_auction(tmp_path: Path) -> None:
+    """Decentralised clearing gives the central prices (0.01 $/MWh) and welfare (1e-4), with its traces."""
+    upstream = "upstream: {max_import_mw: 0.5, max_export_mw: 0.5}"
+    out = {}
+    for design in ("admm", "uniform"):
+        path = lv_market(tmp_path, design)
+        path.write_text(path.read_text().replace(f"design: {design},", f"design: {design}, {upstream},"))
+        out[design] = cosim.run(path, out=tmp_path / f"{design}.h5").path
+    with h5py.File(out["admm"]) as a, h5py.File(out["uniform"]) as u:
+        assert a["market/ok"][:].all()
+        np.testing.assert_allclose(a["market/price_per_mwh"][:], u["market/price_per_mwh"][:], atol=0.01)
+        np.testing.assert_allclose(a["market/welfare"][:], u["market/welfare"][:], rtol=1e-4)
+        iterations = a["market/admm_iterations"][:]
+        assert (iterations >= 1).all()
+        trace = a["market/admm_residual"]
+        assert len(trace["step"]) == iterations.sum()
+        assert (a["market/admm_messages"][:] >= 2 * iterations).all()
