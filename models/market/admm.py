@@ -73,7 +73,8 @@ differ there - both are clearing prices). A quadratic coefficient too small to m
 are always computed with the true coefficients.
 
 Infeasible bids (must-run ``supply_min_mw`` above all demand) give NaN numbers and status
-``infeasible``, as the central auction gives NaN and the solver's status; nothing is raised. Reaching
+``infeasible``, as the central auction gives NaN and the solver's status; nothing is raised (nor when
+the polish fails even with every step free, status ``polish failed``: not seen in testing). Reaching
 ``max_iter`` gives ``converged = False`` and status ``max_iter`` (a NaN clearing; the last iterate is kept
 in `ADMMResult`), or raises `ModelNotConverged` with ``raise_on_max_iter``.
 
@@ -208,7 +209,17 @@ class _Steps:
         x_right = np.bincount(self.g, self.a * q_right, minlength=self.n_g)
         gap = x_left - x_right
         theta = np.clip(np.where(gap > 0.0, (x_left - x) / np.where(gap > 0.0, gap, 1.0), 0.0), 0.0, 1.0)
-        return q_left + theta[self.g] * (q_right - q_left)
+        q = q_left + theta[self.g] * (q_right - q_left)
+        # steep quadratic steps (tiny c2) amplify the rounding of lam: give what is left of x to the
+        # interior ones, in proportion to their slopes (as a tiny change of lam would)
+        inner = self.quad & (quad_q > self.lo) & (quad_q < self.hi)
+        if inner.any():
+            rest = x - np.bincount(self.g, self.a * q, minlength=self.n_g)
+            inv = np.where(inner, 1.0 / (2.0 * np.where(inner, self.c2, 1.0)), 0.0)
+            total = np.bincount(self.g, inv, minlength=self.n_g)
+            share = np.where(total > 0.0, rest / np.where(total > 0.0, total, 1.0), 0.0)
+            q = np.where(inner, np.clip(q + self.a * share[self.g] * inv, self.lo, self.hi), q)
+        return q
 
 
 def _step_arrays(bids: Bids) -> tuple[FloatArray, ...]:
@@ -261,7 +272,8 @@ class ADMMClearing:
     ----------
     demand_owner, supply_owner : (n_d,), (n_s,) agent of every step (`Bidder`'s; any integers, e.g.
         ``UPSTREAM = -1``); None: every step is its own agent
-    eps_abs_mw : absolute primal tolerance [MW]; None: 1e-4 * the median agent's range
+    eps_abs_mw : absolute primal tolerance [MW]; None: 1e-4 * the median agent's range (at least 1e-10 *
+        the largest)
     eps_abs_price : absolute dual tolerance [$/MWh]; eps_rel : relative tolerance (both residuals)
     max_iter : iterations before giving up
     rho0 : initial penalty of the median-sized agent [$/MWh per MW]; None: spread of the step prices
@@ -351,7 +363,8 @@ class ADMMClearing:
             price = price if price0 is not None else self._warm[0]
             rho, z = self._warm[1], self._warm[2].copy()
         sq_n, sw = float(np.sqrt(n_g)), np.sqrt(weight)
-        eps_mw = 1e-4 * size_ref if self.eps_abs_mw is None else float(self.eps_abs_mw)
+        eps_mw = max(1e-4 * size_ref, 1e-10 * float(size.max()))  # (not below rounding of the largest)
+        eps_mw = eps_mw if self.eps_abs_mw is None else float(self.eps_abs_mw)
         x, lam = z, np.full(n_g, price)  # (for max_iter = 0)
         alpha = self.relaxation
         hist = np.full((6, self.max_iter), np.nan)
@@ -428,8 +441,17 @@ class ADMMClearing:
             if ok and lo_p <= hi_p + 1e-9 * (1.0 + abs(lo_p)):
                 break
             window = 10.0 * window if window < 1e9 * scale else np.inf
-        else:
-            raise RuntimeError("ADMM polish failed with every step free (feasibility was checked)")
+        else:  # numerically hopeless bids (feasibility was checked): a failed clearing, not an exception
+            res = ADMMResult(
+                clearing=_nan_clearing(n_d, n_s, "polish failed"),
+                messages=2 * n_g * (n_it + rounds),
+                polish_rounds=rounds,
+                polish_window=window,
+                polish_free_steps=n_free,
+                price_interval=(lo_p, hi_p),
+                **common,  # type: ignore[arg-type]
+            )
+            return self._finish(res)
         if np.isfinite(lo_p) and np.isfinite(hi_p):
             final_price = 0.5 * (lo_p + hi_p)
         else:

@@ -131,6 +131,18 @@ def test_quadratic_cost_sets_price_at_marginal_cost() -> None:
     assert res.clearing.welfare == pytest.approx(50 * 40 - (10 * 40 + 0.5 * 1600), abs=1e-6)
 
 
+def test_steep_quadratic_step_balances_exactly() -> None:
+    """c2 = 1e-10 (slope 5e9 MW per $/MWh) amplifies rounding of the price; the dispatch still balances."""
+    # found by a stress run: before the rounding repair the polish could not balance and gave up
+    bids = _bids([0.0, 0.0, 2.0], [0.0, 0.0, 11.0], [0.0, 0.0, 100.0], [0.0, 88.0, 6.0], s_min=[0, 0, 2 / 3])
+    bids = Bids(**{**bids.__dict__, "supply_c2": np.array([2.0, 2.0, 1e-10])})
+    res = ADMMClearing(np.array([1, 1, 0]), np.array([0, 0, 1])).solve(bids)
+    _converged_within_tolerance(res)
+    assert res.clearing.supply_mw == pytest.approx([0.0, 0.0, 2.0], abs=1e-9)
+    assert res.clearing.demand_mw.sum() == pytest.approx(res.clearing.supply_mw.sum(), abs=1e-12)
+    _matches_central(bids, res, *_central(bids))
+
+
 def test_infeasible_must_run_reports_status_not_raise() -> None:
     """Must-run supply above all demand gives NaN results and status infeasible, as the central auction."""
     res = ADMMClearing().solve(_bids([10], [50], [100], [5], s_min=[50]))
