@@ -303,6 +303,12 @@ class MarketConfig(_Section):
     battery_discharge_price_per_mwh: float = _field(
         "Batteries sell at this price or more", unit="$/MWh", default=70.0
     )
+    battery_bidding: Literal["fixed", "arbitrage"] = _field(
+        "fixed: batteries bid the two prices above for all they can take or give; arbitrage: each battery "
+        "plans charge and discharge against yesterday's prices at its bus (a daily LP) and bids its plan",
+        default="fixed",
+    )
+    arbitrage_horizon_h: float = _field("arbitrage: planning horizon", unit="h", default=24.0, gt=0, le=168)
     upstream: UpstreamConfig = _field("The upstream grid as a participant", default_factory=UpstreamConfig)
     tariff: list[TariffPeriod] = _field(
         "Daily time-of-use tariff (tou, dr), periods in order from hour 0", default_factory=list
@@ -341,6 +347,8 @@ class MarketConfig(_Section):
             self.contingencies is not None or self.contingency_limit_factor != 1.0
         ):
             raise ValueError("contingencies and contingency_limit_factor are only used by design scopf")
+        if self.battery_bidding == "arbitrage" and self.design == "central":
+            raise ValueError("battery_bidding: arbitrage needs a design where batteries bid (not central)")
         return self
 
 

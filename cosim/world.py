@@ -23,6 +23,7 @@ import numpy as np
 
 from cosim.errors import CosimError, ScenarioError
 from cosim.models.agents import profiles
+from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet, build_fleet
 from cosim.models.agents.sim import next_bids
 from cosim.models.grid.network import element_names, load_network
@@ -170,6 +171,18 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         )  # fmt: skip
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None
+
+
+def build_planner(scenario: Scenario, net: Any, fleet: Fleet) -> ArbitragePlanner | None:
+    """The batteries' arbitrage planner (``market.battery_bidding: arbitrage``), else None."""
+    m, step_s = scenario.market, scenario.time.step_s
+    if m is None or m.battery_bidding != "arbitrage":
+        return None
+    if 86400 % step_s:
+        raise ScenarioError([("market.battery_bidding", "arbitrage needs a step that divides a day")])
+    rows = net.bus.index.get_indexer(fleet.table.bus[fleet.table.where("battery")])
+    horizon = max(2, round(m.arbitrage_horizon_h * 3600 / step_s))
+    return ArbitragePlanner(fleet.batteries, rows, 86400 // step_s, step_s / 3600.0, horizon)
 
 
 @dataclass
@@ -496,7 +509,7 @@ def _series_and_static(
     series = [Series("time", "s", np.int64, None, "Unix time of each step start")]
     static: dict[str, tuple[np.ndarray, str]] = {}
     routes: dict[tuple[str, str], str] = {}
-    n_bus, n_agent = len(net.bus), len(fleet.table)
+    n_bus, n_agent, n_battery = len(net.bus), len(fleet.table), len(fleet.table.where("battery"))
     if "grid" in groups:
         n_line, n_trafo = len(net.line), len(net.trafo)
         for attr, path, units, width, description in [
@@ -546,6 +559,7 @@ def _series_and_static(
                 "messages exchanged: price out and quantity back per agent and iteration",
             ),
             ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
+            ("storage_profit", "$", n_battery, "revenue minus cost of every battery in the market"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
             if attr == "price_q_per_mvarh" and market.design != "acopf":
@@ -555,9 +569,11 @@ def _series_and_static(
             if attr in ("admm_iterations", "admm_messages") and market.design != "admm":
                 continue
             columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
+            columns = "agents/storage_name" if attr == "storage_profit" else columns
             dtype = np.bool_ if attr == "ok" else np.int64 if attr.startswith("admm") else np.float64
-            series.append(Series(f"market/{attr}", units, dtype, width, description, columns))
-            routes[(m, attr)] = f"market/{attr}"
+            path = "agents/storage_profit" if attr == "storage_profit" else f"market/{attr}"
+            series.append(Series(path, units, dtype, width, description, columns))
+            routes[(m, attr)] = path
         tables.append(
             Table(
                 "market/trades",
@@ -749,16 +765,19 @@ def run(
         rec_e = rec_sim.Recorder()
         sources: dict[str, Any] = {}
         if fleet is not None:
-            agents_sim = world.start("Agents", fleet=fleet, bidder=market.bidder if market else None)
+            planner = build_planner(scenario, net, fleet)
+            agents_sim = world.start(
+                "Agents", fleet=fleet, bidder=market.bidder if market else None, planner=planner
+            )
             grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
             fleet_e, grid_e = agents_sim.Fleet(), grid_sim.Grid()
             world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
             sources |= {"Agents": fleet_e, "Grid": grid_e}
         if market is not None:
             market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
-            first = next_bids(fleet, market.bidder, 0)
+            first = next_bids(fleet, market.bidder, 0, planner)
             world.connect(fleet_e, market_e, "bids", "forecast_mw", time_shifted=True, initial_data=first)
-            world.connect(market_e, fleet_e, "award_mw")
+            world.connect(market_e, fleet_e, "award_mw", "price_per_mwh")
             sources["Market"] = market_e
         if net is not None and (accounting.emissions is not None or accounting.equity is not None):
             acc_e = world.start(

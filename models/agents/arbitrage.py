@@ -13,6 +13,7 @@ schedule does not cycle (tested against this breakeven).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog
@@ -75,3 +76,77 @@ def schedule(
     c, d = res.x[:n], res.x[n:]
     energy = energy_mwh + np.r_[0.0, np.cumsum(dt_h * (eta_charge * c - d / eta_discharge))]
     return Schedule(c, d, energy, float(-res.fun))
+
+
+class ArbitragePlanner:
+    """Battery bids from arbitrage schedules against a persistence forecast of the market price.
+
+    The forecast of an interval is the price cleared at the battery's bus one day earlier, so the
+    batteries stay idle for the first day. At every day start, and when a battery's energy has left
+    its plan (a bid not fully cleared), the battery re-plans over ``horizon_steps`` with `schedule`
+    (ending with at least the energy it starts with). It bids its planned charge and discharge for the
+    next interval at limit prices that keep every round trip above breakeven: it buys at up to
+    ``eta_c * eta_d`` times the highest forecast price of the horizon, and sells at no less than the
+    lowest forecast price divided by ``eta_c * eta_d`` (never below what refilling would cost).
+
+    Parameters
+    ----------
+    batteries : the fleet's `Batteries` (their state of charge is read, not changed)
+    price_pos : (n_battery,) position of each battery's bus in the market's price vector
+    steps_per_day, dt_h : interval layout
+    horizon_steps : planning horizon [intervals]
+    """
+
+    def __init__(
+        self, batteries: Any, price_pos: np.ndarray, steps_per_day: int, dt_h: float, horizon_steps: int
+    ) -> None:
+        self.batteries, self.price_pos = batteries, np.asarray(price_pos, dtype=np.int64)
+        self.steps_per_day, self.dt_h, self.horizon = int(steps_per_day), float(dt_h), int(horizon_steps)
+        n = len(self.price_pos)
+        self._seen = np.full((self.steps_per_day, n), np.nan)  # last day's prices by step of day
+        self._n_seen = 0
+        self._plan: list[Schedule | None] = [None] * n
+        self._plan_start = np.zeros(n, dtype=np.int64)
+        self.n_plans = 0
+
+    def observe(self, k: int, price_per_mwh: np.ndarray) -> None:
+        """Remember the prices cleared for interval ``k`` (NaN when the clearing failed)."""
+        self._seen[k % self.steps_per_day] = np.asarray(price_per_mwh, dtype=float)[self.price_pos]
+        self._n_seen += 1
+
+    def _forecast(self, k: int) -> np.ndarray:
+        """(horizon, n_battery) forecast from interval ``k``: yesterday's price at the same time of day."""
+        rows = (k + np.arange(self.horizon)) % self.steps_per_day
+        return self._seen[rows]
+
+    def bids(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Charge MW, charge limit $/MWh, discharge MW, discharge limit $/MWh of every battery for ``k``."""
+        b = self.batteries
+        n = len(self.price_pos)
+        charge, discharge = np.zeros(n), np.zeros(n)
+        buy_limit, sell_limit = np.zeros(n), np.full(n, np.inf)
+        if self._n_seen < self.steps_per_day:
+            return charge, buy_limit, discharge, np.zeros(n)
+        forecast = self._forecast(k)
+        eta = b.eta_charge * b.eta_discharge
+        for i in range(n):
+            f = forecast[:, i]
+            if not np.isfinite(f).all():
+                continue  # a failed clearing in the last day: no forecast, stay idle
+            plan, j = self._plan[i], k - self._plan_start[i]
+            stale = plan is None or k % self.steps_per_day == 0 or j >= len(plan.charge_mw)
+            if stale or abs(plan.energy_mwh[j] - b.soc_mwh[i]) > 1e-3 * b.capacity_mwh[i]:
+                plan = schedule(
+                    f, f, power_mw=float(b.power_mw[i]), capacity_mwh=float(b.soc_max_mwh[i]),
+                    energy_mwh=float(np.clip(b.soc_mwh[i], b.soc_min_mwh[i], b.soc_max_mwh[i])),
+                    eta_charge=b.eta_charge, eta_discharge=b.eta_discharge,
+                    energy_min_mwh=float(b.soc_min_mwh[i]), dt_h=self.dt_h,
+                )  # fmt: skip
+                self._plan[i], self._plan_start[i], j = plan, k, 0
+                self.n_plans += 1
+            assert plan is not None
+            charge[i], discharge[i] = plan.charge_mw[j], plan.discharge_mw[j]
+            buy_limit[i], sell_limit[i] = eta * f.max(), f.min() / eta
+        tiny = 1e-9 * np.maximum(b.power_mw, 1e-12)
+        charge, discharge = np.where(charge > tiny, charge, 0.0), np.where(discharge > tiny, discharge, 0.0)
+        return charge, buy_limit, discharge, np.where(np.isfinite(sell_limit), sell_limit, 0.0)

@@ -12,6 +12,7 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet
 from cosim.models.market.bidding import Bidder
 
@@ -22,21 +23,27 @@ META: Meta = {
         "Fleet": {
             "public": True,
             "params": [],
-            "attrs": ["p_mw", "q_mvar", "soc_mwh", "award_mw", "bids", "forecast_mw"],
+            "attrs": ["p_mw", "q_mvar", "soc_mwh", "award_mw", "price_per_mwh", "bids", "forecast_mw"],
         }
     },
 }
 
 
-def next_bids(fleet: Fleet, bidder: Bidder, k: int) -> dict[str, Any]:
-    """The fleet's bids for step ``k`` from its forecast and its batteries' present limits.
+def next_bids(
+    fleet: Fleet, bidder: Bidder, k: int, planner: ArbitragePlanner | None = None
+) -> dict[str, Any]:
+    """The fleet's bids for step ``k`` from its forecast and its batteries' limits (or arbitrage plans).
 
     Returns ``{"bids": Bids, "forecast_mw": forecast}``: what the market clears, and what the agents
     do (batteries idle) if the clearing fails.
     """
     k = min(k, len(fleet.times_s) - 1)
     forecast_mw, _ = fleet.baseline(k)
-    bids = bidder.bids(forecast_mw, *fleet.batteries.limits(fleet.step_s / 3600.0))
+    if planner is None:
+        bids = bidder.bids(forecast_mw, *fleet.batteries.limits(fleet.step_s / 3600.0))
+    else:
+        charge, charge_price, discharge, discharge_price = planner.bids(k)
+        bids = bidder.bids(forecast_mw, charge, discharge, charge_price, discharge_price)
     return {"bids": bids, "forecast_mw": forecast_mw}
 
 
@@ -47,12 +54,19 @@ class AgentsSim(mosaik_api_v3.Simulator):
         super().__init__(META)
         self.fleet: Fleet | None = None
         self.bidder: Bidder | None = None
+        self.planner: ArbitragePlanner | None = None
         self._out: dict[str, Any] = {}
 
     def init(  # type: ignore[override]
-        self, sid: str, time_resolution: float = 1.0, *, fleet: Fleet, bidder: Bidder | None = None
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        fleet: Fleet,
+        bidder: Bidder | None = None,
+        planner: ArbitragePlanner | None = None,
     ) -> Meta:
-        self.fleet, self.bidder = fleet, bidder
+        self.fleet, self.bidder, self.planner = fleet, bidder, planner
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -70,9 +84,12 @@ class AgentsSim(mosaik_api_v3.Simulator):
         else:
             (award_mw,) = awards.values()
             setpoints = fleet.step_awarded(k, award_mw)
+            if self.planner is not None:
+                (price,) = inputs["fleet"]["price_per_mwh"].values()
+                self.planner.observe(k, price)
         self._out = {"p_mw": setpoints.p_mw, "q_mvar": setpoints.q_mvar, "soc_mwh": setpoints.soc_mwh}
         if self.bidder is not None:
-            self._out |= next_bids(fleet, self.bidder, k + 1)
+            self._out |= next_bids(fleet, self.bidder, k + 1, self.planner)
         return time + fleet.step_s
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:

@@ -123,9 +123,23 @@ class Bidder:
         self.inelastic_step = np.zeros(len(self.demand_owner), dtype=bool)
         self.inelastic_step[: len(consumers) * (1 + n_util) : 1 + n_util] = True
 
-    def bids(self, forecast_mw: np.ndarray, charge_max_mw: np.ndarray, discharge_max_mw: np.ndarray) -> Bids:
-        """This interval's bids from each agent's forecast (load convention) and battery limits."""
+    def bids(
+        self,
+        forecast_mw: np.ndarray,
+        charge_max_mw: np.ndarray,
+        discharge_max_mw: np.ndarray,
+        charge_price_per_mwh: np.ndarray | None = None,
+        discharge_price_per_mwh: np.ndarray | None = None,
+    ) -> Bids:
+        """This interval's bids from each agent's forecast (load convention) and battery quantities.
+
+        Batteries bid the configured prices unless given their own (n_battery,), e.g. an arbitrage plan's.
+        """
         r, n_util = self.rules, len(self.rules.utility_per_mwh)
+        n_bat = len(self._batteries)
+        if charge_price_per_mwh is None or discharge_price_per_mwh is None:
+            charge_price_per_mwh = np.full(n_bat, r.battery_charge_price_per_mwh)
+            discharge_price_per_mwh = np.full(n_bat, r.battery_discharge_price_per_mwh)
         if not self.batteries_bid:
             charge_max_mw, discharge_max_mw = 0.0 * charge_max_mw, 0.0 * discharge_max_mw
         consumer_mw = np.clip(forecast_mw[self._consumers], 0.0, None)
@@ -141,19 +155,24 @@ class Bidder:
             ],
             demand_price=np.r_[
                 self._consumer_price,
-                np.full(len(self._batteries), r.battery_charge_price_per_mwh),
+                charge_price_per_mwh,
                 np.full(self._n_export, r.export_price_per_mwh),
             ],
             supply_bus=self.supply_bus,
             supply_max_mw=np.r_[prod_max, discharge_max_mw, self._ext_max],
             supply_price=np.r_[
                 self._prod_c1,
-                np.full(len(self._batteries), r.battery_discharge_price_per_mwh),
+                discharge_price_per_mwh,
                 np.where(self._ext_has_cost, self._ext_c1, r.import_price_per_mwh),
             ],
             supply_min_mw=np.r_[self._prod_min, np.zeros(len(self._batteries) + len(self._ext_bus))],
             supply_c2=np.r_[self._prod_c2, np.zeros(len(self._batteries)), self._ext_c2],
         )
+
+    @property
+    def battery_agents(self) -> np.ndarray:
+        """Agent positions of the batteries, in the order of their steps."""
+        return self._batteries
 
     def _by_owner(self, demand: np.ndarray, supply: np.ndarray) -> np.ndarray:
         out = np.zeros(self.n_agent)

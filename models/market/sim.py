@@ -27,6 +27,7 @@ OUTPUTS = (
     "admm_iterations",
     "admm_messages",
     "admm_residual",
+    "storage_profit",
     "trades",
     "detail",
 )
@@ -88,6 +89,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         trades["step"] = np.full(len(trades["mwh"]), k, dtype=np.int64)
         self._out = {name: getattr(result, name) for name in OUTPUTS if hasattr(result, name)}
         self._out |= {"trades": trades} | _admm_outputs(result.admm, k)
+        self._out["storage_profit"] = -result.payment[self.market.bidder.battery_agents]
         self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
         return time + self.step_s
 

@@ -231,3 +231,33 @@ def test_admm_reaches_the_uniform_auction(tmp_path: Path) -> None:
         trace = a["market/admm_residual"]
         assert len(trace["step"]) == iterations.sum()
         assert (a["market/admm_messages"][:] >= 2 * iterations).all()
+
+
+@pytest.mark.parametrize(
+    ("import_price", "export_price", "cycles"), [(80.0, 30.0, True), (100.0, 90.0, False)]
+)
+def test_arbitrage_batteries_cycle_only_above_breakeven(
+    tmp_path: Path, import_price: float, export_price: float, cycles: bool
+) -> None:
+    """Batteries (eta 0.9/0.9) plan against yesterday's prices: with import/export = 2.67 they buy the PV
+    surplus at the export price and sell in the evening at a profit; at 1.11 < 1.2346 they never move."""
+    path = tmp_path / "arb.yaml"
+    path.write_text(
+        LV_MARKET.format(design="uniform", duration="2d", on_failure="continue")
+        .replace("pv: {share: 0.5}", "pv: {share: 1.0, kwp_min: 8, kwp_max: 12}")
+        .replace("battery: {share: 0.3}", "battery: {share: 0.3, eta_charge: 0.9, eta_discharge: 0.9}")
+        .replace("on_failure: continue}", "on_failure: continue, battery_bidding: arbitrage, upstream: "
+                 f"{{import_price_per_mwh: {import_price}, export_price_per_mwh: {export_price}}}}}")
+    )  # fmt: skip
+    with cosim.open_results(cosim.run(path, out=tmp_path / "arb.h5").path) as res:
+        battery = [c for c in res["agents/p_mw"].columns if c.endswith("battery")]
+        p_mw = res["agents/p_mw"][battery].to_numpy()
+        profit = res["agents/storage_profit"].to_numpy()
+        payment = res["market/payment"][battery].to_numpy()
+    assert np.all(p_mw[:24] == 0.0)  # the first day: no forecast yet
+    np.testing.assert_allclose(profit, -payment)
+    if cycles:
+        assert (p_mw > 1e-4).any() and (p_mw < -1e-4).any()
+        assert profit.sum() > 0.0
+    else:
+        assert np.all(np.abs(p_mw) < 1e-12) and np.all(profit == 0.0)

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cosim.models.agents.arbitrage import schedule
+from cosim.models.agents.arbitrage import ArbitragePlanner, schedule
+from cosim.models.agents.fleet import Batteries
 
 BREAKEVEN = 1.0 / (0.9 * 0.9)  # 1.2346: DESIGN.md
 
@@ -43,3 +44,31 @@ def test_limits_hold_and_profit_is_never_negative(prices: list[float], energy: f
     assert plan.energy_mwh[-1] >= energy - 1e-9
     revenue = float(np.sum(p * (plan.discharge_mw - plan.charge_mw)))
     assert revenue == pytest.approx(plan.profit, abs=1e-6)
+
+
+def _planner(soc_mwh: float = 0.005) -> tuple[ArbitragePlanner, Batteries]:
+    one = np.ones(1)
+    batteries = Batteries(
+        capacity_mwh=0.01 * one, power_mw=0.005 * one, eta_charge=0.9, eta_discharge=0.9,
+        soc_min_mwh=0.0 * one, soc_max_mwh=0.01 * one, soc_mwh=soc_mwh * one,
+        household=np.zeros(1, np.int64), pv=-one.astype(np.int64), ev=-one.astype(np.int64),
+    )  # fmt: skip
+    return ArbitragePlanner(batteries, np.array([1]), steps_per_day=4, dt_h=6.0, horizon_steps=4), batteries
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "cycles"), [(50.0, 60.0, False), (50.0, 61.0, False), (50.0, 62.0, True)]
+)
+def test_planner_bids_its_plan_only_above_breakeven(low: float, high: float, cycles: bool) -> None:
+    """Idle until a day of prices is seen; then it bids yesterday's plan, and only when high/low > 1.2346."""
+    planner, batteries = _planner()
+    assert all(np.all(x == 0) for x in planner.bids(0))
+    for k, price in enumerate([low, high, high, low]):
+        planner.observe(k, np.array([999.0, price]))  # bus 1 is the battery's
+    charge, buy_limit, discharge, sell_limit = planner.bids(4)  # a day later: step of day 0, price low
+    assert (charge[0] > 0) == cycles and discharge[0] == 0.0
+    if cycles:
+        assert buy_limit[0] == pytest.approx(0.81 * high) and sell_limit[0] == pytest.approx(low / 0.81)
+        batteries.soc_mwh = batteries.soc_mwh + 6.0 * 0.9 * charge  # the market cleared the bid
+        assert planner.bids(5)[2][0] > 0  # then sells at the high price, without re-planning
+        assert planner.n_plans == 1
