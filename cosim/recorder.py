@@ -93,7 +93,7 @@ class H5Recorder:
             self._file.create_dataset(key, data=data).attrs["units"] = units
         self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
-            group = self._file.create_group(t.path)
+            group = self._file.require_group(t.path)
             if t.description:
                 group.attrs["description"] = t.description
             for name, dtype, units in t.columns:

@@ -270,15 +270,44 @@ class DREvent(_Section):
         return self
 
 
+class StochasticConfig(_Section):
+    """Design stochastic: the day-ahead forecast scenarios and the real-time balancing prices."""
+
+    n_scenarios: int = _field("Scenarios of the next day's PV and load", default=10, ge=1, le=200)
+    pv_error_sd: float = _field(
+        "Standard deviation of the relative PV forecast error (one for all PV, per interval)",
+        default=0.25,
+        ge=0,
+    )
+    load_error_sd: float = _field("Standard deviation of the relative load forecast error", default=0.1, ge=0)
+    error_rho: float = _field(
+        "AR(1) coefficient of the errors from one interval to the next", default=0.8, ge=0, lt=1
+    )
+    up_price_per_mwh: float = _field(
+        "Price of real-time energy bought upstream when short (>= the import price)",
+        unit="$/MWh",
+        default=160.0,
+    )
+    down_price_per_mwh: float = _field(
+        "Price paid for real-time energy sold upstream when long (<= the export price)",
+        unit="$/MWh",
+        default=0.0,
+    )
+
+
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
-    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf", "admm"] = _field(
-        "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
-        "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
-        "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events; "
-        "scopf: DC-OPF secure against every single branch outage (preventive N-1); admm: the uniform "
-        "double auction cleared decentrally (agents solve their own problems, a coordinator sets the price)"
+    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf", "admm", "stochastic"] = (
+        _field(
+            "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
+            "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
+            "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events; "
+            "scopf: DC-OPF secure against every single branch outage (preventive N-1); admm: the uniform "
+            "double auction cleared decentrally (agents solve their own problems, a coordinator sets the "
+            "price); stochastic: each day cleared ahead against PV and load scenarios (copper plate, "
+            "batteries out), deviations settled in real time at balancing prices"
+        )
     )
     voll_per_mwh: float = _field(
         "Value of lost load: the bid of inelastic demand, the price of shedding it",
@@ -322,6 +351,9 @@ class MarketConfig(_Section):
         "(outages that would island part of the grid are excluded and reported)",
         None,
     )
+    stochastic: StochasticConfig | None = _field(
+        "stochastic: scenarios and balancing prices (default: the defaults of each key)", None
+    )
     on_failure: Literal["continue", "stop"] = _field(
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
@@ -347,8 +379,20 @@ class MarketConfig(_Section):
             self.contingencies is not None or self.contingency_limit_factor != 1.0
         ):
             raise ValueError("contingencies and contingency_limit_factor are only used by design scopf")
-        if self.battery_bidding == "arbitrage" and self.design == "central":
-            raise ValueError("battery_bidding: arbitrage needs a design where batteries bid (not central)")
+        if self.battery_bidding == "arbitrage" and self.design in ("central", "stochastic"):
+            raise ValueError(
+                f"battery_bidding: arbitrage needs a design where batteries bid, not {self.design}"
+            )
+        if self.design == "stochastic":
+            st = self.stochastic or StochasticConfig()
+            if st.up_price_per_mwh < self.upstream.import_price_per_mwh:
+                raise ValueError("stochastic.up_price_per_mwh must be at least upstream.import_price_per_mwh")
+            if st.down_price_per_mwh > self.upstream.export_price_per_mwh:
+                raise ValueError(
+                    "stochastic.down_price_per_mwh must be at most upstream.export_price_per_mwh"
+                )
+        elif self.stochastic is not None:
+            raise ValueError("the stochastic section is only used by design stochastic")
         return self
 
 
@@ -682,6 +726,8 @@ class Scenario(_Section):
             raise ValueError("privacy releases metered data of the agents: it needs a grid")
         if self.equity is not None and self.market is None:
             raise ValueError("equity accounts the market's payments: add a market section")
+        if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
+            raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
         return self
 
     @property

@@ -36,7 +36,7 @@ from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.tariff import posted_price, utc_seconds
 from cosim.recorder import H5Recorder, Series, Table
-from cosim.scenario import Scenario, SimbenchGrid, load_scenario
+from cosim.scenario import Scenario, SimbenchGrid, StochasticConfig, load_scenario
 
 SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
@@ -142,6 +142,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
     if m is None:
         return None
     central = m.design == "central"  # fixed demand, no storage schedule: demand all inelastic
+    stochastic = m.design == "stochastic"  # no state of charge between the day's hours: batteries out
     rules = BidRules(
         voll_per_mwh=m.voll_per_mwh,
         inelastic_share=1.0 if central else m.inelastic_share,
@@ -155,7 +156,9 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         max_export_mw=m.upstream.max_export_mw,
     )
     table = fleet.table
-    bidder = Bidder(net, table.kind, table.bus, table.elements, rules, batteries_bid=not central)
+    bidder = Bidder(
+        net, table.kind, table.bus, table.elements, rules, batteries_bid=not (central or stochastic)
+    )
     p0, q0 = fleet.baseline(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         q_ratio = np.nan_to_num(q0 / p0)[np.maximum(bidder.demand_owner, 0)] * (bidder.demand_owner >= 0)
@@ -164,10 +167,21 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         events = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
         tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
         posted = posted_price(fleet.times_s, tariff, events)
+    day_ahead = None
+    if stochastic:
+        from cosim.models.market.day_ahead import DayAheadMarket
+
+        st, step_s = m.stochastic or StochasticConfig(), scenario.time.step_s
+        day_ahead = DayAheadMarket(
+            bidder, lambda k: fleet.baseline(k)[0], table.kind, 86400 // step_s, step_s / 3600.0,
+            len(fleet.times_s), st.n_scenarios, st.pv_error_sd, st.load_error_sd, st.error_rho,
+            st.up_price_per_mwh, st.down_price_per_mwh, rng_for(scenario.seed, "forecast"),
+        )  # fmt: skip
     try:
         return Market(
             net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted,
             contingencies=m.contingencies, contingency_limit_factor=m.contingency_limit_factor,
+            day_ahead=day_ahead,
         )  # fmt: skip
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None
@@ -551,6 +565,7 @@ def _series_and_static(
             ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load"),
             ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)"),
             ("security_cost", "$", None, "welfare given up for N-1 security against the same bids' DC-OPF"),
+            ("balancing_cost", "$", None, "deviations from the day-ahead schedule settled in real time"),
             ("admm_iterations", "1", None, "ADMM iterations to the stopping rule"),
             (
                 "admm_messages",
@@ -559,12 +574,15 @@ def _series_and_static(
                 "messages exchanged: price out and quantity back per agent and iteration",
             ),
             ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
+            ("scheduled_mw", "MW", n_agent, "day-ahead schedule, + = consumption"),
             ("storage_profit", "$", n_battery, "revenue minus cost of every battery in the market"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
             if attr == "price_q_per_mvarh" and market.design != "acopf":
                 continue
             if attr == "security_cost" and market.design != "scopf":
+                continue
+            if attr in ("balancing_cost", "scheduled_mw") and market.design != "stochastic":
                 continue
             if attr in ("admm_iterations", "admm_messages") and market.design != "admm":
                 continue
@@ -589,6 +607,22 @@ def _series_and_static(
             )
         )
         routes[(m, "trades")] = "market/trades"
+        if market.design == "stochastic":
+            tables.append(
+                Table(
+                    "market",
+                    (
+                        ("day_step", np.int64, "1"),
+                        ("vss", np.float64, "$"),
+                        ("evpi", np.float64, "$"),
+                        ("expected_cost", np.float64, "$"),
+                        ("ws", np.float64, "$"),
+                        ("eev", np.float64, "$"),
+                        ("expected_balancing_cost", np.float64, "$"),
+                    ),
+                )
+            )
+            routes[(m, "day")] = "market"
         if market.design == "admm":
             tables.append(
                 Table(

@@ -134,8 +134,12 @@ class ArbitragePlanner:
             if not np.isfinite(f).all():
                 continue  # a failed clearing in the last day: no forecast, stay idle
             plan, j = self._plan[i], k - self._plan_start[i]
-            stale = plan is None or k % self.steps_per_day == 0 or j >= len(plan.charge_mw)
-            if stale or abs(plan.energy_mwh[j] - b.soc_mwh[i]) > 1e-3 * b.capacity_mwh[i]:
+            if (
+                plan is None
+                or k % self.steps_per_day == 0
+                or j >= len(plan.charge_mw)
+                or abs(plan.energy_mwh[j] - b.soc_mwh[i]) > 1e-3 * b.capacity_mwh[i]  # left its plan
+            ):
                 plan = schedule(
                     f, f, power_mw=float(b.power_mw[i]), capacity_mwh=float(b.soc_max_mwh[i]),
                     energy_mwh=float(np.clip(b.soc_mwh[i], b.soc_min_mwh[i], b.soc_max_mwh[i])),

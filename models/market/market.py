@@ -33,6 +33,9 @@ class MarketResult:
     trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
     security_cost: float = np.nan  # $, welfare given up for N-1 security (scopf only)
     admm: Any = None  # ADMMResult of the interval (admm only): iterations, residual traces, messages
+    balancing_cost: float = np.nan  # $, deviations from the day-ahead schedule settled (stochastic only)
+    scheduled_mw: Any = None  # (n_agent,) day-ahead schedule of the interval (stochastic only)
+    day: Any = None  # DayClearing of the day this interval starts (stochastic only): VSS, EVPI
 
 
 class Market:
@@ -42,7 +45,8 @@ class Market:
     ----------
     net : pandapower net (its buses index the price vectors)
     design : ``uniform``, ``dcopf``, ``acopf``, ``central`` (DC-OPF of fixed demand), ``tou``, ``dr``,
-        ``scopf`` (N-1 secure DC-OPF) or ``admm`` (the uniform auction cleared decentrally)
+        ``scopf`` (N-1 secure DC-OPF), ``admm`` (the uniform auction cleared decentrally) or ``stochastic``
+        (day-ahead against scenarios, settled in real time: give ``day_ahead``)
     bidder : the run's step layout
     dt_h : interval length [h]
     on_failure : ``continue`` or ``stop``
@@ -51,6 +55,7 @@ class Market:
     carbon : ``(StepFactors, carbon_price_per_t)``: offers carry their marginal emissions at that price
     contingencies, contingency_limit_factor : scopf: the secured branch outages (names, default all) and the
         post-contingency limit as a multiple of the rating
+    day_ahead : stochastic: the `DayAheadMarket` that clears the days
 
     After ``clear``, ``last_bids`` and ``last_clearing`` hold what was cleared (bids with the carbon adder;
     clearing None when it failed) for the accounting of the interval.
@@ -68,6 +73,7 @@ class Market:
         carbon: tuple[Any, float] | None = None,
         contingencies: list[str] | None = None,
         contingency_limit_factor: float = 1.0,
+        day_ahead: Any = None,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.carbon, self._import_mw = carbon, 0.0
@@ -76,7 +82,10 @@ class Market:
         self.n_bus = len(net.bus)
         d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
         self.model: Any
-        if design == "admm":
+        if design == "stochastic":
+            assert day_ahead is not None
+            self.model = day_ahead
+        elif design == "admm":
             from cosim.models.market.admm import ADMMClearing
 
             self.model = ADMMClearing(bidder.demand_owner, bidder.supply_owner, warm_start=True)
@@ -151,6 +160,8 @@ class Market:
             bids = carbon_priced(
                 bids, fac.supply_marginal_kg_per_mwh, price_per_t, fac.demand_marginal_kg_per_mwh
             )
+        if self.design == "stochastic":
+            return self._settle(self.model.interval(step, forecast_mw), forecast_mw, step)
         if self.design in ("tou", "dr"):
             clearing: Clearing = self.model.clear(bids, float(self.posted_price_per_mwh[step]), self.n_bus)
         else:
@@ -202,6 +213,44 @@ class Market:
             admm=self.model.last_result if self.design == "admm" else None,
         )
 
+    def _settle(self, iv: Any, forecast_mw: np.ndarray, step: int) -> MarketResult:
+        """A stochastic interval: day-ahead schedule and price, real-time deviations at balancing prices."""
+        day, h, dt, bids = iv.day_ahead, iv.hour, self.dt_h, iv.bids
+        self.last_bids, self.last_clearing = bids, None
+        if day.status != "optimal":
+            if self.on_failure == "stop":
+                raise ModelNotConverged(
+                    f"market design 'stochastic' failed for the day of step {step}: {day.status} "
+                    "(set market.on_failure: continue to go on with the agents' own behaviour)"
+                )
+            return self._failed(forecast_mw)
+        d_mw, s_mw, price = day.demand_mw[h], day.supply_mw[h], float(day.price_per_mwh[h])
+        cost = float(bids.supply_price @ s_mw)
+        d_step, s_step, mw = merit_order_trades(d_mw, bids.demand_price, s_mw, bids.supply_price)
+        b = self.bidder
+        return MarketResult(
+            ok=True,
+            price_per_mwh=np.full(self.n_bus, price),
+            price_q_per_mvarh=np.full(self.n_bus, np.nan),
+            award_mw=iv.award_mw,
+            payment=iv.day_ahead_payment + iv.balancing_payment,
+            cleared_mwh=float(d_mw.sum()) * dt,
+            welfare=(float(bids.demand_price @ d_mw) - cost) * dt,
+            cost=cost * dt,
+            congestion_rent=0.0,
+            unserved_mwh=0.0,  # consumers take their profile; balancing covers any shortfall
+            trades={
+                "buyer": b.demand_owner[d_step],
+                "seller": b.supply_owner[s_step],
+                "mwh": mw * dt,
+                "price": np.full(len(mw), price),
+                "seller_price": np.full(len(mw), price),
+            },
+            balancing_cost=float(iv.balancing_payment.sum()),
+            scheduled_mw=iv.scheduled_mw,
+            day=day if h == 0 else None,
+        )
+
     def _failed(self, forecast_mw: np.ndarray) -> MarketResult:
         nan_bus = np.full(self.n_bus, np.nan)
         empty = {k: np.zeros(0) for k in ("mwh", "price", "seller_price")}
@@ -217,4 +266,5 @@ class Market:
             congestion_rent=np.nan,
             unserved_mwh=np.nan,
             trades={"buyer": np.zeros(0, np.int64), "seller": np.zeros(0, np.int64), **empty},
+            scheduled_mw=np.full(len(forecast_mw), np.nan),
         )

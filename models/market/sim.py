@@ -28,6 +28,9 @@ OUTPUTS = (
     "admm_messages",
     "admm_residual",
     "storage_profit",
+    "balancing_cost",
+    "scheduled_mw",
+    "day",
     "trades",
     "detail",
 )
@@ -48,6 +51,17 @@ def _admm_outputs(res: Any, k: int) -> dict[str, Any]:
            for key in ("primal_residual", "dual_residual", "rho", "price")},
     }  # fmt: skip
     return {"admm_iterations": n, "admm_messages": 0 if res is None else res.messages, "admm_residual": trace}
+
+
+def _day_outputs(day: Any, k: int, dt_h: float) -> dict[str, np.ndarray]:
+    """One row of the per-day table ($) at a day's first interval (stochastic), else no row."""
+    if day is None:
+        return {"day_step": np.zeros(0, np.int64), **{c: np.zeros(0) for c in DAY_COLUMNS}}
+    money = {c: np.array([getattr(day, c) * dt_h]) for c in DAY_COLUMNS}  # $/h summed over the day -> $
+    return {"day_step": np.array([k], np.int64), **money}
+
+
+DAY_COLUMNS = ("vss", "evpi", "expected_cost", "ws", "eev", "expected_balancing_cost")
 
 
 class MarketSim(mosaik_api_v3.Simulator):
@@ -89,6 +103,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         trades["step"] = np.full(len(trades["mwh"]), k, dtype=np.int64)
         self._out = {name: getattr(result, name) for name in OUTPUTS if hasattr(result, name)}
         self._out |= {"trades": trades} | _admm_outputs(result.admm, k)
+        self._out["day"] = _day_outputs(result.day, k, self.step_s / 3600.0)
         self._out["storage_profit"] = -result.payment[self.market.bidder.battery_agents]
         self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
         return time + self.step_s

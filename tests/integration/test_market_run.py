@@ -261,3 +261,54 @@ def test_arbitrage_batteries_cycle_only_above_breakeven(
         assert profit.sum() > 0.0
     else:
         assert np.all(np.abs(p_mw) < 1e-12) and np.all(profit == 0.0)
+
+
+def _stochastic(tmp_path: Path, extra: str, battery_share: float = 0.3) -> Path:
+    path = tmp_path / "sto.yaml"
+    text = LV_MARKET.format(design="stochastic", duration="2d", on_failure="continue")
+    text = text.replace("battery: {share: 0.3}", f"battery: {{share: {battery_share}}}")
+    path.write_text(text.replace("on_failure: continue}", f"on_failure: continue{extra}}}"))
+    return path
+
+
+def test_stochastic_day_ahead_settles_deviations_in_real_time(tmp_path: Path) -> None:
+    """Two days cleared ahead against 6 scenarios: per day VSS >= 0 and EVPI >= 0; in real time loads and PV
+    follow their profiles and every agent pays the day-ahead price for its schedule plus its deviation at
+    the balancing prices (short at up, long at down)."""
+    extra = ", stochastic: {n_scenarios: 6, up_price_per_mwh: 150, down_price_per_mwh: 10}"
+    summary = cosim.run(_stochastic(tmp_path, extra), out=tmp_path / "sto.h5")
+    with h5py.File(summary.path) as f:
+        np.testing.assert_array_equal(f["market/day_step"][:], [0, 24])
+        vss, evpi = f["market/vss"][:], f["market/evpi"][:]
+        assert np.all(vss >= -1e-6) and np.all(evpi >= -1e-6) and evpi.sum() > 0
+        assert f["market/ok"][:].all()
+        kind = f["agents/kind"][:].astype(str)
+        p_mw, award, pay = f["agents/p_mw"][:], f["market/award_mw"][:], f["market/payment"][:]
+        price, balancing = f["market/price_per_mwh"][:, 0], f["market/balancing_cost"][:]
+        scheduled = f["market/scheduled_mw"][:]
+    with cosim.open_results(cosim.run(lv_market(tmp_path, "uniform", "2d"), out=tmp_path / "u.h5").path) as r:
+        profile = r["agents/p_mw"].to_numpy()  # same seed, same agents: the profiles that happen
+    follows = np.isin(kind, ("load", "ev", "pv", "sgen"))
+    np.testing.assert_allclose(p_mw[:, follows], award[:, follows], atol=1e-12)
+    loads = kind == "load"
+    assert np.abs(p_mw[:, loads] - profile[:, loads]).max() < 1e-12  # loads are never curtailed here
+    np.testing.assert_array_equal(p_mw[:, kind == "battery"], 0.0)
+    dev = award - scheduled
+    np.testing.assert_allclose(pay, price[:, None] * scheduled + 150.0 * dev.clip(0) + 10.0 * dev.clip(None, 0))
+    np.testing.assert_allclose(balancing, (pay - price[:, None] * scheduled).sum(axis=1))
+    assert np.abs(dev[:, kind == "load"]).max() > 0  # forecast errors: loads deviated from the schedule
+
+
+def test_stochastic_with_a_perfect_forecast_is_the_deterministic_auction(tmp_path: Path) -> None:
+    """No forecast error (one scenario, sd 0): VSS = EVPI = 0, nothing to balance, and every hour's welfare
+    and cleared energy equal the uniform auction's on the same bids (batteries out of both)."""
+    extra = ", stochastic: {n_scenarios: 1, pv_error_sd: 0, load_error_sd: 0}"
+    sto = cosim.run(_stochastic(tmp_path, extra, battery_share=0.0), out=tmp_path / "sto.h5")
+    uni = tmp_path / "uni.yaml"
+    uni.write_text(lv_market(tmp_path, "uniform", "2d").read_text().replace("share: 0.3", "share: 0.0"))
+    with h5py.File(sto.path) as f, h5py.File(cosim.run(uni, out=tmp_path / "uni.h5").path) as g:
+        np.testing.assert_allclose(f["market/vss"][:], 0.0, atol=1e-6)
+        np.testing.assert_allclose(f["market/evpi"][:], 0.0, atol=1e-6)
+        np.testing.assert_allclose(f["market/balancing_cost"][:], 0.0, atol=1e-9)
+        for key in ("welfare", "cleared_mwh"):
+            np.testing.assert_allclose(f[f"market/{key}"][:], g[f"market/{key}"][:], rtol=1e-7, atol=1e-7)
