@@ -62,6 +62,8 @@ class PowerFlowResult:
     trafo_loading_percent: np.ndarray  # (n_trafo,) pandapower trafo_loading="current"
     losses_mw: float  # sum of line + trafo active losses
     import_mw: float  # sum of res_ext_grid.p_mw (positive = import from the upstream grid)
+    # islanded only (switching.SwitchingPowerFlow): P of the grid-forming unit, positive = it delivers
+    grid_forming_mw: float = float("nan")
 
 
 def _split_elements(net: Any, elements: Sequence[tuple[str, int]]) -> dict[str, tuple[IntArray, IntArray]]:
