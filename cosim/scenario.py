@@ -20,9 +20,6 @@ from cosim.errors import ScenarioError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-RESERVED_SECTIONS = {
-    "events": "issue #6 (uncertainty, contingencies and outages)",
-}
 
 
 def parse_duration_s(text: str | int) -> int:
@@ -354,6 +351,14 @@ class MarketConfig(_Section):
     stochastic: StochasticConfig | None = _field(
         "stochastic: scenarios and balancing prices (default: the defaults of each key)", None
     )
+    critical_loads: list[str] = _field(
+        "Agent names of critical loads (e.g. a hospital): all their demand is bid at critical_voll_per_mwh, "
+        "so they are served first and shed last",
+        default_factory=list,
+    )
+    critical_voll_per_mwh: float = _field(
+        "Value of lost load of the critical loads", unit="$/MWh", default=10000.0, gt=0
+    )
     on_failure: Literal["continue", "stop"] = _field(
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
@@ -379,6 +384,10 @@ class MarketConfig(_Section):
             self.contingencies is not None or self.contingency_limit_factor != 1.0
         ):
             raise ValueError("contingencies and contingency_limit_factor are only used by design scopf")
+        if self.critical_voll_per_mwh < self.voll_per_mwh:
+            raise ValueError(
+                "critical_voll_per_mwh must be at least voll_per_mwh: critical loads are shed last"
+            )
         if self.battery_bidding == "arbitrage" and self.design in ("central", "stochastic"):
             raise ValueError(
                 f"battery_bidding: arbitrage needs a design where batteries bid, not {self.design}"
@@ -659,6 +668,45 @@ class PrivacyConfig(_Section):
         return self
 
 
+class _Event(_Section):
+    start: dt.datetime = _field("Start of the outage, ISO 8601; naive times are UTC")
+    duration: str = _field("Length of the outage, e.g. '6h'")
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_s(value)
+        return value
+
+
+class IslandEvent(_Event):
+    """The upstream grid is lost: the microgrid runs alone around a grid-forming unit (the slack)."""
+
+    kind: Literal["island"] = _field("Event kind")
+    grid_forming: str | None = _field(
+        "Agent name of the grid-forming battery or generator; default the battery with the most energy", None
+    )
+    reserve_share: float = _field(
+        "Share of the grid-forming battery's energy and power held back for voltage and frequency "
+        "(blackstart reserve): not offered to the local market",
+        default=0.2,
+        ge=0,
+        lt=1,
+    )
+
+
+class OutageEvent(_Event):
+    """A branch is out of service (a contingency that really happens)."""
+
+    kind: Literal["line_outage"] = _field("Event kind")
+    element: str = _field("The branch: 'line N' or 'trafo N' (pandapower index)")
+
+
 class OutputConfig(_Section):
     """Where and what the recorder writes."""
 
@@ -691,17 +739,10 @@ class Scenario(_Section):
     equity: EquityConfig | None = _field(
         "Equity accounting: bills, surplus, Gini, a fairness rule (needs a market)", None
     )
-    events: Any = _field("Reserved: outages and contingencies (not implemented yet)", None)
-
-    @field_validator(*RESERVED_SECTIONS)
-    @classmethod
-    def _reserved(cls, value: Any, info: Any) -> Any:
-        if value is not None:
-            raise ValueError(
-                f"section '{info.field_name}' is not implemented yet "
-                f"({RESERVED_SECTIONS[info.field_name]}); remove it to run this scenario"
-            )
-        return value
+    events: list[Annotated[IslandEvent | OutageEvent, Field(discriminator="kind")]] = _field(
+        "Outages that happen during the study: islanding from the upstream grid, branch outages",
+        default_factory=list,
+    )
 
     @model_validator(mode="after")
     def _standalone(self) -> Scenario:
@@ -726,6 +767,16 @@ class Scenario(_Section):
             raise ValueError("privacy releases metered data of the agents: it needs a grid")
         if self.equity is not None and self.market is None:
             raise ValueError("equity accounts the market's payments: add a market section")
+        if self.events and self.market is not None and self.market.design == "stochastic":
+            raise ValueError(
+                "events with design stochastic are not built: its days are cleared ahead on the intact grid"
+            )
+        islands = [e for e in self.events if e.kind == "island"]
+        if islands and (self.market is None or self.market.design in ("acopf", "tou", "dr", "stochastic")):
+            raise ValueError(
+                "an island event needs a market that can balance the microgrid alone (uniform, dcopf, "
+                "central, scopf or admm): the local price decides who is served"
+            )
         if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
             raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
         return self

@@ -26,9 +26,11 @@ from cosim.models.agents import profiles
 from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet, build_fleet
 from cosim.models.agents.sim import next_bids
+from cosim.models.grid.events import Event, EventSchedule, parse_branch
 from cosim.models.grid.network import element_names, load_network
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
+from cosim.models.grid.switching import SwitchingPowerFlow
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, LedgerModel
 from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
@@ -36,7 +38,14 @@ from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.tariff import posted_price, utc_seconds
 from cosim.recorder import H5Recorder, Series, Table
-from cosim.scenario import Scenario, SimbenchGrid, StochasticConfig, load_scenario
+from cosim.scenario import (
+    OutageEvent,
+    Scenario,
+    SimbenchGrid,
+    StochasticConfig,
+    load_scenario,
+    parse_duration_s,
+)
 
 SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
@@ -92,8 +101,10 @@ def effective(
     return scenario.model_copy(update=update)
 
 
-def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarray]:
-    """Network, agent fleet and power flow of a scenario, plus the step start times (Unix s)."""
+def build_models(
+    scenario: Scenario,
+) -> tuple[Any, Fleet, ACPowerFlow | SwitchingPowerFlow, np.ndarray, EventSchedule | None]:
+    """Network, agent fleet and power flow of a scenario, the step start times (Unix s) and its events."""
     g = scenario.grid
     if g is None:
         raise ScenarioError([("grid", "required key is missing")])
@@ -130,13 +141,56 @@ def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow, np.ndarra
         path, _, msg = str(exc).partition(": ")
         raise ScenarioError([(path, msg or str(exc))]) from None
     pf = g.power_flow
-    power_flow = ACPowerFlow(
+    events = build_events(scenario, net, fleet)
+    flow = ACPowerFlow if events is None else SwitchingPowerFlow
+    power_flow = flow(
         net, fleet.table.elements, tolerance_mva=pf.tolerance_mva, max_iteration=pf.max_iteration
     )
-    return net, fleet, power_flow, times_s
+    return net, fleet, power_flow, times_s, events
 
 
-def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
+def build_events(scenario: Scenario, net: Any, fleet: Fleet) -> EventSchedule | None:
+    """The scenario's outages with their branches and grid-forming units resolved, or None without events."""
+    if not scenario.events:
+        return None
+    table, problems, events = fleet.table, [], []
+    names = list(table.name)
+    batteries = table.where("battery")
+    for i, e in enumerate(scenario.events):
+        start = int(e.start.timestamp())
+        end = start + parse_duration_s(e.duration)
+        if isinstance(e, OutageEvent):
+            try:
+                events.append(Event("line_outage", start, end, branch=parse_branch(net, e.element)))
+            except ValueError as exc:
+                problems.append((f"events.{i}.element", str(exc)))
+            continue
+        if e.grid_forming is None:
+            if not len(batteries):
+                problems.append((f"events.{i}.grid_forming", "no battery to form the island: add "
+                                 "agents.battery.share or name a generator agent"))  # fmt: skip
+                continue
+            unit = int(batteries[np.argmax(fleet.batteries.capacity_mwh)])
+        elif e.grid_forming in names and table.kind[names.index(e.grid_forming)] in (
+            "battery",
+            "gen",
+            "sgen",
+        ):
+            unit = names.index(e.grid_forming)
+        else:
+            problems.append(
+                (f"events.{i}.grid_forming", f"{e.grid_forming!r} is not a battery, gen or sgen agent")
+            )
+            continue
+        events.append(Event("island", start, end, grid_forming=unit, reserve_share=e.reserve_share))
+    if problems:
+        raise ScenarioError(problems)
+    return EventSchedule(net, table.elements, table.bus, events, fleet.times_s, scenario.time.step_s)
+
+
+def build_market(
+    scenario: Scenario, net: Any, fleet: Fleet, events: EventSchedule | None = None
+) -> Market | None:
     """The scenario's market (bidding rules, design model built once), or None without a market section."""
     m = scenario.market
     if m is None:
@@ -154,19 +208,25 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         export_price_per_mwh=m.upstream.export_price_per_mwh,
         max_import_mw=m.upstream.max_import_mw,
         max_export_mw=m.upstream.max_export_mw,
+        critical_voll_per_mwh=m.critical_voll_per_mwh,
     )
     table = fleet.table
+    names = list(table.name)
+    unknown = [n for n in m.critical_loads if n not in names or table.kind[names.index(n)] != "load"]
+    if unknown:
+        raise ScenarioError([("market.critical_loads", f"not load agents of this grid: {unknown}")])
     bidder = Bidder(
-        net, table.kind, table.bus, table.elements, rules, batteries_bid=not (central or stochastic)
-    )
+        net, table.kind, table.bus, table.elements, rules, batteries_bid=not (central or stochastic),
+        critical=np.isin(table.name.astype(str), m.critical_loads),
+    )  # fmt: skip
     p0, q0 = fleet.baseline(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         q_ratio = np.nan_to_num(q0 / p0)[np.maximum(bidder.demand_owner, 0)] * (bidder.demand_owner >= 0)
     posted = None
     if m.design in ("tou", "dr"):
-        events = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
+        dr = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
         tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
-        posted = posted_price(fleet.times_s, tariff, events)
+        posted = posted_price(fleet.times_s, tariff, dr)
     day_ahead = None
     if stochastic:
         from cosim.models.market.day_ahead import DayAheadMarket
@@ -181,7 +241,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet) -> Market | None:
         return Market(
             net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted,
             contingencies=m.contingencies, contingency_limit_factor=m.contingency_limit_factor,
-            day_ahead=day_ahead,
+            day_ahead=day_ahead, events=events,
         )  # fmt: skip
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None
@@ -515,7 +575,7 @@ def _emissions_contract(
 
 
 def _series_and_static(
-    scenario: Scenario, net: Any, fleet: Fleet, market: Market | None
+    scenario: Scenario, net: Any, fleet: Fleet, market: Market | None, events: EventSchedule | None = None
 ) -> tuple[list[Series], list[Table], dict[str, tuple[np.ndarray, str]], dict[tuple[str, str], str]]:
     """Declare the HDF5 contract for this run: series, tables, static datasets and routes from mosaik."""
     groups = [g for g in scenario.output.groups if g != "market" or market is not None]
@@ -576,6 +636,13 @@ def _series_and_static(
             ("award_mw", "MW", n_agent, "cleared power, + = consumption"),
             ("scheduled_mw", "MW", n_agent, "day-ahead schedule, + = consumption"),
             ("storage_profit", "$", n_battery, "revenue minus cost of every battery in the market"),
+            (
+                "agent_unserved_mwh",
+                "MWh",
+                n_agent,
+                "inelastic demand shed (and all demand an outage cut off)",
+            ),
+            ("agent_curtailed_mwh", "MWh", n_agent, "elastic demand not bought at the price"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
             if attr == "price_q_per_mvarh" and market.design != "acopf":
@@ -589,7 +656,9 @@ def _series_and_static(
             columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
             columns = "agents/storage_name" if attr == "storage_profit" else columns
             dtype = np.bool_ if attr == "ok" else np.int64 if attr.startswith("admm") else np.float64
-            path = "agents/storage_profit" if attr == "storage_profit" else f"market/{attr}"
+            path = f"market/{attr}"
+            if attr in ("storage_profit", "agent_unserved_mwh", "agent_curtailed_mwh"):
+                path = "agents/" + attr.removeprefix("agent_")
             series.append(Series(path, units, dtype, width, description, columns))
             routes[(m, attr)] = path
         tables.append(
@@ -639,6 +708,20 @@ def _series_and_static(
                 )
             )
             routes[(m, "admm_residual")] = "market/admm_residual"
+    if events is not None:
+        static |= {
+            "events/kind": (np.array([e.kind for e in events.events]), ""),
+            "events/element": (np.array([e.element for e in events.events]), ""),
+            "events/start": (np.array([e.start_s for e in events.events], dtype=np.int64), "s"),
+            "events/end": (np.array([e.end_s for e in events.events], dtype=np.int64), "s"),
+        }
+        if "grid" in groups:
+            series += [
+                Series("grid/islanded", "1", np.int8, None, "the microgrid runs without the upstream grid"),
+                Series("grid/grid_forming_mw", "MW", np.float64, None, "islanded: the slack unit's output"),
+            ]
+            routes |= {("Grid-0.grid", "islanded"): "grid/islanded"}
+            routes |= {("Grid-0.grid", "grid_forming_mw"): "grid/grid_forming_mw"}
     if "grid" in groups or "market" in groups:
         static["grid/bus/name"] = (np.array(element_names(net.bus, "bus")), "")
     if "agents" in groups or "market" in groups:
@@ -650,6 +733,9 @@ def _series_and_static(
             "agents/kind": (table.kind.astype(str), ""),
             "agents/storage_name": (table.name[batteries].astype(str), ""),
         }
+        if market is not None:
+            critical = np.asarray(market.bidder.critical, dtype=bool)
+            static["agents/critical"] = (critical, "critical load: served first, shed last")
     if "agents" in groups:
         series += [
             Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
@@ -733,7 +819,7 @@ def run(
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
     if scenario.grid is None:  # the ledger alone on its workload
         assert scenario.ledger is not None and scenario.ledger.workload is not None
-        net = fleet = power_flow = market = None
+        net = fleet = power_flow = market = events = None
         times_s = int(scenario.time.start.timestamp()) + step_s * np.arange(n_steps, dtype=np.int64)
         series: list[Series] = [Series("time", "s", np.int64, None, "Unix time of each step start")]
         tables: list[Table] = []
@@ -741,9 +827,9 @@ def run(
         routes: dict[tuple[str, str], str] = {}
         n_accounts = scenario.ledger.workload.accounts
     else:
-        net, fleet, power_flow, times_s = build_models(scenario)
-        market = build_market(scenario, net, fleet)
-        series, tables, static, routes = _series_and_static(scenario, net, fleet, market)
+        net, fleet, power_flow, times_s, events = build_models(scenario)
+        market = build_market(scenario, net, fleet, events)
+        series, tables, static, routes = _series_and_static(scenario, net, fleet, market, events)
         n_accounts = len(fleet.table)
     ledger, ledger_attrs = build_ledger(scenario, n_accounts) or (None, {})
     more_series, more_tables, more_routes = _ledger_contract(ledger, scenario.output.groups)
@@ -801,16 +887,36 @@ def run(
         if fleet is not None:
             planner = build_planner(scenario, net, fleet)
             agents_sim = world.start(
-                "Agents", fleet=fleet, bidder=market.bidder if market else None, planner=planner
+                "Agents",
+                fleet=fleet,
+                bidder=market.bidder if market else None,
+                planner=planner,
+                events=events,
             )
-            grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats)
+            grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats, events=events)
             fleet_e, grid_e = agents_sim.Fleet(), grid_sim.Grid()
             world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
+            if events is not None:
+                world.connect(
+                    grid_e,
+                    fleet_e,
+                    "grid_forming_mw",
+                    time_shifted=True,
+                    initial_data={"grid_forming_mw": np.nan},
+                )
             sources |= {"Agents": fleet_e, "Grid": grid_e}
         if market is not None:
             market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
-            first = next_bids(fleet, market.bidder, 0, planner)
-            world.connect(fleet_e, market_e, "bids", "forecast_mw", time_shifted=True, initial_data=first)
+            first = next_bids(fleet, market.bidder, 0, planner, events)
+            world.connect(
+                fleet_e,
+                market_e,
+                "bids",
+                "forecast_mw",
+                "grid_forming_mwh",
+                time_shifted=True,
+                initial_data=first,
+            )
             world.connect(market_e, fleet_e, "award_mw", "price_per_mwh")
             sources["Market"] = market_e
         if net is not None and (accounting.emissions is not None or accounting.equity is not None):

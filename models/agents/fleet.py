@@ -78,6 +78,12 @@ class Batteries:
         )
         return np.clip(charge_mw, 0.0, None), np.clip(discharge_mw, 0.0, None)
 
+    def debit(self, i: int, extra_mw: float, dt_h: float) -> None:
+        """Battery ``i`` delivered ``extra_mw`` more than its set-point for a step (negative: took more)."""
+        eta = 1.0 / self.eta_discharge if extra_mw > 0 else self.eta_charge
+        soc = self.soc_mwh[i] - extra_mw * eta * dt_h
+        self.soc_mwh[i] = np.clip(soc, self.soc_min_mwh[i], self.soc_max_mwh[i])
+
     def apply(self, p_mw: np.ndarray, dt_h: float) -> np.ndarray:
         """Run the batteries at ``p_mw`` (load convention) for one step, within limits; return that power."""
         charge_max, discharge_max = self.limits(dt_h)

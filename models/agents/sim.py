@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import mosaik_api_v3
+import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet
+from cosim.models.grid.events import EventSchedule
 from cosim.models.market.bidding import Bidder
 
 META: Meta = {
@@ -23,28 +25,75 @@ META: Meta = {
         "Fleet": {
             "public": True,
             "params": [],
-            "attrs": ["p_mw", "q_mvar", "soc_mwh", "award_mw", "price_per_mwh", "bids", "forecast_mw"],
+            "attrs": [
+                *("p_mw", "q_mvar", "soc_mwh", "award_mw", "price_per_mwh", "bids", "forecast_mw"),
+                *("grid_forming_mw", "grid_forming_mwh"),
+            ],
         }
     },
 }
 
 
 def next_bids(
-    fleet: Fleet, bidder: Bidder, k: int, planner: ArbitragePlanner | None = None
+    fleet: Fleet,
+    bidder: Bidder,
+    k: int,
+    planner: ArbitragePlanner | None = None,
+    events: EventSchedule | None = None,
 ) -> dict[str, Any]:
     """The fleet's bids for step ``k`` from its forecast and its batteries' limits (or arbitrage plans).
 
-    Returns ``{"bids": Bids, "forecast_mw": forecast}``: what the market clears, and what the agents
-    do (batteries idle) if the clearing fails.
+    Islanded, batteries offer what their limits allow (no plan); a grid-forming battery always keeps its
+    reserve off the market.
+    Returns ``{"bids": Bids, "forecast_mw": forecast, "grid_forming_mwh": stored}``: what the market
+    clears, what the agents do (batteries idle) if the clearing fails, and the energy left to form an island.
     """
     k = min(k, len(fleet.times_s) - 1)
     forecast_mw, _ = fleet.baseline(k)
-    if planner is None:
-        bids = bidder.bids(forecast_mw, *fleet.batteries.limits(fleet.step_s / 3600.0))
+    islanded = events is not None and events.state(k).islanded
+    prices = None
+    if planner is None or islanded:
+        charge, discharge = fleet.batteries.limits(fleet.step_s / 3600.0)
     else:
         charge, charge_price, discharge, discharge_price = planner.bids(k)
-        bids = bidder.bids(forecast_mw, charge, discharge, charge_price, discharge_price)
-    return {"bids": bids, "forecast_mw": forecast_mw}
+        prices = charge_price, discharge_price
+    if events is not None:
+        charge, discharge = _hold_reserve(fleet, events, islanded, charge, discharge)
+    bids = bidder.bids(forecast_mw, charge, discharge, *(prices or (None, None)))
+    return {"bids": bids, "forecast_mw": forecast_mw, "grid_forming_mwh": _grid_forming_mwh(fleet, events, k)}
+
+
+def _grid_forming_mwh(fleet: Fleet, events: EventSchedule | None, k: int) -> float:
+    """Energy left above its minimum in the battery forming the island of step ``k`` (inf otherwise)."""
+    unit = None if events is None else events.state(k).grid_forming
+    batteries = list(fleet.table.where("battery"))
+    if unit is None or unit not in batteries:
+        return np.inf
+    b, i = fleet.batteries, batteries.index(unit)
+    return float(b.soc_mwh[i] - b.soc_min_mwh[i])
+
+
+def _hold_reserve(
+    fleet: Fleet, events: EventSchedule, islanded: bool, charge: np.ndarray, discharge: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Limits with each grid-forming battery's blackstart reserve kept off the market.
+
+    The reserve share of its energy is held at all times (it must be there when the island begins);
+    islanded, the same share of its power is kept as headroom for voltage and frequency.
+    """
+    b, dt_h = fleet.batteries, fleet.step_s / 3600.0
+    position = {int(a): i for i, a in enumerate(fleet.table.where("battery"))}
+    charge, discharge = charge.copy(), discharge.copy()
+    for agent, r in events.reserve_share.items():
+        if agent not in position:
+            continue  # a generator forms the island: no storage reserve
+        i = position[agent]
+        spare_mwh = max(0.0, b.soc_mwh[i] - b.soc_min_mwh[i] - r * b.capacity_mwh[i])
+        discharge[i] = min(discharge[i], spare_mwh * b.eta_discharge / dt_h)
+        if islanded:
+            charge[i] = min(charge[i], (1.0 - r) * b.power_mw[i])
+            discharge[i] = min(discharge[i], (1.0 - r) * b.power_mw[i])
+    return charge, discharge
 
 
 class AgentsSim(mosaik_api_v3.Simulator):
@@ -65,8 +114,9 @@ class AgentsSim(mosaik_api_v3.Simulator):
         fleet: Fleet,
         bidder: Bidder | None = None,
         planner: ArbitragePlanner | None = None,
+        events: EventSchedule | None = None,
     ) -> Meta:
-        self.fleet, self.bidder, self.planner = fleet, bidder, planner
+        self.fleet, self.bidder, self.planner, self.events = fleet, bidder, planner, events
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -78,6 +128,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         fleet = self.fleet
         assert fleet is not None
         k = time // fleet.step_s
+        self._debit_grid_forming(k, inputs.get("fleet", {}).get("grid_forming_mw", {}))
         awards = inputs.get("fleet", {}).get("award_mw", {})
         if self.bidder is None or not awards:
             setpoints = fleet.step(k)
@@ -89,8 +140,23 @@ class AgentsSim(mosaik_api_v3.Simulator):
                 self.planner.observe(k, price)
         self._out = {"p_mw": setpoints.p_mw, "q_mvar": setpoints.q_mvar, "soc_mwh": setpoints.soc_mwh}
         if self.bidder is not None:
-            self._out |= next_bids(fleet, self.bidder, k + 1, self.planner)
+            self._out |= next_bids(fleet, self.bidder, k + 1, self.planner, self.events)
         return time + fleet.step_s
+
+    def _debit_grid_forming(self, k: int, got: dict[str, Any]) -> None:
+        """Islanded in step ``k - 1``, the grid-forming battery delivered what the power flow's slack did
+        (its set-point plus losses and mismatch): its energy follows, one step late."""
+        fleet = self.fleet
+        assert fleet is not None
+        if self.events is None or not got or k == 0:
+            return
+        (delivered_mw,) = got.values()
+        unit = self.events.state(k - 1).grid_forming
+        batteries = list(fleet.table.where("battery"))
+        if unit is None or unit not in batteries or not np.isfinite(delivered_mw):
+            return
+        i = batteries.index(unit)
+        fleet.batteries.debit(i, float(delivered_mw) + float(self._out["p_mw"][unit]), fleet.step_s / 3600.0)
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
         return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}

@@ -1,4 +1,7 @@
-"""mosaik adapter of the AC power flow: one entity ``grid`` taking agent arrays, giving grid arrays."""
+"""mosaik adapter of the AC power flow: one entity ``grid`` taking agent arrays, giving grid arrays.
+
+With events (an `EventSchedule`) the power flow is a `SwitchingPowerFlow` solved in each step's topology.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.grid.events import EventSchedule
 from cosim.models.grid.powerflow import ACPowerFlow, Limits, PowerFlowResult
+from cosim.models.grid.switching import SwitchingPowerFlow
 
 OUTPUTS = (
     "vm_pu",
@@ -22,6 +27,8 @@ OUTPUTS = (
     "converged",
     "n_voltage_violations",
     "n_overloads",
+    "islanded",
+    "grid_forming_mw",
 )
 META: Meta = {
     "api_version": "3.0",
@@ -45,7 +52,7 @@ class GridSim(mosaik_api_v3.Simulator):
 
     def __init__(self) -> None:
         super().__init__(META)
-        self.power_flow: ACPowerFlow | None = None
+        self.power_flow: ACPowerFlow | SwitchingPowerFlow | None = None
         self.step_s = 0
         self.result: PowerFlowResult | None = None
         self.stats = SolverStats()
@@ -55,11 +62,13 @@ class GridSim(mosaik_api_v3.Simulator):
         sid: str,
         time_resolution: float = 1.0,
         *,
-        power_flow: ACPowerFlow,
+        power_flow: ACPowerFlow | SwitchingPowerFlow,
         step_s: int,
         stats: SolverStats | None = None,
+        events: EventSchedule | None = None,
     ) -> Meta:
-        self.power_flow, self.step_s = power_flow, step_s
+        self.power_flow, self.step_s, self.events = power_flow, step_s, events
+        self.islanded = False
         self.limits = Limits.of(power_flow.net)
         self.stats = stats if stats is not None else SolverStats()
         return self.meta
@@ -74,7 +83,16 @@ class GridSim(mosaik_api_v3.Simulator):
         (p_mw,) = inputs["grid"]["p_mw"].values()
         (q_mvar,) = inputs["grid"]["q_mvar"].values()
         t0 = wallclock.perf_counter()
-        self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar))
+        if self.events is None:
+            self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar))
+        else:
+            assert isinstance(self.power_flow, SwitchingPowerFlow)
+            state = self.events.state(time // self.step_s)
+            self.islanded = state.islanded
+            self.result = self.power_flow.solve(
+                np.asarray(p_mw), np.asarray(q_mvar), out_branches=state.out_branches,
+                grid_forming=state.grid_forming,
+            )  # fmt: skip
         self.stats.solver_s += wallclock.perf_counter() - t0
         self.stats.n_not_converged += not self.result.converged
         self.n_violations = self.limits.violations(self.result)
@@ -82,7 +100,11 @@ class GridSim(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
         assert self.result is not None
-        values = {"n_voltage_violations": self.n_violations[0], "n_overloads": self.n_violations[1]}
+        values = {
+            "n_voltage_violations": self.n_violations[0],
+            "n_overloads": self.n_violations[1],
+            "islanded": self.islanded,
+        }
         return {
             eid: {attr: values[attr] if attr in values else getattr(self.result, attr) for attr in attrs}
             for eid, attrs in outputs.items()

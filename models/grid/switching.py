@@ -33,13 +33,34 @@ import pandapower as pp
 
 from cosim.models.grid.powerflow import ACPowerFlow, PowerFlowResult
 
-__all__ = ["BRANCH_TABLES", "GRID_FORMING_TABLES", "SwitchingPowerFlow"]
+__all__ = ["BRANCH_TABLES", "GRID_FORMING_TABLES", "SwitchingPowerFlow", "state_net"]
 
 BRANCH_TABLES = ("line", "trafo")  # tables an outage may name
 GRID_FORMING_TABLES = ("storage", "sgen", "gen")  # tables a grid-forming unit may live in
 
 Branch = tuple[str, int]
 _State = tuple[frozenset[Branch], int | None]
+
+
+def state_net(net: Any, out_branches: Iterable[Branch], grid_forming: tuple[str, int] | None) -> Any:
+    """A copy of ``net`` with ``out_branches`` out of service and, islanded, the slack at ``grid_forming``.
+
+    Islanded (``grid_forming`` a (table, index) element): the point of common coupling opens (every
+    ext_grid and every transformer at an ext_grid's bus are out of service, so the substation's no-load
+    losses do not drain the island), a slack ext_grid (1.0 pu, 0 degrees) sits at the unit's bus and
+    the unit's own element is out of service.
+    """
+    net = copy.deepcopy(net)
+    for table, index in out_branches:
+        net[table].at[index, "in_service"] = False
+    if grid_forming is not None:
+        table, index = grid_forming
+        pcc = net.ext_grid.bus.to_numpy()
+        net.trafo.loc[net.trafo.hv_bus.isin(pcc) | net.trafo.lv_bus.isin(pcc), "in_service"] = False
+        net.ext_grid["in_service"] = False
+        pp.create_ext_grid(net, int(net[table].at[index, "bus"]), vm_pu=1.0, va_degree=0.0)
+        net[table].at[index, "in_service"] = False
+    return net
 
 
 class SwitchingPowerFlow:
@@ -112,7 +133,10 @@ class SwitchingPowerFlow:
         key = (self._normalise_branches(out_branches), self._check_grid_forming(grid_forming))
         flow = self._flows.get(key)
         if flow is None:
-            flow = self._flows[key] = ACPowerFlow(self._state_net(*key), self._elements, **self._kwargs)
+            unit = None if key[1] is None else self._elements[key[1]]
+            flow = self._flows[key] = ACPowerFlow(
+                state_net(self.net, key[0], unit), self._elements, **self._kwargs
+            )
         result = flow.solve(p_mw, q_mvar)
         if grid_forming is None:
             return result
@@ -142,15 +166,3 @@ class SwitchingPowerFlow:
         if not bool(self.net[table].at[index, "in_service"]):
             raise ValueError(f"grid-forming agent ({table!r}, {index}) is out of service")
         return int(column)
-
-    def _state_net(self, out_branches: frozenset[Branch], grid_forming: int | None) -> Any:
-        """A copy of the intact net with the state's branches out and, islanded, the slack moved."""
-        net = copy.deepcopy(self.net)
-        for table, index in out_branches:
-            net[table].at[index, "in_service"] = False
-        if grid_forming is not None:
-            table, index = self._elements[grid_forming]
-            net.ext_grid["in_service"] = False
-            pp.create_ext_grid(net, int(net[table].at[index, "bus"]), vm_pu=1.0, va_degree=0.0)
-            net[table].at[index, "in_service"] = False
-        return net

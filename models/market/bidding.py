@@ -16,7 +16,7 @@ Payments are $ per interval, positive = the agent pays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ class BidRules:
     export_price_per_mwh: float
     max_import_mw: float
     max_export_mw: float
+    critical_voll_per_mwh: float = np.inf
 
 
 def _costs(net: Any, et: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,6 +66,7 @@ class Bidder:
     elements : (table, index) of each agent
     rules : bidding prices and shares
     batteries_bid : False keeps batteries out (zero quantities): they stay idle
+    critical : (n_agent,) bool, critical loads: all their demand is one step at ``critical_voll_per_mwh``
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Bidder:
         elements: list[tuple[str, int]],
         rules: BidRules,
         batteries_bid: bool = True,
+        critical: np.ndarray | None = None,
     ) -> None:
         self.rules, self.n_agent, self.batteries_bid = rules, len(kind), batteries_bid
         kind = np.asarray(kind).astype(str)
@@ -118,10 +121,22 @@ class Bidder:
         self.supply_bus = np.concatenate(s_bus).astype(np.int64)
         self._n_export = int(export.sum())
         share = (1.0 - rules.inelastic_share) / max(n_util, 1)
-        self._consumer_share = np.tile(np.r_[rules.inelastic_share, np.full(n_util, share)], len(consumers))
-        self._consumer_price = np.tile(np.r_[rules.voll_per_mwh, rules.utility_per_mwh], len(consumers))
+        shares = np.tile(np.r_[rules.inelastic_share, np.full(n_util, share)], (len(consumers), 1))
+        prices = np.tile(np.r_[rules.voll_per_mwh, rules.utility_per_mwh], (len(consumers), 1))
+        self.critical = (
+            np.zeros(len(kind), dtype=bool) if critical is None else np.asarray(critical, dtype=bool)
+        )
+        vital = self.critical[consumers]
+        shares[vital], prices[vital, 0] = np.r_[1.0, np.zeros(n_util)], rules.critical_voll_per_mwh
+        self._consumer_share, self._consumer_price = shares.ravel(), prices.ravel()
         self.inelastic_step = np.zeros(len(self.demand_owner), dtype=bool)
         self.inelastic_step[: len(consumers) * (1 + n_util) : 1 + n_util] = True
+        self.consumer_step = np.zeros(len(self.demand_owner), dtype=bool)
+        self.consumer_step[: len(consumers) * (1 + n_util)] = True
+        self.upstream_demand, self.upstream_supply = (
+            self.demand_owner == UPSTREAM,
+            self.supply_owner == UPSTREAM,
+        )
 
     def bids(
         self,
@@ -193,10 +208,25 @@ class Bidder:
         n_d = len(self.demand_owner)
         return self._by_owner(clearing.demand_mw * price_at[:n_d], clearing.supply_mw * price_at[n_d:]) * dt_h
 
-    def unserved_mw(self, bids: Bids, clearing: Clearing) -> float:
-        """Inelastic demand the clearing did not serve (shed at the value of lost load) [MW]."""
-        step = self.inelastic_step
-        return float(np.sum(bids.demand_mw[step] - clearing.demand_mw[step]))
+    def shortfall_mw(self, bids: Bids, clearing: Clearing) -> tuple[np.ndarray, np.ndarray]:
+        """(n_agent,) inelastic demand not served (shed) and elastic demand not bought (curtailed) [MW]."""
+        short, owner = bids.demand_mw - clearing.demand_mw, self.demand_owner
+        unserved, curtailed = np.zeros(self.n_agent), np.zeros(self.n_agent)
+        np.add.at(unserved, owner[self.inelastic_step], short[self.inelastic_step])
+        elastic = self.consumer_step & ~self.inelastic_step
+        np.add.at(curtailed, owner[elastic], short[elastic])
+        return unserved, curtailed
+
+    def restricted(self, bids: Bids, connected: np.ndarray, islanded: bool) -> Bids:
+        """``bids`` with the steps of unconnected agents (and, islanded, of the upstream grid) at zero."""
+        d_on = np.where(self.demand_owner >= 0, connected[np.maximum(self.demand_owner, 0)], not islanded)
+        s_on = np.where(self.supply_owner >= 0, connected[np.maximum(self.supply_owner, 0)], not islanded)
+        return replace(
+            bids,
+            demand_mw=np.where(d_on, bids.demand_mw, 0.0),
+            supply_max_mw=np.where(s_on, bids.supply_max_mw, 0.0),
+            supply_min_mw=np.where(s_on, bids.supply_min_mw, 0.0),
+        )
 
 
 def merit_order_trades(

@@ -32,6 +32,8 @@ class MarketResult:
     unserved_mwh: float
     trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
     security_cost: float = np.nan  # $, welfare given up for N-1 security (scopf only)
+    agent_unserved_mwh: Any = None  # (n_agent,) inelastic demand shed, incl. agents an outage cut off
+    agent_curtailed_mwh: Any = None  # (n_agent,) elastic demand not bought at the price
     admm: Any = None  # ADMMResult of the interval (admm only): iterations, residual traces, messages
     balancing_cost: float = np.nan  # $, deviations from the day-ahead schedule settled (stochastic only)
     scheduled_mw: Any = None  # (n_agent,) day-ahead schedule of the interval (stochastic only)
@@ -56,6 +58,8 @@ class Market:
     contingencies, contingency_limit_factor : scopf: the secured branch outages (names, default all) and the
         post-contingency limit as a multiple of the rating
     day_ahead : stochastic: the `DayAheadMarket` that clears the days
+    events : `EventSchedule` of the run's outages: unconnected agents (and, islanded, the upstream grid)
+        do not trade, and network designs clear the topology of the step
 
     After ``clear``, ``last_bids`` and ``last_clearing`` hold what was cleared (bids with the carbon adder;
     clearing None when it failed) for the accounting of the interval.
@@ -74,12 +78,13 @@ class Market:
         contingencies: list[str] | None = None,
         contingency_limit_factor: float = 1.0,
         day_ahead: Any = None,
+        events: Any = None,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
-        self.carbon, self._import_mw = carbon, 0.0
+        self.carbon, self._import_mw, self.events = carbon, 0.0, events
         self.last_bids: Bids | None = None
         self.last_clearing: Clearing | None = None
-        self.n_bus = len(net.bus)
+        self.n_bus, self.net = len(net.bus), net
         d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
         self.model: Any
         if design == "stochastic":
@@ -97,36 +102,11 @@ class Market:
             self.model = UniformAuction(len(d_bus), len(s_bus))
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
-        elif design in ("dcopf", "central"):
-            from cosim.models.market.dcopf import DCOPF
-            from cosim.models.market.network_dc import dc_network
-
-            network = dc_network(net)
-            self.model = DCOPF(network, d_bus, s_bus)
-            self._step_pos = network.position_of(np.r_[d_bus, s_bus])
-            self._bus_pos = network.position_of(net.bus.index.to_numpy())
-        elif design == "scopf":
-            from cosim.models.market.dcopf import DCOPF
-            from cosim.models.market.network_dc import dc_network
-            from cosim.models.market.scopf import SCOPF
-
-            network = dc_network(net)
-            self.model = SCOPF(
-                network,
-                d_bus,
-                s_bus,
-                contingencies=contingencies,
-                contingency_limit_factor=contingency_limit_factor,
-            )
-            self._unsecured = DCOPF(network, d_bus, s_bus)  # the same bids without N-1: the security cost
-            self._step_pos = network.position_of(np.r_[d_bus, s_bus])
-            self._bus_pos = network.position_of(net.bus.index.to_numpy())
-        elif design == "acopf":
-            from cosim.models.market.acopf import ACOPF
-
-            self.model = ACOPF(net, d_bus, s_bus, demand_q_ratio=demand_q_ratio)
-            rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
-            self._step_pos, self._bus_pos = rows, np.arange(self.n_bus)
+        elif design in ("dcopf", "central", "scopf", "acopf"):
+            self._network_args = (demand_q_ratio, contingencies, contingency_limit_factor)
+            self._state: frozenset[tuple[str, int]] = frozenset()
+            self._states = {self._state: self._network_model(net)}
+            self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[self._state]
         elif design in ("tou", "dr"):
             from cosim.models.market.tariff import PostedPrice
 
@@ -138,14 +118,65 @@ class Market:
         else:
             raise ValueError(f"market design {design!r} is not built")
 
+    def _network_model(
+        self, net: Any, out_branches: frozenset[tuple[str, int]] = frozenset()
+    ) -> tuple[Any, np.ndarray, np.ndarray, Any]:
+        """(model, step positions, bus positions, unsecured DC-OPF of scopf) of the design on ``net``."""
+        from cosim.models.market.dcopf import DCOPF
+        from cosim.models.market.network_dc import dc_network
+
+        q_ratio, contingencies, limit_factor = self._network_args
+        d_bus, s_bus = self.bidder.demand_bus, self.bidder.supply_bus
+        if self.design == "acopf":
+            from cosim.models.market.acopf import ACOPF
+
+            rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
+            return ACOPF(net, d_bus, s_bus, demand_q_ratio=q_ratio), rows, np.arange(self.n_bus), None
+        network = dc_network(net)
+        step_pos = network.position_of(np.r_[d_bus, s_bus])
+        bus_pos = network.position_of(net.bus.index.to_numpy())
+        if self.design != "scopf":
+            return DCOPF(network, d_bus, s_bus), step_pos, bus_pos, None
+        from cosim.models.market.scopf import SCOPF
+
+        if contingencies is not None:  # a branch already out is not secured again
+            out = {f"{table} {index}" for table, index in out_branches}
+            contingencies = [c for c in contingencies if c not in out]
+        model = SCOPF(
+            network, d_bus, s_bus, contingencies=contingencies, contingency_limit_factor=limit_factor
+        )
+        return model, step_pos, bus_pos, DCOPF(network, d_bus, s_bus)  # unsecured: the security cost
+
+    def _use_topology(self, out_branches: frozenset[tuple[str, int]]) -> None:
+        """Clear with these branches out of service (a network model built once per set; copper plate: no-op).
+
+        An island keeps the network model: lossless DC flows of a balanced dispatch do not depend on
+        which bus is the slack.
+        """
+        if not hasattr(self, "_states") or out_branches == self._state:
+            return
+        if out_branches not in self._states:
+            from cosim.models.grid.switching import state_net
+
+            self._states[out_branches] = self._network_model(
+                state_net(self.net, out_branches, None), out_branches
+            )
+        self._state = out_branches
+        self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[out_branches]
+
     def _per(self, price: np.ndarray, pos: np.ndarray) -> np.ndarray:
         out = np.full(len(pos), np.nan)
         ok = (pos >= 0) & (pos < len(price))
         out[ok] = price[pos[ok]]
         return out
 
-    def clear(self, bids: Bids, forecast_mw: np.ndarray, step: int) -> MarketResult:
+    def clear(
+        self, bids: Bids, forecast_mw: np.ndarray, step: int, grid_forming_mwh: float = np.inf
+    ) -> MarketResult:
         """Clear one interval; ``forecast_mw`` is what agents do if the clearing fails.
+
+        Islanded, ``grid_forming_mwh`` is the energy the grid-forming battery has left: none, and the
+        island is blacked out (nobody trades, every load is unserved).
 
         Raises
         ------
@@ -160,6 +191,13 @@ class Market:
             bids = carbon_priced(
                 bids, fac.supply_marginal_kg_per_mwh, price_per_t, fac.demand_marginal_kg_per_mwh
             )
+        offered = bids
+        if self.events is not None:
+            state = self.events.state(step)
+            self._use_topology(state.out_branches)
+            blackout = state.islanded and grid_forming_mwh <= 1e-12
+            connected = np.zeros_like(state.connected) if blackout else state.connected
+            bids = self.bidder.restricted(bids, connected, state.islanded)
         if self.design == "stochastic":
             return self._settle(self.model.interval(step, forecast_mw), forecast_mw, step)
         if self.design in ("tou", "dr"):
@@ -184,6 +222,7 @@ class Market:
         )
         b = self.bidder
         q_price = clearing.price_q_per_mvarh
+        unserved, curtailed = b.shortfall_mw(offered, clearing)
         security = np.nan
         if self.design == "scopf":
             from cosim.models.market.scopf import security_cost
@@ -201,7 +240,9 @@ class Market:
             welfare=clearing.welfare * dt,
             cost=clearing.cost * dt,
             congestion_rent=clearing.congestion_rent * dt,
-            unserved_mwh=b.unserved_mw(bids, clearing) * dt,
+            unserved_mwh=float(unserved.sum()) * dt,
+            agent_unserved_mwh=unserved * dt,
+            agent_curtailed_mwh=curtailed * dt,
             trades={
                 "buyer": b.demand_owner[d_step],
                 "seller": b.supply_owner[s_step],
@@ -239,6 +280,8 @@ class Market:
             cost=cost * dt,
             congestion_rent=0.0,
             unserved_mwh=0.0,  # consumers take their profile; balancing covers any shortfall
+            agent_unserved_mwh=np.zeros(b.n_agent),
+            agent_curtailed_mwh=np.zeros(b.n_agent),
             trades={
                 "buyer": b.demand_owner[d_step],
                 "seller": b.supply_owner[s_step],
@@ -267,4 +310,6 @@ class Market:
             unserved_mwh=np.nan,
             trades={"buyer": np.zeros(0, np.int64), "seller": np.zeros(0, np.int64), **empty},
             scheduled_mw=np.full(len(forecast_mw), np.nan),
+            agent_unserved_mwh=np.full(len(forecast_mw), np.nan),
+            agent_curtailed_mwh=np.full(len(forecast_mw), np.nan),
         )

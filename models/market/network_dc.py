@@ -13,6 +13,7 @@ an island of its own, with no branch.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,12 +134,14 @@ def dc_network(net: Any) -> DCNetwork:
     # affect generator data, not the branches and buses taken here.
     for table in ("ext_grid", "gen", "sgen", "load", "storage"):
         if table in net and "controllable" in net[table]:
-            net[table]["controllable"] = net[table]["controllable"].fillna(False).astype(bool)
+            net[table]["controllable"] = net[table]["controllable"].eq(True)  # NaN -> False
     # The options pandapower.rundcopp sets (its defaults), but no connectivity check: islands are kept.
     _init_rundcopp_options(
         net, check_connectivity=False, switch_rx_ratio=0.5, delta=1e-10, trafo3w_losses="hv"
     )
-    ppc, _ = _pd2ppc(net)
+    with warnings.catch_warnings():  # pandapower's own FutureWarnings on SimBench's NaN q limits
+        warnings.simplefilter("ignore", FutureWarning)
+        ppc, _ = _pd2ppc(net)
     lookup = np.asarray(net._pd2ppc_lookups["bus"])
     base_mva = float(ppc["baseMVA"])
 

@@ -28,6 +28,8 @@ OUTPUTS = (
     "admm_messages",
     "admm_residual",
     "storage_profit",
+    "agent_unserved_mwh",
+    "agent_curtailed_mwh",
     "balancing_cost",
     "scheduled_mw",
     "day",
@@ -37,7 +39,13 @@ OUTPUTS = (
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
-    "models": {"Market": {"public": True, "params": [], "attrs": ["bids", "forecast_mw", *OUTPUTS]}},
+    "models": {
+        "Market": {
+            "public": True,
+            "params": [],
+            "attrs": ["bids", "forecast_mw", "grid_forming_mwh", *OUTPUTS],
+        }
+    },
 }
 
 
@@ -96,7 +104,9 @@ class MarketSim(mosaik_api_v3.Simulator):
         (forecast_mw,) = inputs["market"]["forecast_mw"].values()
         k = time // self.step_s
         t0 = wallclock.perf_counter()
-        result: MarketResult = self.market.clear(bids, forecast_mw, k)
+        stored = inputs["market"].get("grid_forming_mwh", {})
+        stored_mwh = next(iter(stored.values())) if stored else np.inf
+        result: MarketResult = self.market.clear(bids, forecast_mw, k, stored_mwh)
         self.stats.solver_s += wallclock.perf_counter() - t0
         self.stats.n_not_converged += not result.ok
         trades = dict(result.trades)

@@ -294,7 +294,9 @@ def test_stochastic_day_ahead_settles_deviations_in_real_time(tmp_path: Path) ->
     assert np.abs(p_mw[:, loads] - profile[:, loads]).max() < 1e-12  # loads are never curtailed here
     np.testing.assert_array_equal(p_mw[:, kind == "battery"], 0.0)
     dev = award - scheduled
-    np.testing.assert_allclose(pay, price[:, None] * scheduled + 150.0 * dev.clip(0) + 10.0 * dev.clip(None, 0))
+    np.testing.assert_allclose(
+        pay, price[:, None] * scheduled + 150.0 * dev.clip(0) + 10.0 * dev.clip(None, 0)
+    )
     np.testing.assert_allclose(balancing, (pay - price[:, None] * scheduled).sum(axis=1))
     assert np.abs(dev[:, kind == "load"]).max() > 0  # forecast errors: loads deviated from the schedule
 

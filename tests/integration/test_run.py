@@ -82,7 +82,7 @@ def test_voltages_equal_pandapower_runpp(default_run: cosim.RunSummary) -> None:
     from cosim.world import build_models, load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "default.yaml")
-    net, fleet, _, _ = build_models(scenario)
+    net, fleet, _, _, _ = build_models(scenario)
     with cosim.open_results(default_run.path) as res:
         p, q = res["agents/p_mw"].to_numpy(), res["agents/q_mvar"].to_numpy()
         vm, va = res["grid/bus/vm_pu"].to_numpy(), res["grid/bus/va_degree"].to_numpy()

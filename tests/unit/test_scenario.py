@@ -24,7 +24,7 @@ agents:
 market: {design: tou}
 ledger: {consensus: raft, faulty: -1}
 privacy: {epsilon: 1.0}
-events: [{kind: island}]
+events: [{kind: island}, {kind: flood}]
 """
 
 
@@ -67,11 +67,12 @@ def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
         "ledger.faulty",
         "privacy.budget",
         "privacy.declared_max_kw",
-        "events",
+        "events.0.island.start",
+        "events.1",
     ]:
         assert expected in paths, (expected, paths)
     messages = dict(info.value.problems)
-    assert "not implemented yet" in messages["events"]
+    assert "'island', 'line_outage'" in messages["events.1"]
     assert "'pow', 'pos' or 'bft'" in messages["ledger.consensus"]
     assert "needs a tariff" in messages["market"]
     assert "unknown key" in messages["grid.colour"]

@@ -115,7 +115,8 @@ def _microgrid() -> tuple[pp.pandapowerNet, list[tuple[str, int]], np.ndarray, n
 
 
 def test_islanding_grid_forming_storage_matches_runpp() -> None:
-    """Islanded with the storage as slack equals runpp with the ext_grid moved to the storage bus."""
+    """Islanded with the storage as slack equals runpp with the substation trafo open and the ext_grid moved
+    to the storage bus."""
     net, elements, p, q = _microgrid()
     gf = 5  # the storage column
     spf = SwitchingPowerFlow(net, elements, tolerance_mva=TOL_MVA)
@@ -124,6 +125,7 @@ def test_islanding_grid_forming_storage_matches_runpp() -> None:
     ref = copy.deepcopy(net)
     set_injections(ref, elements, p, q)
     ref.ext_grid["in_service"] = False
+    ref.trafo["in_service"] = False  # the point of common coupling opens
     ref.storage.at[0, "in_service"] = False
     pp.create_ext_grid(ref, int(ref.storage.at[0, "bus"]), vm_pu=1.0, va_degree=0.0)
     pp.runpp(ref, **RUNPP)
@@ -146,8 +148,8 @@ def test_island_with_outage_drops_cut_off_agents() -> None:
     net, elements, p, q = _microgrid()
     spf = SwitchingPowerFlow(net, elements)
     res = spf.solve(p, q, out_branches={("line", 3)}, grid_forming=5)  # cuts off bus of load 3
-    cut = int(net.line.at[3, "to_bus"])
-    assert np.isnan(res.vm_pu[cut]) and np.isfinite(np.delete(res.vm_pu, cut)).all()
+    cut, mv = int(net.line.at[3, "to_bus"]), 0  # the MV bus is cut off too: the substation trafo opens
+    assert np.isnan(res.vm_pu[[cut, mv]]).all() and np.isfinite(np.delete(res.vm_pu, [cut, mv])).all()
     served = p[[0, 1, 2, 4]].sum()
     assert res.grid_forming_mw == pytest.approx(served + res.losses_mw, abs=TOL)
 
