@@ -654,6 +654,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
     """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
     from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
     from .society_report import load_society, society_rows, society_section  # late: imports this module
+    from .uncertainty_report import load_uncertainty, uncertainty_rows, uncertainty_section  # late: same
 
     h5_path = Path(h5_path)
     out = Path(out_dir) if out_dir is not None else h5_path.with_name(f"{h5_path.stem}_report")
@@ -673,6 +674,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         yaml_text = str(_attr(f, "scenario_yaml"))
         led = load_ledger(f)
         soc = load_society(f)
+        unc = load_uncertainty(f)
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
     counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
@@ -707,6 +709,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         rows += ledger_rows(led)
     if soc is not None:
         rows += society_rows(soc)
+    if unc is not None:
+        rows += uncertainty_rows(unc)
     rows += [(k.replace("_", " ").title(), html.escape(meta[k])) for k in meta if k != "name"]
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     market = f"<h2>Market ({html.escape(m['design'])})</h2>\n{_imgs(mfigs)}\n" if m is not None else ""
@@ -714,6 +718,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         market += f"<h2>Ledger ({html.escape(led.consensus)})</h2>\n{_imgs(ledger_figures(led, out))}\n"
     if soc is not None:
         market += society_section(soc, out)
+    if unc is not None:
+        market += uncertainty_section(unc, out)
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     body = (
         f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
@@ -728,10 +734,13 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
 
 def _run_column(h5_path: Path) -> tuple[str, dict[str, str], Arr | None, float]:
     """One run of a comparison: its name, {row label: cell}, per-step mean price (None without market), T."""
+    from .uncertainty_report import load_uncertainty, uncertainty_rows  # late: it imports this module
+
     with h5py.File(h5_path, "r") as f:
         d = _load(f)
         m = _load_market(f, d, figures=False)
         name = str(_attr(f, "name")) or h5_path.stem
+        unc = load_uncertainty(f)
     h, t = d["step_h"], d["T"]
     lo = d["vm"].row_min[np.isfinite(d["vm"].row_min)]
     hi = d["line"].row_max[np.isfinite(d["line"].row_max)]
@@ -751,6 +760,8 @@ def _run_column(h5_path: Path) -> tuple[str, dict[str, str], Arr | None, float]:
         "Non-converged steps": str(d["nonconv"]),
         **dict(_violation_rows(d)),
     }
+    if unc is not None:
+        cells |= dict(uncertainty_rows(unc))
     return name, cells, None if m is None else m["price"].row_mean, float(t)
 
 
