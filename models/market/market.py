@@ -258,7 +258,7 @@ class Market:
         """A stochastic interval: day-ahead schedule and price, real-time deviations at balancing prices."""
         day, h, dt, bids = iv.day_ahead, iv.hour, self.dt_h, iv.bids
         self.last_bids, self.last_clearing = bids, None
-        if day.status != "optimal":
+        if not day.status.startswith("optimal"):  # "optimal; EEV: ...": the schedule stands, a measure failed
             if self.on_failure == "stop":
                 raise ModelNotConverged(
                     f"market design 'stochastic' failed for the day of step {step}: {day.status} "

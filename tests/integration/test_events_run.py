@@ -92,8 +92,10 @@ def test_line_outage_cuts_off_its_feeder(events_run: Path) -> None:
 
 def test_bad_events_are_refused_with_their_path(tmp_path: Path) -> None:
     """An unknown branch or grid-forming unit names the event; islands need a market that balances alone."""
-    text = EVENTS.format(design="dcopf").replace("line 3", "line 999").replace(
-        "reserve_share: 0.2", "reserve_share: 0.2, grid_forming: LV4.101 Load 3"
+    text = (
+        EVENTS.format(design="dcopf")
+        .replace("line 3", "line 999")
+        .replace("reserve_share: 0.2", "reserve_share: 0.2, grid_forming: LV4.101 Load 3")
     )
     path = tmp_path / "bad.yaml"
     path.write_text(text)
