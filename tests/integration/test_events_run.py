@@ -106,3 +106,27 @@ def test_bad_events_are_refused_with_their_path(tmp_path: Path) -> None:
     path.write_text(EVENTS.format(design="acopf"))
     with pytest.raises(ScenarioError, match="balance the microgrid alone"):
         cosim.load_scenario(path)
+
+
+def test_island_goes_dark_when_the_grid_forming_battery_is_empty(tmp_path: Path) -> None:
+    """No reserve, an island at night: the grid-forming battery sells out, then nothing can be served: no
+    trade, every load's demand unserved, the slack idle; the upstream grid's return ends it."""
+    path = tmp_path / "dark.yaml"
+    text = EVENTS.format(design="uniform").replace("critical_loads: [LV4.101 Load 3, LV4.101 Load 30]", "")
+    text = text.replace("start: 2016-06-01T12:00:00, duration: 10h, reserve_share: 0.2", "start: "
+                        "2016-06-01T00:00:00, duration: 6h, reserve_share: 0.0")  # fmt: skip
+    path.write_text(text)
+    with h5py.File(cosim.run(path, out=tmp_path / "dark.h5").path) as f:
+        soc, unserved = f["agents/soc_mwh"][:], f["agents/unserved_mwh"][:]
+        cleared, p_mw = f["market/cleared_mwh"][:], f["agents/p_mw"][:]
+        kind = f["agents/kind"][:].astype(str)
+        gf_mw = f["grid/grid_forming_mw"][:]
+    unit = 0  # equal batteries: the first forms the island
+    dark = np.flatnonzero(soc[:6, unit] <= soc[:, unit].min() + 1e-12) + 1
+    dark = dark[dark < 6]
+    assert len(dark) >= 3
+    np.testing.assert_array_equal(cleared[dark], 0.0)
+    np.testing.assert_array_equal(p_mw[dark], 0.0)
+    loads = kind == "load"
+    assert np.all(unserved[dark][:, loads] > 0) and np.all(np.abs(gf_mw[dark]) < 1e-4)
+    assert cleared[6:].min() > 0 and unserved[8:].sum() == 0  # (line 3 is out until 08:00)
