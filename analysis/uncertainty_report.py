@@ -332,7 +332,7 @@ def _load_outages(f: h5py.File, time_s: Arr, step_s: float) -> Outages | None:
 
 
 def _load_storage(f: h5py.File, t: int) -> Storage | None:
-    """Total profit per battery and the profit of all batteries per step; None without any finite profit."""
+    """Total profit per battery and the profit of all batteries per step; None when no battery traded."""
     ds = _ds(f, "agents/storage_profit", 2)
     if ds is None or not ds.shape[1]:
         return None
@@ -348,7 +348,7 @@ def _load_storage(f: h5py.File, t: int) -> Storage | None:
         cnt += fin.sum(axis=0)
         per_step[i : i + len(blk)] = np.where(fin.any(axis=1), x.sum(axis=1), np.nan)
         i += len(blk)
-    if not cnt.any():
+    if not cnt.any() or not np.nan_to_num(per_step).any():  # (batteries out of the market: all zero)
         return None
     names = _strs(_ds(f, "agents/storage_name"))
     names = names if len(names) == n else [f"battery {k}" for k in range(n)]
