@@ -130,3 +130,33 @@ def test_island_goes_dark_when_the_grid_forming_battery_is_empty(tmp_path: Path)
     loads = kind == "load"
     assert np.all(unserved[dark][:, loads] > 0) and np.all(np.abs(gf_mw[dark]) < 1e-4)
     assert cleared[6:].min() > 0 and unserved[8:].sum() == 0  # (line 3 is out until 08:00)
+
+
+def test_line_outage_moves_the_lmps_to_those_of_the_outaged_network(tmp_path: Path) -> None:
+    """PJM 5-bus, line 3 (B-C) out in the second hour: the run's LMPs are those of a DC-OPF built separately
+    on the net with that line out of service, and differ from the first (intact) hour's published LMPs."""
+    import copy
+
+    from cosim.models.market.dcopf import DCOPF
+    from cosim.models.market.network_dc import dc_network
+    from cosim.world import build_market, build_models
+    from tests.conftest import ROOT
+
+    text = (ROOT / "scenarios" / "pjm5.yaml").read_text().replace("duration: 1h", "duration: 2h")
+    text += "events: [{kind: line_outage, element: line 3, start: 2024-01-01T01:00:00, duration: 1h}]\n"
+    path = tmp_path / "pjm5_outage.yaml"
+    path.write_text(text)
+    with h5py.File(cosim.run(path, out=tmp_path / "o.h5").path) as f:
+        price = f["market/price_per_mwh"][:]
+        loading = f["grid/line/loading_percent"][:, 3]
+    np.testing.assert_allclose(price[0], [16.98, 26.38, 30.00, 39.94, 10.00], atol=0.005)
+    scenario = cosim.load_scenario(path)
+    net, fleet, _, _, _ = build_models(scenario)
+    bids = build_market(scenario, net, fleet).bidder.bids(fleet.baseline(1)[0], np.zeros(0), np.zeros(0))
+    outaged = copy.deepcopy(net)
+    outaged.line.loc[3, "in_service"] = False
+    ref = DCOPF(dc_network(outaged), bids.demand_bus, bids.supply_bus).clear(bids)
+    assert ref.status == "optimal"
+    np.testing.assert_allclose(price[1], ref.price_per_mwh, atol=1e-6)
+    assert np.abs(price[1] - price[0]).max() > 1.0
+    assert loading[1] == 0.0 and loading[0] > 0.0
