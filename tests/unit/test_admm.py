@@ -143,6 +143,14 @@ def test_steep_quadratic_step_balances_exactly() -> None:
     _matches_central(bids, res, *_central(bids))
 
 
+def test_denormal_quantities_clear_without_error() -> None:
+    """A 5e-324 MW offer and no demand (found by a stress run: rho overflowed and the price step divided
+    by zero) clears to nothing."""
+    bids = _bids([0.0], [0.0], [5e-324], [0.0])
+    res = ADMMClearing(np.array([1]), np.array([0])).solve(bids)
+    assert res.clearing.status == "optimal" and res.clearing.supply_mw.sum() == pytest.approx(0.0, abs=1e-12)
+
+
 def test_infeasible_must_run_reports_status_not_raise() -> None:
     """Must-run supply above all demand gives NaN results and status infeasible, as the central auction."""
     res = ADMMClearing().solve(_bids([10], [50], [100], [5], s_min=[50]))
@@ -246,13 +254,19 @@ def test_bidder_layout_on_case9() -> None:
 
 
 def test_adaptive_rho_follows_residual_balancing() -> None:
-    """rho is multiplied by tau when ||r|| > mu ||s||, divided when ||s|| > mu ||r||, else kept."""
+    """rho is multiplied by tau when ||r|| > mu ||s||, divided when ||s|| > mu ||r||, else kept; tau becomes
+    its square root at every reversal of direction."""
     bids = _bids([60, 30], [40, 20], [50, 50], [10, 30])
     mu, tau = 10.0, 2.0
     res = ADMMClearing(rho0=1e-3, mu=mu, tau=tau).solve(bids)  # far too small: the primal residual dominates
     _converged_within_tolerance(res)
     r, s, rho = res.primal_residual, res.dual_residual, res.rho
-    expected = np.where(r > mu * s, tau, np.where(s > mu * r, 1.0 / tau, 1.0))[:-1]
+    move = np.where(r > mu * s, 1, np.where(s > mu * r, -1, 0))[:-1]
+    expected, factor, last = np.ones(len(move)), tau, 0
+    for k, m in enumerate(move):
+        if m:
+            factor = np.sqrt(factor) if m == -last else factor
+            expected[k], last = factor**m, m
     expected[ADMMClearing().adapt_max_iter :] = 1.0  # then rho is frozen
     np.testing.assert_allclose(rho[1:] / rho[:-1], expected)
     assert rho[1] == pytest.approx(2e-3) and rho.max() > 0.1  # it did increase, and a lot
