@@ -104,6 +104,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.fleet: Fleet | None = None
         self.bidder: Bidder | None = None
         self.planner: ArbitragePlanner | None = None
+        self.events: EventSchedule | None = None
         self._out: dict[str, Any] = {}
 
     def init(  # type: ignore[override]
