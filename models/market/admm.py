@@ -92,33 +92,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosim.errors import ModelNotConverged
-from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.clearing import TOL_MW, Bids, Clearing, clearing_price_interval
 
 FloatArray = np.ndarray
 IntArray = np.ndarray
 
-_TOL_MW = 1e-6  # as auction._TOL_MW: a step is "accepted" above, "rejected" below this far from its bounds
 _MIN_RANGE_MW = 1e-9  # smallest agent range the penalty scaling uses
 _FLAT_C2 = 1e-9  # $/MWh: a quadratic step whose marginal cost moves less than this is handled as flat
-
-
-def clearing_price_interval(bids: Bids, demand_mw: np.ndarray, supply_mw: np.ndarray) -> tuple[float, float]:
-    """The interval [lo, hi] of prices that support a copper-plate dispatch (as in ``auction``).
-
-    The same rule as `cosim.models.market.auction.clearing_price_interval` (a test checks they agree),
-    repeated here so that the ADMM core does not import Pyomo and HiGHS.
-    """
-    d, s = np.asarray(demand_mw, dtype=float), np.asarray(supply_mw, dtype=float)
-    p_d = np.asarray(bids.demand_price, dtype=float)
-    mc = np.asarray(bids.supply_price, dtype=float) + 2.0 * np.asarray(bids.supply_c2, dtype=float) * s
-    d_max = np.asarray(bids.demand_mw, dtype=float)
-    s_min = np.asarray(bids.supply_min_mw, dtype=float)
-    s_max = np.asarray(bids.supply_max_mw, dtype=float)
-    lo_set = np.r_[mc[s > s_min + _TOL_MW], p_d[d < d_max - _TOL_MW]]
-    hi_set = np.r_[mc[s < s_max - _TOL_MW], p_d[d > _TOL_MW]]
-    lo = float(lo_set.max()) if len(lo_set) else -np.inf
-    hi = float(hi_set.min()) if len(hi_set) else np.inf
-    return lo, hi
 
 
 class _Steps:
@@ -346,7 +326,7 @@ class ADMMClearing:
         g, n_g = self._groups(n_d, n_s)
         if n_g == 0:
             return self._finish(_empty_result(_nan_clearing(0, 0, "no steps"), 0, 0, 0))
-        if float(np.sum(lo[a < 0])) > float(np.sum(hi[a > 0])) + _TOL_MW:  # must-run above all demand
+        if float(np.sum(lo[a < 0])) > float(np.sum(hi[a > 0])) + TOL_MW:  # must-run above all demand
             return self._finish(_empty_result(_nan_clearing(n_d, n_s, "infeasible"), n_d, n_s, n_g))
         steps = _Steps(a, lo, hi, p, c1, c2, quad, g, n_g)
 

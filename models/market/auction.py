@@ -9,32 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.clearing import Bids, Clearing, clearing_price_interval
 from cosim.models.market.dcopf import WelfareModel, _nan_clearing
-
-_TOL_MW = 1e-6  # a step is "accepted" above, "rejected" below this many MW from its bounds
-
-
-def clearing_price_interval(bids: Bids, demand_mw: np.ndarray, supply_mw: np.ndarray) -> tuple[float, float]:
-    """The interval [lo, hi] of prices that support a copper-plate dispatch as a market equilibrium.
-
-    lo = max(marginal cost of every supply step sold above its minimum, bid of every demand step not
-    fully served); hi = min(marginal cost of every supply step sold below its maximum, bid of every
-    demand step served at all). The marginal cost of a step is ``supply_price + 2*supply_c2*s``.
-    A partially cleared step lies in both sets, so its price pins the interval to a point.
-    Empty sets give -inf / +inf.
-    """
-    d, s = np.asarray(demand_mw, dtype=float), np.asarray(supply_mw, dtype=float)
-    p_d = np.asarray(bids.demand_price, dtype=float)
-    mc = np.asarray(bids.supply_price, dtype=float) + 2.0 * np.asarray(bids.supply_c2, dtype=float) * s
-    d_max = np.asarray(bids.demand_mw, dtype=float)
-    s_min = np.asarray(bids.supply_min_mw, dtype=float)
-    s_max = np.asarray(bids.supply_max_mw, dtype=float)
-    lo_set = np.r_[mc[s > s_min + _TOL_MW], p_d[d < d_max - _TOL_MW]]
-    hi_set = np.r_[mc[s < s_max - _TOL_MW], p_d[d > _TOL_MW]]
-    lo = float(lo_set.max()) if len(lo_set) else -np.inf
-    hi = float(hi_set.min()) if len(hi_set) else np.inf
-    return lo, hi
 
 
 class UniformAuction:

@@ -50,3 +50,28 @@ class Clearing:
     line_flow_mw: FloatArray  # (n_branch,) DC flows from-bus -> to-bus (uniform: empty)
     status: str  # "optimal", or the solver's word for what went wrong
     price_q_per_mvarh: FloatArray | None = None  # (n_bus,) reactive marginal price (acopf only)
+
+
+TOL_MW = 1e-6  # a step is "accepted" above, "rejected" below this many MW from its bounds
+
+
+def clearing_price_interval(bids: Bids, demand_mw: np.ndarray, supply_mw: np.ndarray) -> tuple[float, float]:
+    """The interval [lo, hi] of prices that support a copper-plate dispatch as a market equilibrium.
+
+    lo = max(marginal cost of every supply step sold above its minimum, bid of every demand step not
+    fully served); hi = min(marginal cost of every supply step sold below its maximum, bid of every
+    demand step served at all). The marginal cost of a step is ``supply_price + 2*supply_c2*s``.
+    A partially cleared step lies in both sets, so its price pins the interval to a point.
+    Empty sets give -inf / +inf.
+    """
+    d, s = np.asarray(demand_mw, dtype=float), np.asarray(supply_mw, dtype=float)
+    p_d = np.asarray(bids.demand_price, dtype=float)
+    mc = np.asarray(bids.supply_price, dtype=float) + 2.0 * np.asarray(bids.supply_c2, dtype=float) * s
+    d_max = np.asarray(bids.demand_mw, dtype=float)
+    s_min = np.asarray(bids.supply_min_mw, dtype=float)
+    s_max = np.asarray(bids.supply_max_mw, dtype=float)
+    lo_set = np.r_[mc[s > s_min + TOL_MW], p_d[d < d_max - TOL_MW]]
+    hi_set = np.r_[mc[s < s_max - TOL_MW], p_d[d > TOL_MW]]
+    lo = float(lo_set.max()) if len(lo_set) else -np.inf
+    hi = float(hi_set.min()) if len(hi_set) else np.inf
+    return lo, hi

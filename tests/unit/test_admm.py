@@ -11,11 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosim.errors import ModelNotConverged
-from cosim.models.market import auction
-from cosim.models.market.admm import ADMMClearing, ADMMResult, _step_arrays, _Steps, clearing_price_interval
+from cosim.models.market.admm import ADMMClearing, ADMMResult, _step_arrays, _Steps
 from cosim.models.market.auction import UniformAuction
 from cosim.models.market.bidding import UPSTREAM, Bidder, BidRules
-from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.clearing import Bids, Clearing, clearing_price_interval
 
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 TOL = 1e-6
@@ -359,19 +358,6 @@ def test_agent_proximal_step_is_exact(n, seed, v, inv_rho) -> None:
     value = np.where(a > 0, mc - lam[0], lam[0] - mc)  # surplus per MW of taking more at lam
     assert np.all(q[value > 1e-7] >= hi[value > 1e-7] - 1e-7)
     assert np.all(q[value < -1e-7] <= lo[value < -1e-7] + 1e-7)
-
-
-@settings(max_examples=40, deadline=None)
-@given(demand=steps, supply=steps, seed=st.integers(0, 2**31 - 1))
-def test_price_interval_is_the_auctions(demand, supply, seed) -> None:
-    """The copy of the tie rule's interval (no Pyomo import) equals auction.clearing_price_interval."""
-    rng = np.random.default_rng(seed)
-    d_mw, d_p = np.array(demand).T
-    s_mw, s_p = np.array(supply).T
-    bids = _bids(d_mw, d_p, s_mw, s_p, s_c2=rng.uniform(0, 1, len(s_mw)) * (rng.random(len(s_mw)) < 0.5))
-    d = d_mw * rng.choice([0.0, 0.5, 1.0], len(d_mw))
-    s = s_mw * rng.choice([0.0, 0.5, 1.0], len(s_mw))
-    assert clearing_price_interval(bids, d, s) == auction.clearing_price_interval(bids, d, s)
 
 
 def test_tiny_and_large_agents_with_a_partly_cleared_top_step() -> None:

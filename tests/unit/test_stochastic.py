@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from cosim.models.market.auction import UniformAuction, clearing_price_interval
-from cosim.models.market.clearing import Bids
+from cosim.models.market.auction import UniformAuction
+from cosim.models.market.clearing import Bids, clearing_price_interval
 from cosim.models.market.stochastic import (
     DayScenarios,
     StochasticDayAhead,
