@@ -36,6 +36,7 @@ from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, LedgerModel
 from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
+from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
 from cosim.recorder import H5Recorder, Series, Table
 from cosim.scenario import (
@@ -677,20 +678,8 @@ def _series_and_static(
         )
         routes[(m, "trades")] = "market/trades"
         if market.design == "stochastic":
-            tables.append(
-                Table(
-                    "market",
-                    (
-                        ("day_step", np.int64, "1"),
-                        ("vss", np.float64, "$"),
-                        ("evpi", np.float64, "$"),
-                        ("expected_cost", np.float64, "$"),
-                        ("ws", np.float64, "$"),
-                        ("eev", np.float64, "$"),
-                        ("expected_balancing_cost", np.float64, "$"),
-                    ),
-                )
-            )
+            columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
+            tables.append(Table("market", columns, "one row per day cleared ahead, at its first step"))
             routes[(m, "day")] = "market"
         if market.design == "admm":
             tables.append(

@@ -61,15 +61,22 @@ def _admm_outputs(res: Any, k: int) -> dict[str, Any]:
     return {"admm_iterations": n, "admm_messages": 0 if res is None else res.messages, "admm_residual": trace}
 
 
+DAY_COLUMNS = (
+    "vss",
+    "evpi",
+    "expected_cost",
+    "ws",
+    "eev",
+    "expected_balancing_cost",
+)  # the per-day table of design stochastic, $
+
+
 def _day_outputs(day: Any, k: int, dt_h: float) -> dict[str, np.ndarray]:
     """One row of the per-day table ($) at a day's first interval (stochastic), else no row."""
     if day is None:
         return {"day_step": np.zeros(0, np.int64), **{c: np.zeros(0) for c in DAY_COLUMNS}}
     money = {c: np.array([getattr(day, c) * dt_h]) for c in DAY_COLUMNS}  # $/h summed over the day -> $
     return {"day_step": np.array([k], np.int64), **money}
-
-
-DAY_COLUMNS = ("vss", "evpi", "expected_cost", "ws", "eev", "expected_balancing_cost")
 
 
 class MarketSim(mosaik_api_v3.Simulator):
