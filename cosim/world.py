@@ -678,8 +678,8 @@ def _series_and_static(
         )
         routes[(m, "trades")] = "market/trades"
         if market.design == "stochastic":
-            columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
-            tables.append(Table("market", columns, "one row per day cleared ahead, at its first step"))
+            day_columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
+            tables.append(Table("market", day_columns, "one row per day cleared ahead, at its first step"))
             routes[(m, "day")] = "market"
         if market.design == "admm":
             tables.append(
