@@ -399,20 +399,25 @@ class DCOPF:
         core.write(bids)
         if not core.solve():
             return _nan_clearing(net.n_bus, core.n_demand, core.n_supply, net.n_branch, core.status)
-        d, s = core.last_d, core.last_s
-        lmp = core.last_node_duals
-        c2 = np.asarray(bids.supply_c2, dtype=float)
-        cost = float(np.dot(bids.supply_price, s) + np.dot(c2, s * s))
-        net_withdrawal = np.bincount(core.demand_node, d, net.n_bus) - np.bincount(
-            core.supply_node, s, net.n_bus
-        )
-        return Clearing(
-            price_per_mwh=lmp.copy(),
-            demand_mw=d,
-            supply_mw=s,
-            welfare=float(np.dot(bids.demand_price, d)) - cost,
-            cost=cost,
-            congestion_rent=float(np.dot(lmp, net_withdrawal)),
-            line_flow_mw=core.last_flow.copy(),
-            status="optimal",
-        )
+        return nodal_clearing(bids, core, net.n_bus)
+
+
+def nodal_clearing(bids: Bids, core: Any, n_bus: int) -> Clearing:
+    """The `Clearing` of a solved nodal model (``last_d``, ``last_s``, ``last_node_duals``, ``last_flow``).
+
+    Cost ``supply_price s + supply_c2 s**2``, welfare the bids served minus it, congestion rent the sum of
+    LMP x net withdrawal over nodes.
+    """
+    d, s, lmp = core.last_d, core.last_s, core.last_node_duals
+    cost = float(np.dot(bids.supply_price, s) + np.dot(np.asarray(bids.supply_c2, dtype=float), s * s))
+    net_withdrawal = np.bincount(core.demand_node, d, n_bus) - np.bincount(core.supply_node, s, n_bus)
+    return Clearing(
+        price_per_mwh=lmp.copy(),
+        demand_mw=d,
+        supply_mw=s,
+        welfare=float(np.dot(bids.demand_price, d)) - cost,
+        cost=cost,
+        congestion_rent=float(np.nansum(lmp * net_withdrawal)),
+        line_flow_mw=core.last_flow.copy(),
+        status="optimal",
+    )

@@ -51,7 +51,7 @@ import highspy
 import numpy as np
 
 from cosim.models.market.clearing import Bids, Clearing
-from cosim.models.market.dcopf import BID_PARAMS, _check_buses, _nan_clearing
+from cosim.models.market.dcopf import BID_PARAMS, _check_buses, _nan_clearing, nodal_clearing
 from cosim.models.market.network_dc import DCNetwork
 
 ISLANDING_TOL = 1e-8  # 1 - (PTDF[k, from_k] - PTDF[k, to_k]) below this: the outage of k splits an island
@@ -471,20 +471,4 @@ class SCOPF:
         self.write(bids)
         if not self.solve():
             return _nan_clearing(net.n_bus, self.n_demand, self.n_supply, net.n_branch, self.status)
-        d, s = self.last_d, self.last_s
-        lmp = self.last_node_duals
-        c2 = np.asarray(bids.supply_c2, dtype=float)
-        cost = float(np.dot(bids.supply_price, s) + np.dot(c2, s * s))
-        net_withdrawal = np.bincount(self.demand_node, d, net.n_bus) - np.bincount(
-            self.supply_node, s, net.n_bus
-        )
-        return Clearing(
-            price_per_mwh=lmp.copy(),
-            demand_mw=d,
-            supply_mw=s,
-            welfare=float(np.dot(bids.demand_price, d)) - cost,
-            cost=cost,
-            congestion_rent=float(np.nansum(lmp * net_withdrawal)),
-            line_flow_mw=self.last_flow.copy(),
-            status="optimal",
-        )
+        return nodal_clearing(bids, self, net.n_bus)
