@@ -15,25 +15,12 @@ from cosim.models.market.admm import ADMMClearing, ADMMResult, _step_arrays, _St
 from cosim.models.market.auction import UniformAuction
 from cosim.models.market.bidding import UPSTREAM, Bidder, BidRules
 from cosim.models.market.clearing import Bids, Clearing, clearing_price_interval
+from tests.conftest import step_bids as _bids
 
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 TOL = 1e-6
 PRICE_TOL = 0.01  # $/MWh, the acceptance
 WELFARE_REL = 1e-4
-
-
-def _bids(d_mw, d_price, s_mw, s_price, s_min=None, s_c2=None) -> Bids:
-    d_mw, s_mw = np.asarray(d_mw, dtype=float), np.asarray(s_mw, dtype=float)
-    return Bids(
-        demand_bus=np.zeros(len(d_mw), dtype=np.int64),
-        demand_mw=d_mw,
-        demand_price=np.asarray(d_price, dtype=float),
-        supply_bus=np.zeros(len(s_mw), dtype=np.int64),
-        supply_max_mw=s_mw,
-        supply_price=np.asarray(s_price, dtype=float),
-        supply_min_mw=None if s_min is None else np.asarray(s_min, dtype=float),
-        supply_c2=None if s_c2 is None else np.asarray(s_c2, dtype=float),
-    )
 
 
 def _converged_within_tolerance(res: ADMMResult) -> None:

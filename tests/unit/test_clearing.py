@@ -14,23 +14,10 @@ from cosim.models.market.auction import UniformAuction
 from cosim.models.market.clearing import Bids
 from cosim.models.market.dcopf import DCOPF
 from cosim.models.market.network_dc import DCNetwork, dc_network
+from tests.conftest import step_bids as _bids
 
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 TOL = 1e-6
-
-
-def _bids(d_mw, d_price, s_mw, s_price, d_bus=None, s_bus=None, s_min=None, s_c2=None) -> Bids:
-    d_mw, s_mw = np.asarray(d_mw, dtype=float), np.asarray(s_mw, dtype=float)
-    return Bids(
-        demand_bus=np.zeros(len(d_mw), dtype=np.int64) if d_bus is None else np.asarray(d_bus),
-        demand_mw=d_mw,
-        demand_price=np.asarray(d_price, dtype=float),
-        supply_bus=np.zeros(len(s_mw), dtype=np.int64) if s_bus is None else np.asarray(s_bus),
-        supply_max_mw=s_mw,
-        supply_price=np.asarray(s_price, dtype=float),
-        supply_min_mw=None if s_min is None else np.asarray(s_min, dtype=float),
-        supply_c2=None if s_c2 is None else np.asarray(s_c2, dtype=float),
-    )
 
 
 # ---- uniform auction -------------------------------------------------------------------------------

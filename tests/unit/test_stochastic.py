@@ -20,6 +20,7 @@ from cosim.models.market.stochastic import (
     row_bounds,
     solve_two_stage,
 )
+from tests.conftest import step_bids as _bids
 
 TOL = 1e-6
 VOLL = 1e4
@@ -285,18 +286,6 @@ def _market(rng: np.random.Generator, n_t: int, n_el: int, n_pv: int, n_gen: int
         p, 2 + n_el, n_pv + n_gen + 1, demand={0: load}, supply={j: pv[:, :, j] for j in range(n_pv)}
     )
     return bids, sc
-
-
-def _bids(d_mw, d_price, s_mw, s_price) -> Bids:
-    d_mw, s_mw = np.asarray(d_mw, dtype=float), np.asarray(s_mw, dtype=float)
-    return Bids(
-        demand_bus=np.zeros(len(d_mw), dtype=np.int64),
-        demand_mw=d_mw,
-        demand_price=np.asarray(d_price, dtype=float),
-        supply_bus=np.zeros(len(s_mw), dtype=np.int64),
-        supply_max_mw=s_mw,
-        supply_price=np.asarray(s_price, dtype=float),
-    )
 
 
 def _check_day(bids: list[Bids], sc: DayScenarios, res, up, down) -> None:
