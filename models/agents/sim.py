@@ -66,8 +66,10 @@ def next_bids(
 def _grid_forming_mwh(fleet: Fleet, events: EventSchedule | None, k: int) -> float:
     """Energy left above its minimum in the battery forming the island of step ``k`` (inf otherwise)."""
     unit = None if events is None else events.state(k).grid_forming
+    if unit is None:
+        return np.inf
     batteries = list(fleet.table.where("battery"))
-    if unit is None or unit not in batteries:
+    if unit not in batteries:
         return np.inf
     b, i = fleet.batteries, batteries.index(unit)
     return float(b.soc_mwh[i] - b.soc_min_mwh[i])
