@@ -1,9 +1,35 @@
-"""Transactive-energy co-simulation platform: ``load_scenario``, ``run``, ``open_results``."""
+"""Transactive-energy co-simulation platform: ``load_scenario``, ``run``, ``open_results``.
+
+The heavy libraries (pandapower, Pyomo, mosaik, h5py) load on first use of a name that needs them, so
+``import cosim`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from cosim.errors import CosimError, ModelNotConverged, ResultsError, ScenarioError
-from cosim.results import Results, open_results
-from cosim.scenario import Scenario, load_scenario
-from cosim.world import RunSummary, run
+
+if TYPE_CHECKING:
+    from cosim.results import Results, open_results
+    from cosim.scenario import Scenario, load_scenario
+    from cosim.world import RunSummary, run
+
+try:
+    __version__ = version("cosim-te")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_LAZY = {
+    "Results": "cosim.results",
+    "open_results": "cosim.results",
+    "Scenario": "cosim.scenario",
+    "load_scenario": "cosim.scenario",
+    "RunSummary": "cosim.world",
+    "run": "cosim.world",
+}
 
 __all__ = [
     "CosimError",
@@ -13,7 +39,17 @@ __all__ = [
     "RunSummary",
     "Scenario",
     "ScenarioError",
+    "__version__",
     "load_scenario",
     "open_results",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cosim' has no attribute {name!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +16,13 @@ from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
+    from cosim import __version__
+
     parser = argparse.ArgumentParser(prog="cosim", description="Transactive-energy co-simulation")
+    parser.add_argument("--version", action="version", version=f"cosim {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log what the models do (-vv: debug messages too)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a scenario and write its HDF5 file")
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     from cosim.errors import CosimError
 
     args = _parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        )
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     handler = {
