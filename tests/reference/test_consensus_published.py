@@ -1,4 +1,4 @@
-"""Consensus timings against the published values listed in DESIGN.md."""
+"""Consensus timings against the published values listed in docs/references.md."""
 
 from __future__ import annotations
 

@@ -60,8 +60,8 @@ def clear_case(net) -> tuple[DCNetwork, DCOPF, Clearing, float]:
 
 def test_pjm5_li_bo_2010() -> None:
     """PJM 5-bus DC-OPF: published LMPs, cost 17,479.90 $/h and only E-D binding at 240 MW."""
-    # Li & Bo (2010), "Small test systems for power system economic studies", IEEE PES GM, as quoted in
-    # DESIGN.md: LMPs A..E 16.98, 26.38, 30.00, 39.94, 10.00 $/MWh; cost 17,479.90 $/h; E-D at 240 MW.
+    # Li & Bo (2010), "Small test systems for power system economic studies", IEEE PES GM 2010:
+    # LMPs A..E 16.98, 26.38, 30.00, 39.94, 10.00 $/MWh; cost 17,479.90 $/h; E-D at 240 MW.
     net = pn.case5()
     network, opf, res, c0 = clear_case(net)
     lmp = res.price_per_mwh[network.position_of(net.bus.index)]

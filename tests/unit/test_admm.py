@@ -67,8 +67,8 @@ def _central(bids: Bids) -> tuple[Clearing, tuple[float, float]]:
 
 
 def test_design_double_auction() -> None:
-    """DESIGN.md's double auction: 60 MW at 30 $/MWh, welfare 1,600 $/h, as the central auction."""
-    # DESIGN.md, reference values: sellers 50 MW @10 and 50 MW @30, buyers 60 MW @40 and 30 MW @20.
+    """docs/references.md's double auction: 60 MW at 30 $/MWh, welfare 1,600 $/h, as the central auction."""
+    # docs/references.md, reference values: sellers 50 MW @10 and 50 MW @30, buyers 60 MW @40 and 30 MW @20.
     bids = _bids([60, 30], [40, 20], [50, 50], [10, 30])
     res = ADMMClearing().solve(bids)
     _converged_within_tolerance(res)

@@ -86,7 +86,7 @@ def test_battery_limits_and_energy_balance(net_kw: list[float], soc: float, dt_h
 
 def test_storage_round_trip_sets_the_arbitrage_threshold() -> None:
     """A full cycle at 0.9/0.9 returns 81 % of the energy, so arbitrage pays only when
-    p_sell/p_buy >= 1/(eta_c*eta_d) = 1.2346 (reference value in DESIGN.md)."""
+    p_sell/p_buy >= 1/(eta_c*eta_d) = 1.2346 (reference value in docs/references.md)."""
     b = batteries(1, eta_c=0.9, eta_d=0.9, soc=0.0)
     e_in = e_out = 0.0
     for _ in range(10):

@@ -1,4 +1,4 @@
-"""Storage arbitrage: the round-trip breakeven of DESIGN.md, limits, and profit."""
+"""Storage arbitrage: the round-trip breakeven of docs/references.md, limits, and profit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from cosim.models.agents.arbitrage import ArbitragePlanner, schedule
 from cosim.models.agents.fleet import Batteries
 
-BREAKEVEN = 1.0 / (0.9 * 0.9)  # 1.2346: DESIGN.md
+BREAKEVEN = 1.0 / (0.9 * 0.9)  # 1.2346: docs/references.md
 
 
 @pytest.mark.parametrize(("ratio", "cycles"), [(1.20, False), (1.23, False), (1.24, True), (1.5, True)])

@@ -24,8 +24,8 @@ TOL = 1e-6
 
 
 def test_design_double_auction() -> None:
-    """DESIGN.md's double auction clears 60 MW at 30 $/MWh with welfare 1,600 $/h."""
-    # DESIGN.md, reference values: sellers 50 MW @10 and 50 MW @30, buyers 60 MW @40 and 30 MW @20.
+    """docs/references.md's double auction clears 60 MW at 30 $/MWh with welfare 1,600 $/h."""
+    # docs/references.md, reference values: sellers 50 MW @10 and 50 MW @30, buyers 60 MW @40 and 30 MW @20.
     res = UniformAuction(2, 2).clear(_bids([60, 30], [40, 20], [50, 50], [10, 30]))
     assert res.status == "optimal"
     assert res.demand_mw.sum() == pytest.approx(60.0, abs=TOL)

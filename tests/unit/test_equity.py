@@ -39,7 +39,7 @@ def brute_gini(x: np.ndarray) -> float:
 
 
 def test_reference_values_use_the_n_squared_form() -> None:
-    """The DESIGN values: 4/15 and 3/4, not the n (n - 1) values 1/3 and 1."""
+    """The reference values (docs/references.md): 4/15 and 3/4, not the n (n - 1) values 1/3 and 1."""
     assert gini([1, 2, 3, 4, 5]) == pytest.approx(4 / 15, abs=1e-15)
     assert round(gini([1, 2, 3, 4, 5]), 4) == 0.2667
     assert gini([0, 0, 0, 1]) == 0.75
