@@ -656,6 +656,11 @@ class PrivacyConfig(_Section):
         default="bus",
     )
     evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
+    noise: Literal["seeded", "secure"] = _field(
+        "Who draws the noise at OpenDP's calibrated scales: seeded (the study's generator, reproducible, "
+        "not a secure sampler: simulated data only) or secure (OpenDP's own sampler: use it for real data)",
+        default="seeded",
+    )
 
     @model_validator(mode="after")
     def _delta(self) -> PrivacyConfig:

@@ -392,6 +392,8 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
         active_threshold_mwh=cfg.active_threshold_kw * mwh_per_kw,
         composition=cfg.composition,
         sum_method=cfg.sum_method,
+        noise=cfg.noise,
+        rng=rng_for(scenario.seed, "privacy") if cfg.noise == "seeded" else None,
     )
     bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
     bus_names = bus_names if cfg.group_by == "bus" else np.array(["grid"])
@@ -425,7 +427,7 @@ def _privacy_contract(
     attrs = {
         "privacy/epsilon": cfg.epsilon, "privacy/budget": cfg.budget, "privacy/mechanism": cfg.mechanism,
         "privacy/delta": cfg.delta, "privacy/composition": cfg.composition,
-        "privacy/declared_max_kw": cfg.declared_max_kw,
+        "privacy/declared_max_kw": cfg.declared_max_kw, "privacy/noise": cfg.noise,
     }  # fmt: skip
     return series, {col: (names, "")}, routes, attrs
 
