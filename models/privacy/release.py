@@ -73,6 +73,7 @@ Cost
     invocation from Python costs about 0.15-0.3 ms. Median per interval, 74 agents, on a busy 2-core
     machine: ``"per_group"`` takes 0.5 ms with 1 group, 1.5 ms with 5 and 8 ms with 44 (Laplace; up to
     16 ms for the Gaussian). ``"vector"`` takes 0.5 ms with 1 or 5 groups and 1.2-2.5 ms with 44.
+    ``noise="seeded"`` makes no OpenDP invocation per interval: 0.04-0.05 ms with 44 groups, either method.
     ``"zcdp"`` composition adds 3-5 ms per release, for OpenDP's numerical ``epsilon(delta)`` that reports
     the spend. Building the measurements takes 20-60 ms (Laplace) or 100-500 ms (Gaussian), cached per
     bound and budget.
