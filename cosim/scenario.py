@@ -570,6 +570,12 @@ class EmissionsConfig(_Section):
     battery_kg_per_mwh: float = _field(
         "Battery discharge (its charging is counted where it happens)", unit="kg/MWh", default=0.0, ge=0
     )
+    elements: dict[str, Annotated[float, Field(ge=0)]] = _field(
+        "Factors of single generating elements by name (as in /agents/name), overriding their kind's factor; "
+        "an unknown name is refused before the run",
+        unit="kg/MWh",
+        default_factory=dict,
+    )
     upstream: UpstreamEmissionsConfig = _field("The upstream grid", default_factory=UpstreamEmissionsConfig)
     carbon_price_per_t: float = _field(
         "Carbon price added to every offer (factor x price) and deducted from export bids, so prices and "
@@ -656,6 +662,11 @@ class PrivacyConfig(_Section):
         default="bus",
     )
     evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
+    noise: Literal["seeded", "secure"] = _field(
+        "Who draws the noise at OpenDP's calibrated scales: seeded (the study's generator, reproducible, "
+        "not a secure sampler: simulated data only) or secure (OpenDP's own sampler: use it for real data)",
+        default="seeded",
+    )
 
     @model_validator(mode="after")
     def _delta(self) -> PrivacyConfig:

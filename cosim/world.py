@@ -298,6 +298,43 @@ def _upstream_emissions(scenario: Scenario) -> Any:
     return UpstreamGrid.constant(527.0 if up.kg_per_mwh is None else up.kg_per_mwh)
 
 
+def element_factors(scenario: Scenario, net: Any, fleet: Fleet, factors: Any) -> np.ndarray:
+    """(n_agent,) emission factor of every agent: its kind's, or its own from ``emissions.elements``.
+
+    Raises
+    ------
+    ScenarioError
+        for a name that is no generating agent of the grid (with the nearest valid names), before the run.
+    """
+    import difflib
+
+    from cosim.models.accounting.emissions import DEMAND_KINDS
+
+    assert scenario.emissions is not None
+    table = fleet.table
+    out = factors.of_kind(table.kind)
+    position = {str(name): i for i, name in enumerate(table.name)}
+    valid = [str(n) for n, k in zip(table.name, table.kind, strict=True) if k not in DEMAND_KINDS]
+    upstream = set(element_names(net.ext_grid, "ext_grid"))
+    problems = []
+    for name, kg_per_mwh in scenario.emissions.elements.items():
+        i = position.get(name)
+        if i is not None and table.kind[i] not in DEMAND_KINDS:
+            out[i] = kg_per_mwh
+            continue
+        if i is not None:
+            why = f"{name!r} is a {table.kind[i]}: it consumes, only generating elements carry a factor"
+        elif name in upstream:
+            why = f"{name!r} is the upstream grid (ext_grid): set emissions.upstream instead"
+        else:
+            nearest = ", ".join(map(repr, difflib.get_close_matches(name, valid, n=3, cutoff=0.0))) or "none"
+            why = f"no generating element named {name!r} in the grid; nearest: {nearest} (as in /agents/name)"
+        problems.append((f"emissions.elements.{name}", why))
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
 def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market | None) -> Accounting:
     """Emissions and equity accounts of the scenario (and the carbon price put on the market's offers)."""
     from cosim.models.accounting.emissions import EmissionAccounting, EmissionFactors
@@ -306,22 +343,25 @@ def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market 
 
     out = Accounting()
     table = fleet.table
-    if scenario.emissions is not None and market is not None:
+    if scenario.emissions is not None:
         em = scenario.emissions
         factors = EmissionFactors(
             em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
             _upstream_emissions(scenario),
         )  # fmt: skip
-        network = market.model.network
-        out.emissions = EmissionAccounting(
-            net, network, market.bidder, table.kind, table.bus, factors, losses=em.losses
-        )
-        if em.carbon_price_per_t > 0:
-            market.carbon = (out.emissions.steps, em.carbon_price_per_t)
-        out.attrs = {
-            "emissions/carbon_price_per_t": em.carbon_price_per_t,
-            "emissions/upstream": factors.upstream.kind,
-        }
+        agent_kg_per_mwh = element_factors(scenario, net, fleet, factors)  # checked with or without a market
+        if market is not None:
+            out.emissions = EmissionAccounting(
+                net, market.model.network, market.bidder, table.kind, table.bus, factors, agent_kg_per_mwh,
+                losses=em.losses,
+            )  # fmt: skip
+            if em.carbon_price_per_t > 0:
+                market.carbon = (out.emissions.steps, em.carbon_price_per_t)
+            out.attrs = {
+                "emissions/carbon_price_per_t": em.carbon_price_per_t,
+                "emissions/upstream": factors.upstream.kind,
+                "emissions/elements": json.dumps(em.elements),
+            }
     if scenario.equity is not None and scenario.market is not None:
         eq, m = scenario.equity, scenario.market
         periods = [(p.from_hour, p.price_per_mwh) for p in (eq.baseline_tariff or m.tariff)]
@@ -392,6 +432,8 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
         active_threshold_mwh=cfg.active_threshold_kw * mwh_per_kw,
         composition=cfg.composition,
         sum_method=cfg.sum_method,
+        noise=cfg.noise,
+        rng=rng_for(scenario.seed, "privacy") if cfg.noise == "seeded" else None,
     )
     bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
     bus_names = bus_names if cfg.group_by == "bus" else np.array(["grid"])
@@ -425,7 +467,7 @@ def _privacy_contract(
     attrs = {
         "privacy/epsilon": cfg.epsilon, "privacy/budget": cfg.budget, "privacy/mechanism": cfg.mechanism,
         "privacy/delta": cfg.delta, "privacy/composition": cfg.composition,
-        "privacy/declared_max_kw": cfg.declared_max_kw,
+        "privacy/declared_max_kw": cfg.declared_max_kw, "privacy/noise": cfg.noise,
     }  # fmt: skip
     return series, {col: (names, "")}, routes, attrs
 

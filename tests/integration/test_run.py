@@ -110,19 +110,36 @@ def test_open_results_gives_named_frames(default_run: cosim.RunSummary) -> None:
 
 
 def test_same_seed_same_datasets(default_run: cosim.RunSummary, tmp_path: Path) -> None:
-    """Same scenario and seed give identical datasets; another seed places devices elsewhere.
-
-    Except the private release: OpenDP's noise comes from a cryptographically secure generator that
-    cannot be seeded (on purpose), so ``/privacy/released`` differs and everything else is identical.
-    """
+    """Same scenario and seed give bit-identical datasets, the private release included (``privacy.noise``
+    defaults to ``seeded``); another seed places devices elsewhere."""
     again = cosim.run(ROOT / "scenarios" / "default.yaml", days=2, out=tmp_path / "again.h5")
     first, second = dataset_hashes(default_run.path), dataset_hashes(again.path)
     assert first.keys() == second.keys()
-    assert {k for k in first if first[k] != second[k]} == {"privacy/released"}
+    assert {"privacy/released", "privacy/epsilon_spent", "privacy/refused"} <= first.keys()
+    assert {k for k in first if first[k] != second[k]} == set()
+    with h5py.File(default_run.path) as f:
+        assert f["privacy"].attrs["noise"] == "seeded"
+        assert not f["privacy/refused"][:].all()  # noise was drawn, not only NaN rows compared
     other = cosim.run(ROOT / "scenarios" / "default.yaml", steps=2, seed=7, out=tmp_path / "other.h5")
     with h5py.File(other.path) as f, h5py.File(default_run.path) as g:
         assert list(f["agents/name"].asstr()[:]) != list(g["agents/name"].asstr()[:])
         assert f.attrs["seed"] == 7
+
+
+def test_secure_noise_differs_between_runs_and_nothing_else(tmp_path: Path) -> None:
+    """``privacy.noise: secure`` keeps OpenDP's unseedable sampler: only ``/privacy/released`` differs
+    between two runs of the same seed, and it is a valid release (finite, integer counts)."""
+    text = (ROOT / "scenarios" / "default.yaml").read_text()
+    path = tmp_path / "secure.yaml"
+    path.write_text(text.replace("privacy:", "privacy:\n  noise: secure", 1))
+    runs = [cosim.run(path, steps=3, out=tmp_path / f"secure{i}.h5") for i in range(2)]
+    first, second = (dataset_hashes(r.path) for r in runs)
+    assert {k for k in first if first[k] != second[k]} == {"privacy/released"}
+    with h5py.File(runs[0].path) as f:
+        assert f["privacy"].attrs["noise"] == "secure"
+        released = f["privacy/released"][:]
+        n = released.shape[1] // 2
+        assert np.isfinite(released).all() and (released[:, n:] == np.round(released[:, n:])).all()
 
 
 def test_non_converging_steps_are_flagged_and_the_run_goes_on(tmp_path: Path) -> None:

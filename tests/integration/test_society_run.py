@@ -7,8 +7,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 import cosim
+from cosim.errors import ScenarioError
 
 STUDY = """
 name: society
@@ -47,6 +49,57 @@ def test_total_emissions_are_dispatch_times_factors(plain: Path) -> None:
         mef = f["emissions/marginal_kg_per_mwh"][:]
         assert mef.shape == (48, len(f["grid/bus/name"]))
         assert np.isfinite(mef).mean() > 0.9
+
+
+def test_element_factors_override_their_kind(plain: Path, tmp_path: Path) -> None:
+    """emissions.elements: the two PV agents supplying most and one sgen at their own factors, the other
+    agents at their kind's: total = import x 527 + each agent's dispatch x its own factor, every hour."""
+    with h5py.File(plain) as f:
+        names, kind = f["agents/name"].asstr()[:], f["agents/kind"].asstr()[:]
+        supplied_mwh = -f["market/award_mw"][:].clip(max=0.0).sum(axis=0)
+    pv = np.flatnonzero(kind == "pv")
+    top = pv[np.argsort(supplied_mwh[pv])[-2:]]
+    assert supplied_mwh[top].min() > 0.01  # the overridden elements do supply
+    elements = {str(names[top[0]]): 1000.0, str(names[top[1]]): 0.0}
+    elements |= {str(names[a]): 300.0 for a in np.flatnonzero(kind == "sgen")[:1]}
+    scenario = yaml.safe_load(STUDY.format(market=DCOPF, carbon=0.0, equity="{}"))
+    scenario["emissions"]["elements"] = elements
+    path = tmp_path / "elements.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    summary = cosim.run(path, out=tmp_path / "elements.h5")
+    with h5py.File(summary.path) as f:
+        award = f["market/award_mw"][:]
+        factor = np.select([kind == "pv", kind == "sgen"], [41.0, 48.0], 0.0)
+        factor[[list(names).index(n) for n in elements]] = list(elements.values())
+        import_mwh = np.clip(award.sum(axis=1), 0.0, None)
+        expected = 527.0 * import_mwh + -award.clip(max=0.0) @ factor
+        np.testing.assert_allclose(f["emissions/total_kg"][:], expected, rtol=1e-6, atol=1e-9)
+        with h5py.File(plain) as g:  # the same dispatch (no carbon price), other totals
+            np.testing.assert_array_equal(award, g["market/award_mw"][:])
+            assert not np.allclose(f["emissions/total_kg"][:], g["emissions/total_kg"][:])
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("gen 7", r"no generating element named 'gen 7'.*nearest: 'gen [0-2]'"),
+        ("load 1", r"'load 1' is a load: it consumes"),
+        ("ext_grid 0", r"upstream grid \(ext_grid\): set emissions.upstream"),
+    ],
+)
+def test_unknown_element_is_refused_before_the_run(tmp_path: Path, name: str, message: str) -> None:
+    """An element name that is no generating agent of the grid: ScenarioError at emissions.elements.<name>
+    with the nearest valid names, and no results file is started."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\ntime: {start: 2024-01-01T00:00:00, duration: 1h, step: 1h}\n"
+        "grid: {source: pandapower, case: case5}\nmarket: {design: dcopf}\n"
+        f"emissions: {{elements: {{gen 0: 10, '{name}': 5}}}}\n"
+    )
+    with pytest.raises(ScenarioError, match=message) as err:
+        cosim.run(path, out=tmp_path / "bad.h5")
+    assert [p for p, _ in err.value.problems] == [f"emissions.elements.{name}"]
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_a_carbon_price_lowers_emissions(plain: Path, tmp_path: Path) -> None:

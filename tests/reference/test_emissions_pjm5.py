@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pandapower.networks as pn
 import pytest
+import yaml
 
+import cosim
 from cosim.models.accounting.emissions import MarginalEmissions, carbon_priced, interval_emissions
 from cosim.models.market.clearing import Bids
 from cosim.models.market.dcopf import DCOPF
@@ -27,6 +31,7 @@ logging.getLogger("pandapower").setLevel(logging.ERROR)
 # supply steps in case_bids order (net.poly_cost rows): Alta, Park City, Solitude, Sundance, Brighton
 PJM5_KG_PER_MWH = np.array([0.0, 750.0, 400.0, 600.0, 950.0])
 PJM5_LMP = [16.98, 26.38, 30.00, 39.94, 10.00]  # Li & Bo (2010), buses A..E
+PJM5_MEF = [758.12263237, 499.42736323, 400.0, 126.57475112, 950.0]  # kg/MWh, buses A..E (checked below)
 
 
 def _perturbed(network: DCNetwork, bids: Bids, f: np.ndarray, eps_mw: float) -> np.ndarray:
@@ -73,13 +78,42 @@ def test_pjm5_nodal_factors_match_resolve() -> None:
     for eps_mw in (1.0, 1e-2):
         np.testing.assert_allclose(mef, _perturbed(network, bids, PJM5_KG_PER_MWH, eps_mw)[pos], atol=1e-6)
     # C and E have their own marginal unit; D, behind the binding line, trades Brighton for Solitude
-    np.testing.assert_allclose(mef, [758.12263237, 499.42736323, 400.0, 126.57475112, 950.0], atol=1e-6)
+    np.testing.assert_allclose(mef, PJM5_MEF, atol=1e-6)
     # the same sensitivities with costs in place of factors give the published LMPs
     lmp = me.nodal(bids, res, bids.supply_price).kg_per_mwh[pos]
     np.testing.assert_allclose(lmp, PJM5_LMP, atol=0.005)
     np.testing.assert_allclose(lmp, res.price_per_mwh[pos], atol=1e-6)
     # the built-in re-solve (one warm-started model with a demand step per bus) agrees too
     np.testing.assert_allclose(me.resolved(bids, PJM5_KG_PER_MWH).kg_per_mwh[pos], mef, atol=1e-6)
+
+
+def test_pjm5_factors_from_the_scenario_key(tmp_path: Path) -> None:
+    """The same check through ``emissions.elements`` in a scenario (no hand-edited net): a one-hour cosim
+    run records the nodal marginal factors and the total of the hand-edited check above."""
+    # Alta, Park City, Solitude, Brighton by their agent names; Sundance is case5's ext_grid (the upstream)
+    elements = dict(
+        zip(["gen 0", "sgen 0", "gen 1", "gen 2"], PJM5_KG_PER_MWH[[0, 1, 2, 4]].tolist(), strict=True)
+    )
+    scenario = {
+        "name": "pjm5-emissions",
+        "time": {"start": "2024-01-01T00:00:00", "duration": "1h", "step": "1h"},
+        "grid": {"source": "pandapower", "case": "case5"},
+        "market": {"design": "dcopf"},
+        "emissions": {"upstream": {"kg_per_mwh": float(PJM5_KG_PER_MWH[3])}, "elements": elements},
+    }
+    path = tmp_path / "pjm5.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    summary = cosim.run(path, out=tmp_path / "pjm5.h5")
+    *_, res, _ = _pjm5()
+    with h5py.File(summary.path) as f:
+        np.testing.assert_allclose(f["emissions/marginal_lossless_kg_per_mwh"][0], PJM5_MEF, atol=1e-6)
+        names, p_mw = f["agents/name"].asstr()[:], f["agents/p_mw"][0]
+        dispatch = {n: -p for n, p in zip(names, p_mw, strict=True) if n in elements}
+        total = sum(dispatch[n] * kg for n, kg in elements.items()) + f["emissions/upstream_kg"][0]
+        assert f["emissions/total_kg"][0] == pytest.approx(total, rel=1e-9)
+        hand_edited = interval_emissions(res.supply_mw, res.demand_mw, PJM5_KG_PER_MWH, 1.0).total_kg
+        assert f["emissions/total_kg"][0] == pytest.approx(hand_edited, rel=1e-6)
+        assert f["emissions/total_kg"][0] == pytest.approx(170 * 750 + 323.49 * 400 + 466.51 * 950, abs=5.0)
 
 
 @pytest.mark.parametrize("case", ["case9", "case30"])

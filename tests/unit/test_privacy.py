@@ -1,8 +1,9 @@
 """Private release of metered aggregates: OpenDP privacy maps against theory, noise distributions, budget.
 
-OpenDP draws its noise from a CSPRNG that cannot be seeded. The statistical tests therefore use tolerances
-of 6 standard errors, or a Kolmogorov-Smirnov p-value threshold of 1e-4 that a correct mechanism misses
-once in 10,000 runs. The KS tests also check their power: a wrong distribution must be rejected.
+With ``noise="secure"`` OpenDP draws its noise from a CSPRNG that cannot be seeded. The statistical tests
+therefore use tolerances of 6 standard errors, or a Kolmogorov-Smirnov (or chi-square) p-value threshold
+of 1e-4 that a correct mechanism misses once in 10,000 runs. They also check their power: a wrong
+distribution must be rejected. The same tests run on ``noise="seeded"`` draws with a fixed seed.
 """
 
 from __future__ import annotations
@@ -24,17 +25,23 @@ from cosim.models.privacy.release import (
     PrivacyCost,
     PrivateRelease,
     ReleaseResult,
+    discrete_gaussian,
+    discrete_laplace,
     epsilon_of_rho,
+    seeded_noise,
 )
 
 SIX_SIGMA = 6.0
 KS_P_MIN = 1e-4
 METHODS = ["per_group", "vector"]
+NOISES = ["secure", "seeded"]
 
 
 def _release(n_agent: int = 3, **kw: object) -> PrivateRelease:
     args: dict[str, object] = {"declared_max_mwh": 0.01, "epsilon": 1.0, "budget_epsilon": 1e9}
     args.update(kw)
+    if args.get("noise") == "seeded" and "rng" not in args:
+        args["rng"] = np.random.default_rng(2012)
     groups = args.pop("groups", np.zeros(n_agent, dtype=int))
     return PrivateRelease(groups, **args)  # type: ignore[arg-type]
 
@@ -142,12 +149,13 @@ def _constant_releases(
     return pr, sums, counts
 
 
+@pytest.mark.parametrize("noise", NOISES)
 @pytest.mark.parametrize("sum_method", METHODS)
-def test_laplace_noise_distribution(sum_method: str) -> None:
+def test_laplace_noise_distribution(sum_method: str, noise: str) -> None:
     """Sums: mean ~ truth, variance ~ 2 (D/e)^2, KS against the Laplace CDF. Counts: discrete Laplace."""
     bound, epsilon, value = 0.01, 0.5, 0.004
     pr, sums, counts = _constant_releases(
-        150, 40, value, declared_max_mwh=bound, epsilon=epsilon, sum_method=sum_method
+        150, 40, value, declared_max_mwh=bound, epsilon=epsilon, sum_method=sum_method, noise=noise
     )
     n = sums.size
     b = bound / (epsilon / 2)  # half of epsilon goes to the sums
@@ -167,12 +175,21 @@ def test_laplace_noise_distribution(sum_method: str) -> None:
     assert abs(counts.var() / var - 1) < SIX_SIGMA * math.sqrt(5 / n)
 
 
+@pytest.mark.parametrize("noise", NOISES)
 @pytest.mark.parametrize("sum_method", METHODS)
-def test_gaussian_noise_distribution(sum_method: str) -> None:
+def test_gaussian_noise_distribution(sum_method: str, noise: str) -> None:
     """Gaussian sums: mean ~ truth, KS against N(truth, sigma^2) with OpenDP's calibrated sigma."""
     value = 0.004
     pr, sums, counts = _constant_releases(
-        120, 40, value, epsilon=1.0, mechanism="gaussian", delta=1e-6, budget_delta=0.5, sum_method=sum_method
+        120,
+        40,
+        value,
+        epsilon=1.0,
+        mechanism="gaussian",
+        delta=1e-6,
+        budget_delta=0.5,
+        sum_method=sum_method,
+        noise=noise,
     )
     sigma = pr.sum_scales_mwh[0]
     n = sums.size
@@ -195,16 +212,126 @@ def test_opendp_laplace_sample_matches_scipy() -> None:
     assert abs(draws.var() / (2 * (bound / epsilon) ** 2) - 1) < SIX_SIGMA * math.sqrt(5 / draws.size)
 
 
-# --- clamping and parallel composition -------------------------------------------------------------------
+def _integer_pmf_pvalue(draws: np.ndarray, log_weight: object, half_width: int) -> float:
+    """Chi-square p-value of integer draws against the exact pmf ``exp(log_weight(x))`` (normalised on
+    ``|x| <= half_width``); cells with fewer than 5 expected draws are pooled into the two tails."""
+    xs = np.arange(-half_width, half_width + 1)
+    pmf = np.exp(log_weight(xs))  # type: ignore[operator]
+    pmf /= pmf.sum()
+    expected = pmf * draws.size
+    observed = np.bincount(np.clip(draws, -half_width, half_width) + half_width, minlength=xs.size)
+    cells = np.flatnonzero(expected >= 5.0)  # contiguous: the pmfs are symmetric and unimodal
+    lo, hi = cells[0], cells[-1] + 1
+    exp_cells = np.r_[expected[:lo].sum(), expected[lo:hi], expected[hi:].sum()]
+    obs_cells = np.r_[observed[:lo].sum(), observed[lo:hi], observed[hi:].sum()]
+    keep = exp_cells > 0
+    return float(stats.chisquare(obs_cells[keep], exp_cells[keep]).pvalue)
+
+
+def _discrete_laplace_log(scale: float) -> object:
+    return lambda x: -np.abs(x) / scale
+
+
+def _discrete_gaussian_log(scale: float) -> object:
+    return lambda x: -(x.astype(float) ** 2) / (2 * scale**2)
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_seeded_integer_noise_is_opendps_discrete_distribution(mechanism: str) -> None:
+    """Seeded count noise at the scale OpenDP's map gives: chi-square against the exact discrete Laplace
+    or discrete Gaussian pmf, as OpenDP's own integer sampler at that scale; a 1.3x scale is rejected."""
+    kw: dict[str, object] = {"mechanism": mechanism, "epsilon": 0.5}
+    if mechanism == "gaussian":
+        kw |= {"delta": 1e-6, "budget_delta": 0.5}
+    scale = _release(**kw).count_scale
+    log = _discrete_laplace_log if mechanism == "laplace" else _discrete_gaussian_log
+    half_width = int(60 * scale)
+    seeded = seeded_noise(np.random.default_rng(1), mechanism, scale, True, 40_000)  # type: ignore[arg-type]
+    assert seeded.dtype == np.int64
+    assert _integer_pmf_pvalue(seeded, log(scale), half_width) > KS_P_MIN
+    assert _integer_pmf_pvalue(seeded, log(1.3 * scale), half_width) < KS_P_MIN  # power
+    space = dp.vector_domain(dp.atom_domain(T="i64"))
+    if mechanism == "laplace":
+        opendp = dp.m.make_laplace(space, dp.l1_distance(T="i64"), scale)
+    else:
+        opendp = dp.m.make_gaussian(space, dp.l2_distance(T="i64"), scale)
+    secure = np.asarray(opendp([0] * 20_000), dtype=np.int64)
+    assert _integer_pmf_pvalue(secure, log(scale), half_width) > KS_P_MIN
+    # the two samplers agree with each other too (chi-square test of homogeneity on the pooled cells)
+    edges = np.r_[-np.inf, np.arange(-3 * scale, 3 * scale, max(1.0, scale / 4)), np.inf]
+    table = np.array([np.histogram(d, edges)[0] for d in (seeded, secure)])
+    assert stats.chi2_contingency(table[:, table.min(axis=0) > 0]).pvalue > KS_P_MIN
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 4.5, 2.0e6])
+def test_discrete_samplers_moments(scale: float) -> None:
+    """Discrete Laplace: variance 2q/(1-q)^2 with q = exp(-1/scale); discrete Gaussian: the variance of its
+    pmf (summed exactly, ~scale^2 for scale >> 1); both centred on 0. Small and vector-sized scales."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    lap = discrete_laplace(rng, scale, n)
+    var = _discrete_laplace_variance(scale)
+    assert abs(lap.mean()) < SIX_SIGMA * math.sqrt(var / n)
+    assert abs(lap.var() / var - 1) < SIX_SIGMA * math.sqrt(5 / n)
+    gauss = discrete_gaussian(rng, scale, n)
+    if scale < 100:
+        xs = np.arange(-int(40 * scale) - 40, int(40 * scale) + 41)
+        w = np.exp(-(xs.astype(float) ** 2) / (2 * scale**2))
+        var = float((w * xs**2).sum() / w.sum())
+    else:
+        var = scale**2  # the discrete Gaussian's variance is within 1e-300 of scale^2 here
+    assert gauss.size == n and abs(gauss.mean()) < SIX_SIGMA * math.sqrt(var / n)
+    assert abs(gauss.var() / var - 1) < SIX_SIGMA * math.sqrt(3 / n)
 
 
 @pytest.mark.parametrize("sum_method", METHODS)
-def test_clamping_to_declared_maximum(sum_method: str) -> None:
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_seeded_same_seed_same_draws(mechanism: str, sum_method: str) -> None:
+    """Two releases seeded alike give bit-identical sums and counts; another seed gives other values."""
+    kw: dict[str, object] = {"groups": np.arange(6) % 3, "mechanism": mechanism, "sum_method": sum_method}
+    if mechanism == "gaussian":
+        kw |= {"delta": 1e-6, "budget_delta": 0.5}
+    x = np.linspace(0.0, 0.012, 6)
+    runs = []
+    for seed in (5, 5, 6):
+        pr = _release(noise="seeded", rng=np.random.default_rng(seed), **kw)
+        results = [pr.release(x) for _ in range(4)]
+        runs.append(np.concatenate([np.r_[r.sums_mwh, r.counts] for r in results if r is not None]))
+    assert runs[0].size == 4 * 6
+    assert runs[0].tobytes() == runs[1].tobytes()
+    assert not np.array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("sum_method", METHODS)
+def test_seeded_and_secure_share_scales_and_accounting(sum_method: str) -> None:
+    """Seeded and secure releases are calibrated by the same OpenDP maps: same scales, same cost, same
+    spend, same refusals; only the sampler differs. A seeded release needs its generator."""
+    kw: dict[str, object] = {"groups": np.arange(4) % 2, "sum_method": sum_method, "budget_epsilon": 2.5}
+    secure, seeded = _release(**kw), _release(noise="seeded", **kw)
+    np.testing.assert_array_equal(secure.sum_scales_mwh, seeded.sum_scales_mwh)
+    assert secure.count_scale == seeded.count_scale and secure.cost == seeded.cost
+    x = np.full(4, 0.005)
+    for pr in (secure, seeded):
+        results = [pr.release(x) for _ in range(3)]
+        assert [r is None for r in results] == [False, False, True]
+        assert pr.accountant.epsilon_spent == 2.0 and pr.n_refused == 1
+    with pytest.raises(ValueError, match="rng"):
+        _release(noise="seeded", rng=None)
+    with pytest.raises(ValueError, match="rng"):
+        _release(rng=np.random.default_rng(0))
+
+
+# --- clamping and parallel composition -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("noise", NOISES)
+@pytest.mark.parametrize("sum_method", METHODS)
+def test_clamping_to_declared_maximum(sum_method: str, noise: str) -> None:
     """An agent above its declared maximum contributes the maximum; a net producer contributes 0."""
     groups = np.array([0, 0, 1, 1])
     declared = np.array([1.0, 2.0, 1.0, 3.0])
     x = np.array([5.0, 0.5, -3.0, 2.5])  # over its max, within, exporting, within
-    pr = _release(groups=groups, declared_max_mwh=declared, epsilon=1e4, sum_method=sum_method)
+    pr = _release(groups=groups, declared_max_mwh=declared, epsilon=1e4, sum_method=sum_method, noise=noise)
     sums, counts = pr.true_aggregates(x)
     np.testing.assert_allclose(sums, [1.0 + 0.5, 0.0 + 2.5])
     np.testing.assert_array_equal(counts, [2, 1])
