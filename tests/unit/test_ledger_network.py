@@ -32,8 +32,8 @@ SMALL = dataclasses.replace(BITCOIN, nodes=40, peers=3, jitter_sd_s=0.0)
 
 def _gossip(params: GossipParams = SMALL, validators: int = 6, seed: int = 0) -> GossipNetwork:
     return GossipNetwork(
-        simpy.Environment(), np.random.default_rng(seed + 100), list(DEFAULT_REGIONS), DEFAULT_ONE_WAY_DELAY_S,
-        params, validators, np.random.default_rng(seed),
+        simpy.Environment(), np.random.default_rng(seed + 100), list(DEFAULT_REGIONS),
+        DEFAULT_ONE_WAY_DELAY_S, params, validators, np.random.default_rng(seed),
     )  # fmt: skip
 
 
@@ -129,7 +129,7 @@ def test_direct_preset_is_unchanged_by_the_gossip_option() -> None:
 
 
 def test_pow_on_gossip_is_reproducible_and_slower_than_direct() -> None:
-    """PoW on the bitcoin preset: same seeds, same chain; 80 kB blocks every 60 s fork far more than direct."""
+    """PoW on the bitcoin preset: same seeds, same chain; 80 kB blocks every 60 s fork more than direct."""
     submit = np.sort(np.random.default_rng(0).uniform(0, 60 * 400, 400 * 320))
     kw = {"validators": 20, "duration_s": 60 * 400.0, "block_interval_s": 60.0, "block_tx_limit": 320}
     a, b = (
