@@ -5,12 +5,12 @@
    Decker & Wattenhofer (2013): 6.5 s, 12.6 s, ~40 s.
 2. Stale rate: proof of work on the ``bitcoin`` preset with full reference-size blocks, at block
    intervals of 600 s, 60 s and 10 s; the simulated stale rate, the race formula ``1 - exp(-tau/T)``
-   with the measured effective delay ``tau`` (hash-power weighted mean delay of a block to the other
-   miners), and the published measurements.
+   with the measured effective delay ``tau`` (from each block's hash-power weighted delay to the other
+   miners, ``GossipNetwork.weighted_delay_s``), and the published measurements.
 
 Run from the repository root::
 
-    python benchmarks/gossip_stale.py               # 5,000 blocks per interval (about a minute)
+    python benchmarks/gossip_stale.py               # 3 graphs x 5,000 blocks per interval (minutes)
     python benchmarks/gossip_stale.py --blocks 20000
 """
 
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import simpy
 
-from cosim.models.ledger.consensus import HEADER_BYTES, TX_SIZE_BYTES, simulate
+from cosim.models.ledger.consensus import HEADER_BYTES, TX_SIZE_BYTES, ProofOfWork
 from cosim.models.ledger.network import (
     BITCOIN,
     BITCOIN_REFERENCE_BLOCK_BYTES,
@@ -49,27 +49,23 @@ def propagation_s(seed: int, blocks: int, validators: int = 16) -> np.ndarray:
     return np.concatenate([np.delete(net.propagation_s(s, BITCOIN_REFERENCE_BLOCK_BYTES), s) for s in src])
 
 
-def effective_delay_s(miners: int, seed: int) -> float:
-    """Mean over miners of the hash-power weighted delay of a reference block to the other miners (s)."""
-    net = GossipNetwork(
-        simpy.Environment(), np.random.default_rng(seed), list(DEFAULT_REGIONS), DEFAULT_ONE_WAY_DELAY_S,
-        BITCOIN, miners, np.random.default_rng(seed),
-    )  # fmt: skip
-    size = HEADER_BYTES + REF_TX * TX_SIZE_BYTES
-    delay = np.mean([net.all_to_all(np.zeros(miners), size) for _ in range(20)], axis=0)
-    return float(delay.mean())  # equal shares: sum_j d_mj / miners, averaged over m
-
-
-def stale_rate(interval_s: float, blocks: int, miners: int, seed: int) -> tuple[float, int]:
-    """Stale share of the decided blocks of a PoW run of about ``blocks`` full reference-size blocks."""
+def pow_on_bitcoin(interval_s: float, blocks: int, miners: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stale flags of the decided blocks of a PoW run of ~``blocks`` full reference-size blocks on the
+    ``bitcoin`` preset (equal miners), and each block's miner's weighted delay ``D_m`` (s)."""
     duration_s = blocks * interval_s
     n_tx = int(1.2 * REF_TX * blocks)  # more than the chain can take: every block full
     submit_s = np.sort(np.random.default_rng(seed).uniform(0.0, duration_s, n_tx))
-    run = simulate(
-        "pow", submit_s, validators=miners, rng=np.random.default_rng(seed), duration_s=duration_s,
-        block_interval_s=interval_s, block_tx_limit=REF_TX, gossip=BITCOIN, graph_seed=seed,
+    engine = ProofOfWork(
+        miners, np.random.default_rng(seed), block_interval_s=interval_s, block_tx_limit=REF_TX,
+        gossip=BITCOIN, graph_seed=seed,
     )  # fmt: skip
-    return float(np.mean([b.stale for b in run.blocks])), len(run.blocks)
+    assert isinstance(engine.net, GossipNetwork)
+    d_s = engine.net.weighted_delay_s(np.ones(miners), HEADER_BYTES + REF_TX * TX_SIZE_BYTES)
+    engine.submit(submit_s)
+    engine.run(duration_s)
+    engine.close()
+    stale = np.array([b.stale for b in engine.blocks])
+    return stale, d_s[[b.proposer for b in engine.blocks]]
 
 
 def main() -> None:
@@ -77,23 +73,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", type=int, default=5000, help="blocks per block interval")
     ap.add_argument("--miners", type=int, default=50, help="miners (equal hash power)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4], help="graph seeds")
     args = ap.parse_args()
     d = np.concatenate([propagation_s(s, 300) for s in range(4)])
     print(
         f"propagation of a {BITCOIN_REFERENCE_BLOCK_BYTES / 1e3:.0f} kB block: median {np.median(d):.2f} s "
         f"(published 6.5), mean {d.mean():.2f} s (12.6), p95 {np.percentile(d, 95):.2f} s (~40)"
     )
-    tau_s = effective_delay_s(args.miners, args.seed)
-    print(f"effective delay tau = {tau_s:.2f} s ({args.miners} equal miners)")
-    print("| block interval | simulated (blocks) | 1 - exp(-tau/T) | published |")
-    print("|---|---|---|---|")
+    print(f"{args.miners} equal miners, graph seeds {args.seeds}, {args.blocks} blocks per seed and interval")
+    print("| block interval | simulated | 1 - exp(-tau/T) | tau | published |")
+    print("|---|---|---|---|---|")
     for interval_s in (600.0, 60.0, 10.0):
         t0 = time.perf_counter()
-        rate, n = stale_rate(interval_s, args.blocks, args.miners, args.seed)
-        analytic = 1.0 - np.exp(-tau_s / interval_s)
+        runs = [pow_on_bitcoin(interval_s, args.blocks, args.miners, s) for s in args.seeds]
+        stale = np.concatenate([r[0] for r in runs])
+        tau_s = float(np.concatenate([r[1] for r in runs]).mean())  # effective delay: mean D_m per block
         print(
-            f"| {interval_s:.0f} s | {rate:.2%} ({n}) | {analytic:.2%} | {PUBLISHED[interval_s]} |"
+            f"| {interval_s:.0f} s | {stale.mean():.2%} ({stale.sum()} of {len(stale)}) | "
+            f"{1.0 - np.exp(-tau_s / interval_s):.2%} | {tau_s:.1f} s | {PUBLISHED[interval_s]} |"
             f"  [{time.perf_counter() - t0:.0f} s]"
         )
 

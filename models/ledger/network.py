@@ -270,6 +270,17 @@ class GossipNetwork(Network):
         """Delays (s) until each graph node has a ``size_bytes`` message graph node ``src_node`` sent."""
         return self._paths(np.array([src_node]), size_bytes)[0]
 
+    def weighted_delay_s(self, share: np.ndarray, size_bytes: float, draws: int = 20) -> np.ndarray:
+        """Per validator m, ``sum_j share_j * delay(m -> j)`` (s) for ``size_bytes``, jitter averaged.
+
+        With hash-power shares this is the exposure of m's block to a competing one: the PoW race gives a
+        fork with probability ``1 - exp(-D_m / T)`` for block interval T; its share-weighted mean is the
+        network's effective delay ``tau`` of the formula ``1 - exp(-tau / T)``.
+        """
+        zero = np.zeros(self.n_nodes)
+        delay_s = np.mean([self.all_to_all(zero, size_bytes) for _ in range(draws)], axis=0)
+        return delay_s @ (np.asarray(share, dtype=float) / np.sum(share))
+
     def send(self, src: int, dst: int, size_bytes: float) -> float:
         """Delay (s) of one message from validator ``src`` to validator ``dst``; zero to itself."""
         if src == dst:
