@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticUndefined
 
 from cosim.errors import ScenarioError
+from cosim.models.ledger.presets import BITCOIN
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -406,19 +407,78 @@ class MarketConfig(_Section):
 
 
 class NetworkConfig(_Section):
-    """The validators' network: regions, one-way delays between them, jitter and link bandwidth."""
+    """The validators' network: a preset (gossip model), regions and their one-way delays, and overrides.
 
+    ``direct``: every message goes straight to every validator (region delay + jitter + size/bandwidth).
+    ``bitcoin``: gossip over a seeded random peer graph, calibrated to measured Bitcoin block propagation
+    (Decker & Wattenhofer 2013). The keys left out take the preset's values (see README).
+    """
+
+    preset: Literal["bitcoin", "direct"] | None = _field(
+        "Network model: bitcoin (gossip over a random peer graph, calibrated to Decker & Wattenhofer 2013) "
+        "or direct (straight to every validator). Default: bitcoin for pow, direct for pos and bft",
+        None,
+    )
     regions: list[str] | None = _field(
-        "Region names; validators are placed round-robin. Default: us-east, us-west, eu-west, "
-        "ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see README)",
+        "Region names; validators (bitcoin: all graph nodes) are placed round-robin. Default: us-east, "
+        "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see README)",
         None,
     )
     one_way_delay_ms: list[list[float]] | None = _field(
         "Region-to-region one-way delay matrix (R x R), default the five-region table", None, unit="ms"
     )
-    jitter_sd_s: float = _field("Standard deviation of the per-message jitter", unit="s", default=0.005, ge=0)
-    bandwidth_mbps: float = _field(
-        "Link bandwidth (serialisation delay of blocks)", unit="Mbit/s", default=100.0, gt=0
+    jitter_sd_s: float | None = _field(
+        "Standard deviation of the normal jitter whose absolute value is added to each message (bitcoin: to "
+        "each hop). "
+        f"Default: direct 0.005, bitcoin {BITCOIN.jitter_sd_s}",
+        None,
+        unit="s",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    bandwidth_mbps: float | None = _field(
+        "direct: link bandwidth; bitcoin: median over nodes of the effective block throughput of a link "
+        "(a hop runs at the slower end's). "
+        f"Default: direct 100, bitcoin {BITCOIN.bandwidth_mbps}",
+        None,
+        unit="Mbit/s",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    nodes: int | None = _field(
+        "bitcoin: nodes of the peer graph, validators included (the others only relay). "
+        f"Default: {BITCOIN.nodes}",
+        None,
+        ge=2,
+    )
+    peers: int | None = _field(
+        "bitcoin: links each node opens to random others (Bitcoin Core: 8 outbound). "
+        f"Default: {BITCOIN.peers}",
+        None,
+        ge=1,
+    )
+    bandwidth_sigma: float | None = _field(
+        "bitcoin: lognormal sigma of the per-node throughput across nodes. "
+        f"Default: {BITCOIN.bandwidth_sigma}",
+        None,
+        ge=0,
+        allow_inf_nan=False,
+    )
+    validation_s: float | None = _field(
+        "bitcoin: fixed time a node takes to validate a message before relaying it. "
+        f"Default: {BITCOIN.validation_s}",
+        None,
+        unit="s",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    validation_s_per_mb: float | None = _field(
+        "bitcoin: validation time per MB of message (signature checks). "
+        f"Default: {BITCOIN.validation_s_per_mb}",
+        None,
+        unit="s/MB",
+        gt=0,
+        allow_inf_nan=False,
     )
 
     @model_validator(mode="after")
@@ -429,9 +489,18 @@ class NetworkConfig(_Section):
             r = len(self.regions)
             if len(self.one_way_delay_ms) != r or any(len(row) != r for row in self.one_way_delay_ms):
                 raise ValueError(f"one_way_delay_ms must be {r} x {r} (one row and column per region)")
-            if any(d < 0 for row in self.one_way_delay_ms for d in row):
-                raise ValueError("delays must be >= 0")
+            if any(not (0 <= d < float("inf")) for row in self.one_way_delay_ms for d in row):
+                raise ValueError("delays must be finite and >= 0")
+        if self.preset == "direct":
+            gossip_only = [k for k in _GOSSIP_KEYS if getattr(self, k) is not None]
+            if gossip_only:
+                raise ValueError(
+                    f"{', '.join(gossip_only)}: only used by preset bitcoin (gossip); remove them"
+                )
         return self
+
+
+_GOSSIP_KEYS = ("nodes", "peers", "bandwidth_sigma", "validation_s", "validation_s_per_mb")
 
 
 class WorkloadConfig(_Section):
@@ -514,7 +583,28 @@ class LedgerConfig(_Section):
             raise ValueError("pow is open by construction: permissioned must be false")
         if self.behaviour == "equivocating" and self.consensus != "bft":
             raise ValueError("equivocating validators are modelled for bft only; use behaviour: silent")
+        if self.network_preset == "direct":
+            gossip_only = [f"network.{k}" for k in _GOSSIP_KEYS if getattr(self.network, k) is not None]
+            if gossip_only:
+                raise ValueError(
+                    f"{', '.join(gossip_only)}: only used by network.preset bitcoin (the default for pow "
+                    f"only; {self.consensus} uses direct): set network.preset: bitcoin or remove them"
+                )
+        else:
+            nodes = BITCOIN.nodes if self.network.nodes is None else self.network.nodes
+            peers = BITCOIN.peers if self.network.peers is None else self.network.peers
+            if nodes < self.validators:
+                raise ValueError(f"network.nodes ({nodes}) must be at least validators ({self.validators})")
+            if peers >= nodes:
+                raise ValueError(f"network.peers ({peers}) must be below network.nodes ({nodes})")
         return self
+
+    @property
+    def network_preset(self) -> Literal["bitcoin", "direct"]:
+        """The effective network preset: the one given, else bitcoin for pow and direct otherwise."""
+        if self.network.preset is not None:
+            return self.network.preset
+        return "bitcoin" if self.consensus == "pow" else "direct"
 
     @property
     def is_permissioned(self) -> bool:

@@ -8,6 +8,7 @@ suffice; the market of a later issue closes the loop with the same pattern.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time as wallclock
@@ -33,6 +34,7 @@ from cosim.models.grid.sim import SolverStats
 from cosim.models.grid.switching import SwitchingPowerFlow
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, LedgerModel
+from cosim.models.ledger.network import BITCOIN, GossipParams
 from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
@@ -490,6 +492,26 @@ def nakamoto_coefficient(power: np.ndarray) -> int:
     return int(np.searchsorted(np.cumsum(share), 1.0 / 3.0, side="right") + 1)
 
 
+GOSSIP_FIELDS = tuple(f.name for f in dataclasses.fields(GossipParams))
+
+
+def network_params(scenario: Scenario) -> dict[str, Any]:
+    """The consensus engine's network keywords for the scenario's ``ledger.network`` (preset resolved)."""
+    assert scenario.ledger is not None
+    net = scenario.ledger.network
+    out: dict[str, Any] = {}
+    if net.regions is not None:
+        out |= {"regions": net.regions, "one_way_delay_s": np.asarray(net.one_way_delay_ms) / 1e3}
+    if scenario.ledger.network_preset == "direct":
+        return out | {
+            "jitter_sd_s": 0.005 if net.jitter_sd_s is None else net.jitter_sd_s,
+            "bandwidth_mbps": 100.0 if net.bandwidth_mbps is None else net.bandwidth_mbps,
+        }
+    given = {k: getattr(net, k) for k in GOSSIP_FIELDS if getattr(net, k) is not None}
+    graph_seed = int(rng_for(scenario.seed, "network").integers(2**63))
+    return out | {"gossip": dataclasses.replace(BITCOIN, **given), "graph_seed": graph_seed}
+
+
 def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict[str, Any]] | None:
     """The scenario's ledger model (consensus engine, keys, contracts) and the attributes describing it."""
     cfg = scenario.ledger
@@ -500,12 +522,7 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     power = (
         np.ones(n) if cfg.is_permissioned or cfg.power_sigma == 0 else rng.lognormal(0.0, cfg.power_sigma, n)
     )
-    net = cfg.network
-    common: dict[str, Any] = {
-        "faulty": cfg.faulty, "jitter_sd_s": net.jitter_sd_s, "bandwidth_mbps": net.bandwidth_mbps,
-    }  # fmt: skip
-    if net.regions is not None:
-        common |= {"regions": net.regions, "one_way_delay_s": np.asarray(net.one_way_delay_ms) / 1e3}
+    common: dict[str, Any] = {"faulty": cfg.faulty} | network_params(scenario)
     specific: dict[str, dict[str, Any]] = {
         "pow": {
             "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
@@ -545,6 +562,7 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
         "consensus": cfg.consensus, "validators": n, "faulty": cfg.faulty, "behaviour": cfg.behaviour,
         "permissioned": cfg.is_permissioned, "nakamoto_coefficient": nakamoto_coefficient(power),
         "late_rule": cfg.late_rule, "gate_closure_s": gate_s, "power_w": engine.power_w,
+        "network": cfg.network_preset,
     }  # fmt: skip
     return model, attrs
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import simpy
 
-from .network import DEFAULT_ONE_WAY_DELAY_S, DEFAULT_REGIONS, Network
+from .network import DEFAULT_ONE_WAY_DELAY_S, DEFAULT_REGIONS, GossipNetwork, GossipParams, Network
 
 TX_SIZE_BYTES = 250  # typical simple transfer
 HEADER_BYTES = 80  # Bitcoin block header; used for all mechanisms
@@ -128,6 +128,9 @@ class Consensus:
     faulty : number of Byzantine validators, drawn at random
     regions, one_way_delay_s, jitter_sd_s, bandwidth_mbps : the network (see ``Network``); default: five
         regions with the delays of ``network.DEFAULT_ONE_WAY_DELAY_S``
+    gossip : relay over a random peer graph with these parameters (``GossipNetwork``; its jitter and
+        bandwidth replace ``jitter_sd_s`` and ``bandwidth_mbps``); None: direct broadcast (``Network``)
+    graph_seed : seed of the peer graph (None: drawn from ``rng``); gossip only
     """
 
     mechanism: Mechanism
@@ -142,6 +145,8 @@ class Consensus:
         one_way_delay_s: np.ndarray | None = None,
         jitter_sd_s: float = 0.005,
         bandwidth_mbps: float = 100.0,
+        gossip: GossipParams | None = None,
+        graph_seed: int | None = None,
     ) -> None:
         if not 0 <= faulty <= validators:
             raise ValueError(f"faulty must be between 0 and validators ({validators})")
@@ -149,7 +154,13 @@ class Consensus:
         self.rng, self.n = rng, validators
         regions = list(DEFAULT_REGIONS) if regions is None else regions
         delay = DEFAULT_ONE_WAY_DELAY_S if one_way_delay_s is None else one_way_delay_s
-        self.net = Network(self.env, rng, regions, delay, jitter_sd_s, bandwidth_mbps, validators)
+        self.net: Network
+        if gossip is None:
+            self.net = Network(self.env, rng, regions, delay, jitter_sd_s, bandwidth_mbps, validators)
+        else:
+            seed = int(rng.integers(2**63)) if graph_seed is None else graph_seed
+            graph_rng = np.random.default_rng(seed)
+            self.net = GossipNetwork(self.env, rng, regions, delay, gossip, validators, graph_rng)
         self.honest = np.ones(validators, bool)
         if faulty:
             self.honest[rng.choice(validators, size=faulty, replace=False)] = False
