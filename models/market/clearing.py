@@ -50,6 +50,8 @@ class Clearing:
     line_flow_mw: FloatArray  # (n_branch,) DC flows from-bus -> to-bus (uniform: empty)
     status: str  # "optimal", or the solver's word for what went wrong
     price_q_per_mvarh: FloatArray | None = None  # (n_bus,) reactive marginal price (acopf only)
+    vm_pu: FloatArray | None = None  # (n_bus,) voltage magnitude of the OPF's solution (acopf only)
+    q_mvar: FloatArray | None = None  # (n_bus,) reactive power dispatched per bus, + = injection (acopf)
 
 
 TOL_MW = 1e-6  # a step is "accepted" above, "rejected" below this many MW from its bounds
