@@ -133,16 +133,11 @@ class ACOPF:
             [pp.create_sgen(net, int(b), p_mw=0.0, controllable=True) for b in self.supply_bus],
             dtype=np.int64,
         )
+        q_buses = [
+            b for b in sorted(set(q_min_bus) - slack_buses) if q_min_bus[b] != 0.0 or q_max_bus[b] != 0.0
+        ]
         self._q_sgen_idx = np.array(
-            [
-                pp.create_sgen(
-                    net, int(b), p_mw=0.0, controllable=True, min_p_mw=0.0, max_p_mw=0.0,
-                    min_q_mvar=q_min_bus[b], max_q_mvar=q_max_bus[b],
-                )  # fmt: skip
-                for b in sorted(set(q_min_bus) - slack_buses)
-                if q_min_bus[b] != 0.0 or q_max_bus[b] != 0.0
-            ],
-            dtype=np.int64,
+            [_reactive_sgen(net, b, q_min_bus[b], q_max_bus[b]) for b in q_buses], dtype=np.int64
         )
         net.sgen.loc[self._sgen_idx, ["min_q_mvar", "max_q_mvar"]] = 0.0
         self._load_cost = np.array(
@@ -307,6 +302,22 @@ def _reactive_capability_mvar(net: Any, q_limit_mvar: float) -> tuple[dict[int, 
         q_min.setdefault(b, 0.0)
         q_max.setdefault(b, 0.0)
     return q_min, q_max
+
+
+def _reactive_sgen(net: Any, bus: int, q_min_mvar: float, q_max_mvar: float) -> int:
+    """A reactive-only controllable sgen (p = 0) with the bus's reactive capability; its index."""
+    return int(
+        pp.create_sgen(
+            net,
+            int(bus),
+            p_mw=0.0,
+            controllable=True,
+            min_p_mw=0.0,
+            max_p_mw=0.0,
+            min_q_mvar=q_min_mvar,
+            max_q_mvar=q_max_mvar,
+        )  # fmt: skip
+    )
 
 
 def _unrated_branches_unlimited(net: Any) -> None:

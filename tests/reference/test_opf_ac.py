@@ -98,7 +98,7 @@ def test_generation_cost_matches_matpower(name: str) -> None:
 
 
 def test_case5_current_limit_equals_pandapower_runopp() -> None:
-    """branch_limit "current" on case5 is pandapower's own runopp (current limits), ~8 % below the MVA optimum.
+    """branch_limit "current" on case5 is pandapower's own runopp (current limits), ~8 % below the MVA.
 
     Reference: pandapower's runopp on the unmodified case5 with a controllable ext_grid (its own
     formulation: gens, no bid steps), from a power-flow start (the only start it converges from).
@@ -116,7 +116,7 @@ def test_case5_current_limit_equals_pandapower_runopp() -> None:
 
 
 def test_mva_limit_binds_on_case5_line_d_e() -> None:
-    """Under the MVA limit the 240 MVA branch D-E (line 5) of case5 is loaded to its rating at its worse end."""
+    """Under the MVA limit the 240 MVA branch D-E (line 5) of case5 is loaded to its rating at one end."""
     net, bids, q_ratio, _ = _case("case5")
     market = _market(net, bids, q_ratio)
     market.clear(bids)
