@@ -125,6 +125,24 @@ def test_mva_limit_binds_on_case5_line_d_e() -> None:
     assert s_mva == pytest.approx(240.0, rel=1e-5)
 
 
+def test_case5_mva_limit_equals_pandapower_runopp_with_s_limits() -> None:
+    """The MVA-limited clearing of case5 is pandapower's runopp with OPF_FLOW_LIM=0 (apparent power) on the
+    unmodified case whose unrated branches carry no limit (MATPOWER's rateA = 0): cost and voltages."""
+    net, bids, q_ratio, constant_cost = _case("case5")
+    clearing = _market(net, bids, q_ratio).clear(bids)
+    net.ext_grid["controllable"] = True
+    net.line.loc[net.line.max_i_ka >= 99999.0, "max_loading_percent"] = 0.0  # pandapower's rateA = 0 marker
+    pp.runopp(net, init="flat", OPF_FLOW_LIM=0)
+    np.testing.assert_allclose(clearing.cost + constant_cost, net.res_cost, rtol=1e-6)
+    assert clearing.vm_pu is not None and clearing.q_mvar is not None
+    np.testing.assert_allclose(clearing.vm_pu, net.res_bus.vm_pu.to_numpy(), atol=1e-4)
+    # the reactive dispatch per bus is the net's generators' (gen, sgen, ext_grid) summed per bus
+    q_bus = np.zeros(len(net.bus))
+    for table in ("gen", "sgen", "ext_grid"):
+        np.add.at(q_bus, net[table].bus.to_numpy(), net[f"res_{table}"].q_mvar.to_numpy())
+    np.testing.assert_allclose(clearing.q_mvar, q_bus, atol=0.05)
+
+
 def test_unknown_branch_limit_is_refused() -> None:
     """A branch_limit other than mva or current raises ValueError naming the choices."""
     net, bids, q_ratio, _ = _case("case9")
