@@ -192,7 +192,7 @@ def test_gens_as_agents_match_runpp() -> None:
 def test_voltage_and_reactive_setpoints_match_runpp() -> None:
     """Per-bus voltage set-points move the slack and gen buses (NaN keeps the case's), a reactive injection
     acts at a load bus: equal to runpp with those gen/ext_grid vm_pu and a sgen of that q; later steps
-    without set-points return to the case's own."""
+    without set-points (or all NaN) return to the case's own."""
     net = pn.case14()
     elements = [("load", int(i)) for i in net.load.index] + [("gen", int(i)) for i in net.gen.index]
     pf = ACPowerFlow(net, elements)
@@ -215,6 +215,8 @@ def test_voltage_and_reactive_setpoints_match_runpp() -> None:
     set_injections(net, elements, p, q)
     pp.runpp(net)
     _assert_matches_runpp(net, pf.solve(p, q))
+    nan = np.full(len(net.bus), np.nan)  # a failed clearing's set-points: the case's own stand
+    _assert_matches_runpp(net, pf.solve(p, q, nan, nan))
 
 
 def test_limits_count_violations() -> None:
