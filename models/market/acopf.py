@@ -157,7 +157,8 @@ class ACOPF:
         Parameters
         ----------
         bids
-            Steps on the buses given to the constructor, in the same order.
+            Steps on the buses given to the constructor, in the same order; their ``demand_q_ratio``,
+            when given, replaces the constructor's for this clearing.
 
         Returns
         -------
@@ -178,7 +179,8 @@ class ACOPF:
             if self.fixed_demand_price_per_mwh is None
             else price_d >= self.fixed_demand_price_per_mwh
         )
-        q_max = self.demand_q_ratio * d_max
+        ratio = self.demand_q_ratio if bids.demand_q_ratio is None else np.asarray(bids.demand_q_ratio, float)
+        q_max = ratio * d_max
         # a step of zero size cannot be a dispatchable load in PIPS (its power factor is undefined)
         net.load.loc[self._load_idx, "controllable"] = d_max > 1e-9
         # limits: elastic 0 <= p <= d (constant power factor via PIPS), fixed p = d and q = ratio * d

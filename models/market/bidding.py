@@ -148,10 +148,13 @@ class Bidder:
         discharge_max_mw: np.ndarray,
         charge_price_per_mwh: np.ndarray | None = None,
         discharge_price_per_mwh: np.ndarray | None = None,
+        forecast_q_mvar: np.ndarray | None = None,
     ) -> Bids:
         """This interval's bids from each agent's forecast (load convention) and battery quantities.
 
         Batteries bid the configured prices unless given their own (n_battery,), e.g. an arbitrage plan's.
+        With ``forecast_q_mvar`` the demand steps carry their consumer's power factor of the interval
+        (``demand_q_ratio``, q/p; 0 for batteries, export and a consumer forecasting no power).
         """
         r, n_util = self.rules, len(self.rules.utility_per_mwh)
         n_bat = len(self._batteries)
@@ -164,7 +167,14 @@ class Bidder:
         available_mw = np.clip(-forecast_mw[self._producers], 0.0, None)
         prod_max = np.where(np.isnan(self._prod_max), available_mw, self._prod_max)
         prod_max = np.where(np.isnan(self._prod_max), prod_max, np.maximum(prod_max, self._prod_min))
+        q_ratio = None
+        if forecast_q_mvar is not None:
+            p_c, q_c = forecast_mw[self._consumers], np.asarray(forecast_q_mvar, dtype=float)[self._consumers]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(p_c != 0.0, q_c / p_c, 0.0)
+            q_ratio = np.r_[np.repeat(ratio, 1 + n_util), np.zeros(n_bat + self._n_export)]
         return Bids(
+            demand_q_ratio=q_ratio,
             demand_bus=self.demand_bus,
             demand_mw=np.r_[
                 np.repeat(consumer_mw, 1 + n_util) * self._consumer_share,

@@ -32,6 +32,7 @@ class Bids:
     supply_min_mw: FloatArray | None = None  # (n_s,) default 0
     supply_c2: FloatArray | None = None  # (n_s,) $/MW^2h, quadratic cost coefficient, default 0
     supply_c0: FloatArray | None = None  # (n_s,) $/h, constant cost while committed, default 0
+    demand_q_ratio: FloatArray | None = None  # (n_d,) Mvar/MW of each demand step (acopf), default its own
 
     def __post_init__(self) -> None:
         n_s = len(self.supply_bus)

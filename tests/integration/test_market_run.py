@@ -44,7 +44,7 @@ def test_pjm5_scenario_gives_published_lmps(tmp_path: Path) -> None:
 
 def test_acopf_on_a_distribution_grid(tmp_path: Path) -> None:
     """AC-OPF clears the LV grid (its 150-degree trafo shift left out: the net is radial), with loss-driven
-    price differences between buses and reactive prices, and its awards drive the grid."""
+    price differences between buses and reactive prices, and its awards and voltages drive the grid."""
     summary = cosim.run(lv_market(tmp_path, "acopf", "2h"), out=tmp_path / "ac.h5")
     with cosim.open_results(summary.path) as res:
         assert res["market/ok"].all()
@@ -52,6 +52,8 @@ def test_acopf_on_a_distribution_grid(tmp_path: Path) -> None:
         assert np.all(np.nanmax(price, axis=1) - np.nanmin(price, axis=1) > 1e-3)
         assert np.isfinite(res["market/price_q_per_mvarh"].to_numpy()).any()
         np.testing.assert_allclose(res["agents/p_mw"], res["market/award_mw"], atol=1e-9)
+        # the grid runs at the OPF's state, the loads at each hour's own power factor (as in the bids)
+        np.testing.assert_allclose(res["grid/bus/vm_pu"], res["market/vm_pu"], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("design", ["uniform", "dcopf"])

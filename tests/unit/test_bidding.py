@@ -102,3 +102,15 @@ def test_constant_cost_terms_count_while_a_unit_is_committed() -> None:
     assert fixed_cost(bids) == 1085.0
     connected = np.array([True, True, True, False, True, True, True])
     assert fixed_cost(b.restricted(bids, connected, islanded=False)) == 1085.0 - c0["gen", 0]
+
+
+def test_demand_steps_carry_the_power_factor_of_the_interval() -> None:
+    """Given the agents' reactive forecast, every step of a consumer carries its q/p; other steps 0."""
+    b = small_bidder()
+    forecast = np.array([90.0, 100.0, 0.0, -163.0, -85.0, -0.5, 0.0])
+    q = np.array([30.0, 35.0, 5.0, 0.0, 0.0, 0.0, 0.0])
+    bids = b.bids(forecast, np.array([0.004]), np.array([0.003]), forecast_q_mvar=q)
+    assert b.bids(forecast, np.zeros(1), np.zeros(1)).demand_q_ratio is None  # without q: the OPF's own
+    assert bids.demand_q_ratio is not None
+    expected = np.r_[np.repeat([30.0 / 90.0, 0.35, 0.0], 4), 0.0]  # 3 loads x 4 steps, the battery
+    np.testing.assert_allclose(bids.demand_q_ratio, expected)
