@@ -364,6 +364,12 @@ class MarketConfig(_Section):
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
     )
+    branch_limit: Literal["mva", "current"] = _field(
+        "acopf: what a branch rating limits: mva = apparent power at both ends (MATPOWER's default, "
+        "opf.flow_lim 'S'), current = current magnitude (pandapower's default; looser above 1 pu). The DC "
+        "designs limit active power to the same rating (MVA at 1 pu)",
+        default="mva",
+    )
 
     @model_validator(mode="after")
     def _battery_spread(self) -> MarketConfig:
@@ -381,6 +387,8 @@ class MarketConfig(_Section):
             raise ValueError("design dr needs at least one entry in dr_events")
         if self.dr_events and self.design != "dr":
             raise ValueError("dr_events are only used by design dr")
+        if self.branch_limit != "mva" and self.design != "acopf":
+            raise ValueError("branch_limit is only used by design acopf (DC designs limit active power)")
         if self.design != "scopf" and (
             self.contingencies is not None or self.contingency_limit_factor != 1.0
         ):

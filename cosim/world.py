@@ -244,7 +244,7 @@ def build_market(
         return Market(
             net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted,
             contingencies=m.contingencies, contingency_limit_factor=m.contingency_limit_factor,
-            day_ahead=day_ahead, events=events,
+            day_ahead=day_ahead, events=events, branch_limit=m.branch_limit,
         )  # fmt: skip
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None
@@ -681,7 +681,16 @@ def _series_and_static(
             ("price_q_per_mvarh", "$/Mvarh", n_bus, "marginal price of reactive power per bus"),
             ("cleared_mwh", "MWh", None, "energy cleared in the interval"),
             ("welfare", "$", None, "bids served minus generation cost, per interval"),
-            ("cost", "$", None, "generation cost of the dispatch, per interval"),
+            (
+                "cost",
+                "$",
+                None,
+                "generation cost as MATPOWER reports it: variable cost plus the constant terms of the "
+                "committed units, per interval",
+            ),
+            ("variable_cost", "$", None, "generation cost without the constant terms, per interval"),
+            ("vm_pu", "pu", n_bus, "acopf: voltage magnitude of the OPF's solution (the grid's set-points)"),
+            ("q_mvar", "Mvar", n_bus, "acopf: reactive power the OPF dispatches at each bus, + = injection"),
             ("congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval"),
             ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load"),
             ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)"),
@@ -706,7 +715,7 @@ def _series_and_static(
             ("agent_curtailed_mwh", "MWh", n_agent, "elastic demand not bought at the price"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
         ]:
-            if attr == "price_q_per_mvarh" and market.design != "acopf":
+            if attr in ("price_q_per_mvarh", "vm_pu", "q_mvar") and market.design != "acopf":
                 continue
             if attr == "security_cost" and market.design != "scopf":
                 continue
@@ -967,6 +976,8 @@ def run(
                 initial_data=first,
             )
             world.connect(market_e, fleet_e, "award_mw", "price_per_mwh")
+            if market.design == "acopf":  # the OPF's state is the grid's: its voltages and reactive dispatch
+                world.connect(market_e, grid_e, ("vm_pu", "vm_set_pu"), ("q_mvar", "q_set_mvar"))
             sources["Market"] = market_e
         if net is not None and (accounting.emissions is not None or accounting.equity is not None):
             acc_e = world.start(

@@ -49,7 +49,7 @@ def next_bids(
     clears, what the agents do (batteries idle) if the clearing fails, and the energy left to form an island.
     """
     k = min(k, len(fleet.times_s) - 1)
-    forecast_mw, _ = fleet.baseline(k)
+    forecast_mw, forecast_q_mvar = fleet.baseline(k)
     islanded = events is not None and events.state(k).islanded
     prices = None
     if planner is None or islanded:
@@ -59,7 +59,7 @@ def next_bids(
         prices = charge_price, discharge_price
     if events is not None:
         charge, discharge = _hold_reserve(fleet, events, islanded, charge, discharge)
-    bids = bidder.bids(forecast_mw, charge, discharge, *(prices or (None, None)))
+    bids = bidder.bids(forecast_mw, charge, discharge, *(prices or (None, None)), forecast_q_mvar)
     return {"bids": bids, "forecast_mw": forecast_mw, "grid_forming_mwh": _grid_forming_mwh(fleet, events, k)}
 
 

@@ -176,6 +176,8 @@ class ACPowerFlow:
         self._pv = np.asarray(pv, dtype=np.int64)
         self._pq = np.asarray(pq, dtype=np.int64)
         self._pvpq = np.r_[self._pv, self._pq].astype(np.int64)
+        self._voltage_controlled = np.zeros(n, dtype=bool)
+        self._voltage_controlled[np.r_[self._ref, self._pv]] = True
         self._sbus_base = makeSbus(base_mva, bus, gen).astype(np.complex128)
 
         # Ybus on a pattern that surely contains the diagonal
@@ -382,13 +384,27 @@ class ACPowerFlow:
             va[self._pvpq] = self._bpp_lu.solve(rhs)
         return self._vm_flat * np.exp(1j * va)
 
-    def solve(self, p_mw: np.ndarray, q_mvar: np.ndarray) -> PowerFlowResult:
+    def solve(
+        self,
+        p_mw: np.ndarray,
+        q_mvar: np.ndarray,
+        vm_set_pu: np.ndarray | None = None,
+        q_set_mvar: np.ndarray | None = None,
+    ) -> PowerFlowResult:
         """Solve the AC power flow for agent set-points (load convention, MW / Mvar).
 
         Parameters
         ----------
         p_mw, q_mvar : np.ndarray
             ``(n_agent,)`` agent active/reactive power, positive = consumption.
+        vm_set_pu : np.ndarray, optional
+            ``(n_bus,)`` per bus of the net (net.bus row order), e.g. an OPF's voltages: the voltage
+            set-point of every voltage-controlled bus (slack and gen buses) where finite; elsewhere, and
+            at load (PQ) buses, the net's own set-points and the power flow's solution stand.
+        q_set_mvar : np.ndarray, optional
+            ``(n_bus,)`` reactive power injected at each bus besides the agents' (generator convention),
+            e.g. an OPF's reactive dispatch; it acts at load (PQ) buses, while at voltage-controlled buses
+            the power flow solves the reactive power. NaN counts as 0.
 
         Returns
         -------
@@ -400,19 +416,50 @@ class ACPowerFlow:
         if s_agent.shape != (self._n_agent,):
             raise ValueError(f"expected {self._n_agent} agent set-points, got {s_agent.shape}")
         sbus = self._sbus_base - (self._incidence @ s_agent) / self._base_mva
+        if q_set_mvar is not None:
+            sbus = sbus + 1j * self._on_buses(q_set_mvar, sum_up=True) / self._base_mva
+        vm_set = None if vm_set_pu is None else self._on_buses(vm_set_pu, sum_up=False)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converged, iters, v = False, 0, self._sbus_base
             if self._v_warm is not None:
-                converged, iters, v = self._newton(self._v_warm, sbus, self._max_it)
+                converged, iters, v = self._newton(self._set_vm(self._v_warm, vm_set), sbus, self._max_it)
             if not converged:
-                ok, it2, v = self._newton(self._flat_start(sbus), sbus, 3 * self._max_it)
+                flat = self._set_vm(self._flat_start(sbus), vm_set)
+                ok, it2, v = self._newton(flat, sbus, 3 * self._max_it)
                 converged, iters = ok, iters + it2
             if not converged:
                 _log.debug("AC power flow did not converge after %d iterations", iters)
                 return self._nan_result(iters)
             self._v_warm = v
             return self._results(v, sbus, iters)
+
+    def _on_buses(self, values: np.ndarray, *, sum_up: bool) -> FloatArray:
+        """Per-bus values of the net (net.bus row order) on the power flow's buses: summed where buses
+        merge (``sum_up``, NaN as 0), else the last finite value; NaN where a bus gets none."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self._bus_ok.shape:
+            raise ValueError(f"expected {len(self._bus_ok)} bus values, got {values.shape}")
+        ok = self._bus_ok & np.isfinite(values)
+        out = np.zeros(self._n) if sum_up else np.full(self._n, np.nan)
+        if sum_up:
+            np.add.at(out, self._bus_idx[ok], values[ok])
+        else:
+            out[self._bus_idx[ok]] = values[ok]
+        return out
+
+    def _set_vm(self, v: ComplexArray, vm_set: FloatArray | None) -> ComplexArray:
+        """``v`` with the magnitudes of the voltage-controlled buses at ``vm_set`` where it is finite, else
+        at the net's own set-points (a warm start may hold the last step's)."""
+        at = self._voltage_controlled
+        vm = (
+            self._vm_flat[at]
+            if vm_set is None
+            else np.where(np.isfinite(vm_set[at]), vm_set[at], self._vm_flat[at])
+        )
+        out = v.copy()
+        out[at] = vm * np.exp(1j * np.angle(v[at]))
+        return out
 
     # ------------------------------------------------------------------ results
     def _nan_result(self, iterations: int) -> PowerFlowResult:

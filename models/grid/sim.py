@@ -1,6 +1,8 @@
 """mosaik adapter of the AC power flow: one entity ``grid`` taking agent arrays, giving grid arrays.
 
 With events (an `EventSchedule`) the power flow is a `SwitchingPowerFlow` solved in each step's topology.
+Optional inputs ``vm_set_pu`` and ``q_set_mvar`` (per bus, e.g. from an AC-OPF market) set the voltage of
+the voltage-controlled buses and add reactive injections at the others (see `ACPowerFlow.solve`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
-        "Grid": {"public": True, "params": [], "attrs": ["p_mw", "q_mvar", *OUTPUTS]},
+        "Grid": {
+            "public": True,
+            "params": [],
+            "attrs": ["p_mw", "q_mvar", "vm_set_pu", "q_set_mvar", *OUTPUTS],
+        },
     },
 }
 
@@ -45,6 +51,12 @@ class SolverStats:
 
     solver_s: float = 0.0
     n_not_converged: int = 0
+
+
+def _optional(inputs: dict[str, Any], attr: str) -> np.ndarray | None:
+    """The one value of an optional input attribute as an array, or None when not connected."""
+    got = inputs.get(attr)
+    return np.asarray(next(iter(got.values())), dtype=float) if got else None
 
 
 class GridSim(mosaik_api_v3.Simulator):
@@ -82,16 +94,17 @@ class GridSim(mosaik_api_v3.Simulator):
         assert self.power_flow is not None
         (p_mw,) = inputs["grid"]["p_mw"].values()
         (q_mvar,) = inputs["grid"]["q_mvar"].values()
+        vm_set, q_set = (_optional(inputs["grid"], attr) for attr in ("vm_set_pu", "q_set_mvar"))
         t0 = wallclock.perf_counter()
         if self.events is None:
-            self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar))
+            self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar), vm_set, q_set)
         else:
             assert isinstance(self.power_flow, SwitchingPowerFlow)
             state = self.events.state(time // self.step_s)
             self.islanded = state.islanded
             self.result = self.power_flow.solve(
                 np.asarray(p_mw), np.asarray(q_mvar), out_branches=state.out_branches,
-                grid_forming=state.grid_forming,
+                grid_forming=state.grid_forming, vm_set_pu=vm_set, q_set_mvar=q_set,
             )  # fmt: skip
         self.stats.solver_s += wallclock.perf_counter() - t0
         self.stats.n_not_converged += not self.result.converged

@@ -107,6 +107,8 @@ class SwitchingPowerFlow:
         *,
         out_branches: Iterable[Branch] = frozenset(),
         grid_forming: int | None = None,
+        vm_set_pu: np.ndarray | None = None,
+        q_set_mvar: np.ndarray | None = None,
     ) -> PowerFlowResult:
         """Solve the AC power flow of one step in the given topology state.
 
@@ -119,6 +121,8 @@ class SwitchingPowerFlow:
         grid_forming : int or None
             None: connected to the upstream grid. Otherwise islanded, with the agent of this column
             (a storage, sgen or gen element) as the slack.
+        vm_set_pu, q_set_mvar : np.ndarray, optional
+            Voltage set-points and reactive injections per bus, as :meth:`ACPowerFlow.solve`.
 
         Returns
         -------
@@ -137,7 +141,7 @@ class SwitchingPowerFlow:
             flow = self._flows[key] = ACPowerFlow(
                 state_net(self.net, key[0], unit), self._elements, **self._kwargs
             )
-        result = flow.solve(p_mw, q_mvar)
+        result = flow.solve(p_mw, q_mvar, vm_set_pu, q_set_mvar)
         if grid_forming is None:
             return result
         return dataclasses.replace(result, import_mw=0.0, grid_forming_mw=result.import_mw)

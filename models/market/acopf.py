@@ -19,9 +19,16 @@ The grid's own injections are replaced, once, by OPF elements that stand for the
 * the ext_grid is controllable (its voltage is free within the bus limits, as in MATPOWER) and carries
   no active power: import from the upstream grid is a supply step at the slack bus like any other.
 
-Line and transformer limits are pandapower's (``max_loading_percent``, current based), bus voltage
-limits the net's ``min_vm_pu``/``max_vm_pu`` or the constructor's overrides. Prices are the Lagrange
-multipliers of the bus balances (``res_bus.lam_p``, ``res_bus.lam_q``) in $/MWh and $/Mvarh.
+Branch ratings are pandapower's (``max_loading_percent`` of ``max_i_ka`` at the rated voltage, or of a
+transformer's ``sn_mva``: MATPOWER's ``RATE_A`` in MVA). ``branch_limit="mva"`` (default, MATPOWER's
+``opf.flow_lim = 'S'``) limits the apparent power at both ends of a branch to it; ``"current"``
+(pandapower's default) limits the current, i.e. ``|S| <= RATE_A * |V|``, looser above 1 pu. A branch
+without a rating in the MATPOWER case (``rateA = 0``, which pandapower's converter turns into
+``max_i_ka`` or ``sn_mva`` of 99999) has no limit here either, as in MATPOWER: a finite but huge limit
+makes PIPS fail numerically (case5). Bus voltage limits are the net's ``min_vm_pu``/``max_vm_pu`` or the
+constructor's overrides. Prices are the Lagrange multipliers of the bus balances (``res_bus.lam_p``,
+``res_bus.lam_q``) in $/MWh and $/Mvarh. A clearing also gives the OPF's state: the voltage magnitude of
+every bus and the reactive power dispatched at every bus (its reactive-only sgen, or the ext_grid).
 """
 
 from __future__ import annotations
@@ -35,8 +42,11 @@ from numpy.linalg import LinAlgError
 from pandapower.optimal_powerflow import OPFNotConverged
 
 from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.pypower_compat import enable_apparent_power_limits
 
 _SOLVER_OPTIONS = {"delta": 0.0, "calculate_voltage_angles": True}
+BRANCH_LIMITS = {"mva": 0, "current": 2}  # PYPOWER's OPF_FLOW_LIM of each branch_limit
+NO_RATING = 99999.0  # pandapower's from_mpc: max_i_ka (kA) or sn_mva (MVA) of a branch with rateA = 0
 
 
 class ACOPF:
@@ -58,6 +68,8 @@ class ACOPF:
         Demand steps bidding at least this price are served in full (fixed loads); default: all elastic.
     q_limit_mvar
         Reactive limit used for a gen or ext_grid of the net that has none.
+    branch_limit
+        ``"mva"`` (apparent power, MATPOWER's default) or ``"current"`` (pandapower's default).
     """
 
     def __init__(
@@ -71,7 +83,12 @@ class ACOPF:
         vm_max_pu: float | None = None,
         fixed_demand_price_per_mwh: float | None = None,
         q_limit_mvar: float = 1e4,
+        branch_limit: str = "mva",
     ) -> None:
+        if branch_limit not in BRANCH_LIMITS:
+            raise ValueError(f"branch_limit {branch_limit!r} is not one of {sorted(BRANCH_LIMITS)}")
+        if branch_limit == "mva":
+            enable_apparent_power_limits()
         self.demand_bus = np.asarray(demand_bus, dtype=np.int64)
         self.supply_bus = np.asarray(supply_bus, dtype=np.int64)
         n_d, n_s = len(self.demand_bus), len(self.supply_bus)
@@ -88,7 +105,8 @@ class ACOPF:
             net.bus["min_vm_pu"] = float(vm_min_pu)
         if vm_max_pu is not None:
             net.bus["max_vm_pu"] = float(vm_max_pu)
-        self._options = dict(_SOLVER_OPTIONS)
+        _unrated_branches_unlimited(net)
+        self._options: dict[str, Any] = dict(_SOLVER_OPTIONS, OPF_FLOW_LIM=BRANCH_LIMITS[branch_limit])
         if _shifts_only_rotate_angles(net):
             # PIPS does not converge from its starts with the 150 degree shift of distribution trafos
             # (SimBench LV/MV); in a radial net a shift only rotates the angles behind it: leave it out.
@@ -115,12 +133,12 @@ class ACOPF:
             [pp.create_sgen(net, int(b), p_mw=0.0, controllable=True) for b in self.supply_bus],
             dtype=np.int64,
         )
-        for b in sorted(set(q_min_bus) - slack_buses):
-            if q_min_bus[b] != 0.0 or q_max_bus[b] != 0.0:
-                pp.create_sgen(
-                    net, int(b), p_mw=0.0, controllable=True, min_p_mw=0.0, max_p_mw=0.0,
-                    min_q_mvar=q_min_bus[b], max_q_mvar=q_max_bus[b],
-                )  # fmt: skip
+        q_buses = [
+            b for b in sorted(set(q_min_bus) - slack_buses) if q_min_bus[b] != 0.0 or q_max_bus[b] != 0.0
+        ]
+        self._q_sgen_idx = np.array(
+            [_reactive_sgen(net, b, q_min_bus[b], q_max_bus[b]) for b in q_buses], dtype=np.int64
+        )
         net.sgen.loc[self._sgen_idx, ["min_q_mvar", "max_q_mvar"]] = 0.0
         self._load_cost = np.array(
             [pp.create_poly_cost(net, int(i), "load", cp1_eur_per_mw=0.0) for i in self._load_idx],
@@ -139,7 +157,8 @@ class ACOPF:
         Parameters
         ----------
         bids
-            Steps on the buses given to the constructor, in the same order.
+            Steps on the buses given to the constructor, in the same order; their ``demand_q_ratio``,
+            when given, replaces the constructor's for this clearing.
 
         Returns
         -------
@@ -160,7 +179,8 @@ class ACOPF:
             if self.fixed_demand_price_per_mwh is None
             else price_d >= self.fixed_demand_price_per_mwh
         )
-        q_max = self.demand_q_ratio * d_max
+        ratio = self.demand_q_ratio if bids.demand_q_ratio is None else np.asarray(bids.demand_q_ratio, float)
+        q_max = ratio * d_max
         # a step of zero size cannot be a dispatchable load in PIPS (its power factor is undefined)
         net.load.loc[self._load_idx, "controllable"] = d_max > 1e-9
         # limits: elastic 0 <= p <= d (constant power factor via PIPS), fixed p = d and q = ratio * d
@@ -194,6 +214,8 @@ class ACOPF:
             net.res_line.p_from_mw.to_numpy(dtype=float), net.res_trafo.p_hv_mw.to_numpy(dtype=float)
         ]
         return Clearing(
+            vm_pu=net.res_bus.vm_pu.loc[net.bus.index].to_numpy(dtype=float),
+            q_mvar=self._reactive_dispatch_mvar(),
             price_per_mwh=lam_p,
             demand_mw=d,
             supply_mw=s,
@@ -205,6 +227,17 @@ class ACOPF:
             status="optimal",
             price_q_per_mvarh=lam_q,
         )
+
+    def _reactive_dispatch_mvar(self) -> np.ndarray:
+        """(n_bus,) reactive power the OPF dispatches at each bus (generator convention), 0 where none."""
+        net = self.net
+        q = np.zeros(len(net.bus))
+        at = net.bus.index.get_indexer
+        sgen = net.sgen.loc[self._q_sgen_idx]
+        np.add.at(q, at(sgen.bus), net.res_sgen.q_mvar.loc[self._q_sgen_idx].to_numpy(dtype=float))
+        ext = net.ext_grid[net.ext_grid.in_service]
+        np.add.at(q, at(ext.bus), net.res_ext_grid.q_mvar.loc[ext.index].to_numpy(dtype=float))
+        return q
 
     def _solve(self) -> str:
         """Run PIPS from a flat start, then warm-started from the previous result, then from a power flow.
@@ -238,6 +271,8 @@ class ACOPF:
             line_flow_mw=np.full(n_branch, np.nan),
             status=status,
             price_q_per_mvarh=np.full(n_bus, np.nan),
+            vm_pu=np.full(n_bus, np.nan),
+            q_mvar=np.full(n_bus, np.nan),
         )
 
     def _check(self, bids: Bids) -> None:
@@ -269,6 +304,31 @@ def _reactive_capability_mvar(net: Any, q_limit_mvar: float) -> tuple[dict[int, 
         q_min.setdefault(b, 0.0)
         q_max.setdefault(b, 0.0)
     return q_min, q_max
+
+
+def _reactive_sgen(net: Any, bus: int, q_min_mvar: float, q_max_mvar: float) -> int:
+    """A reactive-only controllable sgen (p = 0) with the bus's reactive capability; its index."""
+    return int(
+        pp.create_sgen(
+            net,
+            int(bus),
+            p_mw=0.0,
+            controllable=True,
+            min_p_mw=0.0,
+            max_p_mw=0.0,
+            min_q_mvar=q_min_mvar,
+            max_q_mvar=q_max_mvar,
+        )  # fmt: skip
+    )
+
+
+def _unrated_branches_unlimited(net: Any) -> None:
+    """Give branches without a rating (pandapower's 99999 marker) ``max_loading_percent = 0``: no limit."""
+    for table, rating in (("line", "max_i_ka"), ("trafo", "sn_mva")):
+        tab = net[table]
+        if len(tab) and "max_loading_percent" in tab:
+            unrated = tab[rating].to_numpy(dtype=float) >= NO_RATING
+            net[table].loc[unrated, "max_loading_percent"] = 0.0
 
 
 def _shifts_only_rotate_angles(net: Any) -> bool:

@@ -5,7 +5,8 @@ Every participant has a fixed set of steps for the whole run (so each design's m
   ``inelastic_share`` of their forecast, and equal elastic steps at ``utility_per_mwh`` for the rest;
 - sgens and rooftop PV: one supply step for their forecast output (curtailable), at their cost data
   (``poly_cost``) or ``sgen_price_per_mwh``;
-- generators (``gen``): one supply step between their min and max power at their cost data;
+- generators (``gen``): one supply step between their min and max power at their cost data (its
+  constant term ``cp0_eur`` too, counted in the cost while the generator is committed);
 - batteries: a demand step (charging) and a supply step (discharging) within their power and
   state-of-charge limits, at the configured prices;
 - the upstream grid at each external grid: a supply step (import) and a demand step (export), or
@@ -43,17 +44,18 @@ class BidRules:
     critical_voll_per_mwh: float = np.inf
 
 
-def _costs(net: Any, et: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(has cost, cp1, cp2) of elements of type ``et`` from the net's ``poly_cost`` table."""
+def _costs(net: Any, et: str, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(has cost, cp1, cp2, cp0) of elements of type ``et`` from the net's ``poly_cost`` table."""
     pc = net.poly_cost[net.poly_cost.et == et].set_index("element") if len(net.poly_cost) else None
     has = np.zeros(len(index), dtype=bool)
-    c1, c2 = np.zeros(len(index)), np.zeros(len(index))
+    c1, c2, c0 = np.zeros(len(index)), np.zeros(len(index)), np.zeros(len(index))
     if pc is not None:
         has = np.isin(index, pc.index.to_numpy())
         rows = pc.reindex(index)
         c1 = np.nan_to_num(rows["cp1_eur_per_mw"].to_numpy(dtype=float))
         c2 = np.nan_to_num(rows["cp2_eur_per_mw2"].to_numpy(dtype=float))
-    return has, c1, c2
+        c0 = np.nan_to_num(rows["cp0_eur"].to_numpy(dtype=float)) if "cp0_eur" in rows else c0
+    return has, c1, c2, c0
 
 
 class Bidder:
@@ -89,24 +91,25 @@ class Bidder:
 
         # supply cost data of producers (sgen, pv and gen rows of poly_cost)
         c1 = np.full(len(producers), rules.sgen_price_per_mwh)
-        c2 = np.zeros(len(producers))
+        c2, c0 = np.zeros(len(producers)), np.zeros(len(producers))
         pmin, pmax = np.zeros(len(producers)), np.full(len(producers), np.nan)
         for table in ("sgen", "gen"):
             sel = np.flatnonzero([elements[a][0] == table for a in producers])
             idx = np.array([elements[a][1] for a in producers[sel]], dtype=np.int64)
-            has, k1, k2 = _costs(net, table, idx)
-            c1[sel[has]], c2[sel[has]] = k1[has], k2[has]
+            has, k1, k2, k0 = _costs(net, table, idx)
+            c1[sel[has]], c2[sel[has]], c0[sel[has]] = k1[has], k2[has], k0[has]
             if table == "gen" and len(idx):
                 gen = net.gen.loc[idx]
                 pmin[sel] = np.nan_to_num(gen.get("min_p_mw", 0.0 * gen.p_mw).to_numpy(dtype=float))
                 pmax[sel] = gen.get("max_p_mw", np.nan * gen.p_mw).to_numpy(dtype=float)
         self._prod_c1, self._prod_c2, self._prod_min, self._prod_max = c1, c2, np.clip(pmin, 0, None), pmax
+        self._prod_c0 = c0
 
         # the upstream grid at every in-service external grid
         ext = net.ext_grid[net.ext_grid.in_service]
-        has, e1, e2 = _costs(net, "ext_grid", ext.index.to_numpy())
+        has, e1, e2, e0 = _costs(net, "ext_grid", ext.index.to_numpy())
         self._ext_bus = ext.bus.to_numpy(dtype=np.int64)
-        self._ext_has_cost, self._ext_c1, self._ext_c2 = has, e1, e2
+        self._ext_has_cost, self._ext_c1, self._ext_c2, self._ext_c0 = has, e1, e2, e0
         ext_max = ext.get("max_p_mw", np.nan * ext.bus).to_numpy(dtype=float)
         self._ext_max = np.where(has, np.nan_to_num(ext_max, nan=rules.max_import_mw), rules.max_import_mw)
         export = ~has
@@ -145,10 +148,13 @@ class Bidder:
         discharge_max_mw: np.ndarray,
         charge_price_per_mwh: np.ndarray | None = None,
         discharge_price_per_mwh: np.ndarray | None = None,
+        forecast_q_mvar: np.ndarray | None = None,
     ) -> Bids:
         """This interval's bids from each agent's forecast (load convention) and battery quantities.
 
         Batteries bid the configured prices unless given their own (n_battery,), e.g. an arbitrage plan's.
+        With ``forecast_q_mvar`` the demand steps carry their consumer's power factor of the interval
+        (``demand_q_ratio``, q/p; 0 for batteries, export and a consumer forecasting no power).
         """
         r, n_util = self.rules, len(self.rules.utility_per_mwh)
         n_bat = len(self._batteries)
@@ -161,7 +167,14 @@ class Bidder:
         available_mw = np.clip(-forecast_mw[self._producers], 0.0, None)
         prod_max = np.where(np.isnan(self._prod_max), available_mw, self._prod_max)
         prod_max = np.where(np.isnan(self._prod_max), prod_max, np.maximum(prod_max, self._prod_min))
+        q_ratio = None
+        if forecast_q_mvar is not None:
+            p_c, q_c = forecast_mw[self._consumers], np.asarray(forecast_q_mvar, dtype=float)[self._consumers]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(p_c != 0.0, q_c / p_c, 0.0)
+            q_ratio = np.r_[np.repeat(ratio, 1 + n_util), np.zeros(n_bat + self._n_export)]
         return Bids(
+            demand_q_ratio=q_ratio,
             demand_bus=self.demand_bus,
             demand_mw=np.r_[
                 np.repeat(consumer_mw, 1 + n_util) * self._consumer_share,
@@ -182,6 +195,7 @@ class Bidder:
             ],
             supply_min_mw=np.r_[self._prod_min, np.zeros(len(self._batteries) + len(self._ext_bus))],
             supply_c2=np.r_[self._prod_c2, np.zeros(len(self._batteries)), self._ext_c2],
+            supply_c0=np.r_[self._prod_c0, np.zeros(len(self._batteries)), self._ext_c0],
         )
 
     @property

@@ -2,7 +2,10 @@
 
 Quantities are MW held for the interval, prices $/MWh, so welfare and cost are $/h.
 Each demand step buys up to ``demand_mw`` at up to ``demand_price``; each supply step sells between
-``supply_min_mw`` and ``supply_max_mw`` at a cost of ``supply_price * s + supply_c2 * s**2`` $/h.
+``supply_min_mw`` and ``supply_max_mw`` at a cost of ``supply_price * s + supply_c2 * s**2`` $/h (the
+variable cost a design minimises), plus the constant ``supply_c0`` $/h of its cost curve while it is
+committed (offered at all in the interval: ``supply_max_mw > 0``), as MATPOWER counts the constant term of
+every on-line generator whatever its dispatch (:func:`fixed_cost`).
 Buses are pandapower bus indices. Who owns which step is kept by the caller (the bidding core).
 """
 
@@ -28,13 +31,20 @@ class Bids:
     supply_price: FloatArray  # (n_s,) $/MWh, linear cost coefficient
     supply_min_mw: FloatArray | None = None  # (n_s,) default 0
     supply_c2: FloatArray | None = None  # (n_s,) $/MW^2h, quadratic cost coefficient, default 0
+    supply_c0: FloatArray | None = None  # (n_s,) $/h, constant cost while committed, default 0
+    demand_q_ratio: FloatArray | None = None  # (n_d,) Mvar/MW of each demand step (acopf), default its own
 
     def __post_init__(self) -> None:
         n_s = len(self.supply_bus)
-        if self.supply_min_mw is None:
-            object.__setattr__(self, "supply_min_mw", np.zeros(n_s))
-        if self.supply_c2 is None:
-            object.__setattr__(self, "supply_c2", np.zeros(n_s))
+        for name in ("supply_min_mw", "supply_c2", "supply_c0"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(n_s))
+
+
+def fixed_cost(bids: Bids) -> float:
+    """$/h of the constant cost terms of the committed supply steps (those with ``supply_max_mw > 0``)."""
+    committed = np.asarray(bids.supply_max_mw, dtype=float) > 0.0
+    return float(np.sum(np.asarray(bids.supply_c0, dtype=float)[committed]))
 
 
 @dataclass(frozen=True)
@@ -45,11 +55,13 @@ class Clearing:
     demand_mw: FloatArray  # (n_d,) cleared demand per step
     supply_mw: FloatArray  # (n_s,) cleared supply per step
     welfare: float  # $/h, sum(demand_price * d) - generation cost
-    cost: float  # $/h, generation cost of the dispatch
+    cost: float  # $/h, variable generation cost of the dispatch (no constant terms: see fixed_cost)
     congestion_rent: float  # $/h, sum over buses of price * (demand - supply) at that bus
     line_flow_mw: FloatArray  # (n_branch,) DC flows from-bus -> to-bus (uniform: empty)
     status: str  # "optimal", or the solver's word for what went wrong
     price_q_per_mvarh: FloatArray | None = None  # (n_bus,) reactive marginal price (acopf only)
+    vm_pu: FloatArray | None = None  # (n_bus,) voltage magnitude of the OPF's solution (acopf only)
+    q_mvar: FloatArray | None = None  # (n_bus,) reactive power dispatched per bus, + = injection (acopf)
 
 
 TOL_MW = 1e-6  # a step is "accepted" above, "rejected" below this many MW from its bounds

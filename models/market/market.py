@@ -13,7 +13,7 @@ import numpy as np
 
 from cosim.errors import ModelNotConverged
 from cosim.models.market.bidding import UPSTREAM, Bidder, merit_order_trades
-from cosim.models.market.clearing import Bids, Clearing
+from cosim.models.market.clearing import Bids, Clearing, fixed_cost
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,8 @@ class MarketResult:
     award_mw: np.ndarray  # (n_agent,)
     payment: np.ndarray  # (n_agent,) $, positive = pays
     cleared_mwh: float
-    welfare: float  # $
-    cost: float  # $
+    welfare: float  # $, bids served minus cost
+    cost: float  # $, generation cost as MATPOWER states it: variable cost + constant terms of committed units
     congestion_rent: float  # $
     unserved_mwh: float
     trades: dict[str, np.ndarray]  # buyer, seller (agent position, -1 upstream), mwh, price, seller_price
@@ -38,6 +38,9 @@ class MarketResult:
     balancing_cost: float = np.nan  # $, deviations from the day-ahead schedule settled (stochastic only)
     scheduled_mw: Any = None  # (n_agent,) day-ahead schedule of the interval (stochastic only)
     day: Any = None  # DayClearing of the day this interval starts (stochastic only): VSS, EVPI
+    variable_cost: float = np.nan  # $, the cost without the constant terms (what the designs minimise)
+    vm_pu: Any = None  # (n_bus,) the OPF's voltage magnitudes (acopf only)
+    q_mvar: Any = None  # (n_bus,) reactive power the OPF dispatches per bus, + = injection (acopf only)
 
 
 class Market:
@@ -58,6 +61,7 @@ class Market:
     contingencies, contingency_limit_factor : scopf: the secured branch outages (names, default all) and the
         post-contingency limit as a multiple of the rating
     day_ahead : stochastic: the `DayAheadMarket` that clears the days
+    branch_limit : acopf: ``mva`` (apparent power, MATPOWER's default) or ``current`` branch limits
     events : `EventSchedule` of the run's outages: unconnected agents (and, islanded, the upstream grid)
         do not trade, and network designs clear the topology of the step
 
@@ -79,6 +83,7 @@ class Market:
         contingency_limit_factor: float = 1.0,
         day_ahead: Any = None,
         events: Any = None,
+        branch_limit: str = "mva",
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.carbon, self._import_mw, self.events = carbon, 0.0, events
@@ -103,7 +108,7 @@ class Market:
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
         elif design in ("dcopf", "central", "scopf", "acopf"):
-            self._network_args = (demand_q_ratio, contingencies, contingency_limit_factor)
+            self._network_args = (demand_q_ratio, contingencies, contingency_limit_factor, branch_limit)
             self._state: frozenset[tuple[str, int]] = frozenset()
             self._states = {self._state: self._network_model(net)}
             self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[self._state]
@@ -125,13 +130,14 @@ class Market:
         from cosim.models.market.dcopf import DCOPF
         from cosim.models.market.network_dc import dc_network
 
-        q_ratio, contingencies, limit_factor = self._network_args
+        q_ratio, contingencies, limit_factor, branch_limit = self._network_args
         d_bus, s_bus = self.bidder.demand_bus, self.bidder.supply_bus
         if self.design == "acopf":
             from cosim.models.market.acopf import ACOPF
 
             rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
-            return ACOPF(net, d_bus, s_bus, demand_q_ratio=q_ratio), rows, np.arange(self.n_bus), None
+            model = ACOPF(net, d_bus, s_bus, demand_q_ratio=q_ratio, branch_limit=branch_limit)
+            return model, rows, np.arange(self.n_bus), None
         network = dc_network(net)
         step_pos = network.position_of(np.r_[d_bus, s_bus])
         bus_pos = network.position_of(net.bus.index.to_numpy())
@@ -163,6 +169,10 @@ class Market:
             )
         self._state = out_branches
         self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[out_branches]
+
+    def _per_bus(self, values: np.ndarray | None) -> np.ndarray:
+        """A clearing's per-bus state (acopf) in net.bus order; NaN for designs without one."""
+        return np.full(self.n_bus, np.nan) if values is None else self._per(values, self._bus_pos)
 
     def _per(self, price: np.ndarray, pos: np.ndarray) -> np.ndarray:
         out = np.full(len(pos), np.nan)
@@ -223,7 +233,7 @@ class Market:
         b = self.bidder
         q_price = clearing.price_q_per_mvarh
         unserved, curtailed = b.shortfall_mw(offered, clearing)
-        security = np.nan
+        security, fixed = np.nan, fixed_cost(bids)
         if self.design == "scopf":
             from cosim.models.market.scopf import security_cost
 
@@ -237,8 +247,9 @@ class Market:
             award_mw=b.awards(clearing),
             payment=b.payments(clearing, price_at, dt),
             cleared_mwh=float(np.sum(clearing.demand_mw)) * dt,
-            welfare=clearing.welfare * dt,
-            cost=clearing.cost * dt,
+            welfare=(clearing.welfare - fixed) * dt,
+            cost=(clearing.cost + fixed) * dt,
+            variable_cost=clearing.cost * dt,
             congestion_rent=clearing.congestion_rent * dt,
             unserved_mwh=float(unserved.sum()) * dt,
             agent_unserved_mwh=unserved * dt,
@@ -252,6 +263,8 @@ class Market:
             },
             security_cost=security,
             admm=self.model.last_result if self.design == "admm" else None,
+            vm_pu=self._per_bus(clearing.vm_pu),
+            q_mvar=self._per_bus(clearing.q_mvar),
         )
 
     def _settle(self, iv: Any, forecast_mw: np.ndarray, step: int) -> MarketResult:
@@ -266,7 +279,7 @@ class Market:
                 )
             return self._failed(forecast_mw)
         d_mw, s_mw, price = day.demand_mw[h], day.supply_mw[h], float(day.price_per_mwh[h])
-        cost = float(bids.supply_price @ s_mw)
+        cost, fixed = float(bids.supply_price @ s_mw), fixed_cost(bids)
         d_step, s_step, mw = merit_order_trades(d_mw, bids.demand_price, s_mw, bids.supply_price)
         b = self.bidder
         return MarketResult(
@@ -276,8 +289,9 @@ class Market:
             award_mw=iv.award_mw,
             payment=iv.day_ahead_payment + iv.balancing_payment,
             cleared_mwh=float(d_mw.sum()) * dt,
-            welfare=(float(bids.demand_price @ d_mw) - cost) * dt,
-            cost=cost * dt,
+            welfare=(float(bids.demand_price @ d_mw) - cost - fixed) * dt,
+            cost=(cost + fixed) * dt,
+            variable_cost=cost * dt,
             congestion_rent=0.0,
             unserved_mwh=0.0,  # consumers take their profile; balancing covers any shortfall
             agent_unserved_mwh=np.zeros(b.n_agent),
@@ -306,6 +320,8 @@ class Market:
             cleared_mwh=np.nan,
             welfare=np.nan,
             cost=np.nan,
+            vm_pu=nan_bus.copy(),
+            q_mvar=nan_bus.copy(),
             congestion_rent=np.nan,
             unserved_mwh=np.nan,
             trades={"buyer": np.zeros(0, np.int64), "seller": np.zeros(0, np.int64), **empty},

@@ -44,7 +44,7 @@ def test_pjm5_scenario_gives_published_lmps(tmp_path: Path) -> None:
 
 def test_acopf_on_a_distribution_grid(tmp_path: Path) -> None:
     """AC-OPF clears the LV grid (its 150-degree trafo shift left out: the net is radial), with loss-driven
-    price differences between buses and reactive prices, and its awards drive the grid."""
+    price differences between buses and reactive prices, and its awards and voltages drive the grid."""
     summary = cosim.run(lv_market(tmp_path, "acopf", "2h"), out=tmp_path / "ac.h5")
     with cosim.open_results(summary.path) as res:
         assert res["market/ok"].all()
@@ -52,6 +52,8 @@ def test_acopf_on_a_distribution_grid(tmp_path: Path) -> None:
         assert np.all(np.nanmax(price, axis=1) - np.nanmin(price, axis=1) > 1e-3)
         assert np.isfinite(res["market/price_q_per_mvarh"].to_numpy()).any()
         np.testing.assert_allclose(res["agents/p_mw"], res["market/award_mw"], atol=1e-9)
+        # the grid runs at the OPF's state, the loads at each hour's own power factor (as in the bids)
+        np.testing.assert_allclose(res["grid/bus/vm_pu"], res["market/vm_pu"], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("design", ["uniform", "dcopf"])
@@ -160,16 +162,50 @@ def test_tou_dr_and_central_baselines(tmp_path: Path) -> None:
 
 
 def test_case9_acopf_scenario_reproduces_matpower(tmp_path: Path) -> None:
-    """case9 with an acopf market for one hour: generation cost 5296.69 $/h (MATPOWER runopf, with the
-    constant cost terms 150 + 600 + 335 that `/market/cost` leaves out), reactive prices recorded."""
+    """case9 with an acopf market for one hour: `/market/cost` is MATPOWER's runopf objective 5296.69 $/h,
+    constant cost terms (150 + 600 + 335) included; `/market/variable_cost` leaves them out."""
     (tmp_path / "c9.yaml").write_text(
         "name: c9\ntime: {start: 2024-01-01, duration: 1h}\n"
         "grid: {source: pandapower, case: case9}\nmarket: {design: acopf}\n"
     )
     with cosim.open_results(cosim.run(tmp_path / "c9.yaml", out=tmp_path / "c9.h5").path) as res:
-        assert res["market/cost"].iloc[0] + 1085.0 == pytest.approx(5296.69, abs=0.01)
+        assert res["market/cost"].iloc[0] == pytest.approx(5296.69, abs=0.01)
+        assert res["market/variable_cost"].iloc[0] + 1085.0 == pytest.approx(5296.69, abs=0.01)
         assert res["market/price_q_per_mvarh"].notna().all().all()
         np.testing.assert_allclose(res["agents/p_mw"].iloc[0], res["market/award_mw"].iloc[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["case9", "case30"])
+def test_acopf_state_is_the_grid_state(tmp_path: Path, case: str) -> None:
+    """With acopf the recorded AC power flow runs at the OPF's voltages and reactive dispatch: its bus
+    voltages equal the OPF's (`/market/vm_pu`) to 1e-4 pu every hour (at the cases' own set-points they
+    differ by 0.11 pu on case9)."""
+    (tmp_path / "s.yaml").write_text(
+        f"name: s\ntime: {{start: 2024-01-01, duration: 2h}}\n"
+        f"grid: {{source: pandapower, case: {case}}}\nmarket: {{design: acopf}}\n"
+    )
+    with cosim.open_results(cosim.run(tmp_path / "s.yaml", out=tmp_path / "s.h5").path) as res:
+        assert res["market/ok"].all() and res["grid/converged"].all()
+        vm_opf = res["market/vm_pu"].to_numpy()
+        assert vm_opf.shape == (2, len(res["grid/bus/name"])) and np.isfinite(vm_opf).all()
+        np.testing.assert_allclose(res["grid/bus/vm_pu"].to_numpy(), vm_opf, atol=1e-4, rtol=0)
+        q_opf = res["market/q_mvar"].to_numpy()
+        assert np.isfinite(q_opf).all() and np.abs(q_opf).max() > 1.0  # reactive power was dispatched
+
+
+def test_pjm5_acopf_scenario_reproduces_matpower_under_both_branch_limits(tmp_path: Path) -> None:
+    """scenarios/pjm5_acopf.yaml: case5's AC-OPF costs 17551.89 $/h with MATPOWER's MVA limits (PGLib-OPF
+    case5_pjm); limiting current instead (pandapower's default) gives pandapower's runopp optimum 16160.45."""
+    scenario = (ROOT / "scenarios" / "pjm5_acopf.yaml").read_text()
+    assert "branch_limit: mva" in scenario
+    (tmp_path / "current.yaml").write_text(scenario.replace("branch_limit: mva", "branch_limit: current"))
+    mva = cosim.run(ROOT / "scenarios" / "pjm5_acopf.yaml", out=tmp_path / "mva.h5")
+    current = cosim.run(tmp_path / "current.yaml", out=tmp_path / "current.h5")
+    with cosim.open_results(mva.path) as a, cosim.open_results(current.path) as b:
+        assert a["market/ok"].all() and b["market/ok"].all()
+        assert a["market/cost"].iloc[0] == pytest.approx(17551.89, abs=0.02)
+        assert b["market/cost"].iloc[0] == pytest.approx(16160.45, abs=0.02)
+        np.testing.assert_allclose(a["grid/bus/vm_pu"].to_numpy(), a["market/vm_pu"].to_numpy(), atol=1e-4)
 
 
 def test_scarce_supply_sheds_inelastic_demand_at_voll(tmp_path: Path) -> None:

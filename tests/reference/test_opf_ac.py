@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandapower as pp
@@ -11,13 +12,17 @@ import pandapower.networks as pn
 import pytest
 
 from cosim.models.market.acopf import ACOPF
-from cosim.models.market.clearing import Bids
+from cosim.models.market.clearing import Bids, Clearing
 
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 
 MUST_SERVE_PER_MWH = 1e4  # demand bids at this price are fixed loads, as in MATPOWER
 
-# MATPOWER `runopf` (AC, default MIPS solver) objective values, $/h, on its case files, as quoted by:
+# MATPOWER `runopf` (AC, default MIPS solver, apparent-power branch limits) objective values, $/h, on its
+# case files, as quoted by:
+# case5 17551.89 - PJM 5-bus (MATPOWER data/case5.m, Li & Bo 2010): the AC objective of PGLib-OPF's
+#   pglib_opf_case5_pjm (MATPOWER's case5 with ratings on the four unrated branches, which do not bind),
+#   asserted by the gurobi-optimods OPF tests and rosetta-opf (17551.891);
 # case9 5296.686204 - gurobi-optimods OPF test suite (objvals_ac, MATPOWER case9.m);
 # case14 8081.52 - PowerModels.jl tests (ACP OPF on test/data/matpower/case14.m);
 # case30 576.89, case118 129660.694 - reference table of MATPOWER's runopf objectives (case30.m is MATPOWER's
@@ -29,6 +34,7 @@ MUST_SERVE_PER_MWH = 1e4  # demand bids at this price are fixed loads, as in MAT
 # branch current (OPF_FLOW_LIM=2) where MATPOWER limits apparent power, and its case118 predates
 # MATPOWER's 2019 change of two lines to transformers.
 MATPOWER_COST = {
+    "case5": 17551.89,
     "case9": 5296.686204,
     "case14": 8081.52,
     "case30": 576.89,
@@ -91,12 +97,76 @@ def test_generation_cost_matches_matpower(name: str) -> None:
     np.testing.assert_allclose(clearing.cost + constant_cost, MATPOWER_COST[name], rtol=1e-3)
 
 
-def test_prices_equal_pandapower_runopp_on_case9() -> None:
-    """On case9 the active and reactive prices equal pandapower's runopp with a controllable ext_grid."""
-    net, bids, q_ratio, constant_cost = _case("case9")
+def test_case5_current_limit_equals_pandapower_runopp() -> None:
+    """branch_limit "current" on case5 is pandapower's own runopp (current limits), ~8 % below the MVA.
+
+    Reference: pandapower's runopp on the unmodified case5 with a controllable ext_grid (its own
+    formulation: gens, no bid steps), from a power-flow start (the only start it converges from).
+    """
+    net, bids, q_ratio, constant_cost = _case("case5")
+    kwargs = {"demand_q_ratio": q_ratio, "fixed_demand_price_per_mwh": MUST_SERVE_PER_MWH}
+    current = ACOPF(net, bids.demand_bus, bids.supply_bus, branch_limit="current", **kwargs).clear(bids)
+    mva = ACOPF(net, bids.demand_bus, bids.supply_bus, branch_limit="mva", **kwargs).clear(bids)
+    net.ext_grid["controllable"] = True
+    pp.runopp(net, init="pf")
+    assert net.OPF_converged
+    np.testing.assert_allclose(current.cost + constant_cost, net.res_cost, rtol=1e-6)
+    np.testing.assert_allclose(current.vm_pu, net.res_bus.vm_pu.to_numpy(), atol=1e-4)
+    assert (mva.cost - current.cost) / mva.cost == pytest.approx(0.079, abs=0.002)
+
+
+def test_mva_limit_binds_on_case5_line_d_e() -> None:
+    """Under the MVA limit the 240 MVA branch D-E (line 5) of case5 is loaded to its rating at one end."""
+    net, bids, q_ratio, _ = _case("case5")
+    market = _market(net, bids, q_ratio)
+    market.clear(bids)
+    res = market.net.res_line.loc[5]
+    s_mva = max(np.hypot(res.p_from_mw, res.q_from_mvar), np.hypot(res.p_to_mw, res.q_to_mvar))
+    assert s_mva == pytest.approx(240.0, rel=1e-5)
+
+
+def test_case5_mva_limit_equals_pandapower_runopp_with_s_limits() -> None:
+    """The MVA-limited clearing of case5 is pandapower's runopp with OPF_FLOW_LIM=0 (apparent power) on the
+    unmodified case whose unrated branches carry no limit (MATPOWER's rateA = 0): cost and voltages."""
+    net, bids, q_ratio, constant_cost = _case("case5")
     clearing = _market(net, bids, q_ratio).clear(bids)
     net.ext_grid["controllable"] = True
-    pp.runopp(net, init="flat")
+    net.line.loc[net.line.max_i_ka >= 99999.0, "max_loading_percent"] = 0.0  # pandapower's rateA = 0 marker
+    pp.runopp(net, init="flat", OPF_FLOW_LIM=0)
+    np.testing.assert_allclose(clearing.cost + constant_cost, net.res_cost, rtol=1e-6)
+    assert clearing.vm_pu is not None and clearing.q_mvar is not None
+    np.testing.assert_allclose(clearing.vm_pu, net.res_bus.vm_pu.to_numpy(), atol=1e-4)
+    # the reactive dispatch per bus is the net's generators' (gen, sgen, ext_grid) summed per bus
+    q_bus = np.zeros(len(net.bus))
+    for table in ("gen", "sgen", "ext_grid"):
+        np.add.at(q_bus, net[table].bus.to_numpy(), net[f"res_{table}"].q_mvar.to_numpy())
+    np.testing.assert_allclose(clearing.q_mvar, q_bus, atol=0.05)
+
+
+def test_unknown_branch_limit_is_refused() -> None:
+    """A branch_limit other than mva or current raises ValueError naming the choices."""
+    net, bids, q_ratio, _ = _case("case9")
+    with pytest.raises(ValueError, match="current"):
+        ACOPF(net, bids.demand_bus, bids.supply_bus, branch_limit="p")
+
+
+def test_prices_equal_pandapower_runopp_on_case9() -> None:
+    """On case9 the active and reactive prices equal pandapower's runopp with a controllable ext_grid, under
+    either branch limit (pandapower's OPF_FLOW_LIM 0 = MVA, 2 = current)."""
+    for branch_limit, flow_lim in (("mva", 0), ("current", 2)):
+        net, bids, q_ratio, constant_cost = _case("case9")
+        market = ACOPF(
+            net, bids.demand_bus, bids.supply_bus, demand_q_ratio=q_ratio,
+            fixed_demand_price_per_mwh=MUST_SERVE_PER_MWH, branch_limit=branch_limit,
+        )  # fmt: skip
+        clearing = market.clear(bids)
+        net.ext_grid["controllable"] = True
+        pp.runopp(net, init="flat", OPF_FLOW_LIM=flow_lim)
+        _assert_same_prices(clearing, net, constant_cost)
+
+
+def _assert_same_prices(clearing: Clearing, net: Any, constant_cost: float) -> None:
+    """Prices, reactive prices and cost of a clearing equal those of a solved pandapower OPF."""
     np.testing.assert_allclose(clearing.price_per_mwh, net.res_bus.lam_p.to_numpy(), rtol=1e-6)
     assert clearing.price_q_per_mvarh is not None
     assert clearing.price_q_per_mvarh.shape == (len(net.bus),)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosim.models.market.bidding import UPSTREAM, Bidder, BidRules, merit_order_trades
-from cosim.models.market.clearing import Clearing
+from cosim.models.market.clearing import Clearing, fixed_cost
 
 RULES = BidRules(
     voll_per_mwh=3000.0,
@@ -88,3 +88,29 @@ def test_merit_order_trades_conserve_energy(
     assert np.all(np.bincount(s_step, mw, len(s_mw)) <= s_mw + 1e-6)
     if d_mw.sum() <= s_mw.sum():  # all demand is matched
         np.testing.assert_allclose(np.bincount(d_step, mw, len(d_mw)), d_mw, atol=1e-6)
+
+
+def test_constant_cost_terms_count_while_a_unit_is_committed() -> None:
+    """Offers carry the constant terms of case9's cost curves (ext_grid 150, gens 600 and 335 $/h); the fixed
+    cost sums those of the units offered in the interval, so an unconnected generator's drops out."""
+    b = small_bidder()
+    forecast = np.array([90.0, 100.0, 125.0, -163.0, -85.0, -0.5, 0.0])
+    bids = b.bids(forecast, np.array([0.004]), np.array([0.003]))
+    c0 = pn.case9().poly_cost.set_index(["et", "element"]).cp0_eur
+    assert bids.supply_c0 is not None
+    np.testing.assert_array_equal(bids.supply_c0, [c0["gen", 0], c0["gen", 1], 0.0, 0.0, c0["ext_grid", 0]])
+    assert fixed_cost(bids) == 1085.0
+    connected = np.array([True, True, True, False, True, True, True])
+    assert fixed_cost(b.restricted(bids, connected, islanded=False)) == 1085.0 - c0["gen", 0]
+
+
+def test_demand_steps_carry_the_power_factor_of_the_interval() -> None:
+    """Given the agents' reactive forecast, every step of a consumer carries its q/p; other steps 0."""
+    b = small_bidder()
+    forecast = np.array([90.0, 100.0, 0.0, -163.0, -85.0, -0.5, 0.0])
+    q = np.array([30.0, 35.0, 5.0, 0.0, 0.0, 0.0, 0.0])
+    bids = b.bids(forecast, np.array([0.004]), np.array([0.003]), forecast_q_mvar=q)
+    assert b.bids(forecast, np.zeros(1), np.zeros(1)).demand_q_ratio is None  # without q: the OPF's own
+    assert bids.demand_q_ratio is not None
+    expected = np.r_[np.repeat([30.0 / 90.0, 0.35, 0.0], 4), 0.0]  # 3 loads x 4 steps, the battery
+    np.testing.assert_allclose(bids.demand_q_ratio, expected)

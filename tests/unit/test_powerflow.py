@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 
@@ -186,6 +187,36 @@ def test_gens_as_agents_match_runpp() -> None:
     set_injections(net, elements, p, q)
     pp.runpp(net)
     _assert_matches_runpp(net, res)
+
+
+def test_voltage_and_reactive_setpoints_match_runpp() -> None:
+    """Per-bus voltage set-points move the slack and gen buses (NaN keeps the case's), a reactive injection
+    acts at a load bus: equal to runpp with those gen/ext_grid vm_pu and a sgen of that q; later steps
+    without set-points (or all NaN) return to the case's own."""
+    net = pn.case14()
+    elements = [("load", int(i)) for i in net.load.index] + [("gen", int(i)) for i in net.gen.index]
+    pf = ACPowerFlow(net, elements)
+    p = np.r_[net.load.p_mw.to_numpy(), -net.gen.p_mw.to_numpy()]
+    q = np.r_[net.load.q_mvar.to_numpy(), np.zeros(len(net.gen))]
+    vm_set = np.full(len(net.bus), np.nan)
+    vm_set[net.ext_grid.bus.to_numpy()] = 1.03
+    vm_set[net.gen.bus.to_numpy()[:-1]] = 1.02 + 0.01 * np.arange(len(net.gen) - 1)  # the last keeps its own
+    vm_set[8] = 0.5  # a load bus: ignored
+    q_set = np.zeros(len(net.bus))
+    q_set[8] = 12.0  # Mvar injected at load bus 8
+    res = pf.solve(p, q, vm_set, q_set)
+    reference = copy.deepcopy(net)
+    set_injections(reference, elements, p, q)
+    reference.ext_grid["vm_pu"] = 1.03
+    reference.gen.loc[reference.gen.index[:-1], "vm_pu"] = vm_set[net.gen.bus.to_numpy()[:-1]]
+    pp.create_sgen(reference, 8, p_mw=0.0, q_mvar=12.0)
+    pp.runpp(reference)
+    _assert_matches_runpp(reference, res)
+    set_injections(net, elements, p, q)
+    pp.runpp(net)
+    _assert_matches_runpp(net, pf.solve(p, q))
+    nan = np.full(len(net.bus), np.nan)  # a failed clearing's set-points: the case's own stand
+    _assert_matches_runpp(net, pf.solve(p, q, nan, nan))
 
 
 def test_limits_count_violations() -> None:

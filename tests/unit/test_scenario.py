@@ -166,3 +166,15 @@ def test_ledger_section_refuses_inconsistent_studies(tmp_path: Path, extra: str,
     with pytest.raises(ScenarioError) as info:
         load_scenario(write(tmp_path, LEDGER + extra))
     assert message in str(info.value), str(info.value)
+
+
+def test_branch_limit_is_an_acopf_key(tmp_path: Path) -> None:
+    """market.branch_limit defaults to mva; current is accepted for acopf and refused for a DC design."""
+    grid = "name: b\ntime: {start: 2024-01-01, duration: 1h}\ngrid: {source: pandapower, case: case5}\n"
+    default = load_scenario(write(tmp_path, grid + "market: {design: acopf}"))
+    assert default.market is not None and default.market.branch_limit == "mva"
+    ok = load_scenario(write(tmp_path, grid + "market: {design: acopf, branch_limit: current}"))
+    assert ok.market is not None and ok.market.branch_limit == "current"
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, grid + "market: {design: dcopf, branch_limit: current}"))
+    assert "branch_limit is only used by design acopf" in str(info.value)
