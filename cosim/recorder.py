@@ -114,6 +114,7 @@ class H5Recorder:
         for s in series:
             tail = () if s.width is None else (s.width,)
             chunk = (chunk_steps, *tail) if s.width != 0 else None
+            self._group(s.group)
             ds = self._file.create_dataset(
                 s.path, shape=(0, *tail), maxshape=(None, *tail), dtype=s.dtype, chunks=chunk, **filters
             )
@@ -129,7 +130,7 @@ class H5Recorder:
             self._attach(s.path, ("time",) if s.width is None else ("time", self.labels.get(s.columns, "")))
         self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
-            group = self._file.require_group(t.path)
+            group = self._group(t.path)
             if t.description:
                 group.attrs["description"] = t.description
             rows = self._growing(f"{t.path}/{t.row_dim}", np.int64, max(chunk_steps, 1024))
@@ -152,8 +153,16 @@ class H5Recorder:
         self._filled = 0
         self.n_steps = 0
 
+    def _group(self, path: str) -> h5py.Group:
+        """The group at ``path``, created (with its parents) to list its members in creation order."""
+        group: h5py.Group = self._file
+        for name in filter(None, path.split("/")):
+            group = group[name] if name in group else group.create_group(name, track_order=True)
+        return group
+
     def _growing(self, path: str, dtype: Any, chunk: int) -> h5py.Dataset:
         """An empty 1-D dataset that grows along its only axis."""
+        self._group(path.rpartition("/")[0])
         return self._file.create_dataset(
             path, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,), **self._filters
         )
@@ -161,6 +170,7 @@ class H5Recorder:
     def _write(self, key: str, data: Any, units: str) -> None:
         """A dataset written whole (static or end of run), strings as variable-length UTF-8."""
         data = np.asarray(data)
+        self._group(key.rpartition("/")[0])
         if data.dtype.kind in "OU":
             data = data.astype(h5py.string_dtype())
         self._file.create_dataset(key, data=data).attrs.update(unit_attrs(units, data.dtype))
@@ -268,7 +278,7 @@ class H5Recorder:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
         for key, value in attrs.items():
             group, _, name = key.rpartition("/")
-            (self._file.require_group(group) if group else self._file).attrs[name] = value
+            self._group(group).attrs[name] = value
 
     def close(
         self,
