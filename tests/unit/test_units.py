@@ -44,4 +44,4 @@ def test_readme_documents_the_mapping() -> None:
     """The README's table of units names every declared unit with the UDUNITS string stored for it."""
     text = (ROOT / "README.md").read_text()
     for declared, stored in UDUNITS.items():
-        assert f"| `{declared}` | `{stored}` |" in text, declared
+        assert f"| `{declared}` | `{stored}`" in text, declared
