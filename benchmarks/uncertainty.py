@@ -252,7 +252,7 @@ def part_compare(
     if run_cost is not None:
         k = min(len(run_cost), n)
         diff = max((_rel(x, y) for x, y in zip(run_cost[:k], pers_cost[:k], strict=True)), default=0.0)
-        print(f"persistent (a) vs the run's /market/day/expected_cost, first {k} days: max relative {diff:.1e}")
+        print(f"persistent (a) vs the run's /market/day/expected_cost, first {k} days: max rel. {diff:.1e}")
     same = max(*worst.values(), worst_rp) <= SAME_REL and not_optimal == 0
     results.append((f"persistent = rebuilt clearing (expected cost, VSS, EVPI, {SAME_REL:g} rel.)", same))
 
