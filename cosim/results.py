@@ -49,7 +49,7 @@ class Results:
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and not _is_scale(obj):
-                if self._dim(obj, 0) == "time":
+                if self._timed(obj) and name != "time":
                     found.append(name)
 
         self._file.visititems(visit)
@@ -71,17 +71,21 @@ class Results:
         scales = ds.dims[axis]
         return str(scales[0].name).rpartition("/")[2] if len(scales) else None
 
+    def _timed(self, ds: h5py.Dataset) -> bool:
+        """The first axis is the run's time (files without scales: a growing axis of T rows)."""
+        if len(ds.dims[0]):
+            return self._dim(ds, 0) == "time" and ds.shape[0] == len(self.index)
+        return ds.maxshape[0] is None and ds.shape[0] == len(self.index)
+
     def _coordinate(self, ds: h5py.Dataset, axis: int) -> pd.Index:
         """The labels of ``axis``: UTC times, names, or positions (files without scales: time or 0..n-1)."""
+        if axis == 0 and self._timed(ds):
+            return self.index
         scales = ds.dims[axis]
         if not len(scales):
-            timed = axis == 0 and ds.maxshape[0] is None and ds.shape[0] == len(self.index)
-            return self.index if timed else pd.RangeIndex(ds.shape[axis])
-        scale = scales[0]
-        name = str(scale.name).rpartition("/")[2]
-        if name == "time" and scale.shape[0] == len(self.index):
-            return self.index
-        return pd.Index(_values(scale), name=name)
+            return pd.RangeIndex(ds.shape[axis])
+        name = str(scales[0].name).rpartition("/")[2]
+        return pd.Index(_values(scales[0]), name=name)
 
     def _columns(self, group: h5py.Group) -> tuple[str | None, list[str]]:
         """The dimension and names of the group's 1-D datasets when they all run along one dimension."""
