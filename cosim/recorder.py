@@ -49,6 +49,7 @@ class Table:
     columns: tuple[tuple[str, Any, str], ...]  # (name, dtype, units)
     description: str = ""
     dim: str = ""  # name of the row dimension; default: the table's name without a plural "s"
+    step_column: str = ""  # label the rows by the start time of the step in this column (else: 0..N-1)
 
     @property
     def row_dim(self) -> str:
@@ -134,7 +135,11 @@ class H5Recorder:
             if t.description:
                 group.attrs["description"] = t.description
             rows = self._growing(f"{t.path}/{t.row_dim}", np.int64, max(chunk_steps, 1024))
-            rows.attrs.update({"units": "1", "long_name": "row number"})
+            if t.step_column:
+                rows.attrs.update(unit_attrs("Unix s", np.int64))
+                rows.attrs["long_name"] = f"start of the step {t.step_column}"
+            else:
+                rows.attrs.update({"units": "1", "long_name": "row number"})
             rows.make_scale(t.row_dim)
             for name, dtype, units in t.columns:
                 if name == t.row_dim:
@@ -269,7 +274,11 @@ class H5Recorder:
             scale = self._file[f"{path}/{table.row_dim}"]
             start = scale.shape[0]
             scale.resize(ds.shape[0], axis=0)
-            scale[start:] = np.arange(start, ds.shape[0])
+            if table.step_column:
+                steps = self._file[f"{path}/{table.step_column}"][start:]
+                scale[start:] = self._file["time"][()][steps]
+            else:
+                scale[start:] = np.arange(start, ds.shape[0])
             rows.clear()
         self.n_steps += n
         self._filled = 0

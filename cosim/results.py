@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 
 from cosim.errors import ResultsError
+from cosim.units import CF_TIME
 
 
 class Results:
     """One run's results; ``res["grid/bus/vm_pu"]`` is a DataFrame (time x bus names).
 
     Each axis of a dataset is indexed by the coordinate of its dimension (its HDF5 dimension scale):
-    time series by UTC time, element axes by element names, table rows by row number. 1-D datasets
+    time series by UTC time, element axes by element names, table rows by row number (the per-day
+    table by the days' UTC start times). 1-D datasets
     come back as a pandas Series, 2-D ones as a DataFrame, and a group of 1-D datasets along one
     dimension (a table such as ``market/trades``, ``ledger/tx``, ``market/day``) as a DataFrame of its
     columns. Values are as stored (Unix seconds stay numbers; :meth:`to_xarray` decodes them). Use as
@@ -85,6 +87,8 @@ class Results:
         if not len(scales):
             return pd.RangeIndex(ds.shape[axis])
         name = str(scales[0].name).rpartition("/")[2]
+        if str(scales[0].attrs.get("units", "")) == CF_TIME:  # a time coordinate (day, month): UTC times
+            return pd.DatetimeIndex(pd.to_datetime(scales[0][()], unit="s", utc=True), name=name)
         return pd.Index(_values(scales[0]), name=name)
 
     def _columns(self, group: h5py.Group) -> tuple[str | None, list[str]]:

@@ -778,7 +778,9 @@ def _series_and_static(
         routes[(m, "trades")] = "market/trades"
         if market.design == "stochastic":
             day_columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
-            day = Table("market/day", day_columns, "one row per day cleared ahead, at its first step")
+            day = Table(
+                "market/day", day_columns, "one row per day cleared ahead", dim="day", step_column="day_step"
+            )
             tables.append(day)
             routes[(m, "day")] = "market/day"
         if market.design == "admm":

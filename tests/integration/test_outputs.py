@@ -92,14 +92,19 @@ def test_every_units_attribute_is_documented_udunits(runs: dict[str, Path], run:
 
 
 def test_day_tables_have_their_own_group(runs: dict[str, Path]) -> None:
-    """The stochastic design's per-day values live in /market/day along a 'day' dimension, not in /market."""
+    """The stochastic design's per-day values live in /market/day along a 'day' dimension labelled by the
+    days' start times, not in /market."""
     with cosim.open_results(runs["stochastic"]) as res:
         day = res["market/day"]
         assert list(day.columns) == ["day_step", "vss", "evpi", "expected_cost", "ws", "eev",
                                      "expected_balancing_cost"]  # fmt: skip
         assert day.index.name == "day" and list(day["day_step"]) == [0, 24]
+        assert list(day.index) == list(res.index[[0, 24]])  # each day labelled by its start (UTC)
         ds = res.to_xarray("market")
         assert "vss" not in ds and "day" not in ds.dims and "time" in ds.dims
+        days = res.to_xarray("market/day")
+        np.testing.assert_array_equal(days["day"].values, ds["time"].values[[0, 24]])
+        assert days["vss"].dims == ("day",) and days["vss"].attrs["currency"] == "USD"
 
 
 TABLES = {
