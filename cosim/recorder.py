@@ -72,7 +72,9 @@ class H5Recorder:
     tables : variable-length tables; a step's value is a dict of equal-length column arrays (a column of
         dtype ``object`` holds variable-length strings)
     labels : ``{static dataset: dimension name}``: datasets labelling a dimension (``"grid/bus/name":
-        "bus"``); a series whose ``columns`` is one of them runs along that dimension
+        "bus"``); a series whose ``columns`` is one of them runs along that dimension (a ``columns``
+        dataset not named here labels a dimension named after it, see :func:`_labels_dim`; in a group
+        where that name is taken, the dimension is the labels' path joined by "_": ``market_gen_name``)
     dims : dimension names of static and end-of-run datasets, ``{path: ("agent",)}``; without an entry a
         labels dataset runs along its own dimension and any other along the labels of its group of the
         same length (else along a dimension of its own, ``<name>_dim<axis>``)
@@ -98,6 +100,9 @@ class H5Recorder:
         self.chunk_steps = chunk_steps
         self.series = {s.path: s for s in series}
         self.labels, self.dims = dict(labels or {}), dict(dims or {})
+        for s in series:
+            if s.columns and s.columns not in self.labels:
+                self.labels[s.columns] = _labels_dim(s.columns)
         if series and "time" not in self.series:
             raise ValueError("the series must include 'time' (Unix s of each step), the time coordinate")
         self._file = h5py.File(self.partial_path, "w", track_order=True)
@@ -210,13 +215,13 @@ class H5Recorder:
         ``time`` copies ``/time`` and grows with it; a labelled dimension copies its labels; any other
         is the positions 0..size-1.
         """
-        path = f"{group}/{dim}" if group else dim
-        if path in self._file:
-            scale = self._file[path]
-            if scale.attrs.get("CLASS") != b"DIMENSION_SCALE":
-                raise ValueError(f"{path} exists and is not the scale of dimension {dim!r}")
-            return scale
         source = "time" if dim == "time" else next((p for p, d in self.labels.items() if d == dim), None)
+        path = f"{group}/{dim}" if group else dim
+        if path in self._file and self._file[path].attrs.get("CLASS") != b"DIMENSION_SCALE":
+            dim = source.replace("/", "_") if source else f"{dim}_index"  # the name is taken in this group
+            path = f"{group}/{dim}" if group else dim
+        if path in self._file:
+            return self._file[path]
         if dim == "time":
             time = self._file["time"]
             scale = self._growing(path, time.dtype, self.chunk_steps)
@@ -314,3 +319,10 @@ class H5Recorder:
             os.replace(self.partial_path, self.path)
             return self.path
         return self.partial_path
+
+
+def _labels_dim(columns: str) -> str:
+    """Dimension named after a labels dataset: ``"market/unit_name"`` -> ``unit``, ``"grid/gen/name"`` ->
+    ``gen``."""
+    group, _, name = columns.rpartition("/")
+    return group.rpartition("/")[2] if name == "name" else name.removesuffix("_name")

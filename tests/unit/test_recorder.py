@@ -110,6 +110,37 @@ def test_dimension_scales_grow_with_resizable_datasets(tmp_path: Path) -> None:
         ds.close()
 
 
+def test_columns_not_named_as_labels_label_a_dimension_named_after_them(tmp_path: Path) -> None:
+    """A series whose columns dataset is not among the labels runs along a dimension named after that
+    dataset (its group for a "name" dataset), labelled by a copy of its names; where that name is taken
+    in the series' group, the dimension is the labels' path joined by "_"."""
+    xr = pytest.importorskip("xarray")
+    series = [
+        Series("time", "Unix s", np.int64),
+        Series("market/q_mvar", "Mvar", np.float64, 2, columns="market/gen/name"),
+        Series("grid/p_mw", "MW", np.float64, 2, columns="market/gen/name"),
+        Series("market/soc", "MWh", np.float64, 1, columns="market/unit_name"),
+    ]
+    static = {
+        "market/gen/name": (np.array(["g1", "g2"], dtype=object), ""),
+        "market/unit_name": (np.array(["u"], dtype=object), ""),
+    }
+    rec = H5Recorder(tmp_path / "g.h5", series, static, {}, chunk_steps=2)
+    for k in range(3):
+        rec.append(
+            {"time": k, "market/q_mvar": np.zeros(2), "grid/p_mw": np.ones(2), "market/soc": np.ones(1)}
+        )
+    rec.close(complete=True)
+    with xr.open_dataset(tmp_path / "g.h5", group="market", engine="h5netcdf") as ds:
+        assert ds["q_mvar"].dims == ("time", "market_gen_name")  # "gen" is the group /market/gen
+        assert list(ds["market_gen_name"].values) == ["g1", "g2"]
+        assert ds["soc"].dims == ("time", "unit") and ds["q_mvar"].attrs["units"] == "MV.A"
+    with xr.open_dataset(tmp_path / "g.h5", group="grid", engine="h5netcdf") as ds:
+        assert ds["p_mw"].dims == ("time", "gen") and list(ds["gen"].values) == ["g1", "g2"]
+    with xr.open_dataset(tmp_path / "g.h5", group="market/gen", engine="h5netcdf") as ds:
+        assert ds["name"].dims == ("gen",)
+
+
 def test_a_table_column_may_not_take_the_row_dimension_name(tmp_path: Path) -> None:
     """A table whose column is named like its row dimension is refused (the scale would overwrite it)."""
     from cosim.recorder import Table
