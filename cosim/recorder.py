@@ -129,11 +129,12 @@ class H5Recorder:
                 ds.attrs["description"] = ds.attrs["long_name"] = s.description
             if s.columns:
                 ds.attrs["columns"] = s.columns
+        if series:
+            self._file["time"].make_scale("time")
         for s in series:
-            if s.path == "time":
-                self._file["time"].make_scale("time")
-                continue
-            self._attach(s.path, ("time",) if s.width is None else ("time", self.labels.get(s.columns, "")))
+            if s.path != "time":
+                dims = ("time",) if s.width is None else ("time", self.labels.get(s.columns, ""))
+                self._attach(s.path, dims)
         self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
             group = self._group(t.path)

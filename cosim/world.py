@@ -697,10 +697,10 @@ def _series_and_static(
         static |= {
             "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
             "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
-            "grid/line/name": (np.array(element_names(net.line, "line")), ""),
+            "grid/line/name": (np.array(element_names(net.line, "line"), dtype=str), ""),
             "grid/line/from_bus": (net.line.from_bus.to_numpy(), "pandapower index"),
             "grid/line/to_bus": (net.line.to_bus.to_numpy(), "pandapower index"),
-            "grid/trafo/name": (np.array(element_names(net.trafo, "trafo")), ""),
+            "grid/trafo/name": (np.array(element_names(net.trafo, "trafo"), dtype=str), ""),
             "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
             "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
         }
@@ -815,7 +815,7 @@ def _series_and_static(
             routes |= {("Grid-0.grid", "islanded"): "grid/islanded"}
             routes |= {("Grid-0.grid", "grid_forming_mw"): "grid/grid_forming_mw"}
     if "grid" in groups or "market" in groups:
-        static["grid/bus/name"] = (np.array(element_names(net.bus, "bus")), "")
+        static["grid/bus/name"] = (np.array(element_names(net.bus, "bus"), dtype=str), "")
     if "agents" in groups or "market" in groups:
         table, n = fleet.table, len(fleet.table)
         batteries = table.where("battery")
