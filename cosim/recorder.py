@@ -133,8 +133,8 @@ class H5Recorder:
             self._file["time"].make_scale("time")
         for s in series:
             if s.path != "time":
-                dims = ("time",) if s.width is None else ("time", self.labels.get(s.columns, ""))
-                self._attach(s.path, dims)
+                axes = ("time",) if s.width is None else ("time", self.labels.get(s.columns, ""))
+                self._attach(s.path, axes)
         self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
             group = self._group(t.path)
