@@ -1,7 +1,7 @@
 """Uncertainty section of the run report: N-1 security cost, stochastic clearing, ADMM, outages, storage.
 
 Reads the optional datasets of markets under uncertainty, contingencies and outages (h5py only), each part
-on its own: ``/market/security_cost`` (scopf), ``/market/vss`` and ``/market/evpi`` (stochastic),
+on its own: ``/market/security_cost`` (scopf), ``/market/day/vss`` and ``/market/day/evpi`` (stochastic),
 ``/market/admm_*`` (admm), ``/events``, ``/grid/islanded`` and ``/agents/unserved_mwh`` (outages) and
 ``/agents/storage_profit``. A run without any of them gets no uncertainty section. The (T, n) datasets are
 read in time chunks, the ADMM residual table only for the few intervals drawn.
@@ -179,8 +179,9 @@ def _load_security(f: h5py.File, t: int) -> Security | None:
 
 def _load_stochastic(f: h5py.File, time_s: Arr, step_s: float) -> Stochastic | None:
     """The per-day VSS, EVPI and expected cost; None without any day."""
-    day = _ds(f, "market/day_step")
-    vss, evpi, exp = (_col(f, f"market/{k}") for k in ("vss", "evpi", "expected_cost"))
+    g = "market/day" if "market/day" in f else "market"  # files written before the day group: /market
+    day = _ds(f, f"{g}/day_step")
+    vss, evpi, exp = (_col(f, f"{g}/{k}") for k in ("vss", "evpi", "expected_cost"))
     n = max(0 if day is None else day.shape[0], vss.size, evpi.size, exp.size)
     if n == 0:
         return None

@@ -5,8 +5,8 @@ Three parts, each against the obvious alternative measured in the same run:
 1. ``stochastic``: ``scenarios/stochastic.yaml`` (LV grid ``1-LV-semiurb4--0-sw``, hourly, every day
    cleared ahead at midnight against 10 PV and load scenarios, settled in real time) run with
    ``cosim.run`` for ``--days`` days. Prints wall and market clearing time, failed clearings, and
-   from the HDF5 file the day-ahead measures ``/market/vss``, ``/market/evpi``,
-   ``/market/expected_cost`` (one row per day, $) and the realised ``/market/balancing_cost`` (per
+   from the HDF5 file the day-ahead measures ``/market/day/vss``, ``/market/day/evpi``,
+   ``/market/day/expected_cost`` (one row per day, $) and the realised ``/market/balancing_cost`` (per
    interval, $): totals, means per day, VSS and EVPI as shares of the expected cost, the share of days
    with VSS > 0.01 $, and the realised against the expected balancing cost. Target: the year (365 days,
    extrapolated from the wall time when ``--days`` is shorter) under ``TARGET_YEAR_S``.
@@ -84,14 +84,14 @@ def _ms(seconds: list[float]) -> np.ndarray:
 
 
 def part_stochastic(args: argparse.Namespace, out_dir: Path, results: list[tuple[str, bool]]) -> np.ndarray:
-    """Run the stochastic scenario; returns the run's /market/expected_cost per day ($)."""
+    """Run the stochastic scenario; returns the run's /market/day/expected_cost per day ($)."""
     print(f"\n== 1. stochastic day-ahead year: {STOCHASTIC_YAML.relative_to(ROOT)}, {args.days} days ==")
     summary = cosim.run(STOCHASTIC_YAML, days=args.days, out=out_dir / "stochastic.h5")
     with h5py.File(summary.path) as f:
-        day_step = f["market/day_step"][:]
-        vss, evpi = f["market/vss"][:], f["market/evpi"][:]
-        expected = f["market/expected_cost"][:]
-        expected_bal = f["market/expected_balancing_cost"][:]
+        day_step = f["market/day/day_step"][:]
+        vss, evpi = f["market/day/vss"][:], f["market/day/evpi"][:]
+        expected = f["market/day/expected_cost"][:]
+        expected_bal = f["market/day/expected_balancing_cost"][:]
         balancing = f["market/balancing_cost"][:]
         ok = f["market/ok"][:]
     n_days = len(day_step)
@@ -252,7 +252,7 @@ def part_compare(
     if run_cost is not None:
         k = min(len(run_cost), n)
         diff = max((_rel(x, y) for x, y in zip(run_cost[:k], pers_cost[:k], strict=True)), default=0.0)
-        print(f"persistent (a) vs the run's /market/expected_cost, first {k} days: max relative {diff:.1e}")
+        print(f"persistent (a) vs the run's /market/day/expected_cost, first {k} days: max rel. {diff:.1e}")
     same = max(*worst.values(), worst_rp) <= SAME_REL and not_optimal == 0
     results.append((f"persistent = rebuilt clearing (expected cost, VSS, EVPI, {SAME_REL:g} rel.)", same))
 

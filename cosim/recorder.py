@@ -3,6 +3,12 @@
 The file is written as ``<path>.partial`` and renamed to ``<path>`` only when the run completes, so a
 file at the final path is always whole; an interrupted run leaves the partial file (root attribute
 ``complete = False``) with every step recorded so far.
+
+Every dataset has HDF5 dimension scales (the netCDF-4 data model), so netCDF tools and
+``xarray.open_dataset(path, group=..., engine="h5netcdf")`` see named dimensions. Each group is
+self-contained: a group with time series holds its own ``time`` coordinate (a copy of ``/time``, CF
+units), and its own copy of the labels of its other dimensions (``/grid/bus/bus``, ``/market/agent``);
+a table's rows are numbered by a ``<table>/<dim>`` coordinate.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from cosim.units import unit_attrs
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,11 @@ class Series:
     description: str = ""
     columns: str = ""  # path of the dataset naming the columns, e.g. "grid/bus/name"
 
+    @property
+    def group(self) -> str:
+        """The HDF5 group the series lives in ("" for the root)."""
+        return self.path.rpartition("/")[0]
+
 
 @dataclass(frozen=True)
 class Table:
@@ -35,6 +48,14 @@ class Table:
     path: str
     columns: tuple[tuple[str, Any, str], ...]  # (name, dtype, units)
     description: str = ""
+    dim: str = ""  # name of the row dimension; default: the table's name without a plural "s"
+    step_column: str = ""  # label the rows by the start time of the step in this column (else: 0..N-1)
+
+    @property
+    def row_dim(self) -> str:
+        """The dimension the table's rows run along (``trades`` -> ``trade``, ``tx`` -> ``tx``)."""
+        name = self.path.rpartition("/")[2]
+        return self.dim or (name[:-1] if name.endswith("s") else name)
 
 
 class H5Recorder:
@@ -50,6 +71,15 @@ class H5Recorder:
     compression : ``"gzip"``, ``"lzf"`` or ``"none"``
     tables : variable-length tables; a step's value is a dict of equal-length column arrays (a column of
         dtype ``object`` holds variable-length strings)
+    labels : ``{static dataset: dimension name}``: datasets labelling a dimension (``"grid/bus/name":
+        "bus"``); a series whose ``columns`` is one of them runs along that dimension (a ``columns``
+        dataset not named here labels a dimension named after it, see :func:`_labels_dim`; in a group
+        where that name is taken, the dimension is the labels' path joined by "_": ``market_gen_name``)
+    dims : dimension names of static and end-of-run datasets, ``{path: ("agent",)}``; without an entry a
+        labels dataset runs along its own dimension and any other along the labels of its group of the
+        same length (else along a dimension of its own, ``<name>_dim<axis>``)
+
+    Units are declared as the project writes them and stored as UDUNITS-2 (:mod:`cosim.units`).
     """
 
     def __init__(
@@ -61,12 +91,20 @@ class H5Recorder:
         chunk_steps: int = 256,
         compression: str = "gzip",
         tables: list[Table] | None = None,
+        labels: dict[str, str] | None = None,
+        dims: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.chunk_steps = chunk_steps
         self.series = {s.path: s for s in series}
+        self.labels, self.dims = dict(labels or {}), dict(dims or {})
+        for s in series:
+            if s.columns and s.columns not in self.labels:
+                self.labels[s.columns] = _labels_dim(s.columns)
+        if series and "time" not in self.series:
+            raise ValueError("the series must include 'time' (Unix s of each step), the time coordinate")
         self._file = h5py.File(self.partial_path, "w", track_order=True)
         self._file.attrs["complete"] = False
         self._set_attrs(attrs)
@@ -75,37 +113,49 @@ class H5Recorder:
             filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
         elif compression == "lzf":
             filters = {"compression": "lzf", "shuffle": True}
+        self._filters = filters
+        self._times: list[h5py.Dataset] = []  # the groups' copies of /time
+        for key, (data, units) in static.items():
+            self._write(key, data, units)
         for s in series:
             tail = () if s.width is None else (s.width,)
             chunk = (chunk_steps, *tail) if s.width != 0 else None
+            self._group(s.group)
             ds = self._file.create_dataset(
                 s.path, shape=(0, *tail), maxshape=(None, *tail), dtype=s.dtype, chunks=chunk, **filters
             )
-            ds.attrs["units"] = s.units
+            ds.attrs.update(unit_attrs(s.units, s.dtype))
             if s.description:
-                ds.attrs["description"] = s.description
+                ds.attrs["description"] = ds.attrs["long_name"] = s.description
             if s.columns:
                 ds.attrs["columns"] = s.columns
-        for key, (data, units) in static.items():
-            data = np.asarray(data)
-            if data.dtype.kind in "OU":
-                data = data.astype(h5py.string_dtype())
-            self._file.create_dataset(key, data=data).attrs["units"] = units
+        if series:
+            self._file["time"].make_scale("time")
+        for s in series:
+            if s.path != "time":
+                axes = ("time",) if s.width is None else ("time", self.labels.get(s.columns, ""))
+                self._attach(s.path, axes)
         self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
-            group = self._file.require_group(t.path)
+            group = self._group(t.path)
             if t.description:
                 group.attrs["description"] = t.description
+            rows = self._growing(f"{t.path}/{t.row_dim}", np.int64, max(chunk_steps, 1024))
+            if t.step_column:
+                rows.attrs.update(unit_attrs("Unix s", np.int64))
+                rows.attrs["long_name"] = f"start of the step {t.step_column}"
+            else:
+                rows.attrs.update({"units": "1", "long_name": "row number"})
+            rows.make_scale(t.row_dim)
             for name, dtype, units in t.columns:
-                col = group.create_dataset(
-                    name,
-                    shape=(0,),
-                    maxshape=(None,),
-                    dtype=h5py.string_dtype() if dtype is object else dtype,
-                    chunks=(max(chunk_steps, 1024),),
-                    **filters,
-                )
-                col.attrs["units"] = units
+                if name == t.row_dim:
+                    raise ValueError(f"table {t.path}: column {name!r} is also its row dimension")
+                stored = h5py.string_dtype() if dtype is object else dtype
+                col = self._growing(f"{t.path}/{name}", stored, max(chunk_steps, 1024))
+                col.attrs.update(unit_attrs(units, dtype))
+                col.dims[0].attach_scale(rows)
+        for key in static:
+            self._attach(key, self._static_dims(key))
         self._rows: dict[str, list[dict[str, np.ndarray]]] = {path: [] for path in self.tables}
         self._buffers = {
             s.path: np.empty((chunk_steps, *(() if s.width is None else (s.width,))), dtype=s.dtype)
@@ -113,6 +163,83 @@ class H5Recorder:
         }
         self._filled = 0
         self.n_steps = 0
+
+    def _group(self, path: str) -> h5py.Group:
+        """The group at ``path``, created (with its parents) to list its members in creation order."""
+        group: h5py.Group = self._file
+        for name in filter(None, path.split("/")):
+            group = group[name] if name in group else group.create_group(name, track_order=True)
+        return group
+
+    def _growing(self, path: str, dtype: Any, chunk: int) -> h5py.Dataset:
+        """An empty 1-D dataset that grows along its only axis."""
+        self._group(path.rpartition("/")[0])
+        return self._file.create_dataset(
+            path, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,), **self._filters
+        )
+
+    def _write(self, key: str, data: Any, units: str) -> None:
+        """A dataset written whole (static or end of run), strings as variable-length UTF-8."""
+        data = np.asarray(data)
+        self._group(key.rpartition("/")[0])
+        if data.dtype.kind in "OU":
+            data = data.astype(h5py.string_dtype())
+        self._file.create_dataset(key, data=data).attrs.update(unit_attrs(units, data.dtype))
+
+    def _static_dims(self, key: str) -> tuple[str, ...]:
+        """Dimension names of a dataset written whole (see the class docstring)."""
+        if key in self.dims:
+            return self.dims[key]
+        if key in self.labels:
+            return (self.labels[key],)
+        ds, group = self._file[key], key.rpartition("/")[0]
+        same = [
+            dim
+            for path, dim in self.labels.items()
+            if path.rpartition("/")[0] == group and path in self._file and len(self._file[path]) == len(ds)
+        ]
+        if ds.ndim == 1 and same:
+            return (same[0],)
+        return tuple(f"{key.rpartition('/')[2]}_dim{axis}" for axis in range(ds.ndim))
+
+    def _attach(self, key: str, dims: tuple[str, ...]) -> None:
+        """Attach to each axis of ``key`` the scale of its dimension in the dataset's own group."""
+        ds = self._file[key]
+        group = key.rpartition("/")[0]
+        for axis, dim in enumerate(dims):
+            dim = dim or f"{key.rpartition('/')[2]}_dim{axis}"
+            ds.dims[axis].attach_scale(self._scale(group, dim, ds.shape[axis]))
+
+    def _scale(self, group: str, dim: str, size: int) -> h5py.Dataset:
+        """The scale of dimension ``dim`` in ``group``, created on first use.
+
+        ``time`` copies ``/time`` and grows with it; a labelled dimension copies its labels; any other
+        is the positions 0..size-1.
+        """
+        source = "time" if dim == "time" else next((p for p, d in self.labels.items() if d == dim), None)
+        path = f"{group}/{dim}" if group else dim
+        if path in self._file and self._file[path].attrs.get("CLASS") != b"DIMENSION_SCALE":
+            dim = source.replace("/", "_") if source else f"{dim}_index"  # the name is taken in this group
+            path = f"{group}/{dim}" if group else dim
+        if path in self._file:
+            return self._file[path]
+        if dim == "time":
+            time = self._file["time"]
+            scale = self._growing(path, time.dtype, self.chunk_steps)
+            self._times.append(scale)
+        elif source is not None and source in self._file and len(self._file[source]) == size:
+            labels = self._file[source]
+            scale = self._file.create_dataset(path, data=labels[()], dtype=labels.dtype)
+        else:
+            source = None
+            scale = self._file.create_dataset(path, data=np.arange(size, dtype=np.int64))
+            scale.attrs.update({"units": "1", "long_name": f"position along {dim}"})
+        if source is not None:
+            hidden = ("CLASS", "NAME", "DIMENSION_LIST", "REFERENCE_LIST")
+            scale.attrs.update({k: v for k, v in self._file[source].attrs.items() if k not in hidden})
+            scale.attrs["source"] = f"/{source}"
+        scale.make_scale(dim)
+        return scale
 
     def append(self, values: dict[str, Any]) -> None:
         """Record one step; ``values`` must name every series."""
@@ -139,13 +266,25 @@ class H5Recorder:
             ds = self._file[key]
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = buf[:n]
+        for ds in self._times:
+            ds.resize(self.n_steps + n, axis=0)
+            ds[self.n_steps : self.n_steps + n] = self._buffers["time"][:n]
         for path, rows in self._rows.items():
-            for name, _, _ in self.tables[path].columns:
+            table = self.tables[path]
+            for name, _, _ in table.columns:
                 data = np.concatenate([r[name] for r in rows])
                 ds = self._file[f"{path}/{name}"]
                 start = ds.shape[0]
                 ds.resize(start + len(data), axis=0)
                 ds[start:] = data
+            scale = self._file[f"{path}/{table.row_dim}"]
+            start = scale.shape[0]
+            scale.resize(ds.shape[0], axis=0)
+            if table.step_column:
+                steps = self._file[f"{path}/{table.step_column}"][start:]
+                scale[start:] = self._file["time"][()][steps]
+            else:
+                scale[start:] = np.arange(start, ds.shape[0])
             rows.clear()
         self.n_steps += n
         self._filled = 0
@@ -154,7 +293,7 @@ class H5Recorder:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
         for key, value in attrs.items():
             group, _, name = key.rpartition("/")
-            (self._file.require_group(group) if group else self._file).attrs[name] = value
+            self._group(group).attrs[name] = value
 
     def close(
         self,
@@ -170,7 +309,9 @@ class H5Recorder:
             return self.path if complete else self.partial_path
         self.flush()
         for key, (data, units) in (datasets or {}).items():
-            self._file.create_dataset(key, data=np.asarray(data)).attrs["units"] = units
+            self._write(key, data, units)
+        for key in datasets or {}:
+            self._attach(key, self._static_dims(key))
         self._set_attrs(attrs or {})
         self._file.attrs["complete"] = complete
         self._file.attrs["n_steps"] = self.n_steps
@@ -179,3 +320,10 @@ class H5Recorder:
             os.replace(self.partial_path, self.path)
             return self.path
         return self.partial_path
+
+
+def _labels_dim(columns: str) -> str:
+    """Dimension named after a labels dataset: ``"market/unit_name"`` -> ``unit``, ``"grid/gen/name"`` ->
+    ``gen``."""
+    group, _, name = columns.rpartition("/")
+    return group.rpartition("/")[2] if name == "name" else name.removesuffix("_name")

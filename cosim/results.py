@@ -10,13 +10,19 @@ import numpy as np
 import pandas as pd
 
 from cosim.errors import ResultsError
+from cosim.units import CF_TIME
 
 
 class Results:
     """One run's results; ``res["grid/bus/vm_pu"]`` is a DataFrame (time x bus names).
 
-    1-D series (``grid/losses_mw``) come back as a pandas Series. Use as a context manager or
-    call :meth:`close`.
+    Each axis of a dataset is indexed by the coordinate of its dimension (its HDF5 dimension scale):
+    time series by UTC time, element axes by element names, table rows by row number (the per-day
+    table by the days' UTC start times). 1-D datasets
+    come back as a pandas Series, 2-D ones as a DataFrame, and a group of 1-D datasets along one
+    dimension (a table such as ``market/trades``, ``ledger/tx``, ``market/day``) as a DataFrame of its
+    columns. Values are as stored (Unix seconds stay numbers; :meth:`to_xarray` decodes them). Use as
+    a context manager or call :meth:`close`.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -44,26 +50,99 @@ class Results:
         found: list[str] = []
 
         def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and obj.shape[0] == len(self.index):
-                if name != "time" and obj.maxshape[0] is None:
+            if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 and not _is_scale(obj):
+                if self._timed(obj) and name != "time":
                     found.append(name)
 
         self._file.visititems(visit)
         return found
 
+    def tables(self) -> list[str]:
+        """Paths of the groups that open as one DataFrame (tables: ``market/trades``, ``ledger/tx``, ...)."""
+        found: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Group) and self._columns(obj)[1]:
+                found.append(name)
+
+        self._file.visititems(visit)
+        return found
+
+    def _dim(self, ds: h5py.Dataset, axis: int) -> str | None:
+        """Name of the dimension of ``axis`` (None when it has no scale)."""
+        scales = ds.dims[axis]
+        return str(scales[0].name).rpartition("/")[2] if len(scales) else None
+
+    def _timed(self, ds: h5py.Dataset) -> bool:
+        """The first axis is the run's time (files without scales: a growing axis of T rows)."""
+        if len(ds.dims[0]):
+            return self._dim(ds, 0) == "time" and ds.shape[0] == len(self.index)
+        return ds.maxshape[0] is None and ds.shape[0] == len(self.index)
+
+    def _coordinate(self, ds: h5py.Dataset, axis: int) -> pd.Index:
+        """The labels of ``axis``: UTC times, names, or positions (files without scales: time or 0..n-1)."""
+        if axis == 0 and self._timed(ds):
+            return self.index
+        scales = ds.dims[axis]
+        if not len(scales):
+            return pd.RangeIndex(ds.shape[axis])
+        name = str(scales[0].name).rpartition("/")[2]
+        if str(scales[0].attrs.get("units", "")) == CF_TIME:  # a time coordinate (day, month): UTC times
+            return pd.DatetimeIndex(pd.to_datetime(scales[0][()], unit="s", utc=True), name=name)
+        return pd.Index(_values(scales[0]), name=name)
+
+    def _columns(self, group: h5py.Group) -> tuple[str | None, list[str]]:
+        """The dimension and names of the group's 1-D datasets when they all run along one dimension."""
+        names = [
+            k for k, v in group.items() if isinstance(v, h5py.Dataset) and v.ndim == 1 and not _is_scale(v)
+        ]
+        dims = {self._dim(group[k], 0) for k in names}
+        if len(dims) != 1 or None in dims:
+            return None, []
+        return dims.pop(), names
+
+    def _table(self, name: str, group: h5py.Group) -> pd.DataFrame:
+        """A group of 1-D datasets along one dimension as a DataFrame (columns in file order)."""
+        dim, names = self._columns(group)
+        if not names:
+            inside = ", ".join(f"{k}{group[k].shape}" for k in group if isinstance(group[k], h5py.Dataset))
+            raise KeyError(
+                f"{name!r} is a group whose datasets do not run along one dimension ({inside}); "
+                f"open one of them, e.g. res['{name}/<dataset>'], or use res.to_xarray({name!r})"
+            )
+        index = self._coordinate(group[names[0]], 0)
+        return pd.DataFrame({k: _values(group[k]) for k in names}, index=index)
+
     def __getitem__(self, name: str) -> pd.DataFrame | pd.Series:
         name = name.strip("/")
         if name not in self._file:
             raise KeyError(f"{name!r} is not in {self.path}; it has {', '.join(self.keys())}")
-        ds = self._file[name]
-        data = ds[:]
-        if ds.ndim == 1 and ds.maxshape[0] is None:
-            return pd.Series(data, index=self.index, name=name)
-        if ds.ndim == 1:  # a static dataset (names, indices)
-            return pd.Series(ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else data, name=name)
-        columns = ds.attrs.get("columns", "")
-        labels = self._file[columns].asstr()[:] if columns else np.arange(ds.shape[1])
-        return pd.DataFrame(data, index=self.index, columns=pd.Index(labels, name=columns or None))
+        obj = self._file[name]
+        if isinstance(obj, h5py.Group):
+            return self._table(name, obj)
+        if obj.ndim == 1:
+            return pd.Series(_values(obj), index=self._coordinate(obj, 0), name=name)
+        if obj.ndim != 2:
+            raise KeyError(f"{name!r} has {obj.ndim} dimensions; use res.to_xarray() for it")
+        columns = str(obj.attrs.get("columns", ""))
+        labels = self._coordinate(obj, 1)
+        return pd.DataFrame(
+            obj[()], index=self._coordinate(obj, 0), columns=pd.Index(labels, name=columns or labels.name)
+        )
+
+    def to_xarray(self, group: str = "/") -> Any:
+        """The datasets of ``group`` as an ``xarray.Dataset`` (named dimensions, times decoded, in memory).
+
+        Reads the file with ``xarray.open_dataset(path, group=group, engine="h5netcdf")``: the same
+        view any netCDF-4 tool has. Times are UTC (``datetime64``, timezone-naive, as xarray has them).
+        """
+        import xarray as xr
+
+        group = group.strip("/")
+        if group and not isinstance(self._file.get(group), h5py.Group):
+            raise KeyError(f"{group!r} is not a group of {self.path}")
+        with xr.open_dataset(self.path, group=group or None, engine="h5netcdf") as ds:
+            return ds.load()
 
     def close(self) -> None:
         """Close the file."""
@@ -74,6 +153,18 @@ class Results:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_scale(ds: h5py.Dataset) -> bool:
+    """The dataset is the coordinate of a dimension (an HDF5 dimension scale)."""
+    return bool(ds.attrs.get("CLASS") == b"DIMENSION_SCALE")
+
+
+def _values(ds: h5py.Dataset) -> np.ndarray:
+    """A dataset's values, strings decoded (variable-length UTF-8 and fixed-length ASCII)."""
+    if h5py.check_string_dtype(ds.dtype) is not None or ds.dtype.kind == "S":
+        return np.asarray(ds.asstr()[()], dtype=object)
+    return np.asarray(ds[()])
 
 
 def open_results(path: str | Path) -> Results:

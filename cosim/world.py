@@ -13,7 +13,7 @@ import json
 import subprocess
 import time as wallclock
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +49,7 @@ from cosim.scenario import (
     load_scenario,
     parse_duration_s,
 )
+from cosim.units import UDUNITS
 
 SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
@@ -454,7 +455,7 @@ def _privacy_contract(
     series = [
         Series(
             "privacy/released",
-            "MWh, 1",
+            "per column: privacy/series_units",
             np.float64,
             n,
             "noisy per-bus sums and active counts (NaN: refused)",
@@ -464,14 +465,17 @@ def _privacy_contract(
         Series("privacy/refused", "1", np.bool_, None, "the release would have exceeded the budget"),
     ]
     if cfg.evaluate:
-        series.append(Series("privacy/true", "MWh, 1", np.float64, n, "true (clamped) aggregates", col))
+        series.append(
+            Series("privacy/true", "per column: privacy/series_units", np.float64, n, "true aggregates", col)
+        )
     routes = {("Privacy-0.privacy", s.path.split("/")[1]): s.path for s in series}
     attrs = {
         "privacy/epsilon": cfg.epsilon, "privacy/budget": cfg.budget, "privacy/mechanism": cfg.mechanism,
         "privacy/delta": cfg.delta, "privacy/composition": cfg.composition,
         "privacy/declared_max_kw": cfg.declared_max_kw, "privacy/noise": cfg.noise,
     }  # fmt: skip
-    return series, {col: (names, "")}, routes, attrs
+    per_column = np.array([UDUNITS["MWh" if n.endswith("_mwh") else "1"] for n in names])
+    return series, {col: (names, ""), "privacy/series_units": (per_column, "")}, routes, attrs
 
 
 def _privacy_summary(release: Any, errors: list[tuple[float, float, float, float]] | None) -> dict[str, Any]:
@@ -629,10 +633,36 @@ def _emissions_contract(
     routes[("Accounting-0.accounting", "trades")] = "emissions/trades"
     table = Table(
         "emissions/trades",
-        (("step", np.int64, "1"), ("kg", np.float64, "kg CO2, + = a carbon cost, - = a credit")),
+        (("step", np.int64, "1"), ("kg", np.float64, "kg, CO2: + = a carbon cost, - = a credit")),
         "emissions impact of each trade; row i belongs to row i of /market/trades",
     )
     return series, [table], routes
+
+
+# datasets labelling a dimension -> its name (a series whose `columns` names one runs along it)
+LABELS = {
+    "grid/bus/name": "bus",
+    "grid/line/name": "line",
+    "grid/trafo/name": "trafo",
+    "agents/name": "agent",
+    "agents/storage_name": "battery",
+    "privacy/series_name": "series",
+    "equity/month_start": "month",
+}
+
+
+def dimensions(paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Dimension names of the datasets written whole that no labels of their group name by length."""
+    out: dict[str, tuple[str, ...]] = {}
+    for path in paths:
+        group, _, name = path.rpartition("/")
+        if group == "events":
+            out[path] = ("event",)
+        elif group == "equity" and name == "lorenz":
+            out[path] = ("lorenz_point", "lorenz_axis")
+        elif group == "equity" and path not in LABELS:
+            out[path] = ("month",) if name in ("gini", "gini_bill") else ("agent",)
+    return out
 
 
 def _series_and_static(
@@ -641,7 +671,7 @@ def _series_and_static(
     """Declare the HDF5 contract for this run: series, tables, static datasets and routes from mosaik."""
     groups = [g for g in scenario.output.groups if g != "market" or market is not None]
     tables: list[Table] = []
-    series = [Series("time", "s", np.int64, None, "Unix time of each step start")]
+    series = [Series("time", "Unix s", np.int64, None, "start of each step (UTC)")]
     static: dict[str, tuple[np.ndarray, str]] = {}
     routes: dict[tuple[str, str], str] = {}
     n_bus, n_agent, n_battery = len(net.bus), len(fleet.table), len(fleet.table.where("battery"))
@@ -667,10 +697,10 @@ def _series_and_static(
         static |= {
             "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
             "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
-            "grid/line/name": (np.array(element_names(net.line, "line")), ""),
+            "grid/line/name": (np.array(element_names(net.line, "line"), dtype=str), ""),
             "grid/line/from_bus": (net.line.from_bus.to_numpy(), "pandapower index"),
             "grid/line/to_bus": (net.line.to_bus.to_numpy(), "pandapower index"),
-            "grid/trafo/name": (np.array(element_names(net.trafo, "trafo")), ""),
+            "grid/trafo/name": (np.array(element_names(net.trafo, "trafo"), dtype=str), ""),
             "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
             "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
         }
@@ -748,8 +778,11 @@ def _series_and_static(
         routes[(m, "trades")] = "market/trades"
         if market.design == "stochastic":
             day_columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
-            tables.append(Table("market", day_columns, "one row per day cleared ahead, at its first step"))
-            routes[(m, "day")] = "market"
+            day = Table(
+                "market/day", day_columns, "one row per day cleared ahead", dim="day", step_column="day_step"
+            )
+            tables.append(day)
+            routes[(m, "day")] = "market/day"
         if market.design == "admm":
             tables.append(
                 Table(
@@ -763,6 +796,7 @@ def _series_and_static(
                         ("price", np.float64, "$/MWh"),
                     ),
                     "ADMM residual traces: one row per iteration of every interval",
+                    dim="row",
                 )
             )
             routes[(m, "admm_residual")] = "market/admm_residual"
@@ -770,8 +804,8 @@ def _series_and_static(
         static |= {
             "events/kind": (np.array([e.kind for e in events.events]), ""),
             "events/element": (np.array([e.element for e in events.events]), ""),
-            "events/start": (np.array([e.start_s for e in events.events], dtype=np.int64), "s"),
-            "events/end": (np.array([e.end_s for e in events.events], dtype=np.int64), "s"),
+            "events/start": (np.array([e.start_s for e in events.events], dtype=np.int64), "Unix s"),
+            "events/end": (np.array([e.end_s for e in events.events], dtype=np.int64), "Unix s"),
         }
         if "grid" in groups:
             series += [
@@ -781,7 +815,7 @@ def _series_and_static(
             routes |= {("Grid-0.grid", "islanded"): "grid/islanded"}
             routes |= {("Grid-0.grid", "grid_forming_mw"): "grid/grid_forming_mw"}
     if "grid" in groups or "market" in groups:
-        static["grid/bus/name"] = (np.array(element_names(net.bus, "bus")), "")
+        static["grid/bus/name"] = (np.array(element_names(net.bus, "bus"), dtype=str), "")
     if "agents" in groups or "market" in groups:
         table, n = fleet.table, len(fleet.table)
         batteries = table.where("battery")
@@ -879,7 +913,7 @@ def run(
         assert scenario.ledger is not None and scenario.ledger.workload is not None
         net = fleet = power_flow = market = events = None
         times_s = int(scenario.time.start.timestamp()) + step_s * np.arange(n_steps, dtype=np.int64)
-        series: list[Series] = [Series("time", "s", np.int64, None, "Unix time of each step start")]
+        series: list[Series] = [Series("time", "Unix s", np.int64, None, "start of each step (UTC)")]
         tables: list[Table] = []
         static: dict[str, tuple[np.ndarray, str]] = {}
         routes: dict[tuple[str, str], str] = {}
@@ -927,6 +961,8 @@ def run(
         min(out_cfg.chunk_steps, n_steps),
         out_cfg.compression,
         tables,
+        labels=LABELS,
+        dims=dimensions(static),
     )
     bar = _progress_bar(n_steps, times_s, step_s) if progress else None
     stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
@@ -1033,6 +1069,7 @@ def run(
     equity_data, equity_attrs = (
         _equity_datasets(scenario, accounting, times_s) if "equity" in scenario.output.groups else ({}, {})
     )
+    recorder.dims |= dimensions(equity_data)
     path = recorder.close(
         complete=True,
         datasets=equity_data,

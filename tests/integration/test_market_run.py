@@ -314,8 +314,8 @@ def test_stochastic_day_ahead_settles_deviations_in_real_time(tmp_path: Path) ->
     extra = ", stochastic: {n_scenarios: 6, up_price_per_mwh: 150, down_price_per_mwh: 10}"
     summary = cosim.run(_stochastic(tmp_path, extra), out=tmp_path / "sto.h5")
     with h5py.File(summary.path) as f:
-        np.testing.assert_array_equal(f["market/day_step"][:], [0, 24])
-        vss, evpi = f["market/vss"][:], f["market/evpi"][:]
+        np.testing.assert_array_equal(f["market/day/day_step"][:], [0, 24])
+        vss, evpi = f["market/day/vss"][:], f["market/day/evpi"][:]
         assert np.all(vss >= -1e-6) and np.all(evpi >= -1e-6) and evpi.sum() > 0
         assert f["market/ok"][:].all()
         kind = f["agents/kind"][:].astype(str)
@@ -345,8 +345,8 @@ def test_stochastic_with_a_perfect_forecast_is_the_deterministic_auction(tmp_pat
     uni = tmp_path / "uni.yaml"
     uni.write_text(lv_market(tmp_path, "uniform", "2d").read_text().replace("share: 0.3", "share: 0.0"))
     with h5py.File(sto.path) as f, h5py.File(cosim.run(uni, out=tmp_path / "uni.h5").path) as g:
-        np.testing.assert_allclose(f["market/vss"][:], 0.0, atol=1e-6)
-        np.testing.assert_allclose(f["market/evpi"][:], 0.0, atol=1e-6)
+        np.testing.assert_allclose(f["market/day/vss"][:], 0.0, atol=1e-6)
+        np.testing.assert_allclose(f["market/day/evpi"][:], 0.0, atol=1e-6)
         np.testing.assert_allclose(f["market/balancing_cost"][:], 0.0, atol=1e-9)
         for key in ("welfare", "cleared_mwh"):
             np.testing.assert_allclose(f[f"market/{key}"][:], g[f"market/{key}"][:], rtol=1e-7, atol=1e-7)

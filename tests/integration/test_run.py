@@ -16,8 +16,8 @@ import cosim
 from cosim.errors import CosimError
 from tests.conftest import ROOT
 
-GRID_SERIES = {
-    "grid/bus/vm_pu": "pu",
+GRID_SERIES = {  # UDUNITS-2 (cosim.units): per unit "1", Mvar as its dimension "MV.A"
+    "grid/bus/vm_pu": "1",
     "grid/bus/va_degree": "degree",
     "grid/line/loading_percent": "percent",
     "grid/trafo/loading_percent": "percent",
@@ -25,8 +25,8 @@ GRID_SERIES = {
     "grid/import_mw": "MW",
     "grid/converged": "1",
     "agents/p_mw": "MW",
-    "agents/q_mvar": "Mvar",
-    "agents/soc_mwh": "MWh",
+    "agents/q_mvar": "MV.A",
+    "agents/soc_mwh": "MW h",
 }
 
 

@@ -65,4 +65,86 @@ def test_tables_grow_by_variable_rows(tmp_path: Path) -> None:
     rec.close(complete=True)
     with h5py.File(tmp_path / "t.h5") as f:
         np.testing.assert_array_equal(f["market/trades/step"][:], [1, 2, 2, 3, 3, 3, 4, 4, 4, 4])
-        assert f["market/trades/mwh"].attrs["units"] == "MWh"
+        assert f["market/trades/mwh"].attrs["units"] == "MW h"
+
+
+def test_dimension_scales_grow_with_resizable_datasets(tmp_path: Path) -> None:
+    """Across chunk flushes every dataset keeps named dimensions: the group's own time (CF, a copy of /time),
+    its labels, and a table's row numbers; xarray (h5netcdf) reads them as coordinates."""
+    xr = pytest.importorskip("xarray")
+    from cosim.recorder import Table
+
+    series = [
+        Series("time", "Unix s", np.int64),
+        Series("grid/x", "MW", np.float64, 3, columns="grid/name"),
+        Series("grid/ok", "1", np.bool_),
+    ]
+    static = {"grid/name": (np.array(["a", "b", "c"], dtype=object), ""), "grid/kv": (np.ones(3), "kV")}
+    table = Table("market/trades", (("step", np.int64, "1"), ("price", np.float64, "$/MWh")))
+    rec = H5Recorder(
+        tmp_path / "d.h5", series, static, {}, chunk_steps=4, tables=[table], labels={"grid/name": "bus"}
+    )
+    start = 1451606400
+    for k in range(10):
+        rows = {"step": np.full(k % 3, k), "price": np.full(k % 3, 2.5 * k)}
+        rec.append(
+            {"time": start + 3600 * k, "grid/x": np.full(3, k), "grid/ok": True, "market/trades": rows}
+        )
+    rec.close(complete=True)
+    with h5py.File(tmp_path / "d.h5") as f:
+        np.testing.assert_array_equal(f["grid/time"][:], f["time"][:])
+        assert f["grid/x"].dims[0][0].name == "/grid/time" and f["grid/kv"].dims[0][0].name == "/grid/bus"
+        assert f["market/trades/price"].attrs["currency"] == "USD"
+    grid = xr.open_dataset(tmp_path / "d.h5", group="grid", engine="h5netcdf")
+    assert grid["x"].dims == ("time", "bus") and list(grid["bus"].values) == ["a", "b", "c"]
+    assert grid["kv"].dims == ("bus",) and grid["ok"].dims == ("time",)
+    times = np.datetime64("2016-01-01T00:00") + np.arange(10) * np.timedelta64(1, "h")
+    np.testing.assert_array_equal(grid["time"].values, times)
+    trades = xr.open_dataset(tmp_path / "d.h5", group="market/trades", engine="h5netcdf")
+    n_rows = sum(k % 3 for k in range(10))
+    assert trades["price"].dims == ("trade",) and trades.sizes["trade"] == n_rows
+    np.testing.assert_array_equal(trades["trade"].values, np.arange(n_rows))
+    root = xr.open_dataset(tmp_path / "d.h5", engine="h5netcdf")
+    np.testing.assert_array_equal(root["time"].values, times)
+    for ds in (grid, trades, root):
+        ds.close()
+
+
+def test_columns_not_named_as_labels_label_a_dimension_named_after_them(tmp_path: Path) -> None:
+    """A series whose columns dataset is not among the labels runs along a dimension named after that
+    dataset (its group for a "name" dataset), labelled by a copy of its names; where that name is taken
+    in the series' group, the dimension is the labels' path joined by "_"."""
+    xr = pytest.importorskip("xarray")
+    series = [
+        Series("time", "Unix s", np.int64),
+        Series("market/q_mvar", "Mvar", np.float64, 2, columns="market/gen/name"),
+        Series("grid/p_mw", "MW", np.float64, 2, columns="market/gen/name"),
+        Series("market/soc", "MWh", np.float64, 1, columns="market/unit_name"),
+    ]
+    static = {
+        "market/gen/name": (np.array(["g1", "g2"], dtype=object), ""),
+        "market/unit_name": (np.array(["u"], dtype=object), ""),
+    }
+    rec = H5Recorder(tmp_path / "g.h5", series, static, {}, chunk_steps=2)
+    for k in range(3):
+        rec.append(
+            {"time": k, "market/q_mvar": np.zeros(2), "grid/p_mw": np.ones(2), "market/soc": np.ones(1)}
+        )
+    rec.close(complete=True)
+    with xr.open_dataset(tmp_path / "g.h5", group="market", engine="h5netcdf") as ds:
+        assert ds["q_mvar"].dims == ("time", "market_gen_name")  # "gen" is the group /market/gen
+        assert list(ds["market_gen_name"].values) == ["g1", "g2"]
+        assert ds["soc"].dims == ("time", "unit") and ds["q_mvar"].attrs["units"] == "MV.A"
+    with xr.open_dataset(tmp_path / "g.h5", group="grid", engine="h5netcdf") as ds:
+        assert ds["p_mw"].dims == ("time", "gen") and list(ds["gen"].values) == ["g1", "g2"]
+    with xr.open_dataset(tmp_path / "g.h5", group="market/gen", engine="h5netcdf") as ds:
+        assert ds["name"].dims == ("gen",)
+
+
+def test_a_table_column_may_not_take_the_row_dimension_name(tmp_path: Path) -> None:
+    """A table whose column is named like its row dimension is refused (the scale would overwrite it)."""
+    from cosim.recorder import Table
+
+    table = Table("market/trades", (("trade", np.int64, "1"),))
+    with pytest.raises(ValueError, match="row dimension"):
+        H5Recorder(tmp_path / "x.h5", [Series("time", "Unix s", np.int64)], {}, {}, tables=[table])

@@ -55,9 +55,9 @@ def _add_security(f: h5py.File, t: int, nan: bool = False) -> None:
 
 def _add_stochastic(f: h5py.File, t: int) -> None:
     n = max(t // 24, 1)
-    _ds(f, "market/day_step", 24 * np.arange(n, dtype=np.int64))
+    _ds(f, "market/day/day_step", 24 * np.arange(n, dtype=np.int64))
     for key, value in (("vss", VSS), ("evpi", EVPI), ("expected_cost", EXPECTED)):
-        _ds(f, f"market/{key}", np.resize(value, n))
+        _ds(f, f"market/day/{key}", np.resize(value, n))
 
 
 def _add_admm(f: h5py.File, t: int, iterations: bool = True) -> None:
