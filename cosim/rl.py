@@ -48,7 +48,8 @@ class CoreLoop:
         self.steps_per_day = 86400 // scenario.time.step_s
         self._soc0 = self.fleet.batteries.soc_mwh.copy()
         self.planner: Any = None
-        self.last_pf: Any = None
+        self.last_pf: Any = None  # the last step's power flow and market result
+        self.last_result: Any = None
 
     def bus_pos(self, agent: int) -> int:
         """Position of an agent's bus in the market's price vector (net.bus row order)."""
@@ -81,6 +82,7 @@ class CoreLoop:
             )  # type: ignore[call-arg]  # fmt: skip
         if self.planner is not None:
             self.planner.observe(k, result.price_per_mwh)
+        self.last_result = result
         return result
 
     def start_step(self, rng: np.random.Generator, days: int, start_day: int | None) -> int:
