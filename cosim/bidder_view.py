@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
@@ -96,8 +95,10 @@ class AgentView:
             self.battery, self.device, self.members = -1, a, np.array([a], dtype=np.int64)
             self.role = "ev" if kind == "ev" else "producer"
         else:
-            raise ScenarioError([(where, f"{name!r} is a load without a battery: it has no bid to learn; "
-                                  "name a battery, a household load with one, an EV, a gen, sgen or PV")])  # fmt: skip
+            why = "name a battery, a household load with one, an EV, a gen, sgen or PV"
+            raise ScenarioError(
+                [(where, f"{name!r} is a load without a battery: it has no bid to learn; {why}")]
+            )
         if self.role == "storage" and not bidder.batteries_bid:
             raise ScenarioError([(where, "this market design keeps batteries out of the market")])
         self.d_steps = np.flatnonzero(bidder.demand_owner == self.device)
@@ -189,7 +190,12 @@ class AgentView:
         """The action that reproduces the agent's ordinary bid in ``bids`` (prices clipped to the Box)."""
         d, s = self.d_steps, self.s_steps
         if self.role == "storage":
-            a = [bids.demand_mw[d[0]], bids.demand_price[d[0]], bids.supply_max_mw[s[0]], bids.supply_price[s[0]]]
+            a = [
+                bids.demand_mw[d[0]],
+                bids.demand_price[d[0]],
+                bids.supply_max_mw[s[0]],
+                bids.supply_price[s[0]],
+            ]
         elif self.role == "producer":
             a = [bids.supply_max_mw[s[0]], bids.supply_price[s[0]]]
         else:
@@ -197,7 +203,7 @@ class AgentView:
         return np.clip(np.array(a, dtype=float), self.low, self.high).astype(np.float32)
 
     def settle(self, k: int, award_mw: np.ndarray, price_per_mwh: np.ndarray) -> float:
-        """Record step ``k``'s outcome; return the EV's penalty [$] for energy missing at departure (else 0)."""
+        """Record step ``k``'s outcome; return an EV's penalty [$] for energy missing at departure, else 0."""
         price = float(price_per_mwh[self.bus_pos]) if len(price_per_mwh) else np.nan
         self._lags = np.r_[np.nan_to_num(price), self._lags[:-1]] if self.n_lags else self._lags
         if self.role != "ev":

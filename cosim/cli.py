@@ -158,8 +158,11 @@ def _train(args: argparse.Namespace) -> int:
     fig = learning_curve_figure(curve, population=policy.meta["population"], title=f"{args.agent}")
     png = path.with_suffix(".png")
     fig.savefig(png)
-    print(f"wrote {path} and {png}: {len(curve)} episodes, best episode {max(curve):.4g} $, "
-          f"last iteration mean {sum(curve[-policy.meta['population']:]) / policy.meta['population']:.4g} $")  # fmt: skip
+    n = policy.meta["population"]
+    print(
+        f"wrote {path} and {png}: {len(curve)} episodes, best episode {max(curve):.4g} $, "
+        f"last iteration mean {sum(curve[-n:]) / n:.4g} $"
+    )
     return 0
 
 

@@ -80,7 +80,7 @@ def policy_meta(view: AgentView, step_s: int) -> dict[str, Any]:
 
 
 def check_policy(policy: TablePolicy, view: AgentView, step_s: int, where: str) -> None:
-    """Refuse a policy trained for another agent, role, step or physical limits (ScenarioError at ``where``)."""
+    """Refuse a policy trained for another agent, role, step or limits (ScenarioError at ``where``)."""
     want, got = policy_meta(view, step_s), policy.meta
     problems = [
         f"{key} is {got.get(key)!r} in the file but {want[key]!r} here"
@@ -141,7 +141,12 @@ def _table(view: AgentView, theta: np.ndarray) -> np.ndarray:
     if view.role == "storage":
         u = theta[..., 0]
         return np.stack(
-            [np.clip(u, 0, 1) * hi[0], np.full_like(u, hi[1]), np.clip(-u, 0, 1) * hi[2], np.full_like(u, lo[3])],
+            [
+                np.clip(u, 0, 1) * hi[0],
+                np.full_like(u, hi[1]),
+                np.clip(-u, 0, 1) * hi[2],
+                np.full_like(u, lo[3]),
+            ],
             axis=-1,
         )
     share = (np.clip(theta, -1, 1) + 1) / 2

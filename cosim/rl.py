@@ -255,7 +255,9 @@ class MarketParallelEnv(ParallelEnv):  # type: ignore[misc]
             v.reset(self.k)
         self.agents = list(self.possible_agents)
         self.pending = self.loop.bids(self.k)
-        return {a: v.observe(self.k) for a, v in self.views.items()}, {a: {"step": self.k} for a in self.agents}
+        return {a: v.observe(self.k) for a, v in self.views.items()}, {
+            a: {"step": self.k} for a in self.agents
+        }
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Every agent's bid (an agent without an action bids its ordinary bid), one clearing, the profits."""

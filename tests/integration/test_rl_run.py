@@ -69,7 +69,7 @@ def test_strategic_agent_bids_by_its_policy(tmp_path: Path) -> None:
 
 
 def test_strategic_policy_checked_against_the_agent(tmp_path: Path) -> None:
-    """A policy trained for another agent, or a misspelt agent, is refused before the run with the key's path."""
+    """A policy for another agent, or a misspelt agent, is refused before the run, naming the key."""
     from cosim.errors import ScenarioError
     from cosim.learn import build_strategic
     from cosim.world import build_market, build_models

@@ -1,4 +1,4 @@
-"""Learning bidders: the gymnasium and PettingZoo environments over a scenario's cores, and the CEM learner."""
+"""Learning bidders: gymnasium and PettingZoo environments over a scenario's cores, and the CEM learner."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_actions_clipped_to_physical_limits(env) -> None:
 
 
 def test_household_reward_is_the_households_profit(env) -> None:
-    """A household load with a battery: the policy bids its battery, the reward adds the load's and EV's bills."""
+    """A household with a battery: the policy bids its battery, the reward adds the load's and EV's bills."""
     from cosim.rl import MarketEnv
 
     home = MarketEnv(_scenario(), agent="LV1.101 Load 11", loop=env.loop)
@@ -114,7 +114,9 @@ def test_household_reward_is_the_households_profit(env) -> None:
             home.step(action)
         _, home_reward, _, _, _ = home.step(action)
         p0 = env.loop.fleet.baseline(k)[0]
-        bills = env.loop.market.posted_price_per_mwh[k] * sum(p0[m] for m in home.view.members if m != home.view.device)
+        bills = env.loop.market.posted_price_per_mwh[k] * sum(
+            p0[m] for m in home.view.members if m != home.view.device
+        )
         assert battery_reward < 0 and home_reward == pytest.approx(battery_reward - bills, rel=1e-9)
 
 
@@ -128,7 +130,7 @@ def test_unknown_agent_refused_with_nearest_names() -> None:
 
 
 def test_cem_reaches_the_arbitrage_lp() -> None:
-    """On the fixed daily tariff the CEM policy earns >= 0.9 of the perfect-foresight LP, more than fixed bids."""
+    """On a fixed daily tariff CEM earns >= 0.9 of the perfect-foresight LP and beats the fixed bids."""
     from cosim.learn import episode_return, train_cem
     from cosim.models.agents.arbitrage import schedule
     from cosim.rl import MarketEnv
