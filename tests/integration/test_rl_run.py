@@ -84,3 +84,19 @@ def test_strategic_policy_checked_against_the_agent(tmp_path: Path) -> None:
         with pytest.raises(ScenarioError, match="agents.strategic.0") as err:
             build_strategic(scenario, net, fleet, build_market(scenario, net, fleet, events))
         assert message in str(err.value)
+
+
+def test_cosim_train_writes_policy_and_figure(tmp_path: Path) -> None:
+    """`cosim train` writes a policy file with its metadata and learning curve, and the PNG beside it."""
+    from cosim.cli import main
+    from cosim.learn import load_policy
+
+    out = tmp_path / "battery.json"
+    argv = ["train", str(Path(__file__).parents[2] / "scenarios" / "rl_arbitrage.yaml")]
+    argv += ["--agent", "LV1.101 Load 4 battery", "--episodes", "48", "--start-day", "0", "--out", str(out)]
+    assert main(argv) == 0
+    policy = load_policy(out)
+    assert policy.table.shape == (24, 1, 4) and policy.meta["agent"] == "LV1.101 Load 4 battery"
+    assert len(policy.meta["learning_curve"]) == 48 and policy.meta["learner"] == "cem"
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert main([*argv[:3], "LV1.101 Load 4 batery", *argv[4:]]) == 2  # a misspelt agent: exit code 2
