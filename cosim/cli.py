@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--episode", choices=("day", "week"), default="day", help="episode length")
     train.add_argument("--start-day", type=int, help="train on this day only (default: days drawn at random)")
     train.add_argument("--seed", type=int, default=0, help="seed of the search and the episode days")
+    train.add_argument("--soc-bins", type=int, default=1, help="state-of-charge bins of the policy table")
     train.add_argument("--out", type=Path, default=Path("policy.json"), help="policy file (JSON)")
     verify = sub.add_parser(
         "verify-ledger", help="re-check every hash link, Merkle root and signature of a run's stored chain"
@@ -153,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
     from cosim.rl import MarketEnv
 
     env = MarketEnv(args.scenario, agent=args.agent, episode=args.episode, start_day=args.start_day)
-    policy, curve = train_cem(env, episodes=args.episodes, seed=args.seed)
+    policy, curve = train_cem(env, episodes=args.episodes, seed=args.seed, n_soc_bins=args.soc_bins)
     path = policy.save(args.out)
     fig = learning_curve_figure(curve, population=policy.meta["population"], title=f"{args.agent}")
     png = path.with_suffix(".png")

@@ -150,3 +150,24 @@ def test_cem_reaches_the_arbitrage_lp() -> None:
         fixed += r
     assert rl >= 0.9 * lp and rl > fixed
     assert len(curve) == 360 and policy.meta["learning_curve"] == curve
+
+
+def test_ev_missing_energy_costs_voll_at_departure(env) -> None:
+    """An EV that never charges pays its whole daily energy at the value of lost load when it leaves."""
+    from cosim.rl import MarketEnv
+
+    ev = MarketEnv(_scenario(), agent="LV1.101 Load 11 EV", episode="week", loop=env.loop)
+    ev.reset(seed=0, options={"start_day": 0})
+    rewards, done = [], False
+    while not done:
+        _, reward, done, _, info = ev.step(np.array([0.0, 0.0], dtype=np.float32))
+        rewards.append(reward)
+        assert info["award_mw"] == 0.0
+    assert len(rewards) == 7 * 24
+    fleet = env.loop.fleet
+    daily_mwh, voll = float(fleet.evs.daily_mwh[0]), env.loop.scenario.market.voll_per_mwh
+    hours = (fleet.times_s[: len(rewards)] % 86400) // 3600
+    departures = np.flatnonzero(np.array(rewards) < 0)
+    assert len(departures) == 6  # every morning but the first (the night before the start was charged)
+    assert set(hours[departures]) == {int(fleet.evs.departure_h[0] // 1)}
+    np.testing.assert_allclose(np.array(rewards)[departures], -daily_mwh * voll)
