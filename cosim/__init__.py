@@ -14,6 +14,7 @@ from cosim.errors import CosimError, ModelNotConverged, ResultsError, ScenarioEr
 
 if TYPE_CHECKING:
     from cosim.results import Results, open_results
+    from cosim.rl import MarketEnv, MarketParallelEnv
     from cosim.scenario import Scenario, load_scenario
     from cosim.world import RunSummary, run
 
@@ -27,12 +28,16 @@ _LAZY = {
     "open_results": "cosim.results",
     "Scenario": "cosim.scenario",
     "load_scenario": "cosim.scenario",
+    "MarketEnv": "cosim.rl",
+    "MarketParallelEnv": "cosim.rl",
     "RunSummary": "cosim.world",
     "run": "cosim.world",
 }
 
 __all__ = [
     "CosimError",
+    "MarketEnv",
+    "MarketParallelEnv",
     "ModelNotConverged",
     "ResultsError",
     "Results",

@@ -1,4 +1,4 @@
-"""The ``cosim`` command: run, validate, schema, report, verify-ledger.
+"""The ``cosim`` command: run, validate, schema, report, verify-ledger, train.
 
 A mistake of the user's (bad YAML, missing file) ends with a message and exit code 2 (1 for a run
 that stopped), never a traceback.
@@ -50,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
         help="directory (default: <file stem>_report beside each file); with several files each report goes "
         "into DIR/<stem>/ and the comparison into DIR (default: comparison_report/ beside the first file)",
     )
+    train = sub.add_parser(
+        "train", help="train a learning bidder (cross-entropy search) for one agent; write its policy file"
+    )
+    train.add_argument("scenario", type=Path, help="scenario YAML file")
+    train.add_argument("--agent", required=True, help="agent name (as in /agents/name)")
+    train.add_argument("--episodes", type=int, default=600, help="training episodes (default 600)")
+    train.add_argument("--episode", choices=("day", "week"), default="day", help="episode length")
+    train.add_argument("--start-day", type=int, help="train on this day only (default: days drawn at random)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the search and the episode days")
+    train.add_argument("--soc-bins", type=int, default=1, help="state-of-charge bins of the policy table")
+    train.add_argument("--out", type=Path, default=Path("policy.json"), help="policy file (JSON)")
     verify = sub.add_parser(
         "verify-ledger", help="re-check every hash link, Merkle root and signature of a run's stored chain"
     )
@@ -137,6 +148,25 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from cosim.analysis.learning import learning_curve_figure
+    from cosim.learn import train_cem
+    from cosim.rl import MarketEnv
+
+    env = MarketEnv(args.scenario, agent=args.agent, episode=args.episode, start_day=args.start_day)
+    policy, curve = train_cem(env, episodes=args.episodes, seed=args.seed, n_soc_bins=args.soc_bins)
+    path = policy.save(args.out)
+    fig = learning_curve_figure(curve, population=policy.meta["population"], title=f"{args.agent}")
+    png = path.with_suffix(".png")
+    fig.savefig(png)
+    n = policy.meta["population"]
+    print(
+        f"wrote {path} and {png}: {len(curve)} episodes, best episode {max(curve):.4g} $, "
+        f"last iteration mean {sum(curve[-n:]) / n:.4g} $"
+    )
+    return 0
+
+
 def _verify_ledger(args: argparse.Namespace) -> int:
     from cosim.results import verify_ledger
 
@@ -166,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": _schema,
         "report": _report,
         "verify-ledger": _verify_ledger,
+        "train": _train,
     }[args.command]
     try:
         return handler(args)

@@ -207,6 +207,16 @@ class EVConfig(_Section):
     departure_hour_sd: float = _field("Standard deviation of plug-out hour", unit="h", default=1.0, ge=0)
 
 
+class StrategicAgent(_Section):
+    """One agent whose bids come from a trained policy (``cosim train``) instead of its ordinary rule."""
+
+    agent: str = _field(
+        "Name of the agent (as in /agents/name): a battery, a household load with a battery, an EV, a gen, "
+        "an sgen or a PV"
+    )
+    policy: Path = _field("Policy file written by `cosim train` (JSON); relative to the scenario file")
+
+
 class AgentsConfig(_Section):
     """Every load and static generator of the grid becomes an agent; these add devices."""
 
@@ -218,6 +228,18 @@ class AgentsConfig(_Section):
     pv: PVConfig = _field("Rooftop PV", default_factory=PVConfig)
     battery: BatteryConfig = _field("Home batteries", default_factory=BatteryConfig)
     ev: EVConfig = _field("Electric vehicles", default_factory=EVConfig)
+    strategic: list[StrategicAgent] = _field(
+        "Agents that bid by a trained policy (a learning bidder); everyone else bids as usual",
+        default_factory=list,
+    )
+
+    @model_validator(mode="after")
+    def _one_policy_each(self) -> AgentsConfig:
+        names = [s.agent for s in self.strategic]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"strategic: agents named more than once: {twice}")
+        return self
 
 
 class UpstreamConfig(_Section):
@@ -952,6 +974,17 @@ def validate_scenario(data: Any, source: str = "scenario", base_dir: Path | None
             raise ScenarioError([("emissions.upstream.series_csv", f"no such file: {csv}")], source)
         upstream = em.upstream.model_copy(update={"series_csv": csv})
         scenario = scenario.model_copy(update={"emissions": em.model_copy(update={"upstream": upstream})})
+    strategic, problems = [], []
+    for i, s in enumerate(scenario.agents.strategic):
+        path = s.policy if s.policy.is_absolute() or base_dir is None else base_dir / s.policy
+        if not path.is_file():
+            problems.append((f"agents.strategic.{i}.policy", f"no such file: {path}"))
+        strategic.append(s.model_copy(update={"policy": path}))
+    if problems:
+        raise ScenarioError(problems, source)
+    if strategic:
+        agents = scenario.agents.model_copy(update={"strategic": strategic})
+        scenario = scenario.model_copy(update={"agents": agents})
     return scenario
 
 

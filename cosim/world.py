@@ -952,6 +952,12 @@ def run(
         "name": scenario.name,
         "step_s": step_s,
     }
+    strategic: list[Any] = []
+    if fleet is not None and scenario.agents.strategic:  # learning bidders: bids from trained policies
+        from cosim.learn import build_strategic
+
+        strategic = list(build_strategic(scenario, net, fleet, market))
+        attrs["agents/strategic"] = json.dumps({s.agent: str(s.policy) for s in scenario.agents.strategic})
     out_cfg = scenario.output
     recorder = H5Recorder(
         scenario.output_path,
@@ -986,6 +992,7 @@ def run(
                 bidder=market.bidder if market else None,
                 planner=planner,
                 events=events,
+                strategic=strategic,
             )
             grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats, events=events)
             fleet_e, grid_e = agents_sim.Fleet(), grid_sim.Grid()
@@ -1001,7 +1008,7 @@ def run(
             sources |= {"Agents": fleet_e, "Grid": grid_e}
         if market is not None:
             market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
-            first = next_bids(fleet, market.bidder, 0, planner, events)
+            first = next_bids(fleet, market.bidder, 0, planner, events, strategic)
             world.connect(
                 fleet_e,
                 market_e,

@@ -7,6 +7,7 @@ so the market clears each interval one step ahead and no same-time loop is neede
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import mosaik_api_v3
@@ -40,8 +41,11 @@ def next_bids(
     k: int,
     planner: ArbitragePlanner | None = None,
     events: EventSchedule | None = None,
+    strategic: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """The fleet's bids for step ``k`` from its forecast and its batteries' limits (or arbitrage plans).
+
+    ``strategic`` : bidders (``agents.strategic``) whose ``bid(k, bids)`` replaces their agent's steps.
 
     Islanded, batteries offer what their limits allow (no plan); a grid-forming battery always keeps its
     reserve off the market.
@@ -60,6 +64,8 @@ def next_bids(
     if events is not None:
         charge, discharge = _hold_reserve(fleet, events, islanded, charge, discharge)
     bids = bidder.bids(forecast_mw, charge, discharge, *(prices or (None, None)), forecast_q_mvar)
+    for s in strategic:
+        bids = s.bid(k, bids)
     return {"bids": bids, "forecast_mw": forecast_mw, "grid_forming_mwh": _grid_forming_mwh(fleet, events, k)}
 
 
@@ -107,6 +113,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.bidder: Bidder | None = None
         self.planner: ArbitragePlanner | None = None
         self.events: EventSchedule | None = None
+        self.strategic: Sequence[Any] = ()
         self._out: dict[str, Any] = {}
 
     def init(  # type: ignore[override]
@@ -118,8 +125,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
         bidder: Bidder | None = None,
         planner: ArbitragePlanner | None = None,
         events: EventSchedule | None = None,
+        strategic: Sequence[Any] = (),
     ) -> Meta:
         self.fleet, self.bidder, self.planner, self.events = fleet, bidder, planner, events
+        self.strategic = strategic
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -138,12 +147,14 @@ class AgentsSim(mosaik_api_v3.Simulator):
         else:
             (award_mw,) = awards.values()
             setpoints = fleet.step_awarded(k, award_mw)
+            (price,) = inputs["fleet"]["price_per_mwh"].values()
             if self.planner is not None:
-                (price,) = inputs["fleet"]["price_per_mwh"].values()
                 self.planner.observe(k, price)
+            for s in self.strategic:
+                s.settle(k, award_mw, price)
         self._out = {"p_mw": setpoints.p_mw, "q_mvar": setpoints.q_mvar, "soc_mwh": setpoints.soc_mwh}
         if self.bidder is not None:
-            self._out |= next_bids(fleet, self.bidder, k + 1, self.planner, self.events)
+            self._out |= next_bids(fleet, self.bidder, k + 1, self.planner, self.events, self.strategic)
         return time + fleet.step_s
 
     def _debit_grid_forming(self, k: int, got: dict[str, Any]) -> None:
