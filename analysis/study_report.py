@@ -31,13 +31,21 @@ CONSENSUS, DESIGN = "ledger.consensus", "market.design"
 NCOLS = 4
 MAX_LABELLED = 16  # trade-off points annotated with their combination up to this many
 LABELS = {
-    "total_cost": "total cost ($)", "welfare": "welfare ($)", "mean_price_per_mwh": "mean price ($/MWh)",
-    "unserved_mwh": "unserved (MWh)", "traded_mwh": "traded (MWh)", "losses_mwh": "losses (MWh)",
-    "emissions_t": "emissions (t CO2)", "gini_surplus": "Gini of surplus (-)",
-    "finality_p50_s": "finality p50 (s)", "late_trades": "late trades", "late_cost": "late cost ($)",
-    "ledger_energy_kwh": "consensus energy (kWh)", "dp_epsilon_spent": "DP epsilon spent (-)",
+    "total_cost": "total cost ($)",
+    "welfare": "welfare ($)",
+    "mean_price_per_mwh": "mean price ($/MWh)",
+    "unserved_mwh": "unserved (MWh)",
+    "traded_mwh": "traded (MWh)",
+    "losses_mwh": "losses (MWh)",
+    "emissions_t": "emissions (t CO2)",
+    "gini_surplus": "Gini of surplus (-)",
+    "finality_p50_s": "finality p50 (s)",
+    "late_trades": "late trades",
+    "late_cost": "late cost ($)",
+    "ledger_energy_kwh": "consensus energy (kWh)",
+    "dp_epsilon_spent": "DP epsilon spent (-)",
     "dp_relative_error": "DP relative error (-)",
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -111,11 +119,13 @@ def _fig_effects(ok: pd.DataFrame, f: Factor, metrics: list[str], out: Path, i: 
         e = effects(ok, f, m)
         x = np.arange(len(e))
         err = np.vstack([e["mean"] - e["lo"], e["hi"] - e["mean"]])
-        ax.errorbar(x, e["mean"], yerr=np.where(np.isfinite(err), err, 0), fmt="o", capsize=4, color="tab:blue")
+        ax.errorbar(
+            x, e["mean"], yerr=np.where(np.isfinite(err), err, 0), fmt="o", capsize=4, color="tab:blue"
+        )
         ax.set_xticks(x, e["level"], rotation=30 if max(map(len, f.levels)) > 6 else 0, fontsize=8)
         ax.set_title(LABELS.get(m, m), fontsize=9)
         ax.margins(x=0.2)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_axis_off()
     if not metrics:
         _note(axes[0], "no metric varies across the runs")
@@ -130,8 +140,9 @@ def _combos(ok: pd.DataFrame, factors: list[Factor], metrics: list[str]) -> pd.D
     g = ok.assign(_combo=label).groupby("_combo", sort=False)[metrics]
     mean, sd, n = g.mean(), g.std(ddof=1), g.count()
     tcrit = stats.t.ppf(0.5 + LEVEL / 2, np.maximum(n - 1, 1))
-    half = pd.DataFrame(np.where(n > 1, tcrit * sd / np.sqrt(n.clip(lower=1)), np.nan),
-                        index=mean.index, columns=metrics)  # fmt: skip
+    half = pd.DataFrame(
+        np.where(n > 1, tcrit * sd / np.sqrt(n.clip(lower=1)), np.nan), index=mean.index, columns=metrics
+    )
     return mean.join(half, rsuffix="_ci")
 
 
@@ -148,8 +159,16 @@ def _fig_tradeoff(combos: pd.DataFrame, objectives: list[str], front: np.ndarray
         fig.colorbar(sc, ax=ax, label=LABELS[objectives[2]])
     else:
         ax.scatter(x, y, s=60, color="tab:blue", zorder=2)
-    ax.scatter(x[front], y[front], s=180, facecolors="none", edgecolors="crimson", linewidths=1.8, zorder=3,
-               label=f"Pareto-optimal in {', '.join(LABELS[o].split(' (')[0] for o in objectives)}")  # fmt: skip
+    ax.scatter(
+        x[front],
+        y[front],
+        s=180,
+        facecolors="none",
+        edgecolors="crimson",
+        linewidths=1.8,
+        zorder=3,
+        label=f"Pareto-optimal in {', '.join(LABELS[o].split(' (')[0] for o in objectives)}",
+    )
     order = np.argsort(x[front])
     ax.plot(x[front][order], y[front][order], "--", color="crimson", lw=0.8, zorder=1)
     if len(combos) <= MAX_LABELLED:  # the combination's number in the table; coincident points share a label
@@ -157,10 +176,14 @@ def _fig_tradeoff(combos: pd.DataFrame, objectives: list[str], front: np.ndarray
         for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
             at.setdefault((f"{xi:.6g}", f"{yi:.6g}"), []).append(str(i + 1))
         for (xs, ys), nums in at.items():
-            ax.annotate(",".join(nums), (float(xs), float(ys)), xytext=(7, 5), textcoords="offset points",
-                        fontsize=8)  # fmt: skip
-    ax.set(xlabel=LABELS[objectives[0]], ylabel=LABELS[objectives[1]],
-           title="Trade-off per combination (mean over seeds, 95 % intervals)")  # fmt: skip
+            ax.annotate(
+                ",".join(nums), (float(xs), float(ys)), xytext=(7, 5), textcoords="offset points", fontsize=8
+            )
+    ax.set(
+        xlabel=LABELS[objectives[0]],
+        ylabel=LABELS[objectives[1]],
+        title="Trade-off per combination (mean over seeds, 95 % intervals)",
+    )
     ax.legend(loc="best", fontsize=8)
     ax.margins(0.12)
     return _save(fig, out / "tradeoff.png")
@@ -169,8 +192,9 @@ def _fig_tradeoff(combos: pd.DataFrame, objectives: list[str], front: np.ndarray
 def _matrix(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean of a metric per consensus (rows) and design (columns), over seeds and the other factors."""
     design = ok[DESIGN] if DESIGN in ok.columns else pd.Series("(not varied)", index=ok.index)
-    return ok.assign(_d=design).pivot_table(index=CONSENSUS, columns="_d", values=metric, aggfunc="mean",
-                                             sort=False, dropna=False)  # fmt: skip
+    return ok.assign(_d=design).pivot_table(
+        index=CONSENSUS, columns="_d", values=metric, aggfunc="mean", sort=False, dropna=False
+    )
 
 
 def _fig_matrix(ok: pd.DataFrame, out: Path) -> str:
@@ -185,8 +209,15 @@ def _fig_matrix(ok: pd.DataFrame, out: Path) -> str:
         else:
             _note(ax, "no data")
         for (r, c), val in np.ndenumerate(v):
-            ax.text(c, r, _sig(float(val)), ha="center", va="center", fontsize=8,
-                    color="white" if np.isfinite(val) and val > np.nanmean(v) else "black")  # fmt: skip
+            ax.text(
+                c,
+                r,
+                _sig(float(val)),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if np.isfinite(val) and val > np.nanmean(v) else "black",
+            )
         ax.set_xticks(range(v.shape[1]), [str(c) for c in mat.columns], fontsize=8)
         ax.set_yticks(range(v.shape[0]), [str(r) for r in mat.index], fontsize=8)
         ax.set(title=LABELS[m], xlabel=DESIGN if DESIGN in ok.columns else "", ylabel=CONSENSUS)
@@ -216,8 +247,11 @@ def _effect_sentence(ok: pd.DataFrame, f: Factor, metrics: list[str]) -> str:
     lo, hi = e.loc[e["mean"].idxmin()], e.loc[e["mean"].idxmax()]
     rel = f" ({100 * (hi['mean'] - lo['mean']) / abs(lo['mean']):+.0f} %)" if lo["mean"] else ""
     if np.isfinite(lo["hi"]) and np.isfinite(hi["lo"]):
-        sure = ("the 95 % intervals over seeds do not overlap" if hi["lo"] > lo["hi"]
-                else "but the 95 % intervals over seeds overlap")  # fmt: skip
+        sure = (
+            "the 95 % intervals over seeds do not overlap"
+            if hi["lo"] > lo["hi"]
+            else "but the 95 % intervals over seeds overlap"
+        )
     else:
         sure = "one seed per level: no interval"
     return (
@@ -228,30 +262,48 @@ def _effect_sentence(ok: pd.DataFrame, f: Factor, metrics: list[str]) -> str:
     )
 
 
-def _findings(df: pd.DataFrame, ok: pd.DataFrame, factors: list[Factor], metrics: list[str],
-              combos: pd.DataFrame | None, objectives: list[str], front: np.ndarray) -> list[str]:  # fmt: skip
+def _findings(
+    df: pd.DataFrame,
+    ok: pd.DataFrame,
+    factors: list[Factor],
+    metrics: list[str],
+    combos: pd.DataFrame | None,
+    objectives: list[str],
+    front: np.ndarray,
+) -> list[str]:
     """A few sentences written from the numbers."""
     n_seeds = df["seed"].nunique()
     failed = df[df["status"] != "ok"]
     out = [
         f"{len(df)} runs ({len(df) // max(n_seeds, 1)} combinations x {n_seeds} seed(s)): {len(ok)} ok, "
         f"{len(failed)} failed or not run"
-        + (": " + "; ".join(f"{html.escape(r)} ({html.escape(' '.join(str(e).split())[:120])})"
-                            for r, e in zip(failed["run_id"][:3], failed["error"][:3], strict=True))
-           if len(failed) else "")
+        + (
+            ": "
+            + "; ".join(
+                f"{html.escape(r)} ({html.escape(' '.join(str(e).split())[:120])})"
+                for r, e in zip(failed["run_id"][:3], failed["error"][:3], strict=True)
+            )
+            if len(failed)
+            else ""
+        )
         + "."
-    ]  # fmt: skip
+    ]
     out += [_effect_sentence(ok, f, metrics) for f in factors]
     if combos is not None and len(objectives) >= 2:
         names = [LABELS[o].split(" (")[0] for o in objectives]
         for o, name in zip(objectives, names, strict=True):
             best = combos[o].idxmin()
             num = list(combos.index).index(best) + 1
-            out.append(f"Lowest {name}: #{num} {html.escape(str(best))} ({_value(o, float(combos.loc[best, o]))}).")
-        out.append(f"{int(front.sum())} of {len(combos)} combinations are Pareto-optimal in {', '.join(names)}.")
+            out.append(
+                f"Lowest {name}: #{num} {html.escape(str(best))} ({_value(o, float(combos.loc[best, o]))})."
+            )
+        out.append(
+            f"{int(front.sum())} of {len(combos)} combinations are Pareto-optimal in {', '.join(names)}."
+        )
     if CONSENSUS in ok.columns and ok[list(MATRIX)].notna().any().any():
-        for m, word in zip(MATRIX, ("Fewest late trades", "Fastest median finality", "Least consensus energy"),
-                           strict=True):  # fmt: skip
+        for m, word in zip(
+            MATRIX, ("Fewest late trades", "Fastest median finality", "Least consensus energy"), strict=True
+        ):
             mat = _matrix(ok, m).stack(future_stack=True).dropna()
             if mat.notna().any():
                 (cons, design), val = mat.idxmin(), float(mat.min())
@@ -267,7 +319,9 @@ def _figure(fn: str, caption: str) -> str:
 def _table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{_sig(v) if isinstance(v, float) else html.escape(str(v))}</td>" for v in r) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{_sig(v) if isinstance(v, float) else html.escape(str(v))}</td>" for v in r)
+        + "</tr>"
         for r in df.itertuples(index=False)
     )
     return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
@@ -292,14 +346,20 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
     constant = [m for m in METRICS if m != "n_steps" and m not in metrics and ok[m].notna().any()]
     n_seeds = ok["seed"].nunique()
     parts = []
-    interval = (f"bars are 95 % t-intervals over the {n_seeds} seeds" if n_seeds > 1
-                else "one seed: no interval")  # fmt: skip
+    interval = (
+        f"bars are 95 % t-intervals over the {n_seeds} seeds" if n_seeds > 1 else "one seed: no interval"
+    )
     const = f" Metrics equal in every run (not drawn): {', '.join(constant)}." if constant else ""
     for i, f in enumerate(factors):
         fig = _fig_effects(ok, f, metrics, out, i)
-        parts.append(_figure(fig, f"Effect of <b>{html.escape(f.name)}</b> on each metric that varies: per "
-                                  f"level, the mean over the other factors' levels for each seed, then over the "
-                                  f"seeds; {interval}.{const}"))  # fmt: skip
+        parts.append(
+            _figure(
+                fig,
+                f"Effect of <b>{html.escape(f.name)}</b> on each metric that varies: per "
+                f"level, the mean over the other factors' levels for each seed, then over the "
+                f"seeds; {interval}.{const}",
+            )
+        )
     objectives = [o for o in TRADEOFF if o in metrics]
     combos, front = None, np.zeros(0, dtype=bool)
     if len(ok) and metrics:
@@ -308,14 +368,24 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         front = pareto(combos[objectives].to_numpy(float))
         fig = _fig_tradeoff(combos, objectives, front, out)
         names = ", ".join(LABELS[o] for o in objectives)
-        parts.append(_figure(fig, f"Trade-off: one point per combination of factor levels (mean over seeds; "
-                                  f"grey bars 95 % intervals over seeds). Ringed in red: the Pareto front, the "
-                                  f"combinations no other one beats in all of {names} (all minimised); the "
-                                  "dashed line joins them by cost. Numbers: rows of the table below."))  # fmt: skip
+        parts.append(
+            _figure(
+                fig,
+                f"Trade-off: one point per combination of factor levels (mean over seeds; "
+                f"grey bars 95 % intervals over seeds). Ringed in red: the Pareto front, the "
+                f"combinations no other one beats in all of {names} (all minimised); the "
+                "dashed line joins them by cost. Numbers: rows of the table below.",
+            )
+        )
     if CONSENSUS in [k for f in factors for k in f.keys] and ok[list(MATRIX)].notna().any().any():
         fig = _fig_matrix(ok, out)
-        parts.append(_figure(fig, "Consensus by market design: late trades, median time to finality and "
-                                  "consensus energy per run, mean over seeds and the other factors."))  # fmt: skip
+        parts.append(
+            _figure(
+                fig,
+                "Consensus by market design: late trades, median time to finality and "
+                "consensus energy per run, mean over seeds and the other factors.",
+            )
+        )
     findings = _findings(df, ok, factors, metrics, combos, objectives, front)
     by_combo = ""
     if combos is not None:
@@ -323,14 +393,31 @@ def write_study_report(sweep_dir: str | Path, out_dir: str | Path | None = None)
         table = combos[show].reset_index(names="combination")
         table.insert(0, "#", range(1, len(table) + 1))
         by_combo = "<h2>Per combination (mean over seeds)</h2>\n" + _table(table)
-    runs = df[["run_id", *df.attrs["factors"], "seed", "status", "error", "wall_s", *[m for m in METRICS if m in df]]]
+    runs = df[
+        [
+            "run_id",
+            *df.attrs["factors"],
+            "seed",
+            "status",
+            "error",
+            "wall_s",
+            *[m for m in METRICS if m in df],
+        ]
+    ]
     body = (
-        "<h2>Key findings</h2>\n<ul>" + "".join(f"<li>{s}</li>" for s in findings) + "</ul>\n"
-        + "<h2>Figures</h2>\n" + "\n".join(parts) + "\n" + by_combo
+        "<h2>Key findings</h2>\n<ul>"
+        + "".join(f"<li>{s}</li>" for s in findings)
+        + "</ul>\n"
+        + "<h2>Figures</h2>\n"
+        + "\n".join(parts)
+        + "\n"
+        + by_combo
         + f"\n<details><summary>All {len(df)} runs</summary>{_table(runs)}</details>"
         + f"<details><summary>Study</summary><pre>{html.escape(yaml.safe_dump(spec, sort_keys=False))}</pre>"
         "</details>"
-    )  # fmt: skip
+    )
     path = out / "index.html"
-    path.write_text(_page(html.escape(f"Study report: {df.attrs.get('name', root.name)}"), body), encoding="utf-8")
+    path.write_text(
+        _page(html.escape(f"Study report: {df.attrs.get('name', root.name)}"), body), encoding="utf-8"
+    )
     return path

@@ -133,7 +133,9 @@ def _frame(plan: Plan, rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
     for run in plan.runs:
         row = rows.get(run.run_id, {"status": "not run", "error": "", "wall_s": np.nan})
         rec: dict[str, Any] = {"run_id": run.run_id}
-        rec |= {k: v if isinstance(v, str | int | float | bool) else json.dumps(v) for k, v in run.values.items()}
+        rec |= {
+            k: v if isinstance(v, str | int | float | bool) else json.dumps(v) for k, v in run.values.items()
+        }
         rec |= {"seed": run.seed, "status": row["status"], "error": row.get("error", "") or ""}
         rec["wall_s"] = row.get("wall_s", np.nan)
         rec |= {k: row.get(k, np.nan) for k in metric_names()}
@@ -174,8 +176,9 @@ def _cluster(workers: int | None, scheduler: Any, n_runs: int) -> tuple[Any, Any
             raise CosimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n = max(1, min(workers or cores, n_runs))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)  # fmt: skip
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+    )
     return Client(cluster, set_as_default=False), cluster
 
 
@@ -190,7 +193,9 @@ def _check_workers(client: Any, out: Path, transfer: bool) -> None:
     try:
         seen = client.run(probe, str(out))
     except Exception as exc:
-        raise CosimError(f"a Dask worker cannot import cosim ({exc}): install cosim-te on every worker") from None
+        raise CosimError(
+            f"a Dask worker cannot import cosim ({exc}): install cosim-te on every worker"
+        ) from None
     if not seen:
         raise CosimError("the Dask cluster has no worker")
     blind = [w for w, (_, ok) in seen.items() if not ok]
@@ -213,7 +218,9 @@ class _Progress:
     def update(self, ok: int = 0, failed: int = 0, running: int | None = None) -> None:
         self.ok, self.failed = self.ok + ok, self.failed + failed
         self.running = self.running if running is None else running
-        self.bar.set_postfix_str(f"done {self.ok}, failed {self.failed}, running {self.running}", refresh=False)
+        self.bar.set_postfix_str(
+            f"done {self.ok}, failed {self.failed}, running {self.running}", refresh=False
+        )
         self.bar.update(ok + failed)
         if not ok + failed:
             self.bar.refresh()
@@ -228,8 +235,9 @@ def _gather(client: Any, tasks: list[Task], rows: dict[str, dict[str, Any]], pro
 
     run_of, futures = {}, []
     for task in tasks:
-        fut = client.submit(run_task, task, key=f"cosim-run-{task.run.run_id}-{os.urandom(4).hex()}",
-                            pure=False, retries=0)  # fmt: skip
+        fut = client.submit(
+            run_task, task, key=f"cosim-run-{task.run.run_id}-{os.urandom(4).hex()}", pure=False, retries=0
+        )
         run_of[fut.key] = task
         futures.append(fut)
     ac = as_completed(futures, loop=client.loop)
@@ -248,7 +256,9 @@ def _gather(client: Any, tasks: list[Task], rows: dict[str, dict[str, Any]], pro
             last_poll = now
             assigned = sum(1 for keys in client.processing().values() for k in keys if k in run_of)
             n_ok = sum(1 for f in batch if rows[run_of[f.key].run.run_id]["status"] == "ok")
-            progress.update(ok=n_ok, failed=len(batch) - n_ok, running=min(assigned, sum(client.nthreads().values())))
+            progress.update(
+                ok=n_ok, failed=len(batch) - n_ok, running=min(assigned, sum(client.nthreads().values()))
+            )
         if not batch:
             time.sleep(POLL_S)
 
@@ -273,7 +283,8 @@ def sweep(
     out : output directory (default ``results/<study name>``)
     workers : LocalCluster worker processes (default: one per core, at most one per run)
     scheduler : address of an existing Dask scheduler (``tcp://host:8786``) or a cluster object
-        (``dask_jobqueue.SLURMCluster(...)``, ``LocalCluster``); its workers need cosim installed and, unless ``transfer``, ``out`` on a shared filesystem
+        (``dask_jobqueue.SLURMCluster(...)``, ``LocalCluster``); its workers need cosim installed and,
+        unless ``transfer``, ``out`` on a shared filesystem
     days, steps : override the study's run length
     transfer : workers write to a local temporary file and send it back (no shared filesystem needed)
     progress : show a progress bar over the runs on stderr
@@ -333,13 +344,19 @@ def sweep(
     df = _frame(plan, rows)
     write_summary(df, root)
     failed = int((df["status"] != "ok").sum())
-    df.attrs |= {"out": str(root), "skipped": skipped, "rerun": changed, "ran": len(tasks), "failed": failed,
-                 "wall_s": time.perf_counter() - t0}  # fmt: skip
+    df.attrs |= {
+        "out": str(root),
+        "skipped": skipped,
+        "rerun": changed,
+        "ran": len(tasks),
+        "failed": failed,
+        "wall_s": time.perf_counter() - t0,
+    }
     return df
 
 
 def load_study(out: str | Path) -> pd.DataFrame:
-    """The summary of a sweep directory (``summary.parquet``, else ``summary.csv``); attrs name the factors."""
+    """The summary of a sweep directory (``summary.parquet``, else ``summary.csv``); attrs: the factors."""
     root = Path(out)
     parquet, csv = root / "summary.parquet", root / "summary.csv"
     if parquet.is_file():
@@ -348,7 +365,9 @@ def load_study(out: str | Path) -> pd.DataFrame:
         df = pd.read_csv(csv, keep_default_na=False, na_values=[""])
         df["error"] = df["error"].fillna("").astype(str)
     else:
-        raise ResultsError(f"{root} has no summary.parquet or summary.csv: not a sweep directory (cosim sweep)")
+        raise ResultsError(
+            f"{root} has no summary.parquet or summary.csv: not a sweep directory (cosim sweep)"
+        )
     spec_path = root / "study.yaml"
     spec = yaml.safe_load(spec_path.read_text()) if spec_path.is_file() else {}
     known = {"run_id", *STATUS_COLUMNS, *metric_names()}

@@ -37,8 +37,10 @@ class Study(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Study name; names the default output directory results/<name>/",
-                      pattern=r"^[A-Za-z0-9_.-]+$")  # fmt: skip
+    name: str = Field(
+        description="Study name; names the default output directory results/<name>/",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
     base: Path | dict[str, Any] = Field(
         description="The base scenario: a YAML file (relative to the study file) or an inline mapping"
     )
@@ -52,9 +54,10 @@ class Study(BaseModel):
         "Dotted scenario keys whose lists vary together (same length), crossed with the factors"
     )
     seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Every combination runs once per seed (default: the base scenario's seed)",
+        None,
+        description="Every combination runs once per seed (default: the base scenario's seed)",
         min_length=1,
-    )  # fmt: skip
+    )
 
     @field_validator("steps")
     @classmethod
@@ -260,8 +263,9 @@ def plan_study(
     try:
         spec = Study.model_validate(data)
     except ValidationError as exc:
-        problems = [(_where(tuple(e["loc"])), msg)
-                    for e, (_, msg) in zip(exc.errors(), problems_of(exc), strict=True)] + problems  # fmt: skip
+        problems = [
+            (_where(tuple(e["loc"])), msg) for e, (_, msg) in zip(exc.errors(), problems_of(exc), strict=True)
+        ] + problems
     if problems:
         raise ScenarioError(problems, source)
     if days is not None or steps is not None:
@@ -275,7 +279,9 @@ def plan_study(
         try:
             base_data = yaml.safe_load(base_path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ScenarioError([("base", f"cannot read the base scenario {base_path}: {exc}")], source) from None
+            raise ScenarioError(
+                [("base", f"cannot read the base scenario {base_path}: {exc}")], source
+            ) from None
         load_scenario(base_path)  # the base alone must be valid: its problems with the base file's paths
     combos = _combinations(spec)
     scenarios: list[Scenario] = []
@@ -294,11 +300,11 @@ def plan_study(
     if failures:
         # whole-scenario checks run only on scenarios whose fields are valid: those others are unknown
         field_bad = {_key(c) for (path, _), bad in failures.items() if path != "(top level)" for c in bad}
-        raise ScenarioError(
-            [(path, f"{msg} {_when(spec, bad, combos, field_bad if path == '(top level)' else set())}".rstrip())
-             for (path, msg), bad in failures.items()],
-            source,
-        )  # fmt: skip
+        problems = []
+        for (path, msg), bad in failures.items():
+            when = _when(spec, bad, combos, field_bad if path == "(top level)" else set())
+            problems.append((path, f"{msg} {when}".rstrip()))
+        raise ScenarioError(problems, source)
     seeds = spec.seeds or [scenarios[0].seed]
     plan = Plan(spec, source)
     for combo, scenario in zip(combos, scenarios, strict=True):
@@ -308,8 +314,13 @@ def plan_study(
     ids = [r.run_id for r in plan.runs]
     if len(set(ids)) < len(ids):  # values that differ only in characters a file name cannot hold
         plan.runs = [
-            Run(f"{r.run_id}-{r.hash[:6]}" if ids.count(r.run_id) > 1 else r.run_id, r.values, r.seed,
-                r.scenario, r.hash)
+            Run(
+                f"{r.run_id}-{r.hash[:6]}" if ids.count(r.run_id) > 1 else r.run_id,
+                r.values,
+                r.seed,
+                r.scenario,
+                r.hash,
+            )
             for r in plan.runs
-        ]  # fmt: skip
+        ]
     return plan

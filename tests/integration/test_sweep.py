@@ -50,9 +50,14 @@ def _expected(path: Path) -> dict[str, float]:
 
 def test_local_cluster_end_to_end(tmp_path):
     """Default study, 2 steps, consensus x 2 seeds on a 2-process LocalCluster: every run ok, the summary has
-    every column and equals what open_results reads from each file, CSV = parquet, and the report is written."""
-    study = {"name": "e2e", "base": str(ROOT / "scenarios" / "default.yaml"), "steps": 2,
-             "factors": {"ledger.consensus": ["bft", "pos"]}, "seeds": [1, 2]}  # fmt: skip
+    every column and equals what open_results reads from each file, CSV = parquet; the report is written."""
+    study = {
+        "name": "e2e",
+        "base": str(ROOT / "scenarios" / "default.yaml"),
+        "steps": 2,
+        "factors": {"ledger.consensus": ["bft", "pos"]},
+        "seeds": [1, 2],
+    }
     df = cosim.sweep(study, out=tmp_path / "e2e", workers=2)
     assert list(df.columns) == ["run_id", "ledger.consensus", "seed", "status", "error", "wall_s", *METRICS]
     assert df["status"].tolist() == ["ok"] * 4, df["error"].tolist()
@@ -83,17 +88,49 @@ def dask_cluster(tmp_path_factory):
     """A `dask scheduler` and two `dask worker` processes on 127.0.0.1; torn down after the tests."""
     tmp = tmp_path_factory.mktemp("dask")
     info = tmp / "scheduler.json"
-    common = {"cwd": tmp, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(info)], **common)]  # fmt: skip
+    common = {
+        "cwd": tmp,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "start_new_session": True,
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(info),
+            ],
+            **common,
+        )
+    ]
     try:
         deadline = time.monotonic() + 60
         while not info.is_file() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = json.loads(info.read_text())["address"]
         for _ in range(2):
-            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--host", "127.0.0.1",
-                                           "--nthreads", "1", "--no-dashboard"], **common))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    **common,
+                )
+            )
         from distributed import Client
 
         with Client(address, timeout=30) as client:
@@ -124,9 +161,10 @@ def nets(tmp_path_factory):
 def _study(nets: Path, path: Path, extra: str = "") -> Path:
     path.write_text(
         f"name: nets\nbase: {ROOT / 'scenarios' / 'pjm5.yaml'}\n{extra}"
-        f"factors:\n  grid: [{{source: file, path: {nets / 'case5.json'}}}, {{source: file, path: {nets / 'broken.json'}}}]\n"
+        f"factors:\n  grid: [{{source: file, path: {nets / 'case5.json'}}}, "
+        f"{{source: file, path: {nets / 'broken.json'}}}]\n"
         "  market.design: [dcopf, uniform]\nseeds: [3]\n"
-    )  # fmt: skip
+    )
     return path
 
 
@@ -159,8 +197,10 @@ def test_external_scheduler_records_failures_and_resumes(dask_cluster, nets, tmp
     pd.testing.assert_frame_equal(again.drop(columns="wall_s"), df.drop(columns="wall_s"))
 
     changed = _study(nets, tmp_path / "study.yaml", "set: {market.voll_per_mwh: 2500}\n")
-    assert main(["sweep", str(changed), "--out", str(out), "--scheduler", dask_cluster, "--quiet",
-                 "--transfer"]) == 1  # fmt: skip
+    assert (
+        main(["sweep", str(changed), "--out", str(out), "--scheduler", dask_cluster, "--quiet", "--transfer"])
+        == 1
+    )
     text = capsys.readouterr().out
     assert "0 skipped (complete, same scenario), 2 re-run (scenario changed), 4 to run" in text
     for rid in done:

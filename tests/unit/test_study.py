@@ -20,12 +20,16 @@ DEFAULT = str(ROOT / "scenarios" / "default.yaml")
 
 def test_expansion_is_factorial_times_zip_times_seeds():
     """2 factor levels x 2 zipped rows x 3 seeds give 12 runs, each scenario with its values applied."""
-    plan = plan_study({
-        "name": "x", "base": PJM5, "steps": 1,
-        "factors": {"market.design": ["dcopf", "uniform"]},
-        "zip": {"market.voll_per_mwh": [1000, 2000], "market.inelastic_share": [0.5, 0.9]},
-        "seeds": [1, 2, 3],
-    })  # fmt: skip
+    plan = plan_study(
+        {
+            "name": "x",
+            "base": PJM5,
+            "steps": 1,
+            "factors": {"market.design": ["dcopf", "uniform"]},
+            "zip": {"market.voll_per_mwh": [1000, 2000], "market.inelastic_share": [0.5, 0.9]},
+            "seeds": [1, 2, 3],
+        }
+    )
     assert len(plan.runs) == 12 and len({r.run_id for r in plan.runs}) == 12
     assert plan.keys == ["market.design", "market.voll_per_mwh", "market.inelastic_share"]
     for r in plan.runs:
@@ -41,8 +45,13 @@ def test_expansion_is_factorial_times_zip_times_seeds():
 def test_invalid_combination_names_the_factor_value():
     """Only design 'uniform' clashes with the emissions section: the message names that value alone."""
     with pytest.raises(ScenarioError) as info:
-        plan_study({"name": "x", "base": DEFAULT,
-                    "factors": {"ledger.consensus": ["bft", "pos"], "market.design": ["dcopf", "uniform"]}})  # fmt: skip
+        plan_study(
+            {
+                "name": "x",
+                "base": DEFAULT,
+                "factors": {"ledger.consensus": ["bft", "pos"], "market.design": ["dcopf", "uniform"]},
+            }
+        )
     ((path, msg),) = info.value.problems
     assert path == "(top level)" and "emissions needs" in msg and msg.endswith("(when market.design=uniform)")
 
@@ -66,8 +75,14 @@ def test_every_study_problem_listed_with_its_path(tmp_path, capsys):
     )
     assert main(["sweep", str(study)]) == 2
     err = capsys.readouterr().err
-    for where in ("name:", "steps:", "factors[ledger.consensus]:", "seeds[1]:", "colour: unknown key",
-                  "factors.seed: cannot be varied"):  # fmt: skip
+    for where in (
+        "name:",
+        "steps:",
+        "factors[ledger.consensus]:",
+        "seeds[1]:",
+        "colour: unknown key",
+        "factors.seed: cannot be varied",
+    ):
         assert where in err, where
     assert "Traceback" not in err
 
@@ -76,9 +91,16 @@ def test_zip_lengths_and_days_with_steps():
     """Zipped lists of different lengths and days together with steps are refused."""
     with pytest.raises(ScenarioError, match="steps: give days or steps, not both"):
         plan_study({"name": "x", "base": PJM5, "days": 1, "steps": 2})
-    with pytest.raises(ScenarioError, match=r"zip: .*same length \(market.voll_per_mwh: 2, market.inelastic_share: 1"):
-        plan_study({"name": "x", "base": PJM5,
-                    "zip": {"market.voll_per_mwh": [1, 2], "market.inelastic_share": [0.5]}})  # fmt: skip
+    with pytest.raises(
+        ScenarioError, match=r"zip: .*same length \(market.voll_per_mwh: 2, market.inelastic_share: 1"
+    ):
+        plan_study(
+            {
+                "name": "x",
+                "base": PJM5,
+                "zip": {"market.voll_per_mwh": [1, 2], "market.inelastic_share": [0.5]},
+            }
+        )
 
 
 def test_run_id_is_a_safe_file_name():
@@ -109,8 +131,14 @@ def test_effect_interval_is_a_t_interval_over_seeds():
     """Per level: the per-seed means over the other factor, then mean +- t(0.975, n-1) s / sqrt(n)."""
     from cosim.analysis.study_report import Factor, effects
 
-    df = pd.DataFrame({"a": ["x"] * 6 + ["y"] * 6, "b": [0, 1] * 6, "seed": [1, 1, 2, 2, 3, 3] * 2,
-                       "m": [1, 3, 2, 4, 6, 8, 5, 5, 6, 6, 7, 7]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "a": ["x"] * 6 + ["y"] * 6,
+            "b": [0, 1] * 6,
+            "seed": [1, 1, 2, 2, 3, 3] * 2,
+            "m": [1, 3, 2, 4, 6, 8, 5, 5, 6, 6, 7, 7],
+        }
+    )
     e = effects(df, Factor(["a"], "a", ["x", "y"]), "m").set_index("level")
     per_seed = np.array([2.0, 3.0, 7.0])  # level x: seed means over b
     half = stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
@@ -121,5 +149,5 @@ def test_effect_interval_is_a_t_interval_over_seeds():
 
 def test_import_cosim_does_not_import_dask():
     """``import cosim`` stays light: Dask loads only when cosim.sweep is used."""
-    code = "import sys, cosim; assert 'distributed' not in sys.modules and 'dask' not in sys.modules; cosim.sweep"
+    code = "import sys, cosim; assert not {'distributed', 'dask'} & set(sys.modules); cosim.sweep"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
