@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -176,9 +177,19 @@ def _cluster(workers: int | None, scheduler: Any, n_runs: int) -> tuple[Any, Any
             raise CosimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n = max(1, min(workers or cores, n_runs))
-    cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
-    )
+    # Ctrl-C reaches the whole process group: the worker processes inherit an ignored SIGINT, so only
+    # this process stops (and closes the cluster) instead of every worker printing a traceback
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+    finally:
+        signal.signal(signal.SIGINT, handler)
     return Client(cluster, set_as_default=False), cluster
 
 
@@ -324,7 +335,7 @@ def sweep(
     )
     if tasks:
         client, cluster = _cluster(workers, scheduler, len(tasks))
-        bar = None
+        bar, interrupted = None, False
         try:
             _check_workers(client, root, transfer)
             n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
@@ -333,14 +344,20 @@ def sweep(
             bar = _Progress(len(tasks), progress)
             _gather(client, tasks, rows, bar)
         except KeyboardInterrupt:
-            write_summary(_frame(plan, rows), root)
-            raise
+            interrupted = True
         finally:
             if bar is not None:
                 bar.close()
             client.close()
             if cluster is not None:
                 cluster.close()
+        if interrupted:
+            for task in tasks:  # finished on a worker, result not collected: the file is whole
+                path = Path(task.path)
+                if task.run.run_id not in rows and _stored_hash(path) == task.run.hash:
+                    rows[task.run.run_id] = _record(task.run, _finished_row(task.run, path), path)
+            write_summary(_frame(plan, rows), root)
+            raise KeyboardInterrupt
     df = _frame(plan, rows)
     write_summary(df, root)
     failed = int((df["status"] != "ok").sum())

@@ -206,3 +206,31 @@ def test_external_scheduler_records_failures_and_resumes(dask_cluster, nets, tmp
     for rid in done:
         with cosim.open_results(out / "runs" / f"{rid}.h5") as res:
             assert "voll_per_mwh: 2500" in res.attrs["scenario_yaml"]
+
+
+def test_ctrl_c_keeps_finished_runs(tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C) once a run is done: exit 130, no worker
+    traceback, every finished file whole and listed ok in the summary, the rest 'not run'."""
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        f"name: stop\nbase: {ROOT / 'scenarios' / 'pjm5.yaml'}\n"
+        "factors:\n  market.design: [dcopf, uniform]\nseeds: [1, 2, 3, 4, 5, 6]\n"
+    )
+    out = tmp_path / "out"
+    with open(tmp_path / "err", "w") as err:
+        cmd = [str(BIN / "cosim"), "sweep", str(study), "--out", str(out), "--workers", "1", "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not list((out / "runs").glob("*.h5")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    text = (tmp_path / "err").read_text()
+    assert "interrupted: finished runs are intact" in text and "Traceback" not in text
+    df = cosim.load_study(out)
+    done = sorted(p.stem for p in (out / "runs").glob("*.h5"))
+    assert done and sorted(df.loc[df["status"] == "ok", "run_id"]) == done
+    assert (df.loc[df["status"] != "ok", "status"] == "not run").all() and len(done) < len(df)
+    for rid in done:
+        with cosim.open_results(out / "runs" / f"{rid}.h5") as res:
+            assert res.attrs["complete"] and len(res.index) == 1
