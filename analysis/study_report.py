@@ -245,7 +245,8 @@ def _effect_sentence(ok: pd.DataFrame, f: Factor, metrics: list[str]) -> str:
         return f"<b>{html.escape(f.name)}</b> changes none of the headline metrics across its levels."
     _, m, e = best
     lo, hi = e.loc[e["mean"].idxmin()], e.loc[e["mean"].idxmax()]
-    rel = f" ({100 * (hi['mean'] - lo['mean']) / abs(lo['mean']):+.0f} %)" if lo["mean"] else ""
+    ratio = hi["mean"] / lo["mean"] if lo["mean"] else np.nan
+    rel = (f" ({ratio:.3g} times)" if ratio > 10 else f" ({100 * (ratio - 1):+.0f} %)") if ratio > 0 else ""
     if np.isfinite(lo["hi"]) and np.isfinite(hi["lo"]):
         sure = (
             "the 95 % intervals over seeds do not overlap"
@@ -253,7 +254,7 @@ def _effect_sentence(ok: pd.DataFrame, f: Factor, metrics: list[str]) -> str:
             else "but the 95 % intervals over seeds overlap"
         )
     else:
-        sure = "one seed per level: no interval"
+        sure = "fewer than two seeds at a level: no interval"
     return (
         f"<b>{html.escape(f.name)}</b> moves {LABELS.get(m, m).split(' (')[0]} most: {_value(m, lo['mean'])} "
         f"with {html.escape(str(lo['level']))} against {_value(m, hi['mean'])} with "

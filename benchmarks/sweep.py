@@ -11,7 +11,8 @@ Prints, per worker count: the sweep's wall time, the sum of the runs' own wall t
 worker: submission, transfer of the scenario, the headline metrics read from each file, the sidecar and
 summary files. Targets: wall(2) / wall(1) <= ``TARGET_RATIO`` and overhead per run <= ``TARGET_OVERHEAD_S``.
 Exit code 0 when both hold, 1 otherwise. Timings are wall-clock on this machine, with whatever else runs
-on it (the ratio needs two free cores).
+on it: the ratio needs two free cores, so a machine check follows (two CPU-bound processes side by side
+against one alone: 1.0 with two free cores, 2.0 when only one core's worth is free).
 
 Run from the repository root::
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +34,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.6
 TARGET_OVERHEAD_S = 1.0
+
+
+def machine_ratio(n: int = 20_000_000) -> float:
+    """Wall time of two CPU-bound processes side by side over one alone: 1.0 with two free cores, 2.0 when
+    the machine gives this job one core's worth (the best a 2-worker sweep can do is then no gain)."""
+    code = f"x = 0\nfor i in range({n}):\n    x += i"
+
+    def timed(k: int) -> float:
+        t0 = time.perf_counter()
+        for p in [subprocess.Popen([sys.executable, "-c", code]) for _ in range(k)]:
+            p.wait()
+        return time.perf_counter() - t0
+
+    return timed(2) / timed(1)
 
 
 def study(days: float | None, steps: int | None) -> dict:
@@ -90,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{n} worker(s): sweep {r['wall_s']:.1f} s for {r['n']} runs (runs' own time "
             f"{r['runs_s']:.1f} s; cluster start and imports {r['start_s']:.1f} s apart)"
         )
+    capacity = machine_ratio()
+    print(
+        f"machine check: two CPU-bound processes take {capacity:.2f}x the wall time of one "
+        "(1.0 = two free cores)"
+    )
     ratio = res[2]["wall_s"] / res[1]["wall_s"]
     overhead = (res[1]["wall_s"] - res[1]["runs_s"]) / res[1]["n"]
     ok_ratio, ok_overhead = ratio <= TARGET_RATIO, overhead <= TARGET_OVERHEAD_S
