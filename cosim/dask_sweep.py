@@ -338,7 +338,7 @@ def sweep(
         bar, interrupted = None, False
         try:
             _check_workers(client, root, transfer)
-            n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            n_workers = len(client.nthreads())
             link = "" if cluster is None else f"; dashboard {client.dashboard_link}"
             say(f"on {n_workers} Dask worker(s) at {client.scheduler.address}{link}")
             bar = _Progress(len(tasks), progress)
