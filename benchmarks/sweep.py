@@ -3,8 +3,8 @@
 The study: ``scenarios/default.yaml`` (LV grid, DC-OPF market, BFT ledger, emissions, equity, privacy)
 shortened to ``--days`` days (or ``--steps`` steps), ``ledger.consensus`` in {bft, pos} x
 ``emissions.carbon_price_per_t`` in {0, 80} x seeds {1, 2}. For each worker count a LocalCluster (one
-thread per process) is started and its workers import cosim before the clock starts (cluster start and
-imports are reported apart), then ``cosim.sweep`` runs the study into a fresh directory.
+thread per process) is started and its workers (and this process) import cosim before the clock starts
+(cluster start and imports are reported apart), then ``cosim.sweep`` runs the study into a fresh directory.
 
 Prints, per worker count: the sweep's wall time, the sum of the runs' own wall times (inside
 ``cosim.run``), and the scheduling overhead per run = (sweep wall - sum of run walls) / runs with one
@@ -65,9 +65,11 @@ def sweep_with(n_workers: int, spec: dict, out: Path) -> dict[str, float]:
     """Start a LocalCluster of n workers, warm them, sweep; return the timings."""
     from distributed import Client, LocalCluster
 
-    import cosim
-
     t0 = time.perf_counter()
+    import cosim
+    import cosim.analysis.metrics  # noqa: F401  (one-time client imports, counted with the cluster start)
+    import cosim.world  # noqa: F401
+
     cluster = LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
