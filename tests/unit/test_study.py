@@ -151,3 +151,10 @@ def test_import_cosim_does_not_import_dask():
     """``import cosim`` stays light: Dask loads only when cosim.sweep is used."""
     code = "import sys, cosim; assert not {'distributed', 'dask'} & set(sys.modules); cosim.sweep"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_shipped_study_plans():
+    """The shipped consensus_by_design study is valid: 3 x 2 x 3 zipped x 3 seeds = 54 runs of 30 days."""
+    plan = plan_study(ROOT / "scenarios" / "studies" / "consensus_by_design.yaml")
+    assert len(plan.runs) == 54 and plan.study.days == 30
+    assert all(r.scenario.emissions is None and r.scenario.ledger is not None for r in plan.runs)
