@@ -307,9 +307,12 @@ def _findings(
         ):
             mat = _matrix(ok, m).stack(future_stack=True).dropna()
             if mat.notna().any():
-                (cons, design), val = mat.idxmin(), float(mat.min())
-                where = f" on {html.escape(str(design))}" if DESIGN in ok.columns else ""
-                out.append(f"{word}: {html.escape(str(cons))}{where} ({_value(m, val)}).")
+                val = float(mat.min())
+                best = mat[mat <= val + 1e-9 * max(1.0, abs(val))].index
+                names = [html.escape(str(c)) + (f" on {html.escape(str(d))}" if DESIGN in ok.columns else "")
+                         for c, d in best]  # fmt: skip
+                tie = " (tie)" if len(names) > 1 else ""
+                out.append(f"{word}: {' and '.join(names)}{tie} ({_value(m, val)}).")
     return out
 
 
