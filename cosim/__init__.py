@@ -1,7 +1,7 @@
-"""Transactive-energy co-simulation platform: ``load_scenario``, ``run``, ``open_results``.
+"""Transactive-energy co-simulation platform: ``load_scenario``, ``run``, ``open_results``; ``sweep``.
 
-The heavy libraries (pandapower, Pyomo, mosaik, h5py) load on first use of a name that needs them, so
-``import cosim`` stays fast.
+The heavy libraries (pandapower, Pyomo, mosaik, h5py; Dask for studies) load on first use of a name that
+needs them, so ``import cosim`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cosim.errors import CosimError, ModelNotConverged, ResultsError, ScenarioError
 
 if TYPE_CHECKING:
+    from cosim.dask_sweep import load_study, sweep
     from cosim.results import Results, open_results
     from cosim.rl import MarketEnv, MarketParallelEnv
     from cosim.scenario import Scenario, load_scenario
@@ -32,6 +33,8 @@ _LAZY = {
     "MarketParallelEnv": "cosim.rl",
     "RunSummary": "cosim.world",
     "run": "cosim.world",
+    "sweep": "cosim.dask_sweep",
+    "load_study": "cosim.dask_sweep",
 }
 
 __all__ = [
@@ -46,8 +49,10 @@ __all__ = [
     "ScenarioError",
     "__version__",
     "load_scenario",
+    "load_study",
     "open_results",
     "run",
+    "sweep",
 ]
 
 

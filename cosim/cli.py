@@ -1,4 +1,4 @@
-"""The ``cosim`` command: run, validate, schema, report, verify-ledger, train.
+"""The ``cosim`` command: run, sweep, validate, schema, report, verify-ledger, train.
 
 A mistake of the user's (bad YAML, missing file) ends with a message and exit code 2 (1 for a run
 that stopped), never a traceback.
@@ -35,20 +35,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--report", action="store_true", help="write the report when the run ends")
 
+    sweep = sub.add_parser("sweep", help="run every run of a study file on Dask; write DIR/summary.csv")
+    sweep.add_argument("study", type=Path, help="study YAML file (base scenario, factors, seeds)")
+    sweep.add_argument("--out", type=Path, help="output directory (default: results/<study name>)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    span = sweep.add_mutually_exclusive_group()
+    span.add_argument("--days", type=float, help="run every run for this many days")
+    span.add_argument("--steps", type=int, help="run every run for this many steps")
+    sweep.add_argument(
+        "--transfer", action="store_true", help="workers send each file back (no shared filesystem needed)"
+    )
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--report", action="store_true", help="write the study report when the sweep ends")
+
     validate = sub.add_parser("validate", help="check scenario files; report every problem")
     validate.add_argument("scenarios", type=Path, nargs="+", help="scenario YAML files")
 
     sub.add_parser("schema", help="print the scenario JSON Schema (for editor completion)")
 
     report = sub.add_parser(
-        "report", help="write figures and an HTML page for a run; several runs: also compare them"
+        "report",
+        help="write figures and an HTML page for a run; several runs: also compare them; a sweep "
+        "directory: the study report",
     )
-    report.add_argument("results", type=Path, nargs="+", help="HDF5 file(s) of runs")
+    report.add_argument("results", type=Path, nargs="+", help="HDF5 file(s) of runs, or one sweep directory")
     report.add_argument(
         "--out",
         type=Path,
         help="directory (default: <file stem>_report beside each file); with several files each report goes "
-        "into DIR/<stem>/ and the comparison into DIR (default: comparison_report/ beside the first file)",
+        "into DIR/<stem>/ and the comparison into DIR (default: comparison_report/ beside the first file); "
+        "for a sweep directory default SWEEP/report/",
     )
     train = sub.add_parser(
         "train", help="train a learning bidder (cross-entropy search) for one agent; write its policy file"
@@ -93,6 +111,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from cosim.dask_sweep import sweep
+
+    try:
+        df = sweep(args.study, out=args.out, workers=args.workers, scheduler=args.scheduler, days=args.days,
+                   steps=args.steps, transfer=args.transfer, progress=not args.quiet, log=print)  # fmt: skip
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are intact and in the summary; run the same command to finish the "
+              "rest", file=sys.stderr)  # fmt: skip
+        return 130
+    out = Path(df.attrs["out"])
+    failed = df[df["status"] != "ok"]
+    print(
+        f"{len(df) - len(failed)} of {len(df)} runs ok ({df.attrs['ran']} run now, {df.attrs['skipped']} "
+        f"skipped) in {df.attrs['wall_s']:.1f} s; summary {out / 'summary.csv'} and summary.parquet"
+    )
+    for run_id, error in zip(failed["run_id"], failed["error"], strict=True):
+        print(f"  failed {run_id}: {' '.join(str(error).split())[:300] or 'no error recorded'}")
+    if args.report:
+        from cosim.analysis.study_report import write_study_report
+
+        print(f"report: {write_study_report(out)}")
+    return 1 if len(failed) else 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from cosim.errors import ScenarioError
     from cosim.scenario import load_scenario
@@ -130,6 +173,11 @@ def _report(args: argparse.Namespace) -> int:
     from cosim.errors import ResultsError
 
     paths: list[Path] = args.results
+    if len(paths) == 1 and paths[0].is_dir():
+        from cosim.analysis.study_report import write_study_report
+
+        print(f"study report: {write_study_report(paths[0], args.out)}")
+        return 0
     for path in paths:
         if not path.is_file():
             raise ResultsError(f"no results file {path}")
@@ -192,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     handler = {
         "run": _run,
+        "sweep": _sweep,
         "validate": _validate,
         "schema": _schema,
         "report": _report,

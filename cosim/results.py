@@ -45,6 +45,11 @@ class Results:
         """Root attributes: scenario_yaml, seed, versions, code_version, complete, ..."""
         return dict(self._file.attrs)
 
+    @property
+    def file(self) -> h5py.File:
+        """The open h5py file, for readers that reduce whole groups (the report's loaders)."""
+        return self._file
+
     def keys(self) -> list[str]:
         """Paths of every time series in the file."""
         found: list[str] = []

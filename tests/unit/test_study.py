@@ -1,0 +1,160 @@
+"""Study files: schema problems, expansion, invalid combinations, run ids, hashes, report statistics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cosim.errors import ScenarioError
+from cosim.study import plan_study, run_id, scenario_hash
+from tests.conftest import ROOT
+
+PJM5 = str(ROOT / "scenarios" / "pjm5.yaml")
+DEFAULT = str(ROOT / "scenarios" / "default.yaml")
+
+
+def test_expansion_is_factorial_times_zip_times_seeds():
+    """2 factor levels x 2 zipped rows x 3 seeds give 12 runs, each scenario with its values applied."""
+    plan = plan_study(
+        {
+            "name": "x",
+            "base": PJM5,
+            "steps": 1,
+            "factors": {"market.design": ["dcopf", "uniform"]},
+            "zip": {"market.voll_per_mwh": [1000, 2000], "market.inelastic_share": [0.5, 0.9]},
+            "seeds": [1, 2, 3],
+        }
+    )
+    assert len(plan.runs) == 12 and len({r.run_id for r in plan.runs}) == 12
+    assert plan.keys == ["market.design", "market.voll_per_mwh", "market.inelastic_share"]
+    for r in plan.runs:
+        m = r.scenario.market
+        assert m is not None and (m.design, m.voll_per_mwh, m.inelastic_share) == tuple(r.values.values())
+        assert (m.voll_per_mwh, m.inelastic_share) in {(1000, 0.5), (2000, 0.9)}
+    assert plan.runs[0].run_id == (
+        "market.design=dcopf__market.voll_per_mwh=1000__market.inelastic_share=0.5__seed=1"
+    )
+    assert len({r.hash for r in plan.runs}) == 12  # the seed is part of the scenario hash
+
+
+def test_invalid_combination_names_the_factor_value():
+    """Only design 'uniform' clashes with the emissions section: the message names that value alone."""
+    with pytest.raises(ScenarioError) as info:
+        plan_study(
+            {
+                "name": "x",
+                "base": DEFAULT,
+                "factors": {"ledger.consensus": ["bft", "pos"], "market.design": ["dcopf", "uniform"]},
+            }
+        )
+    ((path, msg),) = info.value.problems
+    assert path == "(top level)" and "emissions needs" in msg and msg.endswith("(when market.design=uniform)")
+
+
+def test_field_problem_of_one_value():
+    """A value the scenario schema refuses is reported at its dotted path with the value that causes it."""
+    with pytest.raises(ScenarioError) as info:
+        plan_study({"name": "x", "base": PJM5, "factors": {"market.voll_per_mwh": [1000, -5]}})
+    ((path, msg),) = info.value.problems
+    assert path == "market.voll_per_mwh" and msg.endswith("(when market.voll_per_mwh=-5)")
+
+
+def test_every_study_problem_listed_with_its_path(tmp_path, capsys):
+    """Schema problems, bad and reserved keys all come at once; the command exits 2 without a traceback."""
+    from cosim.cli import main
+
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        "name: bad name\nbase: x.yaml\nsteps: 0\nfactors:\n  ledger.consensus: []\n  seed: [1]\n"
+        "zip:\n  a.b: [1, 2]\n  c.d: [1]\nseeds: [1, -1]\ncolour: red\n"
+    )
+    assert main(["sweep", str(study)]) == 2
+    err = capsys.readouterr().err
+    for where in (
+        "name:",
+        "steps:",
+        "factors[ledger.consensus]:",
+        "seeds[1]:",
+        "colour: unknown key",
+        "factors.seed: cannot be varied",
+    ):
+        assert where in err, where
+    assert "Traceback" not in err
+
+
+def test_zip_lengths_and_days_with_steps():
+    """Zipped lists of different lengths and days together with steps are refused."""
+    with pytest.raises(ScenarioError, match="steps: give days or steps, not both"):
+        plan_study({"name": "x", "base": PJM5, "days": 1, "steps": 2})
+    with pytest.raises(
+        ScenarioError, match=r"zip: .*same length \(market.voll_per_mwh: 2, market.inelastic_share: 1"
+    ):
+        plan_study(
+            {
+                "name": "x",
+                "base": PJM5,
+                "zip": {"market.voll_per_mwh": [1, 2], "market.inelastic_share": [0.5]},
+            }
+        )
+
+
+def test_run_id_is_a_safe_file_name():
+    """Characters a file name cannot hold are replaced; very long ids are cut and end in a hash."""
+    rid = run_id({"grid.path": "nets/a b.json", "equity.rule": "level_up"}, 3)
+    assert rid == "grid.path=nets-a-b.json__equity.rule=level_up__seed=3"
+    long = run_id({"market.utility_per_mwh": list(range(200))}, 1)
+    assert len(long) <= 150 and "/" not in long and long != run_id({"market.utility_per_mwh": [1]}, 1)
+
+
+def test_scenario_hash_ignores_the_output_path_only():
+    """Two effective scenarios that differ in output.path hash alike; any other change changes the hash."""
+    a = "name: a\nseed: 1\noutput: {path: x.h5, chunk_steps: 4}\n"
+    b = "name: a\nseed: 1\noutput: {path: elsewhere/y.h5, chunk_steps: 4}\n"
+    c = "name: a\nseed: 2\noutput: {path: x.h5, chunk_steps: 4}\n"
+    assert scenario_hash(a) == scenario_hash(b) != scenario_hash(c)
+
+
+def test_pareto_front_by_hand():
+    """(1,3), (2,2), (3,1) are non-dominated; (3,3) and (2,4) are dominated; NaN rows never optimal."""
+    from cosim.analysis.study_report import pareto
+
+    pts = np.array([[1, 3], [2, 2], [3, 1], [3, 3], [2, 4], [np.nan, 0]], dtype=float)
+    assert pareto(pts).tolist() == [True, True, True, False, False, False]
+
+
+def test_effect_interval_is_a_t_interval_over_seeds():
+    """Per level: the per-seed means over the other factor, then mean +- t(0.975, n-1) s / sqrt(n)."""
+    from cosim.analysis.study_report import Factor, effects
+
+    df = pd.DataFrame(
+        {
+            "a": ["x"] * 6 + ["y"] * 6,
+            "b": [0, 1] * 6,
+            "seed": [1, 1, 2, 2, 3, 3] * 2,
+            "m": [1, 3, 2, 4, 6, 8, 5, 5, 6, 6, 7, 7],
+        }
+    )
+    e = effects(df, Factor(["a"], "a", ["x", "y"]), "m").set_index("level")
+    per_seed = np.array([2.0, 3.0, 7.0])  # level x: seed means over b
+    half = stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
+    assert e.loc["x", "mean"] == pytest.approx(4.0)
+    assert (e.loc["x", "lo"], e.loc["x", "hi"]) == pytest.approx((4.0 - half, 4.0 + half))
+    assert e.loc["y", "n_seeds"] == 3
+
+
+def test_import_cosim_does_not_import_dask():
+    """``import cosim`` stays light: Dask loads only when cosim.sweep is used."""
+    code = "import sys, cosim; assert not {'distributed', 'dask'} & set(sys.modules); cosim.sweep"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_shipped_study_plans():
+    """The shipped consensus_by_design study is valid: 3 x 2 x 3 zipped x 3 seeds = 54 runs of 30 days."""
+    plan = plan_study(ROOT / "scenarios" / "studies" / "consensus_by_design.yaml")
+    assert len(plan.runs) == 54 and plan.study.days == 30
+    assert all(r.scenario.emissions is None and r.scenario.ledger is not None for r in plan.runs)
