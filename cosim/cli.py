@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -69,8 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from cosim.world import run
 
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped run leaves mosaik's tasks pending
     summary = run(
         args.scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
     )
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except CosimError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(exc, "exit_now", False):  # a failed write: HDF5's cleanup at exit would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

@@ -29,6 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from cosim.errors import ScenarioError
 from cosim.models.ledger.presets import BITCOIN
+from cosim.runguard import path_problem
 from cosim.scenario_io import read_yaml
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
@@ -975,12 +976,9 @@ class OutputConfig(_Section):
     @field_validator("path", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
-        if isinstance(value, str | Path):
-            text = str(value)
-            if not text.strip():
-                raise ValueError("empty; give a file name, or leave the key out for results/<name>.h5")
-            if len(text.encode()) > 4000 or any(len(part.encode()) > 255 for part in Path(text).parts):
-                raise ValueError("too long: at most 255 bytes a name and 4000 bytes in all")
+        problem = path_problem(str(value)) if isinstance(value, str | Path) else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

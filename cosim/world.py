@@ -40,7 +40,8 @@ from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
-from cosim.recorder import H5Recorder, Series, Table
+from cosim.recorder import H5Recorder, Series, Table, write_failure
+from cosim.runguard import claim_output, sigterm_as_interrupt
 from cosim.scenario import (
     OutageEvent,
     Scenario,
@@ -907,6 +908,12 @@ def run(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
+    with claim_output(scenario.output_path, "--out" if out is not None else "output.path"):
+        return _run(scenario, progress)
+
+
+def _run(scenario: Scenario, progress: bool) -> RunSummary:
+    """Build and run an effective scenario whose output path this process holds."""
     t0 = wallclock.perf_counter()
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
     if scenario.grid is None:  # the ledger alone on its workload
@@ -959,17 +966,22 @@ def run(
         strategic = list(build_strategic(scenario, net, fleet, market))
         attrs["agents/strategic"] = json.dumps({s.agent: str(s.policy) for s in scenario.agents.strategic})
     out_cfg = scenario.output
-    recorder = H5Recorder(
-        scenario.output_path,
-        series,
-        static,
-        attrs,
-        min(out_cfg.chunk_steps, n_steps),
-        out_cfg.compression,
-        tables,
-        labels=LABELS,
-        dims=dimensions(static),
-    )
+    try:
+        recorder = H5Recorder(
+            scenario.output_path,
+            series,
+            static,
+            attrs,
+            min(out_cfg.chunk_steps, n_steps),
+            out_cfg.compression,
+            tables,
+            labels=LABELS,
+            dims=dimensions(static),
+        )
+    except (OSError, RuntimeError) as exc:  # the disk full or gone before the first step
+        raise write_failure(
+            scenario.output_path.with_name(scenario.output_path.name + ".partial"), exc
+        ) from None
     bar = _progress_bar(n_steps, times_s, step_s) if progress else None
     stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
@@ -1055,22 +1067,27 @@ def run(
             sources["Ledger"] = ledger_e
         for src, attr in routes:
             world.connect(sources[src.split("-")[0]], rec_e, attr)
-        world.run(until=n_steps * step_s, print_progress=False)
+        with sigterm_as_interrupt():
+            world.run(until=n_steps * step_s, print_progress=False)
     except BaseException as exc:
         world.shutdown()
         partial = recorder.close(complete=False)
         if bar is not None:
             bar.close()
-        if isinstance(exc, CosimError):
+        if recorder.failed is not None:
+            reason = str(recorder.failed)
+        elif isinstance(exc, CosimError):
             reason = str(exc)
         elif isinstance(exc, KeyboardInterrupt):
-            reason = "interrupted"
+            reason = f"interrupted by {exc.args[0]}" if exc.args else "interrupted"
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        raise CosimError(
+        stopped = CosimError(
             f"run stopped after {recorder.n_steps} of {n_steps} steps ({reason}); "
             f"the steps recorded so far are in {partial}"
-        ) from exc
+        )
+        stopped.exit_now = recorder.failed is not None and recorder.failed.exit_now  # type: ignore[attr-defined]
+        raise stopped from exc
     if bar is not None:
         bar.close()
     equity_data, equity_attrs = (
