@@ -79,7 +79,7 @@ def claim_output(path: Path, key: str = "output.path") -> OutputLock:
     Refused: an empty or too long path, a directory, a folder that cannot be created or written
     (a read-only mount), and a path another run holds.
     """
-    problem = path_problem(str(path))
+    problem = path_problem(str(path)) or (None if path.name not in ("", "..") else "no file name given")
     if problem is not None:
         raise ScenarioError([(key, problem)])
     for candidate in (path, path.with_name(path.name + ".partial")):
