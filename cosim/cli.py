@@ -129,16 +129,26 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def reading(path: Any) -> Any:
+    """Any failure to read ``path`` in the block becomes one ResultsError (exit 1, no traceback)."""
+    from cosim.results import reading as guard
+
+    return guard(path)
+
+
 def _report(args: argparse.Namespace) -> int:
     from cosim.analysis.report import compare_runs, write_report
-    from cosim.errors import ResultsError
+    from cosim.results import open_h5, stale_partial
 
     paths: list[Path] = args.results
     for path in paths:
-        if not path.is_file():
-            raise ResultsError(f"no results file {path}")
+        open_h5(path).close()  # missing, a directory, not HDF5: one message
+        stale = stale_partial(path)
+        if stale is not None:
+            print(f"warning: {stale}", file=sys.stderr)
     if len(paths) == 1:
-        print(f"report: {write_report(paths[0], args.out)}")
+        with reading(paths[0]):
+            print(f"report: {write_report(paths[0], args.out)}")
         return 0
     used: set[str] = set()
     for path in paths:
@@ -146,9 +156,11 @@ def _report(args: argparse.Namespace) -> int:
         while sub in used:  # same stem from different folders: keep the reports apart
             sub += "_"
         used.add(sub)
-        print(f"report: {write_report(path, None if args.out is None else args.out / sub)}")
+        with reading(path):
+            print(f"report: {write_report(path, None if args.out is None else args.out / sub)}")
     out = args.out if args.out is not None else paths[0].parent / "comparison_report"
-    print(f"comparison: {compare_runs(paths, out)}")
+    with reading(", ".join(map(str, paths))):
+        print(f"comparison: {compare_runs(paths, out)}")
     return 0
 
 
@@ -172,9 +184,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _verify_ledger(args: argparse.Namespace) -> int:
-    from cosim.results import verify_ledger
+    from cosim.results import open_h5, verify_ledger
 
-    ok, problem, n_blocks, n_tx = verify_ledger(args.results)
+    open_h5(args.results).close()  # missing, a directory, not HDF5: one message
+    with reading(args.results):
+        ok, problem, n_blocks, n_tx = verify_ledger(args.results)
     if ok:
         print(f"{args.results}: ledger intact ({n_blocks} blocks and {n_tx} transactions re-hashed, signed)")
         return 0
