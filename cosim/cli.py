@@ -89,7 +89,10 @@ def _run(args: argparse.Namespace) -> int:
             else ""
         )
         + (f"; ledger {summary.ledger_s:.1f} s" if summary.ledger_s else "")
+        + (f"; {len(summary.warnings)} warning(s)" if summary.warnings else "")
     )
+    for note in summary.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     if args.report:
         from cosim.analysis.report import write_report
 

@@ -76,6 +76,7 @@ class RunSummary:
     market_s: float = 0.0
     n_market_failed: int = 0
     ledger_s: float = 0.0
+    warnings: tuple[str, ...] = ()  # what a user must not miss: a halted ledger, refused private releases
 
 
 def rng_for(seed: int, model: str) -> np.random.Generator:
@@ -1113,6 +1114,7 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         | (_privacy_summary(release, dp_errors) if release is not None and dp_routes else {}),
     )
     wall_s = wallclock.perf_counter() - t0
+    notes = run_warnings(ledger, release)
     return RunSummary(
         path,
         n_steps,
@@ -1122,7 +1124,26 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         market_stats.solver_s,
         market_stats.n_not_converged,
         ledger_stats.solver_s,
+        notes,
     )
+
+
+def run_warnings(ledger: Any, release: Any) -> tuple[str, ...]:
+    """Warnings of a finished run: the ledger lost safety, halted or finalised nothing; releases refused."""
+    notes: list[str] = []
+    engine = getattr(ledger, "engine", None)
+    if engine is not None:
+        text = str(getattr(engine, "notes", ""))
+        if "SAFETY LOST" in text:
+            notes.append(f"the ledger lost safety: {text}")
+        elif getattr(engine, "halted", False):
+            notes.append(f"the ledger halted: {text}")
+        elif getattr(engine, "justifies", True) is False:
+            notes.append(f"the ledger finalised nothing: {text}")
+    n_refused = int(getattr(release, "n_refused", 0) or 0)
+    if n_refused:
+        notes.append(f"{n_refused} private release(s) refused: the privacy budget was spent")
+    return tuple(notes)
 
 
 def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int) -> Any:
