@@ -72,11 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
-    from cosim.world import run
+    from cosim.scenario import load_scenario
+    from cosim.world import effective, override_notes, run
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped run leaves mosaik's tasks pending
+    scenario = load_scenario(args.scenario)
+    for note in override_notes(scenario, effective(scenario, steps=args.steps, days=args.days)):
+        print(f"note: {note}", file=sys.stderr)
     summary = run(
-        args.scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
+        scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
     )
     share = 100 * summary.power_flow_s / summary.wall_s if summary.wall_s else 0.0
     print(
