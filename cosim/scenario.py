@@ -267,7 +267,9 @@ class PVConfig(_Section):
         "clear-sky profile at `latitude_deg` for grids without profiles",
         None,
     )
-    latitude_deg: float = _field("Latitude of the clear-sky profile", unit="degree", default=51.0)
+    latitude_deg: float = _field(
+        "Latitude of the clear-sky profile", unit="degree", default=51.0, ge=-90, le=90
+    )
 
     @model_validator(mode="after")
     def _range(self) -> PVConfig:

@@ -102,6 +102,7 @@ def test_non_finite_numbers_are_refused_naming_the_key(key: str, value: float, t
         ("market.voll_per_mwh", True, "true/false"),
         ("market.utility_per_mwh", [250.0, True], "true/false"),
         ("name", "n" * 10_000, "name"),
+        ("agents.pv.latitude_deg", 1000, "agents.pv.latitude_deg"),
         ("time.start", "9999-12-31T23:00:00", "time"),
         ("time.start", "1600-01-01T00:00:00", "time.start"),
         ("time.duration", "10000000000w", "time"),
