@@ -86,16 +86,18 @@ def _takes_number(annotation: Any) -> bool:
     return annotation in (int, float) or any(_takes_number(a) for a in typing.get_args(annotation))
 
 
-def _booleans(value: Any) -> bool:
+def _booleans(value: Any, depth: int = 2) -> bool:
+    """A boolean in ``value`` or its lists (two levels: numbers, lists of them, matrices)."""
     if isinstance(value, bool):
         return True
-    return isinstance(value, list) and any(_booleans(v) for v in value)
+    return depth > 0 and isinstance(value, list) and any(_booleans(v, depth - 1) for v in value)
 
 
-def _huge_int(value: Any) -> bool:
+def _huge_int(value: Any, depth: int = 2) -> bool:
+    """An integer beyond 64 bits in ``value`` or its lists (two levels)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return abs(value) > INT64_MAX
-    return isinstance(value, list) and any(_huge_int(v) for v in value)
+    return depth > 0 and isinstance(value, list) and any(_huge_int(v, depth - 1) for v in value)
 
 
 def _raw_problems(models: list[Any], data: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
@@ -103,8 +105,11 @@ def _raw_problems(models: list[Any], data: Any, loc: tuple[int | str, ...] = ())
 
     Walks the raw YAML data alongside the schema classes ``models`` (all members of a union).
     """
+    if not models:  # below the schema's sections: nothing more to walk
+        return []
     if isinstance(data, list):
-        return [p for i, item in enumerate(data) for p in _raw_problems(models, item, (*loc, i))]
+        items = [(i, item) for i, item in enumerate(data) if isinstance(item, dict)]
+        return [p for i, item in items for p in _raw_problems(models, item, (*loc, i))]
     if not isinstance(data, dict):
         return []
     found: list[tuple[str, str]] = []

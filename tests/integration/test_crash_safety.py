@@ -88,6 +88,7 @@ def test_kill_9_leaves_a_readable_partial(tiny: Path, tmp_path: Path) -> None:
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert assert_readable(partial) >= 3 * CHUNK
+    OutputLock(out, "--out").release()  # the killed run's lock went with it: a new run may start
 
 
 def test_sigterm_stops_like_ctrl_c_and_a_second_run_is_refused(

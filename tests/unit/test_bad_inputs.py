@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,20 @@ def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """YAML aliases nesting a billion numbers under a number key are refused in well under a second."""
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += ["name: bomb", "seed: *a8", "events: *a8", "market: {design: uniform, utility_per_mwh: *a8}"]
+    lines += ["time: {start: 2016-01-01T00:00:00, duration: 1h}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines))
+    t0 = time.perf_counter()
+    with pytest.raises(ScenarioError, match="seed"):
+        load_scenario(path)
+    assert time.perf_counter() - t0 < 2
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     """A missing path and a directory give one message each."""
     for path in (tmp_path / "nope.yaml", tmp_path):
@@ -221,6 +236,23 @@ def test_hostile_leaves_accepted_or_scenario_error(changes: list[tuple[str, Any]
         assert exc.problems and all(path and message for path, message in exc.problems)
         return
     scenario.to_yaml()  # an accepted study is also one the recorder can store
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.tuples(st.sampled_from(LEAVES), HOSTILE), min_size=1, max_size=2))
+def test_hostile_leaves_through_the_cli(
+    changes: list[tuple[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`cosim validate` on a study with hostile leaves exits 0 or 2 (with a message), never a traceback."""
+    data = DEFAULT
+    for key, value in changes:
+        data = mutate(data, key, value)
+    path = tmp_path / "h.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code = main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert (code, bool(err)) in ((0, False), (2, True))
 
 
 @pytest.mark.parametrize("key", ["seed", "ledger.validators", "time.duration", "market.voll_per_mwh"])
