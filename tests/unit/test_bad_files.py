@@ -51,11 +51,14 @@ def _truncated(src: Path, dst: Path) -> None:
     dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
 
 
-def _overwritten(src: Path, dst: Path) -> None:
-    data = bytearray(src.read_bytes())
-    mid = len(data) // 3
-    data[mid : mid + 4096] = np.random.default_rng(1).bytes(4096)
-    dst.write_bytes(bytes(data))
+def _overwritten(at: float) -> Callable[[Path, Path], None]:
+    def damage(src: Path, dst: Path) -> None:
+        data = bytearray(src.read_bytes())
+        start = max(96, int(len(data) * at))  # past the superblock
+        data[start : start + 4096] = np.random.default_rng(1).bytes(4096)
+        dst.write_bytes(bytes(data))
+
+    return damage
 
 
 def _foreign(src: Path, dst: Path) -> None:
@@ -79,7 +82,8 @@ DAMAGES: dict[str, Callable[[Path, Path], None]] = {
     "random": lambda src, dst: dst.write_bytes(np.random.default_rng(0).bytes(5000)),
     "text": lambda src, dst: dst.write_text("name: not a results file\n"),
     "truncated": _truncated,
-    "overwritten": _overwritten,
+    "overwritten": _overwritten(1 / 3),  # raw data may be hit: can go unnoticed
+    "header overwritten": _overwritten(0.0),  # the root group's metadata
     "foreign": _foreign,
     "no time": _deleted("time"),
     "no grid": _deleted("grid"),
@@ -87,7 +91,8 @@ DAMAGES: dict[str, Callable[[Path, Path], None]] = {
     "no blocks": _deleted("ledger/blocks"),
 }
 FOR_GRID = ["missing", "directory", "empty", "random", "text", "truncated", "overwritten", "foreign"]
-FOR_GRID.append("no time")
+FOR_GRID += ["header overwritten", "no time"]
+UNNOTICED = ("overwritten", "no grid")  # may leave a file whose damage no reader can see
 FOR_LEDGER = [*FOR_GRID[:-1], "no ledger", "no blocks"]
 
 
@@ -112,7 +117,7 @@ def test_report_on_bad_files(
     path = damaged(good, "grid", kind, tmp_path)
     code = main(["report", str(path), "--out", str(tmp_path / "rep")])
     err = capsys.readouterr().err
-    if kind == "no grid":  # a valid file without the grid group: a report of what it has, or one message
+    if kind in UNNOTICED:  # a report of what is left, or one message
         assert code in (0, 1) and "Traceback" not in err
         return
     assert code == 1
