@@ -671,6 +671,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         vmax = _extreme(f, d, "vm", "grid/bus/vm_pu", "bus_name", hi=True)
         lmax = _extreme(f, d, "line", "grid/line/loading_percent", "line_name", hi=True)
         meta = {k: str(_attr(f, k)) for k in ("name", "seed", "code_version", "versions")}
+        complete = bool(_attr(f, "complete", True))
         yaml_text = str(_attr(f, "scenario_yaml"))
         led = load_ledger(f)
         soc = load_society(f)
@@ -721,6 +722,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
     if unc is not None:
         market += uncertainty_section(unc, out)
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
+    if not complete:  # a stopped or killed run: say so where nobody can miss it
+        title = html.escape(f"INCOMPLETE run ({t} steps recorded before it stopped) - ") + title
     body = (
         f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
         + (f"<h2>Figures</h2>\n{_imgs(figs)}\n" if figs else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -87,10 +88,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cosim.world import run
+    import logging
 
+    from cosim.scenario import load_scenario
+    from cosim.world import effective, override_notes, run
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped run leaves mosaik's tasks pending
+    scenario = load_scenario(args.scenario)
+    for note in override_notes(scenario, effective(scenario, steps=args.steps, days=args.days)):
+        print(f"note: {note}", file=sys.stderr)
     summary = run(
-        args.scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
+        scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
     )
     share = 100 * summary.power_flow_s / summary.wall_s if summary.wall_s else 0.0
     print(
@@ -103,7 +111,10 @@ def _run(args: argparse.Namespace) -> int:
             else ""
         )
         + (f"; ledger {summary.ledger_s:.1f} s" if summary.ledger_s else "")
+        + (f"; {len(summary.warnings)} warning(s)" if summary.warnings else "")
     )
+    for note in summary.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     if args.report:
         from cosim.analysis.report import write_report
 
@@ -168,9 +179,16 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def reading(path: Any) -> Any:
+    """Any failure to read ``path`` in the block becomes one ResultsError (exit 1, no traceback)."""
+    from cosim.results import reading as guard
+
+    return guard(path)
+
+
 def _report(args: argparse.Namespace) -> int:
     from cosim.analysis.report import compare_runs, write_report
-    from cosim.errors import ResultsError
+    from cosim.results import open_h5, stale_partial
 
     paths: list[Path] = args.results
     if len(paths) == 1 and paths[0].is_dir():
@@ -179,10 +197,13 @@ def _report(args: argparse.Namespace) -> int:
         print(f"study report: {write_study_report(paths[0], args.out)}")
         return 0
     for path in paths:
-        if not path.is_file():
-            raise ResultsError(f"no results file {path}")
+        open_h5(path).close()  # missing, a directory, not HDF5: one message
+        stale = stale_partial(path)
+        if stale is not None:
+            print(f"warning: {stale}", file=sys.stderr)
     if len(paths) == 1:
-        print(f"report: {write_report(paths[0], args.out)}")
+        with reading(paths[0]):
+            print(f"report: {write_report(paths[0], args.out)}")
         return 0
     used: set[str] = set()
     for path in paths:
@@ -190,9 +211,11 @@ def _report(args: argparse.Namespace) -> int:
         while sub in used:  # same stem from different folders: keep the reports apart
             sub += "_"
         used.add(sub)
-        print(f"report: {write_report(path, None if args.out is None else args.out / sub)}")
+        with reading(path):
+            print(f"report: {write_report(path, None if args.out is None else args.out / sub)}")
     out = args.out if args.out is not None else paths[0].parent / "comparison_report"
-    print(f"comparison: {compare_runs(paths, out)}")
+    with reading(", ".join(map(str, paths))):
+        print(f"comparison: {compare_runs(paths, out)}")
     return 0
 
 
@@ -216,9 +239,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _verify_ledger(args: argparse.Namespace) -> int:
-    from cosim.results import verify_ledger
+    from cosim.results import open_h5, verify_ledger
 
-    ok, problem, n_blocks, n_tx = verify_ledger(args.results)
+    open_h5(args.results).close()  # missing, a directory, not HDF5: one message
+    with reading(args.results):
+        ok, problem, n_blocks, n_tx = verify_ledger(args.results)
     if ok:
         print(f"{args.results}: ledger intact ({n_blocks} blocks and {n_tx} transactions re-hashed, signed)")
         return 0
@@ -251,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except CosimError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(exc, "exit_now", False):  # a failed write: HDF5's cleanup at exit would crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

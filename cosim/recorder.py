@@ -2,7 +2,10 @@
 
 The file is written as ``<path>.partial`` and renamed to ``<path>`` only when the run completes, so a
 file at the final path is always whole; an interrupted run leaves the partial file (root attribute
-``complete = False``) with every step recorded so far.
+``complete = False``) with every step recorded so far. The file is flushed to disk after it is laid out and
+after every chunk, so even a killed process (``kill -9``) leaves a partial file that opens, holding every
+chunk completed before the kill. A failed write (a full disk) raises :class:`RecorderError`; the recorder
+then writes nothing more and only closes the file.
 
 Every dataset has HDF5 dimension scales (the netCDF-4 data model), so netCDF tools and
 ``xarray.open_dataset(path, group=..., engine="h5netcdf")`` see named dimensions. Each group is
@@ -13,7 +16,12 @@ a table's rows are numbered by a ``<table>/<dim>`` coordinate.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,44 @@ from typing import Any
 import h5py
 import numpy as np
 
+from cosim.errors import CosimError
 from cosim.units import unit_attrs
+
+
+class RecorderError(CosimError):
+    """Writing the results file failed (a full disk, a lost mount, a size limit)."""
+
+    exit_now = False  # True after a failed write: HDF5's own cleanup at exit would retry it and crash
+
+
+@contextlib.contextmanager
+def _quiet_release() -> Iterator[None]:
+    """Silence the errors h5py reports while releasing handles of a file whose writes failed."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        sys.unraisablehook = previous
+
+
+SPACE_MARGIN_BYTES = 2**20
+"""Space reserved beyond twice the next chunk's raw size; when it cannot be had, the run stops cleanly."""
+
+
+def write_failure(path: Path, exc: Exception) -> RecorderError:
+    """One line on why a write failed, without HDF5's error stack."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text:
+        why = "the disk is full (No space left on device)"
+    elif getattr(exc, "errno", None) == errno.EDQUOT:
+        why = "the disk quota is exhausted"
+    elif getattr(exc, "errno", None) == errno.EFBIG or "File too large" in text:
+        why = "the file size limit was reached (File too large)"
+    else:
+        why = getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0][:200]
+    return RecorderError(f"cannot write {path}: {why}")
 
 
 @dataclass(frozen=True)
@@ -163,6 +208,14 @@ class H5Recorder:
         }
         self._filled = 0
         self.n_steps = 0
+        self.failed: RecorderError | None = None
+        self._write_error = False  # a write failed half-way: HDF5's state is not to be trusted
+        self._datasets: dict[str, Any] = {}  # open handles: chunks are flushed by _sync, not on release
+        self._sync()
+
+    def _sync(self) -> None:
+        """Flush HDF5's buffers and metadata to disk (the file then opens whatever happens next)."""
+        self._file.flush()
 
     def _group(self, path: str) -> h5py.Group:
         """The group at ``path``, created (with its parents) to list its members in creation order."""
@@ -258,12 +311,74 @@ class H5Recorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered steps to the file."""
+        """Write the buffered steps to the file and flush it to disk; RecorderError when writing fails."""
         n = self._filled
-        if n == 0:
+        if n == 0 or self.failed is not None:
             return
+        self._check_space(n)
+        try:
+            self._write_chunk(n)
+            self._sync()
+        except (OSError, RuntimeError) as exc:
+            self.failed = write_failure(self.partial_path, exc)
+            self._abandon()
+            raise self.failed from None
+        self.n_steps += n
+        self._filled = 0
+
+    def _abandon(self) -> None:
+        """After a failed write: release the file without writing (HDF5 would retry the failed writes)."""
+        self._write_error = True
+        if self.failed is not None:
+            self.failed.exit_now = True
+        with _quiet_release(), contextlib.suppress(OSError, RuntimeError):
+            self._datasets.clear()
+            self._file.id.close()
+
+    def _trim(self) -> None:
+        """Cut the space reserved but not used off the closed file."""
+        with contextlib.suppress(OSError):
+            with h5py.File(self.partial_path, "r") as f:
+                end = f.id.get_filesize()
+            if self.partial_path.stat().st_size > end:
+                os.truncate(self.partial_path, end)
+
+    def _dataset(self, key: str) -> Any:
+        if key not in self._datasets:
+            self._datasets[key] = self._file[key]
+        return self._datasets[key]
+
+    def _check_space(self, n: int) -> None:
+        """Reserve disk space for the next chunk; stop before writing when it cannot be had.
+
+        The file is extended (``posix_fallocate``) to twice the chunk's raw size plus a margin beyond the
+        end of HDF5's allocated space, where HDF5 places the new data (``close`` trims the rest). A full
+        disk or a file size limit then stops the run while the file on disk is still whole, instead of
+        failing half-way through HDF5's writes.
+        """
+        need = sum(buf[:n].nbytes for buf in self._buffers.values())
+        need += sum(8 * r[c].nbytes for rows in self._rows.values() for r in rows for c in r)
+        need = 2 * need + SPACE_MARGIN_BYTES
+        try:
+            fd = os.open(self.partial_path, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            target = self._file.id.get_filesize() + need  # HDF5's end of allocation + the reserve
+            if target > os.fstat(fd).st_size:
+                os.posix_fallocate(fd, 0, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                return  # fallocate unsupported here: write and see
+            self.failed = write_failure(self.partial_path, exc)
+            self.failed.args = (f"{self.failed} before the next chunk ({need / 2**20:.1f} MiB)",)
+            raise self.failed from None
+        finally:
+            os.close(fd)
+
+    def _write_chunk(self, n: int) -> None:
         for key, buf in self._buffers.items():
-            ds = self._file[key]
+            ds = self._dataset(key)
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = buf[:n]
         for ds in self._times:
@@ -273,7 +388,7 @@ class H5Recorder:
             table = self.tables[path]
             for name, _, _ in table.columns:
                 data = np.concatenate([r[name] for r in rows])
-                ds = self._file[f"{path}/{name}"]
+                ds = self._dataset(f"{path}/{name}")
                 start = ds.shape[0]
                 ds.resize(start + len(data), axis=0)
                 ds[start:] = data
@@ -286,8 +401,6 @@ class H5Recorder:
             else:
                 scale[start:] = np.arange(start, ds.shape[0])
             rows.clear()
-        self.n_steps += n
-        self._filled = 0
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
@@ -304,18 +417,32 @@ class H5Recorder:
         """Flush and close; rename to the final path when ``complete``. Returns the file written.
 
         ``datasets`` are written at the end, ``{path: (array, units)}`` (results of the whole run).
+        After a failed write the file is only closed, and stays partial; RecorderError when the file
+        could not be completed.
         """
         if not self._file.id.valid:
             return self.path if complete else self.partial_path
-        self.flush()
-        for key, (data, units) in (datasets or {}).items():
-            self._write(key, data, units)
-        for key in datasets or {}:
-            self._attach(key, self._static_dims(key))
-        self._set_attrs(attrs or {})
-        self._file.attrs["complete"] = complete
-        self._file.attrs["n_steps"] = self.n_steps
-        self._file.close()
+        try:
+            if self._write_error:  # write nothing more: close what is on disk
+                raise self.failed or RecorderError(f"cannot write {self.partial_path}")
+            if self.failed is None:
+                self.flush()
+            for key, (data, units) in (datasets or {}).items():
+                self._write(key, data, units)
+            for key in datasets or {}:
+                self._attach(key, self._static_dims(key))
+            self._set_attrs(attrs or {})
+            self._file.attrs["complete"] = complete
+            self._file.attrs["n_steps"] = self.n_steps
+            self._file.close()
+            self._trim()
+        except (OSError, RuntimeError, RecorderError) as exc:
+            if self.failed is None:
+                self.failed = exc if isinstance(exc, RecorderError) else write_failure(self.partial_path, exc)
+            self._abandon()
+            if complete:
+                raise self.failed from None
+            return self.partial_path
         if complete:
             os.replace(self.partial_path, self.path)
             return self.path

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,67 @@ from cosim.errors import ResultsError
 from cosim.units import CF_TIME
 
 
+class ResultsWarning(UserWarning):
+    """A results file that opens but may not be what the reader expects (a newer partial run beside it)."""
+
+
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, IndexError, TypeError)
+"""What h5py and numpy raise on a truncated, partly deleted or foreign file."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().strip("'\"")
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
+
+
+def open_h5(path: str | Path) -> h5py.File:
+    """Open a run's HDF5 file read-only; ResultsError for a missing path, a directory or a non-HDF5 file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a directory, not a results file")
+    if not path.is_file():
+        partial = path.with_name(path.name + ".partial")
+        hint = f"; an interrupted run left {partial}" if partial.is_file() else ""
+        raise ResultsError(f"no results file {path}{hint}")
+    try:
+        return h5py.File(path, "r")
+    except READ_ERRORS as exc:
+        raise ResultsError(
+            f"{path} is not a readable HDF5 file (empty, truncated or another format): {_first_line(exc)}"
+        ) from None
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn any failure to read ``path`` inside the block into one ResultsError naming the file."""
+    try:
+        yield
+    except ResultsError:
+        raise
+    except READ_ERRORS as exc:
+        raise ResultsError(
+            f"cannot read {path} (truncated, partly deleted or not written by cosim): {_first_line(exc)}"
+        ) from None
+
+
+def stale_partial(path: str | Path) -> str | None:
+    """A warning when ``<path>.partial`` is newer than ``path``: a later run writing it stopped."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        newer = partial.is_file() and partial.stat().st_mtime > path.stat().st_mtime
+    except OSError:
+        return None
+    if not newer:
+        return None
+    return f"{partial} is newer than {path}: a later run writing it stopped; {path} holds an earlier run"
+
+
+def is_complete(f: h5py.File) -> bool:
+    """Whether the run that wrote ``f`` completed (stopped or killed runs store ``complete = False``)."""
+    return bool(f.attrs.get("complete", True))
+
+
 class Results:
     """One run's results; ``res["grid/bus/vm_pu"]`` is a DataFrame (time x bus names).
 
@@ -22,23 +86,27 @@ class Results:
     come back as a pandas Series, 2-D ones as a DataFrame, and a group of 1-D datasets along one
     dimension (a table such as ``market/trades``, ``ledger/tx``, ``market/day``) as a DataFrame of its
     columns. Values are as stored (Unix seconds stay numbers; :meth:`to_xarray` decodes them). Use as
-    a context manager or call :meth:`close`.
+    a context manager or call :meth:`close`. A missing, empty, truncated or foreign file raises
+    ResultsError; a newer ``.partial`` beside the file gives a ResultsWarning; ``complete`` says whether
+    the run completed.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            partial = self.path.with_name(self.path.name + ".partial")
-            hint = f"; an interrupted run left {partial}" if partial.is_file() else ""
-            raise ResultsError(f"no results file {self.path}{hint}")
+        self._file = open_h5(self.path)
         try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise ResultsError(f"{self.path} is not an HDF5 file: {exc}") from None
-        if "time" not in self._file or "scenario_yaml" not in self._file.attrs:
+            with reading(self.path):
+                if "time" not in self._file or "scenario_yaml" not in self._file.attrs:
+                    raise ResultsError(f"{self.path} is not a cosim results file (no /time or scenario_yaml)")
+                times = self._file["time"][:]
+                self.complete = is_complete(self._file)
+                self.index = pd.DatetimeIndex(pd.to_datetime(times, unit="s", utc=True), name="time")
+        except ResultsError:
             self._file.close()
-            raise ResultsError(f"{self.path} is not a cosim results file (no /time or scenario_yaml)")
-        self.index = pd.DatetimeIndex(pd.to_datetime(self._file["time"][:], unit="s", utc=True), name="time")
+            raise
+        stale = stale_partial(self.path)
+        if stale is not None:
+            warnings.warn(stale, ResultsWarning, stacklevel=3)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -59,7 +127,8 @@ class Results:
                 if self._timed(obj) and name != "time":
                     found.append(name)
 
-        self._file.visititems(visit)
+        with reading(self.path):
+            self._file.visititems(visit)
         return found
 
     def tables(self) -> list[str]:
@@ -70,7 +139,8 @@ class Results:
             if isinstance(obj, h5py.Group) and self._columns(obj)[1]:
                 found.append(name)
 
-        self._file.visititems(visit)
+        with reading(self.path):
+            self._file.visititems(visit)
         return found
 
     def _dim(self, ds: h5py.Dataset, axis: int) -> str | None:
@@ -122,6 +192,10 @@ class Results:
         name = name.strip("/")
         if name not in self._file:
             raise KeyError(f"{name!r} is not in {self.path}; it has {', '.join(self.keys())}")
+        with reading(self.path):
+            return self._read(name)
+
+    def _read(self, name: str) -> pd.DataFrame | pd.Series:
         obj = self._file[name]
         if isinstance(obj, h5py.Group):
             return self._table(name, obj)

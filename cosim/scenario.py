@@ -8,19 +8,37 @@ Sections that later issues build (``market``, ``ledger``, ...) are refused with 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined
 
 from cosim.errors import ScenarioError
 from cosim.models.ledger.presets import BITCOIN
+from cosim.runguard import path_problem
+from cosim.scenario_io import read_yaml
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$")
+_YEARS_RE = re.compile(r"^\s*(\d+)\s*y\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# times are stored and read as pandas nanosecond timestamps: the period must lie inside their range
+FIRST_START = dt.datetime(1678, 1, 1, tzinfo=dt.UTC)
+LAST_END = dt.datetime(2262, 1, 1, tzinfo=dt.UTC)
+INT64_MAX = 2**63 - 1
 
 
 def parse_duration_s(text: str | int) -> int:
@@ -28,6 +46,8 @@ def parse_duration_s(text: str | int) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         seconds = float(text)
     else:
+        if _YEARS_RE.match(str(text)):
+            raise ValueError(f"{text!r}: years (calendar years) are only a unit of time.duration")
         match = _DURATION_RE.match(str(text))
         if match is None:
             raise ValueError(
@@ -36,7 +56,75 @@ def parse_duration_s(text: str | int) -> int:
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
     if seconds <= 0 or seconds != int(seconds):
         raise ValueError(f"{text!r} must be a positive whole number of seconds")
+    if seconds > INT64_MAX:
+        raise ValueError(f"{text!r} is too long (more than 2**63 s)")
     return int(seconds)
+
+
+def calendar_years(text: str | None) -> int | None:
+    """The number of calendar years of a duration written ``"1y"``, ``"2y"``; None for other durations."""
+    match = _YEARS_RE.match(text) if isinstance(text, str) else None
+    return int(match.group(1)) if match else None
+
+
+def add_years(start: dt.datetime, years: int) -> dt.datetime:
+    """``start`` moved by whole calendar years (29 February to 1 March in a year without it)."""
+    try:
+        return start.replace(year=start.year + years)
+    except ValueError:  # 29 February, or beyond year 9999
+        if start.year + years > dt.MAXYEAR:
+            raise
+        return start.replace(year=start.year + years, month=3, day=1)
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a boolean anywhere (bool, bool | None, list[bool], ...)."""
+    return annotation is bool or any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def _takes_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_takes_number(a) for a in typing.get_args(annotation))
+
+
+def _booleans(value: Any, depth: int = 2) -> bool:
+    """A boolean in ``value`` or its lists (two levels: numbers, lists of them, matrices)."""
+    if isinstance(value, bool):
+        return True
+    return depth > 0 and isinstance(value, list) and any(_booleans(v, depth - 1) for v in value)
+
+
+def _huge_int(value: Any, depth: int = 2) -> bool:
+    """An integer beyond 64 bits in ``value`` or its lists (two levels)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > INT64_MAX
+    return depth > 0 and isinstance(value, list) and any(_huge_int(v, depth - 1) for v in value)
+
+
+def _raw_problems(models: list[Any], data: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[str, str]]:
+    """Numbers pydantic would coerce silently: booleans where numbers are meant, integers beyond 64 bits.
+
+    Walks the raw YAML data alongside the schema classes ``models`` (all members of a union).
+    """
+    if not models:  # below the schema's sections: nothing more to walk
+        return []
+    if isinstance(data, list):
+        items = [(i, item) for i, item in enumerate(data) if isinstance(item, dict)]
+        return [p for i, item in items for p in _raw_problems(models, item, (*loc, i))]
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[str, str]] = []
+    for key, value in data.items():
+        fields = [m.model_fields[key] for m in models if isinstance(key, str) and key in m.model_fields]
+        if not fields:
+            continue
+        annotation, where = fields[0].annotation, _dotted((*loc, key))
+        if _takes_number(annotation) and not _takes_bool(annotation) and _booleans(value):
+            found.append((where, "true/false where a number is meant; write a number"))
+        elif _huge_int(value):
+            found.append((where, f"too large: numbers here must lie within +-{INT64_MAX} (64 bits)"))
+        else:
+            found += _raw_problems([m for f in fields for m in _models_in(f.annotation)], value, (*loc, key))
+    return found
 
 
 def _field(description: str, default: Any = PydanticUndefined, *, unit: str | None = None, **kw: Any) -> Any:
@@ -45,7 +133,13 @@ def _field(description: str, default: Any = PydanticUndefined, *, unit: str | No
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every section: unknown keys refused, numbers finite (booleans, 64 bits: ``_raw_problems``).
+
+    ``allow_inf_nan=False`` refuses ``.inf`` and ``.nan`` in every float field; a key that means to
+    accept them must say so in its own type (``Annotated[float, AllowInfNan(True)]``) and description.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeConfig(_Section):
@@ -53,7 +147,9 @@ class TimeConfig(_Section):
 
     start: dt.datetime = _field("Start of the first step, ISO 8601; naive times are UTC")
     end: dt.datetime | None = _field("End of the period (exclusive); give end or duration", None)
-    duration: str | None = _field("Length of the period, e.g. '365d', '48h'", None)
+    duration: str | None = _field(
+        "Length of the period, e.g. '365d', '48h', or '1y' (a calendar year: 366 days in a leap year)", None
+    )
     step: str = _field("Length of one step, e.g. '15min', '1h'", default="1h")
 
     @field_validator("start", "end")
@@ -61,12 +157,17 @@ class TimeConfig(_Section):
     def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
+        if value is not None and not FIRST_START <= value <= LAST_END:
+            raise ValueError(
+                f"{value:%Y-%m-%d} is outside {FIRST_START:%Y-%m-%d} to {LAST_END:%Y-%m-%d} "
+                "(the range of the nanosecond timestamps results are read with)"
+            )
         return value
 
     @field_validator("duration", "step")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not (info.field_name == "duration" and calendar_years(value)):
             parse_duration_s(value)
         return value
 
@@ -74,6 +175,11 @@ class TimeConfig(_Section):
     def _period(self) -> TimeConfig:
         if (self.end is None) == (self.duration is None):
             raise ValueError("give exactly one of 'end' or 'duration'")
+        years = calendar_years(self.duration)
+        if (years or 0) > LAST_END.year - self.start.year or (
+            self.period_s > (LAST_END - self.start).total_seconds()
+        ):
+            raise ValueError(f"the period must end by {LAST_END:%Y-%m-%d}; shorten duration or end")
         if self.period_s < self.step_s:
             raise ValueError(f"the period ({self.period_s} s) is shorter than one step")
         return self
@@ -86,6 +192,9 @@ class TimeConfig(_Section):
     @property
     def period_s(self) -> int:
         """Length of the period [s]."""
+        years = calendar_years(self.duration)
+        if years is not None:
+            return int((add_years(self.start, years) - self.start).total_seconds())
         if self.duration is not None:
             return parse_duration_s(self.duration)
         assert self.end is not None
@@ -163,7 +272,9 @@ class PVConfig(_Section):
         "clear-sky profile at `latitude_deg` for grids without profiles",
         None,
     )
-    latitude_deg: float = _field("Latitude of the clear-sky profile", unit="degree", default=51.0)
+    latitude_deg: float = _field(
+        "Latitude of the clear-sky profile", unit="degree", default=51.0, ge=-90, le=90
+    )
 
     @model_validator(mode="after")
     def _range(self) -> PVConfig:
@@ -453,9 +564,13 @@ class NetworkConfig(_Section):
         "Region names; validators (bitcoin: all graph nodes) are placed round-robin. Default: us-east, "
         "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see README)",
         None,
+        min_length=1,
     )
     one_way_delay_ms: list[list[float]] | None = _field(
-        "Region-to-region one-way delay matrix (R x R), default the five-region table", None, unit="ms"
+        "Region-to-region one-way delay matrix (R x R), default the five-region table",
+        None,
+        unit="ms",
+        min_length=1,
     )
     jitter_sd_s: float | None = _field(
         "Standard deviation of the normal jitter whose absolute value is added to each message (bitcoin: to "
@@ -519,6 +634,8 @@ class NetworkConfig(_Section):
             r = len(self.regions)
             if len(self.one_way_delay_ms) != r or any(len(row) != r for row in self.one_way_delay_ms):
                 raise ValueError(f"one_way_delay_ms must be {r} x {r} (one row and column per region)")
+            if len(set(self.regions)) != len(self.regions):
+                raise ValueError("regions: each region name once")
             if any(not (0 <= d < float("inf")) for row in self.one_way_delay_ms for d in row):
                 raise ValueError("delays must be finite and >= 0")
         if self.preset == "direct":
@@ -607,8 +724,11 @@ class LedgerConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> LedgerConfig:
-        if self.faulty > self.validators:
-            raise ValueError(f"faulty ({self.faulty}) cannot exceed validators ({self.validators})")
+        if self.faulty >= self.validators:
+            raise ValueError(
+                f"faulty ({self.faulty}) cannot exceed validators - 1 ({self.validators - 1}): "
+                "at least one validator must be honest"
+            )
         if self.consensus == "pow" and self.permissioned:
             raise ValueError("pow is open by construction: permissioned must be false")
         if self.behaviour == "equivocating" and self.consensus != "bft":
@@ -747,6 +867,10 @@ class EquityConfig(_Section):
         return self
 
 
+MAX_NOISE_SCALE_KW = 1e9
+"""Largest noise scale of a private release (declared_max_kw / epsilon of the sums)."""
+
+
 class PrivacyConfig(_Section):
     """Differentially private release of metered aggregates per bus and interval (OpenDP)."""
 
@@ -796,6 +920,12 @@ class PrivacyConfig(_Section):
             raise ValueError("laplace is pure epsilon-DP: leave delta, budget_delta and composition zcdp out")
         if self.epsilon > self.budget:
             raise ValueError("epsilon of one release exceeds the budget: nothing could be released")
+        if self.declared_max_kw / (self.epsilon * self.sum_share) > MAX_NOISE_SCALE_KW:
+            scale = self.declared_max_kw / (self.epsilon * self.sum_share)
+            raise ValueError(
+                f"epsilon: declared_max_kw / (epsilon x sum_share) = noise scale {scale:.3g} kW above "
+                f"{MAX_NOISE_SCALE_KW:.0e} kW: the release would be saturated noise; raise epsilon"
+            )
         return self
 
 
@@ -843,18 +973,31 @@ class OutputConfig(_Section):
 
     path: Path | None = _field("HDF5 file; default results/<name>.h5", None)
     groups: list[Literal["grid", "agents", "market", "ledger", "emissions", "equity", "privacy"]] = _field(
-        "Groups to record (the optional ones only when the scenario has them)",
+        "Groups to record (the optional ones only when the scenario has them); at least one",
         default_factory=lambda: ["grid", "agents", "market", "ledger", "emissions", "equity", "privacy"],
+        min_length=1,
     )
     chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
     compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        problem = path_problem(str(value)) if isinstance(value, str | Path) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class Scenario(_Section):
     """One study: a grid, its agents, a period, and what to record."""
 
-    name: str = _field("Study name; names the default output file", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = _field("Seed of every random draw", default=0, ge=0)
+    name: str = _field(
+        "Study name; names the default output file", pattern=r"^[A-Za-z0-9_.-]+$", max_length=200
+    )
+    seed: int = _field(
+        "Seed of every random draw (stored as a 64-bit integer)", default=0, ge=0, le=INT64_MAX
+    )
     time: TimeConfig = _field("Simulated period and step")
     grid: GridConfig | None = _field(
         "The electrical network (required unless the ledger runs alone on a workload)", None
@@ -927,22 +1070,94 @@ _TAGS = {"simbench", "pandapower", "file"}
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as a dotted YAML path, without the grid's source tag."""
     parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "grid" and p in _TAGS)]
     return ".".join(parts) or "(top level)"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The schema classes a field's type holds (through Optional, list, Annotated and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the schema allows in the mapping at ``loc`` (for "did you mean")."""
+    models: list[type[BaseModel]] = [Scenario]
+    for part in loc:
+        fields = [m.model_fields[part] for m in models if isinstance(part, str) and part in m.model_fields]
+        if fields:
+            models = [m for f in fields for m in _models_in(f.annotation)]
+    return sorted({name for m in models for name in m.model_fields})
+
+
 def _message(err: Any) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        return "unknown key (not part of the schema; check spelling, see `cosim schema`)"
-    if err["type"] == "missing":
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        near = difflib.get_close_matches(key, _keys_at(tuple(err["loc"][:-1])), n=1, cutoff=0.6)
+        hint = f"did you mean `{near[0]}`?" if near else "check spelling, see `cosim schema`"
+        return f"unknown key (not part of the schema; {hint})"
+    if kind in ("missing", "union_tag_not_found"):
         return "required key is missing"
+    if kind == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace(" or ", ", ")
+        if tuple(err["loc"]) == ("grid",):  # named grid.source by _loc
+            expected = expected.replace("'", "")
+        return f"{ctx.get('tag')!r} is not one of {expected}"
+    if kind == "literal_error":
+        return f"{err['input']!r} is not one of {ctx.get('expected')}"
+    if kind == "finite_number":
+        return f"{err['input']} is not a finite number (.inf and .nan are refused here)"
     return msg
+
+
+def _loc(err: Any) -> tuple[int | str, ...]:
+    loc = tuple(err["loc"])
+    if loc == ("grid",) and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc += (err.get("ctx", {}).get("discriminator", "").strip("'"),)
+    return loc
 
 
 def problems_of(error: ValidationError) -> list[tuple[str, str]]:
     """Turn a pydantic error into ``(dotted.path, message)`` pairs."""
-    return [(_dotted(tuple(e["loc"])), _message(e)) for e in error.errors()]
+    return [(_dotted(_loc(e)), _message(e)) for e in error.errors()]
+
+
+def _size(n_bytes: int) -> str:
+    if n_bytes >= 2**80:
+        return f"about 10^{len(str(n_bytes)) - 1} bytes"
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine [bytes] (the limit of the size checks)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def memory_problems(scenario: Scenario) -> list[tuple[str, str]]:
+    """Sizes whose arrays would not fit in this machine's memory, with how much they would need.
+
+    Estimates (lower bounds): the time axis and one profile column (2 x 8 bytes a step); the validators'
+    node-to-node delay matrices (3 x 8 bytes a validator pair).
+    """
+    limit = memory_bytes()
+    needs: list[tuple[str, int, str]] = [
+        ("time", 16 * scenario.time.n_steps, f"{scenario.time.n_steps} steps"),
+    ]
+    if scenario.ledger is not None:
+        v = scenario.ledger.validators
+        needs.append(("ledger.validators", 24 * v * v, f"{v} x {v} delay matrices"))
+    return [
+        (key, f"{what} need at least {_size(n)}; this machine has {_size(limit)}")
+        for key, n, what in needs
+        if n > limit
+    ]
 
 
 def validate_scenario(data: Any, source: str = "scenario", base_dir: Path | None = None) -> Scenario:
@@ -956,10 +1171,17 @@ def validate_scenario(data: Any, source: str = "scenario", base_dir: Path | None
     """
     if not isinstance(data, dict):
         raise ScenarioError([("(top level)", "the scenario must be a YAML mapping")], source)
+    raw = _raw_problems([Scenario], data)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(problems_of(exc), source) from None
+        seen = {where for where, _ in raw}
+        raise ScenarioError(raw + [p for p in problems_of(exc) if p[0] not in seen], source) from None
+    if raw:
+        raise ScenarioError(raw, source)
+    too_big = memory_problems(scenario)
+    if too_big:
+        raise ScenarioError(too_big, source)
     grid = scenario.grid
     if isinstance(grid, FileGrid):
         path = grid.path if grid.path.is_absolute() or base_dir is None else base_dir / grid.path
@@ -997,14 +1219,4 @@ def load_scenario(path: str | Path) -> Scenario:
         naming every problem with its dotted path.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ScenarioError([("(file)", f"cannot read {path}: {exc.strerror}")], str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ScenarioError([(where, f"not valid YAML: {exc}")], str(path)) from None
-    return validate_scenario(data, str(path), path.parent)
+    return validate_scenario(read_yaml(path), str(path), path.parent)

@@ -9,7 +9,9 @@ suffice; the market of a later issue closes the loop with the same pattern.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import math
 import subprocess
 import time as wallclock
 import zlib
@@ -40,13 +42,17 @@ from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
-from cosim.recorder import H5Recorder, Series, Table
+from cosim.recorder import H5Recorder, Series, Table, write_failure
+from cosim.runguard import claim_output, sigterm_as_interrupt
 from cosim.scenario import (
+    INT64_MAX,
+    LAST_END,
     OutageEvent,
     Scenario,
     SimbenchGrid,
     StochasticConfig,
     load_scenario,
+    memory_problems,
     parse_duration_s,
 )
 from cosim.units import UDUNITS
@@ -75,6 +81,7 @@ class RunSummary:
     market_s: float = 0.0
     n_market_failed: int = 0
     ledger_s: float = 0.0
+    warnings: tuple[str, ...] = ()  # what a user must not miss: a halted ledger, refused private releases
 
 
 def rng_for(seed: int, model: str) -> np.random.Generator:
@@ -94,15 +101,47 @@ def effective(
     update: dict[str, Any] = {}
     if steps is not None or days is not None:
         step_s = scenario.time.step_s
+        if days is not None and not math.isfinite(days):
+            raise ScenarioError([("--days", f"{days} is not a finite number of days")])
         n = steps if steps is not None else int(round(float(days or 0) * 86400)) // step_s
         if n < 1:
             raise ScenarioError([("--steps/--days", "must give at least one step")])
+        end = scenario.time.start.timestamp() + n * step_s
+        if end > LAST_END.timestamp():
+            raise ScenarioError([("--steps/--days", f"the run would end after {LAST_END:%Y-%m-%d}")])
         update["time"] = scenario.time.model_copy(update={"duration": f"{n * step_s}s", "end": None})
     if seed is not None:
+        if not 0 <= seed <= INT64_MAX:
+            raise ScenarioError([("--seed", f"must lie in 0 .. {INT64_MAX}")])
         update["seed"] = seed
     if out is not None:
         update["output"] = scenario.output.model_copy(update={"path": Path(out)})
-    return scenario.model_copy(update=update)
+    result = scenario.model_copy(update=update)
+    too_big = memory_problems(result)
+    if too_big:
+        raise ScenarioError([("--steps/--days" if k == "time" else k, m) for k, m in too_big])
+    return result
+
+
+def override_notes(scenario: Scenario, run: Scenario) -> list[str]:
+    """What a run's --steps/--days changes that the user should hear: a longer period, events left out."""
+    before, after, step_s = scenario.time.n_steps, run.time.n_steps, scenario.time.step_s
+    start = scenario.time.start
+    if after > before:
+        return [
+            f"the run is {after} steps long, beyond the scenario's period of {before} step(s) "
+            f"(ending {start + dt.timedelta(seconds=before * step_s):%Y-%m-%d %H:%M} UTC)"
+        ]
+    end = start + dt.timedelta(seconds=after * step_s)
+    dated = [(f"events.{i} ({e.kind})", e.start) for i, e in enumerate(scenario.events)]
+    if scenario.market is not None:
+        dated += [(f"market.dr_events.{i}", e.start) for i, e in enumerate(scenario.market.dr_events)]
+    return [
+        f"{what} at {when:%Y-%m-%d %H:%M} UTC falls outside the shortened run (ending {end:%Y-%m-%d %H:%M}) "
+        "and does not happen"
+        for what, when in dated
+        if when >= end
+    ]
 
 
 def build_models(
@@ -907,6 +946,12 @@ def run(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
+    with claim_output(scenario.output_path, "--out" if out is not None else "output.path"):
+        return _run(scenario, progress)
+
+
+def _run(scenario: Scenario, progress: bool) -> RunSummary:
+    """Build and run an effective scenario whose output path this process holds."""
     t0 = wallclock.perf_counter()
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
     if scenario.grid is None:  # the ledger alone on its workload
@@ -959,17 +1004,22 @@ def run(
         strategic = list(build_strategic(scenario, net, fleet, market))
         attrs["agents/strategic"] = json.dumps({s.agent: str(s.policy) for s in scenario.agents.strategic})
     out_cfg = scenario.output
-    recorder = H5Recorder(
-        scenario.output_path,
-        series,
-        static,
-        attrs,
-        min(out_cfg.chunk_steps, n_steps),
-        out_cfg.compression,
-        tables,
-        labels=LABELS,
-        dims=dimensions(static),
-    )
+    try:
+        recorder = H5Recorder(
+            scenario.output_path,
+            series,
+            static,
+            attrs,
+            min(out_cfg.chunk_steps, n_steps),
+            out_cfg.compression,
+            tables,
+            labels=LABELS,
+            dims=dimensions(static),
+        )
+    except (OSError, RuntimeError) as exc:  # the disk full or gone before the first step
+        raise write_failure(
+            scenario.output_path.with_name(scenario.output_path.name + ".partial"), exc
+        ) from None
     bar = _progress_bar(n_steps, times_s, step_s) if progress else None
     stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
     world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
@@ -1055,22 +1105,27 @@ def run(
             sources["Ledger"] = ledger_e
         for src, attr in routes:
             world.connect(sources[src.split("-")[0]], rec_e, attr)
-        world.run(until=n_steps * step_s, print_progress=False)
+        with sigterm_as_interrupt():
+            world.run(until=n_steps * step_s, print_progress=False)
     except BaseException as exc:
         world.shutdown()
         partial = recorder.close(complete=False)
         if bar is not None:
             bar.close()
-        if isinstance(exc, CosimError):
+        if recorder.failed is not None:
+            reason = str(recorder.failed)
+        elif isinstance(exc, CosimError):
             reason = str(exc)
         elif isinstance(exc, KeyboardInterrupt):
-            reason = "interrupted"
+            reason = f"interrupted by {exc.args[0]}" if exc.args else "interrupted"
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        raise CosimError(
+        stopped = CosimError(
             f"run stopped after {recorder.n_steps} of {n_steps} steps ({reason}); "
             f"the steps recorded so far are in {partial}"
-        ) from exc
+        )
+        stopped.exit_now = recorder.failed is not None and recorder.failed.exit_now  # type: ignore[attr-defined]
+        raise stopped from exc
     if bar is not None:
         bar.close()
     equity_data, equity_attrs = (
@@ -1096,6 +1151,7 @@ def run(
         | (_privacy_summary(release, dp_errors) if release is not None and dp_routes else {}),
     )
     wall_s = wallclock.perf_counter() - t0
+    notes = run_warnings(ledger, release)
     return RunSummary(
         path,
         n_steps,
@@ -1105,7 +1161,26 @@ def run(
         market_stats.solver_s,
         market_stats.n_not_converged,
         ledger_stats.solver_s,
+        notes,
     )
+
+
+def run_warnings(ledger: Any, release: Any) -> tuple[str, ...]:
+    """Warnings of a finished run: the ledger lost safety, halted or finalised nothing; releases refused."""
+    notes: list[str] = []
+    engine = getattr(ledger, "engine", None)
+    if engine is not None:
+        text = str(getattr(engine, "notes", ""))
+        if "SAFETY LOST" in text:
+            notes.append(f"the ledger lost safety: {text}")
+        elif getattr(engine, "halted", False):
+            notes.append(f"the ledger halted: {text}")
+        elif getattr(engine, "justifies", True) is False:
+            notes.append(f"the ledger finalised nothing: {text}")
+    n_refused = int(getattr(release, "n_refused", 0) or 0)
+    if n_refused:
+        notes.append(f"{n_refused} private release(s) refused: the privacy budget was spent")
+    return tuple(notes)
 
 
 def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int) -> Any:

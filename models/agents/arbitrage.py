@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linprog
 
+from cosim.models.market.solver import TIME_LIMIT_S
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -70,7 +72,14 @@ def schedule(
         a_ub = np.vstack([a_ub, -a_energy[-1]])
         b_ub = np.r_[b_ub, 0.0]
     cost = np.r_[buy * dt_h, -sell * dt_h]
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=[(0.0, power_mw)] * (2 * n), method="highs")
+    res = linprog(
+        cost,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        bounds=[(0.0, power_mw)] * (2 * n),
+        method="highs",
+        options={"time_limit": TIME_LIMIT_S},
+    )
     if res.status != 0:
         raise ValueError(f"arbitrage schedule infeasible or failed: {res.message}")
     c, d = res.x[:n], res.x[n:]

@@ -21,8 +21,10 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition
 from pyomo.contrib.solver.solvers.highs import Highs
 
+from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
+from cosim.models.market.solver import silence_banner
 
 BID_PARAMS = ("demand_mw", "demand_price", "supply_min_mw", "supply_max_mw", "supply_price", "supply_c2")
 ANGLE_BOUND_RAD = 1e3  # |theta| bound; a solution at it is reported as status "angle bound"
@@ -84,6 +86,7 @@ class WelfareModel:
         self._s = [m.s[j] for j in range(self.n_supply)]
         self._flow = [m.flow[k] for k in range(self.n_branch)]
         self._balance = [m.balance[n] if n in m.balance else None for n in range(self.n_node)]
+        silence_banner()
         self.solver = Highs()
         cfg = self.solver.config
         cfg.load_solutions = False
@@ -103,6 +106,7 @@ class WelfareModel:
         cfg.solver_options.update(
             {
                 "output_flag": False,
+                "time_limit": solver.TIME_LIMIT_S,
                 "qp_regularization_value": 1e-10,
                 "primal_feasibility_tolerance": 1e-9,
                 "dual_feasibility_tolerance": 1e-9,

@@ -50,9 +50,11 @@ from typing import Any
 import highspy
 import numpy as np
 
+from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.dcopf import BID_PARAMS, _check_buses, _nan_clearing, nodal_clearing
 from cosim.models.market.network_dc import DCNetwork
+from cosim.models.market.solver import new_highs
 
 ISLANDING_TOL = 1e-8  # 1 - (PTDF[k, from_k] - PTDF[k, to_k]) below this: the outage of k splits an island
 VIOLATION_TOL_MW = 1e-7  # a post-contingency flow this far beyond its limit adds the row
@@ -245,10 +247,11 @@ class SCOPF:
         self._col_d = np.arange(nd, dtype=np.int32)
         self._col_s = nd + np.arange(ns, dtype=np.int32)
         self._col_p = nd + ns + np.arange(nn, dtype=np.int32)
-        h = highspy.Highs()
+        h = new_highs()
         # HiGHS's QP solver regularises by 1e-7 by default, which moves the duals (LMPs) by ~1e-4 $/MWh.
         options = {
             "output_flag": False,
+            "time_limit": solver.TIME_LIMIT_S,
             "qp_regularization_value": 1e-10,
             "primal_feasibility_tolerance": 1e-9,
             "dual_feasibility_tolerance": 1e-9,

@@ -65,6 +65,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cosim.models.market.clearing import Bids
+from cosim.models.market.solver import new_highs
 
 INF = float(highspy.kHighsInf)
 _PROB_TOL = 1e-9  # probabilities must sum to 1 within this
@@ -304,7 +305,7 @@ class _HighsLP:
     """One persistent HiGHS LP: min cost x, col_lo <= x <= col_hi, row_lo <= M x <= row_hi."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self.highs: Any = highspy.Highs()  # (highspy's stubs lag its API: changeRowsBounds)
+        self.highs: Any = new_highs()  # (highspy's stubs lag its API: changeRowsBounds)
         for key, value in options.items():
             self.highs.setOptionValue(key, value)
         self._key: tuple[Any, ...] | None = None  # matrix inputs the loaded matrix was built from
