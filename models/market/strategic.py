@@ -30,7 +30,9 @@ a_dn * smin``, and by strong duality (the primal objective equals the dual one, 
 a_up smax) - sum(b_up dmax) - sum(mu_up (L - f0) + mu_dn (L + f0))``) the player's ``sum(o * s) = D -
 sum(price_k s_k, k not the player's) + sum(bid_i d_i)``: the objective is linear, the MPEC a MILP.
 
-The solution is the optimistic bilevel one: where the clearing has ties (the player marginal at the
+Among offers of equal profit the lowest is chosen (the objective subtracts ``TIE_BREAK`` x the markup):
+a player whose offer does not move its profit offers its cost. The solution is the optimistic bilevel
+one: where the clearing has ties (the player marginal at the
 price where another step takes over), it picks the one the player likes. A real clearing may break the
 tie the other way; `StrategicPlayer` then offers ``TIE_MARGIN_PER_MWH`` less.
 """
@@ -57,6 +59,7 @@ BOUND_TOL = 1e-6  # a dual within this share of its bound counts as at the bound
 COEF_TOL = 1e-10  # |H| coefficients below this are dropped
 TIE_MARGIN_PER_MWH = 0.01  # offered below the MPEC's price when the clearing breaks a tie against the player
 TOL_MW = 1e-6
+TIE_BREAK = 1e-6  # $/h per $/MWh of markup: among offers of equal profit, the lowest
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ class StrategicMPEC:
         sol = MPECSolution(
             status="optimal",
             offer_per_mwh=val([m.o[p] for p in m.P]),
-            profit=float(pyo.value(m.obj)),
+            profit=float(pyo.value(m.profit)),
             supply_mw=val([m.s[k] for k in m.S]),
             demand_mw=val([m.d[i] for i in m.D]),
             price_per_mwh=val([m.lmp[b] for b in m.B]),
@@ -312,7 +315,9 @@ class StrategicMPEC:
         player_os = dual_obj - sum(price[k] * m.s[k] for k in others) + sum(bid[i] * m.d[i] for i in m.D)
         revenue = player_os + sum(smax[k] * m.a_up[k] - smin[k] * m.a_dn[k] for k in player.tolist())
         true_cost = sum(cost[j] * m.s[int(k)] for j, k in enumerate(player))
-        m.obj = pyo.Objective(expr=revenue - true_cost, sense=pyo.maximize)
+        m.profit = pyo.Expression(expr=revenue - true_cost)
+        markup = sum(m.o[p] - float(lo_o[p]) for p in m.P)
+        m.obj = pyo.Objective(expr=m.profit - TIE_BREAK * markup, sense=pyo.maximize)
         checks = [(m.lam, m_price), (m.a_up, m_bound), (m.a_dn, m_bound), (m.b_up, m_bound)]
         checks += [(m.b_dn, m_bound), (m.mu_up, m_mu), (m.mu_dn, m_mu)]
         return m, checks
