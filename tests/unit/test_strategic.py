@@ -176,7 +176,7 @@ def test_mpec_refuses_quadratic_offers(pjm5) -> None:
 
 
 def test_screens_hhi_rsi_pivotal() -> None:
-    """HHI, RSI and pivotal flags by hand: owners 0 (two steps), 1, 2; capacities 60+40, 50, 50; demand 120."""
+    """HHI, RSI, pivotal by hand: owners 0 (two steps), 1, 2; capacities 60+40, 50, 50; demand 120."""
     hhi, rsi, pivotal = supply_screens(
         np.array([0, 0, 1, 2]),
         3,
