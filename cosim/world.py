@@ -60,6 +60,7 @@ from cosim.units import UDUNITS
 SCREENS = ("hhi", "rsi", "rsi_min", "pivotal")  # market-power screens of network designs
 STRATEGIC = (  # datasets of market.strategic
     "strategic_offer_per_mwh",
+    "strategic_optimal",
     "strategic_profit",
     "competitive_profit",
     "lerner_index",
@@ -837,6 +838,12 @@ def _series_and_static(
             ("rsi_min", "1", None, "smallest residual supply index of the interval"),
             ("pivotal", "1", n_supplier, "supplier is pivotal: its residual supply index is below 1"),
             ("strategic_offer_per_mwh", "$/MWh", None, "the strategic player's offer (its MPEC's)"),
+            (
+                "strategic_optimal",
+                "1",
+                None,
+                "the MPEC solved to optimality (else the player offered its cost)",
+            ),
             ("strategic_profit", "$", None, "strategic player's profit: LMP x dispatch - true cost"),
             ("competitive_profit", "$", None, "its profit in the same interval offering its true cost"),
             ("lerner_index", "1", None, "(LMP - marginal cost) / LMP at the strategic player's bus"),

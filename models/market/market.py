@@ -46,6 +46,7 @@ class MarketResult:
     rsi_min: float = np.nan  # its minimum
     pivotal: Any = None  # (n_supplier,) bool, rsi < 1
     strategic_offer_per_mwh: float = np.nan  # the strategic player's offer (market.strategic)
+    strategic_optimal: bool = False  # its MPEC solved to optimality (else it offered its cost)
     strategic_profit: float = np.nan  # $, its profit in the interval
     competitive_profit: float = np.nan  # $, its profit had it offered its true cost
     lerner_index: float = np.nan  # (LMP - marginal cost) / LMP at its bus
@@ -289,6 +290,7 @@ class Market:
         if self.strategic is not None:
             extra |= {
                 "strategic_offer_per_mwh": play.offer_per_mwh,
+                "strategic_optimal": play.status == "optimal",
                 "lerner_index": play.lerner_index,
                 **{
                     k: getattr(play, k) * dt

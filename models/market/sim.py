@@ -43,6 +43,7 @@ OUTPUTS = (
     "rsi_min",
     "pivotal",
     "strategic_offer_per_mwh",
+    "strategic_optimal",
     "strategic_profit",
     "competitive_profit",
     "lerner_index",

@@ -22,7 +22,7 @@ def test_pjm5_strategic_day_records_market_power(tmp_path: Path) -> None:
     summary = cosim.run(ROOT / "scenarios" / "pjm5_strategic.yaml", out=tmp_path / "s.h5")
     with h5py.File(summary.path) as f:
         m = f["market"]
-        assert m["ok"][:].all()
+        assert m["ok"][:].all() and m["strategic_optimal"][:].all()
         np.testing.assert_allclose(m["strategic_offer_per_mwh"][:], 60.0, atol=1e-6)
         np.testing.assert_allclose(m["strategic_profit"][:], 722.02, atol=0.01)
         np.testing.assert_allclose(m["competitive_profit"][:], 0.0, atol=1e-6)
@@ -43,6 +43,21 @@ def test_screens_without_a_strategic_player(tmp_path: Path) -> None:
     with h5py.File(summary.path) as f:
         assert {"hhi", "rsi", "rsi_min", "pivotal"} <= set(f["market"])
         assert "strategic_profit" not in f["market"]
+
+
+def test_strategic_player_under_scopf(tmp_path: Path) -> None:
+    """With design scopf the MPEC anticipates the N-1 secure clearing: optimal every hour, the player
+    earns at least its competitive profit, and the welfare loss is never negative."""
+    text = (ROOT / "scenarios" / "pjm5_strategic.yaml").read_text()
+    path = tmp_path / "scopf.yaml"
+    path.write_text(text.replace("design: dcopf", "design: scopf\n  contingency_limit_factor: 1.5"))
+    summary = cosim.run(path, out=tmp_path / "scopf.h5", days=0.125)
+    with h5py.File(summary.path) as f:
+        m = f["market"]
+        assert m["ok"][:].all() and m["strategic_optimal"][:].all()
+        assert np.all(m["strategic_profit"][:] >= m["competitive_profit"][:] - 1e-6)
+        assert np.all(m["welfare_loss"][:] >= -1e-6)
+        assert "security_cost" in m
 
 
 @pytest.mark.parametrize(
