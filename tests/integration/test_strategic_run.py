@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cosim
+from analysis.report import write_report
 from cosim.errors import ScenarioError
 from tests.conftest import ROOT
 
@@ -17,7 +18,7 @@ CAP = "offer_price_max_per_mwh: 60}}"
 
 def test_pjm5_strategic_day_records_market_power(tmp_path: Path) -> None:
     """A day of case5 with Solitude strategic: offer at the 60 $/MWh cap, 722.02 $/h profit against 0
-    competitive, Lerner 0.5 at bus C, a positive welfare loss; Brighton (gen 2, 600 MW of 1530) is the one
+    competitive, Lerner 0.5 at bus C, a positive welfare loss, a report section; Brighton (gen 2, 600 MW of 1530) is the one
     pivotal supplier: RSI = (1530 - 600) / 1000 = 0.93."""
     summary = cosim.run(ROOT / "scenarios" / "pjm5_strategic.yaml", out=tmp_path / "s.h5")
     with h5py.File(summary.path) as f:
@@ -35,6 +36,8 @@ def test_pjm5_strategic_day_records_market_power(tmp_path: Path) -> None:
         assert (m["pivotal"][:] == (np.array(names) == "gen 2")).all()
         np.testing.assert_allclose(m["rsi_min"][:], m["rsi"][:].min(axis=1))
         assert np.all((m["hhi"][:] > 0) & (m["hhi"][:] <= 10000))
+    page = write_report(summary.path, tmp_path / "report").read_text()
+    assert "Market power" in page and "market_power_rsi.png" in page and "Lerner index mean / max" in page
 
 
 def test_screens_without_a_strategic_player(tmp_path: Path) -> None:
