@@ -18,8 +18,8 @@ CAP = "offer_price_max_per_mwh: 60}}"
 
 def test_pjm5_strategic_day_records_market_power(tmp_path: Path) -> None:
     """A day of case5 with Solitude strategic: offer at the 60 $/MWh cap, 722.02 $/h profit against 0
-    competitive, Lerner 0.5 at bus C, a positive welfare loss, a report section; Brighton (gen 2, 600 MW of 1530) is the one
-    pivotal supplier: RSI = (1530 - 600) / 1000 = 0.93."""
+    competitive, Lerner 0.5 at bus C, a positive welfare loss, a report section; Brighton (gen 2, 600 MW
+    of 1530) is the one pivotal supplier: RSI = (1530 - 600) / 1000 = 0.93."""
     summary = cosim.run(ROOT / "scenarios" / "pjm5_strategic.yaml", out=tmp_path / "s.h5")
     with h5py.File(summary.path) as f:
         m = f["market"]
