@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from .report import Arr, _dates, _note, _save
 
 FIGS = ("market_power_rsi.png", "market_power_strategic.png")
+LABELLED = 6  # suppliers of lowest mean RSI drawn in colour with a legend entry
+LOG_ABOVE = 20.0  # RSIs beyond this: symlog axis
 
 
 @dataclass
@@ -96,15 +98,28 @@ def market_power_rows(mp: MarketPower) -> list[tuple[str, str]]:
 
 
 def _fig_rsi(mp: MarketPower, out: Path) -> str:
-    """RSI duration curves: each supplier's RSI and the interval minimum, sorted high to low."""
+    """RSI duration curves: the ``LABELLED`` suppliers of lowest mean RSI in colour (the rest grey) and the
+    interval minimum, sorted high to low; a symlog axis when RSIs reach beyond ``LOG_ABOVE``."""
     fig = Figure(figsize=(8, 4.5), layout="tight")
     ax = fig.add_subplot()
     t = mp.rsi_min.size
     share = 100.0 * (np.arange(t) + 0.5) / max(t, 1)
+    with np.errstate(all="ignore"):
+        order = np.argsort(np.nan_to_num(np.nanmean(mp.rsi, axis=0), nan=np.inf), kind="stable")
+    shown = set(order[:LABELLED].tolist())
     for k, name in enumerate(mp.supplier):
-        ax.plot(share, np.sort(mp.rsi[:, k])[::-1], lw=1, alpha=0.7, label=name)
+        curve = np.sort(mp.rsi[:, k])[::-1]
+        if k in shown:
+            ax.plot(share, curve, lw=1.2, label=name)
+        else:
+            ax.plot(
+                share, curve, lw=0.6, color="0.75", label="other suppliers" if k == order[LABELLED] else None
+            )
     ax.plot(share, np.sort(mp.rsi_min)[::-1], color="black", lw=2, label="minimum over suppliers")
     ax.axhline(1.0, color="red", ls="--", lw=1, label="RSI = 1 (pivotal below)")
+    if np.nanmax(mp.rsi, initial=0.0) > LOG_ABOVE:
+        ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0.0)  # an RSI is never negative
     ax.set_xlabel("share of intervals (%)")
     ax.set_ylabel("residual supply index")
     ax.set_title("RSI duration curve: (capacity - supplier's capacity) / demand, sorted")
