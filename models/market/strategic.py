@@ -22,8 +22,9 @@ complementarity pair linearised exactly by a binary ``z``: ``slack <= M_p (1 - z
 The primal bounds ``M_p`` come from the data (``smax - smin``, ``dmax``, ``L_r + max|flow_r|``); the
 dual bounds ``M_d`` are ``DUAL_BOUND_FACTOR`` x the largest price in the data (bids, offers, the cap)
 for prices and bound duals, and ``MU_BOUND_FACTOR`` x that for congestion duals. They are checked after
-the solve: a solution with a dual at its bound is solved again with all dual bounds x10 (up to
-``MAX_BOUND_TRIES`` times); a bound still reached is reported in the status.
+the solve: a solution with a dual at its bound, or an infeasible MILP (the lower level always has an
+optimum, so its duals were cut off), is solved again with all dual bounds x10 (up to ``MAX_BOUND_TRIES``
+times); a bound still reached is reported in the status.
 
 The player's revenue ``LMP * s`` is bilinear; with complementarity it equals ``o * s + a_up * smax -
 a_dn * smin``, and by strong duality (the primal objective equals the dual one, ``D = sum(a_dn smin -
@@ -59,6 +60,7 @@ BOUND_TOL = 1e-6  # a dual within this share of its bound counts as at the bound
 COEF_TOL = 1e-10  # |H| coefficients below this are dropped
 TIE_MARGIN_PER_MWH = 0.01  # offered below the MPEC's price when the clearing breaks a tie against the player
 TOL_MW = 1e-6
+INFEASIBLE = ("provenInfeasible", "infeasibleOrUnbounded")  # HiGHS statuses of a MILP cut off by its bounds
 TIE_BREAK = 1e-6  # $/h per $/MWh of markup: among offers of equal profit, the lowest
 
 
@@ -161,7 +163,10 @@ class StrategicMPEC:
         scale = 1.0
         for _ in range(MAX_BOUND_TRIES):
             sol, at_bound = self._solve_once(bids, cost, scale)
-            if sol.status != "optimal" or not at_bound:
+            # the lower level always has an optimum (every demand step may go unserved), so an infeasible
+            # MILP means the dual bounds cut off every dual optimum: widen them too
+            too_tight = sol.status in INFEASIBLE or (sol.status == "optimal" and at_bound)
+            if not too_tight:
                 return sol
             scale *= 10.0
         return replace(sol, status="dual bound reached")

@@ -187,3 +187,18 @@ def test_screens_hhi_rsi_pivotal() -> None:
     assert hhi == pytest.approx(100**2 * ((80 / 120) ** 2 + (40 / 120) ** 2))
     np.testing.assert_allclose(rsi, [100 / 120, 150 / 120, 150 / 120])
     assert pivotal.tolist() == [True, False, False]
+
+
+def test_dual_bounds_too_tight_are_widened(pjm5, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With big-M dual bounds far too tight (0.05 x the largest price: the MILP is infeasible) the MPEC is
+    solved again with wider bounds and ends at the same profit as with the default bounds."""
+    import cosim.models.market.strategic as strategic
+
+    network, bids, _ = pjm5
+    mpec = StrategicMPEC(network, bids.demand_bus, bids.supply_bus, np.array([4]), CAP)
+    wide = mpec.solve(bids, np.array([10.0]))
+    monkeypatch.setattr(strategic, "DUAL_BOUND_FACTOR", 0.05)  # |bid - LMP| up to 1e4 > 2 x 0.05 x 1e4
+    monkeypatch.setattr(strategic, "MU_BOUND_FACTOR", 0.05)
+    narrow = mpec.solve(bids, np.array([10.0]))
+    assert wide.bound_scale == 1.0 and narrow.bound_scale > 1.0
+    assert narrow.status == "optimal" and narrow.profit == pytest.approx(wide.profit, abs=1e-4)
