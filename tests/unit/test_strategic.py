@@ -96,6 +96,7 @@ def test_mpec_scopf_equals_brute_force_on_pjm5(pjm5) -> None:
         res = scopf.clear(replace(bids, supply_price=price))
         best = max(best, _profit(res, network, bids, step, cost))
     assert sol.profit == pytest.approx(best, abs=1e-4)
+    _feasible(network, bids, sol.supply_mw, sol.demand_mw)
     post = scopf.post_contingency_flows(network.ptdf() @ _inj(network, bids, sol))
     assert (
         np.nanmax(
