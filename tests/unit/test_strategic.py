@@ -50,12 +50,17 @@ def pjm5() -> tuple[DCNetwork, Bids, DCOPF]:
     net = pn.case5()
     network = dc_network(net)
     bids, _ = case_bids(net)
-    return network, bids, DCOPF(network, bids.demand_bus, bids.supply_bus)
+    opf = DCOPF(network, bids.demand_bus, bids.supply_bus)
+    # at true costs the clearing is Li & Bo's (2010) published one: LMPs A..E 16.98 .. 10.00 $/MWh
+    lmp = opf.clear(bids).price_per_mwh[network.position_of(net.bus.index)]
+    np.testing.assert_allclose(lmp, [16.98, 26.38, 30.00, 39.94, 10.00], atol=0.005)
+    return network, bids, opf
 
 
 # case5 supply steps: 0 Alta (A, 14 $/MWh), 1 Park City (A, 15), 2 Solitude (C, 30), 3 Sundance (D, 40),
 # 4 Brighton (E, 10). Profits the MPEC and the 0.05 $/MWh search reproduce (dcopf, cap 60 $/MWh):
-# Solitude 722.02 $/h offering the cap, Brighton 9330.10 $/h offering 30.00, Alta 119.09 $/h at its cost.
+# Solitude 722.02 $/h offering the cap, Brighton 9330.10 $/h offering 30.00, Alta 119.09 $/h at its cost
+# (its competitive profit (16.98 - 14) x 40 MW at the published LMP of bus A).
 @pytest.mark.parametrize(("step", "profit"), [(2, 722.02), (4, 9330.10), (0, 119.09)])
 def test_mpec_profit_equals_brute_force_on_pjm5(pjm5, step: int, profit: float) -> None:
     """The MPEC's profit equals the best of a 0.05 $/MWh grid of offers, each cleared by the DC-OPF."""
