@@ -49,6 +49,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.results import TerminationCondition
 from pyomo.contrib.solver.solvers.highs import Highs
 
+from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
 from cosim.models.market.scopf import ptdf_by_island, shift_flow_mw
@@ -141,6 +142,7 @@ class StrategicMPEC:
         self.cap = float(offer_price_max_per_mwh)
         self.rows = rows if rows is not None else limit_rows(network)
         self.time_limit_s = float(time_limit_s)
+        solver.silence_banner()
         self.solver = Highs()
 
     def _screen_rows(self, bids: Bids) -> tuple[np.ndarray, np.ndarray]:
