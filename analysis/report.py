@@ -653,6 +653,7 @@ def _imgs(figs: list[str]) -> str:
 def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
     from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
+    from .market_power_report import load_market_power, market_power_rows, market_power_section  # late
     from .society_report import load_society, society_rows, society_section  # late: imports this module
     from .uncertainty_report import load_uncertainty, uncertainty_rows, uncertainty_section  # late: same
 
@@ -676,6 +677,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         led = load_ledger(f)
         soc = load_society(f)
         unc = load_uncertainty(f)
+        mp = load_market_power(f)
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
     counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
@@ -706,6 +708,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         rows.append((f"Energy {html.escape(k)}", f"{p + n:.3f} MWh (+{p:.3f} / {n:.3f})"))
     if m is not None:
         rows += _market_rows(m, t)
+    if mp is not None:
+        rows += market_power_rows(mp)
     if led is not None:
         rows += ledger_rows(led)
     if soc is not None:
@@ -719,6 +723,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         market += f"<h2>Ledger ({html.escape(led.consensus)})</h2>\n{_imgs(ledger_figures(led, out))}\n"
     if soc is not None:
         market += society_section(soc, out)
+    if mp is not None:
+        market += market_power_section(mp, out)
     if unc is not None:
         market += uncertainty_section(unc, out)
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")

@@ -426,6 +426,18 @@ class StochasticConfig(_Section):
     )
 
 
+class StrategicConfig(_Section):
+    """A strategic player (dcopf, scopf): each interval its offer is the solution of its bilevel problem."""
+
+    player: str = _field("Agent name of the player: a generator of the grid (gen, sgen or pv agent)")
+    offer_price_max_per_mwh: float = _field(
+        "Cap on the player's offer price (its offer lies between its true cost and this)",
+        unit="$/MWh",
+        gt=0,
+    )
+    time_limit_s: float = _field("HiGHS time limit of the MPEC per interval", unit="s", default=30.0, gt=0)
+
+
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
@@ -493,6 +505,11 @@ class MarketConfig(_Section):
     critical_voll_per_mwh: float = _field(
         "Value of lost load of the critical loads", unit="$/MWh", default=10000.0, gt=0
     )
+    strategic: StrategicConfig | None = _field(
+        "A strategic player anticipating the clearing (dcopf, scopf; an MPEC solved each interval); "
+        "none: every agent offers its cost",
+        None,
+    )
     on_failure: Literal["continue", "stop"] = _field(
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
@@ -544,6 +561,11 @@ class MarketConfig(_Section):
                 )
         elif self.stochastic is not None:
             raise ValueError("the stochastic section is only used by design stochastic")
+        if self.strategic is not None and self.design not in ("dcopf", "scopf"):
+            raise ValueError(
+                f"strategic needs a network design (dcopf or scopf) whose clearing the player anticipates, "
+                f"not {self.design}: set market.design to dcopf or scopf, or remove market.strategic"
+            )
         return self
 
 
@@ -1041,6 +1063,11 @@ class Scenario(_Section):
             raise ValueError("privacy releases metered data of the agents: it needs a grid")
         if self.equity is not None and self.market is None:
             raise ValueError("equity accounts the market's payments: add a market section")
+        if self.events and self.market is not None and self.market.strategic is not None:
+            raise ValueError(
+                "events with market.strategic are not built: the player's MPEC is built for the intact "
+                "network; remove the events or market.strategic"
+            )
         if self.events and self.market is not None and self.market.design == "stochastic":
             raise ValueError(
                 "events with design stochastic are not built: its days are cleared ahead on the intact grid"

@@ -57,6 +57,15 @@ from cosim.scenario import (
 )
 from cosim.units import UDUNITS
 
+SCREENS = ("hhi", "rsi", "rsi_min", "pivotal")  # market-power screens of network designs
+STRATEGIC = (  # datasets of market.strategic
+    "strategic_offer_per_mwh",
+    "strategic_optimal",
+    "strategic_profit",
+    "competitive_profit",
+    "lerner_index",
+    "welfare_loss",
+)
 SIM_CONFIG: dict[str, Any] = {
     "Agents": {"python": "cosim.models.agents.sim:AgentsSim"},
     "Grid": {"python": "cosim.models.grid.sim:GridSim"},
@@ -280,14 +289,54 @@ def build_market(
             len(fleet.times_s), st.n_scenarios, st.pv_error_sd, st.load_error_sd, st.error_rho,
             st.up_price_per_mwh, st.down_price_per_mwh, rng_for(scenario.seed, "forecast"),
         )  # fmt: skip
+    strategic = None if m.strategic is None else _strategic_player(m.strategic, table, bidder, fleet)
     try:
         return Market(
             net, m.design, bidder, scenario.time.step_s / 3600.0, m.on_failure, q_ratio, posted,
             contingencies=m.contingencies, contingency_limit_factor=m.contingency_limit_factor,
-            day_ahead=day_ahead, events=events, branch_limit=m.branch_limit,
+            day_ahead=day_ahead, events=events, branch_limit=m.branch_limit, strategic=strategic,
         )  # fmt: skip
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None
+
+
+def _strategic_player(cfg: Any, table: Any, bidder: Bidder, fleet: Fleet) -> tuple[np.ndarray, float, float]:
+    """(supply steps, cap, time limit) of ``market.strategic``'s player, checked against the grid.
+
+    Raises
+    ------
+    ScenarioError
+        for a name that is no generator agent (with the nearest names), or offers the MPEC cannot take.
+    """
+    import difflib
+
+    names = [str(n) for n in table.name]
+    kinds = [str(k) for k in table.kind]
+    valid = [n for n, k in zip(names, kinds, strict=True) if k in ("gen", "sgen", "pv")]
+    if cfg.player not in valid:
+        why = (
+            f"{cfg.player!r} is a {kinds[names.index(cfg.player)]}"
+            if cfg.player in names
+            else f"no agent named {cfg.player!r}"
+        )
+        nearest = (
+            ", ".join(map(repr, difflib.get_close_matches(cfg.player, valid, n=3, cutoff=0.0))) or "none"
+        )
+        raise ScenarioError([(
+            "market.strategic.player",
+            f"{why}: the player must be a generator agent (gen, sgen, pv); nearest: {nearest} "
+            "(as in /agents/name)",
+        )])  # fmt: skip
+    steps = np.flatnonzero(bidder.supply_owner == names.index(cfg.player))
+    zeros = np.zeros(len(bidder.battery_agents))
+    bids = bidder.bids(fleet.baseline(0)[0], zeros, zeros)
+    if np.any(np.asarray(bids.supply_c2) != 0):
+        raise ScenarioError([(
+            "market.strategic",
+            "the player's MPEC needs linear offers, but the grid's cost data (poly_cost cp2) has quadratic "
+            "terms: set them to 0 or remove market.strategic",
+        )])  # fmt: skip
+    return steps, cfg.offer_price_max_per_mwh, cfg.time_limit_s
 
 
 def build_planner(scenario: Scenario, net: Any, fleet: Fleet) -> ArbitragePlanner | None:
@@ -745,6 +794,7 @@ def _series_and_static(
         }
     if market is not None and "market" in groups:
         m = "Market-0.market"
+        n_supplier = len(market.suppliers)
         for attr, units, width, description in [
             ("price_per_mwh", "$/MWh", n_bus, "marginal price of energy per bus (uniform: one value)"),
             ("price_q_per_mvarh", "$/Mvarh", n_bus, "marginal price of reactive power per bus"),
@@ -783,6 +833,21 @@ def _series_and_static(
             ),
             ("agent_curtailed_mwh", "MWh", n_agent, "elastic demand not bought at the price"),
             ("payment", "$", n_agent, "paid in the interval, + = pays"),
+            ("hhi", "1", None, "Herfindahl-Hirschman index of cleared supply by supplier, 0..10000"),
+            ("rsi", "1", n_supplier, "residual supply index: (capacity - supplier's) / cleared demand"),
+            ("rsi_min", "1", None, "smallest residual supply index of the interval"),
+            ("pivotal", "1", n_supplier, "supplier is pivotal: its residual supply index is below 1"),
+            ("strategic_offer_per_mwh", "$/MWh", None, "the strategic player's offer (its MPEC's)"),
+            (
+                "strategic_optimal",
+                "1",
+                None,
+                "the MPEC solved to optimality (else the player offered its cost)",
+            ),
+            ("strategic_profit", "$", None, "strategic player's profit: LMP x dispatch - true cost"),
+            ("competitive_profit", "$", None, "its profit in the same interval offering its true cost"),
+            ("lerner_index", "1", None, "(LMP - marginal cost) / LMP at the strategic player's bus"),
+            ("welfare_loss", "$", None, "competitive minus strategic welfare, both at true costs"),
         ]:
             if attr in ("price_q_per_mvarh", "vm_pu", "q_mvar") and market.design != "acopf":
                 continue
@@ -792,9 +857,16 @@ def _series_and_static(
                 continue
             if attr in ("admm_iterations", "admm_messages") and market.design != "admm":
                 continue
+            if attr in SCREENS and not market.screens:
+                continue
+            if attr in STRATEGIC and market.strategic is None:
+                continue
             columns = "grid/bus/name" if width == n_bus else ("agents/name" if width else "")
             columns = "agents/storage_name" if attr == "storage_profit" else columns
-            dtype = np.bool_ if attr == "ok" else np.int64 if attr.startswith("admm") else np.float64
+            columns = "market/supplier_name" if width == n_supplier and attr in SCREENS else columns
+            dtype = (
+                np.bool_ if attr in ("ok", "pivotal") else np.int64 if attr.startswith("admm") else np.float64
+            )
             path = f"market/{attr}"
             if attr in ("storage_profit", "agent_unserved_mwh", "agent_curtailed_mwh"):
                 path = "agents/" + attr.removeprefix("agent_")
@@ -815,6 +887,13 @@ def _series_and_static(
             )
         )
         routes[(m, "trades")] = "market/trades"
+        if market.screens:
+            names = [str(n) for n in fleet.table.name]
+            suppliers = [names[a] if a >= 0 else "upstream" for a in market.suppliers]
+            static["market/supplier_name"] = (
+                np.array(suppliers),
+                "owner of supply steps; upstream = ext_grid",
+            )
         if market.design == "stochastic":
             day_columns = (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))
             day = Table(

@@ -41,6 +41,16 @@ class MarketResult:
     variable_cost: float = np.nan  # $, the cost without the constant terms (what the designs minimise)
     vm_pu: Any = None  # (n_bus,) the OPF's voltage magnitudes (acopf only)
     q_mvar: Any = None  # (n_bus,) reactive power the OPF dispatches per bus, + = injection (acopf only)
+    hhi: float = np.nan  # HHI of cleared supply by supplier, 0..10000 (network designs)
+    rsi: Any = None  # (n_supplier,) residual supply index of every supplier (network designs)
+    rsi_min: float = np.nan  # its minimum
+    pivotal: Any = None  # (n_supplier,) bool, rsi < 1
+    strategic_offer_per_mwh: float = np.nan  # the strategic player's offer (market.strategic)
+    strategic_optimal: bool = False  # its MPEC solved to optimality (else it offered its cost)
+    strategic_profit: float = np.nan  # $, its profit in the interval
+    competitive_profit: float = np.nan  # $, its profit had it offered its true cost
+    lerner_index: float = np.nan  # (LMP - marginal cost) / LMP at its bus
+    welfare_loss: float = np.nan  # $, competitive minus strategic welfare at true costs
 
 
 class Market:
@@ -64,6 +74,12 @@ class Market:
     branch_limit : acopf: ``mva`` (apparent power, MATPOWER's default) or ``current`` branch limits
     events : `EventSchedule` of the run's outages: unconnected agents (and, islanded, the upstream grid)
         do not trade, and network designs clear the topology of the step
+    strategic : dcopf, scopf: ``(player's supply steps, offer cap $/MWh, time limit s)``: each interval
+        the player's offer is replaced by its MPEC's (`strategic.StrategicPlayer`)
+
+    Network designs (dcopf, scopf) also screen market power every interval: HHI, RSI, pivotal suppliers
+    (`strategic.supply_screens`) over ``suppliers`` (agent positions of the owners of supply steps, -1 the
+    upstream grid).
 
     After ``clear``, ``last_bids`` and ``last_clearing`` hold what was cleared (bids with the carbon adder;
     clearing None when it failed) for the accounting of the interval.
@@ -84,6 +100,7 @@ class Market:
         day_ahead: Any = None,
         events: Any = None,
         branch_limit: str = "mva",
+        strategic: tuple[np.ndarray, float, float] | None = None,
     ) -> None:
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.carbon, self._import_mw, self.events = carbon, 0.0, events
@@ -122,6 +139,22 @@ class Market:
             self._bus_pos = np.arange(self.n_bus)
         else:
             raise ValueError(f"market design {design!r} is not built")
+        self.screens = design in ("dcopf", "scopf")
+        owners = bidder.supply_owner
+        self.suppliers = np.r_[np.unique(owners[owners >= 0]), [UPSTREAM] * bool(np.any(owners == UPSTREAM))]
+        self._supplier_of_step = np.searchsorted(np.r_[self.suppliers[self.suppliers >= 0], np.inf], owners)
+        self._supplier_of_step[owners == UPSTREAM] = len(self.suppliers) - 1
+        self.strategic: Any = None
+        if strategic is not None:
+            if design not in ("dcopf", "scopf"):
+                raise ValueError(f"a strategic player needs design dcopf or scopf, not {design!r}")
+            from cosim.models.market.strategic import StrategicMPEC, StrategicPlayer, limit_rows
+
+            steps, cap, time_limit_s = strategic
+            network = self.model.network
+            rows = limit_rows(network, self.model if design == "scopf" else None)
+            mpec = StrategicMPEC(network, d_bus, s_bus, steps, cap, rows, time_limit_s)
+            self.strategic = StrategicPlayer(mpec)
 
     def _network_model(
         self, net: Any, out_branches: frozenset[tuple[str, int]] = frozenset()
@@ -212,6 +245,8 @@ class Market:
             return self._settle(self.model.interval(step, forecast_mw), forecast_mw, step)
         if self.design in ("tou", "dr"):
             clearing: Clearing = self.model.clear(bids, float(self.posted_price_per_mwh[step]), self.n_bus)
+        elif self.strategic is not None:
+            bids, clearing, play = self.strategic.play(bids, self.model.clear)
         else:
             clearing = self.model.clear(bids)
         self.last_bids, self.last_clearing = bids, clearing if clearing.status == "optimal" else None
@@ -238,6 +273,30 @@ class Market:
             from cosim.models.market.scopf import security_cost
 
             security = security_cost(clearing, self._unsecured.clear(bids)) * dt
+        extra: dict[str, Any] = {}
+        if self.screens:
+            from cosim.models.market.strategic import supply_screens
+
+            hhi, rsi, pivotal = supply_screens(
+                self._supplier_of_step, len(self.suppliers), bids.supply_max_mw, clearing.supply_mw,
+                float(np.sum(clearing.demand_mw)),
+            )  # fmt: skip
+            extra = {
+                "hhi": hhi,
+                "rsi": rsi,
+                "rsi_min": float(np.min(rsi, initial=np.inf)),
+                "pivotal": pivotal,
+            }
+        if self.strategic is not None:
+            extra |= {
+                "strategic_offer_per_mwh": play.offer_per_mwh,
+                "strategic_optimal": play.status == "optimal",
+                "lerner_index": play.lerner_index,
+                **{
+                    k: getattr(play, k) * dt
+                    for k in ("strategic_profit", "competitive_profit", "welfare_loss")
+                },
+            }
         return MarketResult(
             ok=True,
             price_per_mwh=self._per(clearing.price_per_mwh, self._bus_pos),
@@ -265,6 +324,7 @@ class Market:
             admm=self.model.last_result if self.design == "admm" else None,
             vm_pu=self._per_bus(clearing.vm_pu),
             q_mvar=self._per_bus(clearing.q_mvar),
+            **extra,
         )
 
     def _settle(self, iv: Any, forecast_mw: np.ndarray, step: int) -> MarketResult:
@@ -328,4 +388,6 @@ class Market:
             scheduled_mw=np.full(len(forecast_mw), np.nan),
             agent_unserved_mwh=np.full(len(forecast_mw), np.nan),
             agent_curtailed_mwh=np.full(len(forecast_mw), np.nan),
+            rsi=np.full(len(self.suppliers), np.nan),
+            pivotal=np.zeros(len(self.suppliers), dtype=bool),
         )

@@ -38,6 +38,16 @@ OUTPUTS = (
     "day",
     "trades",
     "detail",
+    "hhi",
+    "rsi",
+    "rsi_min",
+    "pivotal",
+    "strategic_offer_per_mwh",
+    "strategic_optimal",
+    "strategic_profit",
+    "competitive_profit",
+    "lerner_index",
+    "welfare_loss",
 )
 META: Meta = {
     "api_version": "3.0",

@@ -23,12 +23,13 @@ pytest.importorskip("h5netcdf")
 @pytest.fixture(scope="module")
 def runs(default_run: cosim.RunSummary, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The default study (2 days, with ledger, emissions, equity and privacy), the stochastic study for
-    2 days from the CLI, and a few steps of the admm, outage and PJM 5-bus AC-OPF (no transformer) studies."""
+    2 days from the CLI, and a few steps of the admm, outage, PJM 5-bus AC-OPF (no transformer) and PJM 5-bus
+    strategic-player studies."""
     out = tmp_path_factory.mktemp("outputs")
     cli = [sys.executable, "-m", "cosim.cli", "run", str(ROOT / "scenarios" / "stochastic.yaml")]
     subprocess.run([*cli, "--days", "2", "--out", str(out / "stochastic.h5"), "--quiet"], check=True)
     paths = {"default": default_run.path, "stochastic": out / "stochastic.h5"}
-    for name in ("admm", "islanding", "pjm5_acopf"):
+    for name in ("admm", "islanding", "pjm5_acopf", "pjm5_strategic"):
         paths[name] = cosim.run(ROOT / "scenarios" / f"{name}.yaml", steps=3, out=out / f"{name}.h5").path
     return paths
 
@@ -53,7 +54,7 @@ def _datasets(path: Path) -> dict[str, tuple[str, np.dtype, dict]]:
     return found
 
 
-RUNS = ("default", "stochastic", "admm", "islanding", "pjm5_acopf")
+RUNS = ("default", "stochastic", "admm", "islanding", "pjm5_acopf", "pjm5_strategic")
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -113,6 +114,7 @@ TABLES = {
     "admm": ("market/trades", "market/admm_residual"),
     "islanding": ("market/trades", "events"),
     "pjm5_acopf": ("market/trades",),
+    "pjm5_strategic": ("market/trades",),
 }
 
 
