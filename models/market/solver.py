@@ -118,7 +118,8 @@ class PersistentModel:
         auto.update_named_expressions = False
         auto.update_objective = False
         auto.update_parameters = False
-        cfg.solver_options.update({"output_flag": False, **DEFAULT_OPTIONS, **(options or {})})
+        for key, value in {"output_flag": False, **DEFAULT_OPTIONS, **(options or {})}.items():
+            cfg.solver_options[key] = value
         self.solver.set_instance(model)
         self.n_solves = 0
 
