@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyomo.common.tee
 import pyomo.environ as pyo
+from pyomo.common.enums import CaptureOutputMode
 from pyomo.contrib.solver.common.results import Results, TerminationCondition
 from pyomo.contrib.solver.solvers.highs import Highs
 
@@ -154,10 +156,17 @@ class PersistentModel:
     def solve(self) -> Solution:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
+        # HiGHS's output is off, so there is nothing to capture: Pyomo's documented switch
+        # (`CaptureOutputMode`) skips the capture of the process's output streams, whose reader threads
+        # cost more than a warm-started solve on a loaded machine; restored right after.
+        capture = pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT
+        pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = CaptureOutputMode.DISABLE
         try:
             res = self.solver.solve(self.model)
         except Exception as err:  # noqa: BLE001 - a solver failure is a failed solve, reported
             return Solution(False, f"error: {err}")
+        finally:
+            pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = capture
         tc = res.termination_condition
         if tc != TerminationCondition.convergenceCriteriaSatisfied:
             return Solution(False, tc.name, res)
