@@ -3,7 +3,8 @@
 Maximises ``sum_t dt_h * (sell_t * d_t - buy_t * c_t)`` over charge ``c_t`` and discharge ``d_t`` (MW, >= 0)
 subject to the energy balance ``e_{t+1} = e_t + dt_h * (eta_charge * c_t - d_t / eta_discharge)``, the power
 limit on each, the energy limits on ``e`` and, optionally, the end energy back at the start (so that a
-horizon's profit is not bought by emptying the battery). Solved with HiGHS through ``scipy.optimize.linprog``.
+horizon's profit is not bought by emptying the battery). A Pyomo model (`ArbitrageLP`), built once per
+planner and re-solved through the market's persistent solver (`cosim.models.market.solver`).
 
 A round trip buys 1 MWh at ``buy`` and sells ``eta_charge * eta_discharge`` MWh at ``sell``: it pays only if
 ``sell / buy > 1 / (eta_charge * eta_discharge)`` (1.2346 at 0.9/0.9), so below that ratio the optimal
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
+import pyomo.environ as pyo
 
-from cosim.models.market.solver import TIME_LIMIT_S
+from cosim.models.market.solver import PersistentModel
+
+SELL_EARLY = 1e-6  # per interval: the relative weight that breaks ties towards selling earlier
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,89 @@ class Schedule:
     discharge_mw: np.ndarray  # (T,)
     energy_mwh: np.ndarray  # (T + 1,) energy at each interval start and at the end
     profit: float  # $ over the horizon at the forecast prices
+
+
+class ArbitrageLP:
+    """The arbitrage LP over ``n`` intervals as a Pyomo model, built once and re-solved for new inputs.
+
+    Variables ``c_t``, ``d_t`` (MW) and the energy ``e_0..e_n`` (MWh); constraints
+    ``e_{t+1} = e_t + dt_h * (eta_charge * c_t - d_t / eta_discharge)`` and, with ``end_at_start``,
+    ``e_n >= e_0``; prices are mutable parameters of the objective, limits and the start energy are
+    variable bounds, so a re-solve pushes only those to the persistent solver (`solver.PersistentModel`).
+    Ties between equally profitable schedules (equal prices at several intervals) are broken towards
+    selling earlier: the revenue of interval ``t`` is weighted by ``1 - SELL_EARLY * t`` in the
+    objective (the forecast is less reliable further ahead). Only revenue is weighted down, so no
+    schedule gains from the weight and idling (profit 0) stays optimal below breakeven; the reported
+    profit is at the unweighted prices.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        eta_charge: float,
+        eta_discharge: float,
+        dt_h: float,
+        end_at_start: bool,
+        time_limit_s: float | None = None,
+    ) -> None:
+        self.n, self.eta_charge, self.eta_discharge, self.dt_h = int(n), eta_charge, eta_discharge, dt_h
+        m = pyo.ConcreteModel(name="arbitrage")
+        m.T, m.E = pyo.RangeSet(0, self.n - 1), pyo.RangeSet(0, self.n)
+        m.buy = pyo.Param(m.T, mutable=True, initialize=0.0)
+        m.sell = pyo.Param(m.T, mutable=True, initialize=0.0)
+        m.c = pyo.Var(m.T, bounds=(0.0, 0.0))
+        m.d = pyo.Var(m.T, bounds=(0.0, 0.0))
+        m.e = pyo.Var(m.E, bounds=(0.0, 0.0))
+        m.energy = pyo.Constraint(
+            m.T,
+            rule=lambda m, t: (
+                m.e[t + 1] == m.e[t] + dt_h * eta_charge * m.c[t] - dt_h / eta_discharge * m.d[t]
+            ),
+        )
+        if end_at_start:
+            m.end = pyo.Constraint(expr=m.e[self.n] >= m.e[0])
+        m.profit = pyo.Objective(
+            expr=sum(dt_h * ((1.0 - SELL_EARLY * t) * m.sell[t] * m.d[t] - m.buy[t] * m.c[t]) for t in m.T),
+            sense=pyo.maximize,
+        )
+        self.model = m
+        self._c, self._d = list(m.c.values()), list(m.d.values())
+        self._e = list(m.e.values())
+        self._buy, self._sell = list(m.buy.values()), list(m.sell.values())
+        self.solver = PersistentModel(m, time_limit_s=time_limit_s)
+
+    def solve(
+        self,
+        buy: np.ndarray,
+        sell: np.ndarray,
+        *,
+        power_mw: float,
+        capacity_mwh: float,
+        energy_mwh: float,
+        energy_min_mwh: float,
+    ) -> Schedule:
+        """The profit-maximising schedule for these prices, limits and start energy (see `schedule`)."""
+        if len(buy) != self.n or len(sell) != self.n:
+            raise ValueError(f"prices of {len(buy)} and {len(sell)} intervals for an LP of {self.n}")
+        for p, value in zip(self._buy + self._sell, np.r_[buy, sell].tolist(), strict=True):
+            p.set_value(value)
+        for v in self._c + self._d:
+            v.setub(power_mw)
+        self._e[0].setlb(energy_mwh)
+        self._e[0].setub(energy_mwh)
+        for v in self._e[1:]:
+            v.setlb(energy_min_mwh)
+            v.setub(capacity_mwh)
+        self.solver.update_parameters()
+        self.solver.update_bounds(self._c + self._d + self._e)
+        sol = self.solver.solve()
+        if not sol.ok:
+            raise ValueError(f"arbitrage schedule infeasible or failed: {sol.status}")
+        c, d = sol.values(self._c), sol.values(self._d)
+        dt = self.dt_h
+        energy = energy_mwh + np.r_[0.0, np.cumsum(dt * (self.eta_charge * c - d / self.eta_discharge))]
+        return Schedule(c, d, energy, float(dt * (np.dot(sell, d) - np.dot(buy, c))))
 
 
 def schedule(
@@ -43,6 +129,7 @@ def schedule(
     energy_min_mwh: float = 0.0,
     dt_h: float = 1.0,
     end_at_start: bool = True,
+    lp: ArbitrageLP | None = None,
 ) -> Schedule:
     """The profit-maximising schedule for prices ``buy_per_mwh`` and ``sell_per_mwh`` (T,), $/MWh.
 
@@ -53,38 +140,29 @@ def schedule(
     energy_mwh : energy at the start
     eta_charge, eta_discharge : efficiencies in (0, 1]
     end_at_start : the energy at the end must be at least the energy at the start
+    lp : an `ArbitrageLP` built for these ``T``, efficiencies, ``dt_h`` and ``end_at_start`` to re-solve
+        (default: a new one)
 
     Raises
     ------
     ValueError
-        for inconsistent limits (the start energy outside them).
+        for inconsistent limits (the start energy outside them), or a failed solve.
     """
     buy, sell = np.asarray(buy_per_mwh, dtype=float), np.asarray(sell_per_mwh, dtype=float)
-    n = len(buy)
     if not energy_min_mwh <= energy_mwh <= capacity_mwh:
         raise ValueError(f"start energy {energy_mwh} MWh outside [{energy_min_mwh}, {capacity_mwh}]")
-    # variables: c (T), d (T); energy after t: e_t = e0 + dt * cumsum(eta_c c - d / eta_d)
-    lower = np.tril(np.ones((n, n)))  # a day or two of intervals: dense is fine
-    a_energy = np.hstack([lower * dt_h * eta_charge, -lower * dt_h / eta_discharge])  # e_t - e0
-    a_ub = np.vstack([a_energy, -a_energy])
-    b_ub = np.r_[np.full(n, capacity_mwh - energy_mwh), np.full(n, energy_mwh - energy_min_mwh)]
-    if end_at_start:  # -(e_T - e0) <= 0
-        a_ub = np.vstack([a_ub, -a_energy[-1]])
-        b_ub = np.r_[b_ub, 0.0]
-    cost = np.r_[buy * dt_h, -sell * dt_h]
-    res = linprog(
-        cost,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        bounds=[(0.0, power_mw)] * (2 * n),
-        method="highs",
-        options={"time_limit": TIME_LIMIT_S},
+    if lp is None:
+        lp = ArbitrageLP(
+            len(buy), eta_charge=eta_charge, eta_discharge=eta_discharge, dt_h=dt_h, end_at_start=end_at_start
+        )
+    return lp.solve(
+        buy,
+        sell,
+        power_mw=power_mw,
+        capacity_mwh=capacity_mwh,
+        energy_mwh=energy_mwh,
+        energy_min_mwh=energy_min_mwh,
     )
-    if res.status != 0:
-        raise ValueError(f"arbitrage schedule infeasible or failed: {res.message}")
-    c, d = res.x[:n], res.x[n:]
-    energy = energy_mwh + np.r_[0.0, np.cumsum(dt_h * (eta_charge * c - d / eta_discharge))]
-    return Schedule(c, d, energy, float(-res.fun))
 
 
 class ArbitragePlanner:
@@ -116,6 +194,7 @@ class ArbitragePlanner:
         self._n_seen = 0
         self._plan: list[Schedule | None] = [None] * n
         self._plan_start = np.zeros(n, dtype=np.int64)
+        self._lp: ArbitrageLP | None = None  # built at the first plan, re-solved for every later one
         self.n_plans = 0
 
     def observe(self, k: int, price_per_mwh: np.ndarray) -> None:
@@ -149,11 +228,16 @@ class ArbitragePlanner:
                 or j >= len(plan.charge_mw)
                 or abs(plan.energy_mwh[j] - b.soc_mwh[i]) > 1e-3 * b.capacity_mwh[i]  # left its plan
             ):
+                if self._lp is None:
+                    self._lp = ArbitrageLP(
+                        self.horizon, eta_charge=b.eta_charge, eta_discharge=b.eta_discharge, dt_h=self.dt_h,
+                        end_at_start=True,
+                    )  # fmt: skip
                 plan = schedule(
                     f, f, power_mw=float(b.power_mw[i]), capacity_mwh=float(b.soc_max_mwh[i]),
                     energy_mwh=float(np.clip(b.soc_mwh[i], b.soc_min_mwh[i], b.soc_max_mwh[i])),
                     eta_charge=b.eta_charge, eta_discharge=b.eta_discharge,
-                    energy_min_mwh=float(b.soc_min_mwh[i]), dt_h=self.dt_h,
+                    energy_min_mwh=float(b.soc_min_mwh[i]), dt_h=self.dt_h, lp=self._lp,
                 )  # fmt: skip
                 self._plan[i], self._plan_start[i], j = plan, k, 0
                 self.n_plans += 1

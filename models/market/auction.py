@@ -1,7 +1,8 @@
 """Copper-plate uniform-price double auction (no network), built once and re-solved each interval.
 
 Welfare ``sum(demand_price*d) - sum(supply_price*s + supply_c2*s**2)`` is maximised subject to one
-balance ``sum(s) == sum(d)``; the same persistent Pyomo/HiGHS machinery as `dcopf` on a single node.
+balance ``sum(s) == sum(d)``: the Pyomo model of `dcopf` (`WelfareModel`) on a single node, solved
+through `solver`.
 Quantities MW, prices $/MWh (positive: the marginal value of energy).
 """
 
@@ -19,7 +20,7 @@ class UniformAuction:
     Parameters
     ----------
     n_demand, n_supply : numbers of demand and supply steps (fixed for the run)
-    update : how parameter changes reach HiGHS, ``"direct"`` or ``"pyomo"`` (see `WelfareModel`)
+    time_limit_s : time limit of each solve [s]; reaching it is a failed clearing
 
     Notes
     -----
@@ -34,7 +35,7 @@ class UniformAuction:
     ``status`` set to the solver's termination condition; nothing is raised.
     """
 
-    def __init__(self, n_demand: int, n_supply: int, *, update: str = "direct") -> None:
+    def __init__(self, n_demand: int, n_supply: int, *, time_limit_s: float | None = None) -> None:
         self.n_demand, self.n_supply = int(n_demand), int(n_supply)
         empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
         self.core = WelfareModel(
@@ -47,7 +48,7 @@ class UniformAuction:
             shift_rad=empty_f,
             rate_mw=empty_f,
             angle_ref=np.zeros(1, dtype=np.int64),
-            update=update,
+            time_limit_s=time_limit_s,
         )
         self.last_price_interval: tuple[float, float] = (np.nan, np.nan)
 

@@ -1,10 +1,10 @@
 """Network-constrained market clearing: welfare-maximising DC optimal power flow with LMPs.
 
-The Pyomo model is built once per run (fixed numbers of demand and supply steps, fixed network) with
-mutable parameters for quantities, prices and quadratic cost coefficients; each interval only the
-parameters that changed are written and a persistent HiGHS instance (``pyomo.contrib.solver``'s
-``highs``, which warm-starts from the previous basis and supports quadratic objectives and duals)
-re-solves it.
+The Pyomo model is built once per run (fixed numbers of demand and supply steps, fixed network):
+quantities are variable bounds, prices and quadratic cost coefficients mutable parameters of the
+objective. Each interval only what changed is written, and `solver.PersistentModel` (Pyomo's public
+persistent HiGHS interface, which warm-starts from the previous basis and supports quadratic
+objectives and duals) pushes just those changes and re-solves.
 
 Sign conventions: injections (supply) positive, withdrawals (demand) positive in their own
 variables; branch flow positive from ``branch_from`` to ``branch_to``; prices in $/MWh are the
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import highspy
 import numpy as np
 import pyomo.environ as pyo
-from pyomo.contrib.solver.common.results import TerminationCondition
-from pyomo.contrib.solver.solvers.highs import Highs
 
-from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
-from cosim.models.market.solver import silence_banner
+from cosim.models.market.solver import PersistentModel
 
 BID_PARAMS = ("demand_mw", "demand_price", "supply_min_mw", "supply_max_mw", "supply_price", "supply_c2")
+COST_PARAMS = ("demand_price", "supply_price", "supply_c2")  # mutable parameters of the objective
 ANGLE_BOUND_RAD = 1e3  # |theta| bound; a solution at it is reported as status "angle bound"
 
 
@@ -38,6 +35,12 @@ class WelfareModel:
     ``flow = base_mva * b_pu * (theta_from - theta_to - shift)``, ``|flow| <= rate_mw`` and one
     angle fixed to zero per island. With no branches and one node it is a copper-plate auction.
 
+    Quantities are the bounds of ``d`` (``[0, demand_mw]``) and ``s`` (``[supply_min_mw,
+    supply_max_mw]``); prices and ``supply_c2`` are mutable parameters of the objective. Each interval
+    `write` changes only what changed and tells the persistent solver (`solver.PersistentModel`) just
+    that: the bounds of the variables whose quantities changed, and the parameters only when a price or
+    ``c2`` changed.
+
     Parameters
     ----------
     n_node : number of nodes
@@ -46,10 +49,7 @@ class WelfareModel:
         ``k_mw_per_rad = base_mva * b_pu``
     angle_ref : nodes whose angle is fixed to zero (one per island)
     solver_options : extra HiGHS options
-    update : ``"direct"`` (default) writes changed parameters to the Pyomo model and pushes the same
-        changes to the loaded HiGHS instance as vectors, then runs HiGHS and reads its solution arrays;
-        ``"pyomo"`` leaves both to Pyomo's persistent interface (``auto_updates.update_parameters``),
-        which re-evaluates every mutable coefficient each solve (~4x slower, see the benchmark).
+    time_limit_s : time limit of each solve [s]; reaching it is a failed clearing
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class WelfareModel:
         rate_mw: np.ndarray,
         angle_ref: np.ndarray,
         solver_options: dict[str, Any] | None = None,
-        update: str = "direct",
+        time_limit_s: float | None = None,
     ) -> None:
         self.n_node = int(n_node)
         self.demand_node = np.asarray(demand_node, dtype=np.int64)
@@ -73,66 +73,26 @@ class WelfareModel:
         self.n_branch = len(branch_from)
         self.model = self._build(branch_from, branch_to, k_mw_per_rad, shift_rad, rate_mw, angle_ref)
         m = self.model
-        # ParamData handles in index order, and the values last written to them (NaN: never written).
-        self._params = {
-            name: [
-                getattr(m, name)[i]
-                for i in range(self.n_demand if name.startswith("demand") else self.n_supply)
-            ]
-            for name in BID_PARAMS
-        }
-        self._written = {name: np.full(len(p), np.nan) for name, p in self._params.items()}
         self._d = [m.d[i] for i in range(self.n_demand)]
         self._s = [m.s[j] for j in range(self.n_supply)]
         self._flow = [m.flow[k] for k in range(self.n_branch)]
-        self._balance = [m.balance[n] if n in m.balance else None for n in range(self.n_node)]
-        silence_banner()
-        self.solver = Highs()
-        cfg = self.solver.config
-        cfg.load_solutions = False
-        cfg.raise_exception_on_nonoptimal_result = False
-        auto = cfg.auto_updates
-        # The structure never changes: only parameters (bounds, costs) are pushed each solve.
-        auto.check_for_new_or_removed_constraints = False
-        auto.check_for_new_or_removed_vars = False
-        auto.check_for_new_or_removed_params = False
-        auto.check_for_new_objective = False
-        auto.update_constraints = False
-        auto.update_vars = False
-        auto.update_named_expressions = False
-        auto.update_objective = False
-        auto.update_parameters = True
-        # HiGHS's QP solver regularises by 1e-7 by default, which moves the duals (LMPs) by ~1e-4 $/MWh.
-        cfg.solver_options.update(
-            {
-                "output_flag": False,
-                "time_limit": solver.TIME_LIMIT_S,
-                "qp_regularization_value": 1e-10,
-                "primal_feasibility_tolerance": 1e-9,
-                "dual_feasibility_tolerance": 1e-9,
-                **(solver_options or {}),
-            }
-        )
-        self.solver.set_instance(m)
-        if update not in ("direct", "pyomo"):
-            raise ValueError(f"update must be 'direct' or 'pyomo', not {update!r}")
-        self.update = update
-        auto.update_parameters = update == "pyomo"
-        # Column and row positions of the model's components in the loaded HiGHS instance.
-        self._highs = self.solver._solver_model
-        var_map, con_map = self.solver._pyomo_var_to_solver_var_map, self.solver._pyomo_con_to_solver_con_map
-        self._col_d = np.array([var_map[id(v)] for v in self._d], dtype=np.int32)
-        self._col_s = np.array([var_map[id(v)] for v in self._s], dtype=np.int32)
-        self._col_flow = np.array([var_map[id(v)] for v in self._flow], dtype=np.int32)
-        self._row_balance = np.array([-1 if c is None else con_map[c] for c in self._balance], dtype=np.int64)
-        for key, value in cfg.solver_options.items():
-            self._highs.setOptionValue(key, value)
-        self._hessian_on = True  # the interface passed the (all-zero) Hessian of the c2 terms
-        self._pass_hessian()
+        self._balance_nodes = np.array([n for n in range(self.n_node) if n in m.balance], dtype=np.int64)
+        self._balance = [m.balance[n] for n in self._balance_nodes.tolist()]
+        # ParamData handles of the objective in index order, and the values last written (NaN: never).
+        self._params = {name: list(getattr(m, name).values()) for name in COST_PARAMS}
+        self._written = {
+            name: np.full(self.n_demand if name.startswith("demand") else self.n_supply, np.nan)
+            for name in BID_PARAMS
+        }
+        self.solver = PersistentModel(m, time_limit_s=time_limit_s, options=solver_options)
         self.status = "not solved"
         self.last_node_duals = np.full(self.n_node, np.nan)
         self.last_line_duals = np.full(self.n_branch, np.nan)
-        self.n_solves = 0
+
+    @property
+    def n_solves(self) -> int:
+        """Number of solves so far."""
+        return self.solver.n_solves
 
     def _build(
         self,
@@ -147,14 +107,11 @@ class WelfareModel:
         nd, ns, nn, nb = self.n_demand, self.n_supply, self.n_node, len(branch_from)
         m.D, m.S = pyo.RangeSet(0, nd - 1), pyo.RangeSet(0, ns - 1)
         m.N, m.L = pyo.RangeSet(0, nn - 1), pyo.RangeSet(0, nb - 1)
-        m.demand_mw = pyo.Param(m.D, mutable=True, initialize=0.0)
         m.demand_price = pyo.Param(m.D, mutable=True, initialize=0.0)
-        m.supply_min_mw = pyo.Param(m.S, mutable=True, initialize=0.0)
-        m.supply_max_mw = pyo.Param(m.S, mutable=True, initialize=0.0)
         m.supply_price = pyo.Param(m.S, mutable=True, initialize=0.0)
         m.supply_c2 = pyo.Param(m.S, mutable=True, initialize=0.0)
-        m.d = pyo.Var(m.D, bounds=lambda m, i: (0.0, m.demand_mw[i]))
-        m.s = pyo.Var(m.S, bounds=lambda m, j: (m.supply_min_mw[j], m.supply_max_mw[j]))
+        m.d = pyo.Var(m.D, bounds=(0.0, 0.0))  # [0, demand_mw]
+        m.s = pyo.Var(m.S, bounds=(0.0, 0.0))  # [supply_min_mw, supply_max_mw]
         kk, sh = np.asarray(k_mw_per_rad, dtype=float), np.asarray(shift_rad, dtype=float)
         # The angle variable is theta * angle_scale (the median branch k = base_mva * b_pu, MW/rad),
         # so that the flow-definition coefficients are near 1 rather than ~1e4.
@@ -200,7 +157,7 @@ class WelfareModel:
                 + sum(m.flow[k] for k in into[n])
             )
             if isinstance(expr, int | float):  # a node with nothing attached
-                return pyo.Constraint.Feasible
+                return pyo.Constraint.Skip
             return expr == 0
 
         m.balance = pyo.Constraint(m.N, rule=balance)
@@ -212,121 +169,50 @@ class WelfareModel:
         return m
 
     def write(self, bids: Bids) -> None:
-        """Write one interval's bids into the model's parameters (only the values that changed).
-
-        With ``update="direct"`` the same changes are pushed to the loaded HiGHS instance at once, as
-        vectors; with ``update="pyomo"`` the persistent interface pushes every parameter at solve.
-        """
-        changed: dict[str, np.ndarray] = {}
-        for name in BID_PARAMS:
-            new = np.asarray(getattr(bids, name), dtype=float)
-            old = self._written[name]
-            if new.shape != old.shape:
-                raise ValueError(f"bids.{name} has shape {new.shape}, the model was built for {old.shape}")
-            idx = np.flatnonzero(new != old)
+        """Write one interval's bids into the model and the loaded solver (only the values that changed)."""
+        new = {name: np.asarray(getattr(bids, name), dtype=float) for name in BID_PARAMS}
+        for name, value in new.items():
+            shape = self._written[name].shape
+            if value.shape != shape:
+                raise ValueError(f"bids.{name} has shape {value.shape}, the model was built for {shape}")
+        w = self._written
+        moved: list[Any] = []
+        for i in np.flatnonzero(new["demand_mw"] != w["demand_mw"]).tolist():
+            self._d[i].setub(float(new["demand_mw"][i]))
+            moved.append(self._d[i])
+        lo, hi = new["supply_min_mw"], new["supply_max_mw"]
+        for j in np.flatnonzero((lo != w["supply_min_mw"]) | (hi != w["supply_max_mw"])).tolist():
+            self._s[j].setlb(float(lo[j]))
+            self._s[j].setub(float(hi[j]))
+            moved.append(self._s[j])
+        self.solver.update_bounds(moved)
+        costs_changed = False
+        for name in COST_PARAMS:
             params = self._params[name]
-            for i in idx.tolist():
-                params[i].set_value(float(new[i]))
-            self._written[name] = new.copy()
-            changed[name] = idx
-        if self.update == "direct":
-            self._push(changed)
-
-    def _push(self, changed: dict[str, np.ndarray]) -> None:
-        h, w = self._highs, self._written
-        idx = np.union1d(changed["demand_mw"], changed["demand_price"])
-        if len(idx):
-            cols = self._col_d[idx]
-            h.changeColsBounds(len(idx), cols, np.zeros(len(idx)), w["demand_mw"][idx])
-            h.changeColsCost(len(idx), cols, -w["demand_price"][idx])
-        idx = np.union1d(changed["supply_min_mw"], changed["supply_max_mw"])
-        if len(idx):
-            h.changeColsBounds(len(idx), self._col_s[idx], w["supply_min_mw"][idx], w["supply_max_mw"][idx])
-        idx = changed["supply_price"]
-        if len(idx):
-            h.changeColsCost(len(idx), self._col_s[idx], w["supply_price"][idx])
-        if len(changed["supply_c2"]):
-            self._pass_hessian()
-
-    def _pass_hessian(self) -> None:
-        """Give HiGHS the diagonal Hessian 2*supply_c2 (none at all when every c2 is 0: an LP)."""
-        h = self._highs
-        dim = h.getNumCol()
-        c2 = self._written["supply_c2"]
-        nz = np.flatnonzero(np.nan_to_num(c2) != 0)
-        cols = self._col_s[nz]
-        order = np.argsort(cols)
-        cols, vals = cols[order], 2.0 * c2[nz][order]
-        start = np.searchsorted(cols, np.arange(dim + 1)).astype(np.int32)
-        if len(nz) == 0 and not self._hessian_on:
-            return
-        h.passHessian(dim, len(nz), highspy.HessianFormat.kTriangular, start, cols.astype(np.int32), vals)
-        self._hessian_on = len(nz) > 0
+            for i in np.flatnonzero(new[name] != w[name]).tolist():
+                params[i].set_value(float(new[name][i]))
+                costs_changed = True
+        if costs_changed:
+            self.solver.update_parameters()
+        self._written = {name: value.copy() for name, value in new.items()}
 
     def solve(self) -> bool:
-        """Solve with the parameters as written; True when optimal (values then in ``last_*``)."""
-        self.n_solves += 1
-        try:
-            if self.update == "direct":
-                ok = self._solve_direct()
-            else:
-                ok = self._solve_pyomo()
-        except Exception as err:  # noqa: BLE001 - a solver failure is reported, never raised
-            self.status = f"error: {err}"
+        """Solve with the bids as written; True when optimal (values then in ``last_*``)."""
+        sol = self.solver.solve()
+        self.status = sol.status
+        if not sol.ok:
             return False
-        if ok:
-            self.status = "optimal"
-        return ok
-
-    def _solve_direct(self) -> bool:
-        h = self._highs
-        h.run()
-        status = h.getModelStatus()
-        if status != highspy.HighsModelStatus.kOptimal:
-            self.status = h.modelStatusToString(status)
-            return False
-        sol = h.getSolution()
-        col, row_dual, col_dual = (np.asarray(x) for x in (sol.col_value, sol.row_dual, sol.col_dual))
-        self._store(
-            col[self._col_d], col[self._col_s], col[self._col_flow], row_dual, col_dual[self._col_flow]
-        )
-        return True
-
-    def _solve_pyomo(self) -> bool:
-        res = self.solver.solve(self.model)
-        if res.termination_condition != TerminationCondition.convergenceCriteriaSatisfied:
-            self.status = res.termination_condition.name
-            return False
-        sol = res.solution_loader
-        prim = sol.get_vars()
-        duals = sol.get_duals()
-        rc = sol.get_reduced_costs(self._flow) if self.n_branch else {}
-        row_dual = np.full(self._highs.getNumRow(), np.nan)
-        for c, r in zip(self._balance, self._row_balance, strict=True):
-            if c is not None:
-                row_dual[r] = duals[c]
-        self._store(
-            np.array([prim.get(v, 0.0) for v in self._d]),
-            np.array([prim.get(v, 0.0) for v in self._s]),
-            np.array([prim.get(v, 0.0) for v in self._flow]),
-            row_dual,
-            np.array([rc[v] for v in self._flow]),
-        )
-        return True
-
-    def _store(
-        self, d: np.ndarray, s: np.ndarray, flow: np.ndarray, row_dual: np.ndarray, flow_rc: np.ndarray
-    ) -> None:
-        self.last_d, self.last_s, self.last_flow = d, s, flow
+        self.last_d, self.last_s = sol.values(self._d), sol.values(self._s)
+        self.last_flow = sol.values(self._flow)
         # HiGHS reports d(objective)/d(rhs); the rhs of a balance row is a withdrawal, so the row dual
         # is the marginal cost of energy at that node. A node with nothing attached has no row: NaN.
         duals = np.full(self.n_node, np.nan)
-        has_row = self._row_balance >= 0
-        duals[has_row] = row_dual[self._row_balance[has_row]]
+        duals[self._balance_nodes] = sol.duals(self._balance)
         self.last_node_duals = duals
         # A flow variable's reduced cost is d(cost)/d(flow) at its bound: negative when the upper
         # limit binds. Net congestion price: +mu at the upper (from->to) limit, -mu at the lower one.
-        self.last_line_duals = -flow_rc + 0.0
+        self.last_line_duals = -sol.reduced_costs(self._flow) + 0.0
+        return True
 
 
 def _nan_clearing(n_price: int, n_d: int, n_s: int, n_br: int, status: str) -> Clearing:
@@ -354,7 +240,7 @@ class DCOPF:
     ----------
     network : DCNetwork
     demand_bus, supply_bus : pandapower bus index of each demand / supply step, fixed for the run
-    update : how parameter changes reach HiGHS, ``"direct"`` or ``"pyomo"`` (see `WelfareModel`)
+    time_limit_s : time limit of each solve [s]; reaching it is a failed clearing
 
     Notes
     -----
@@ -362,12 +248,18 @@ class DCOPF:
     per MW of flow: ``mu_up - mu_down`` of the branch's limits, positive when the from->to limit
     binds, so that ``LMP_b = LMP_slack - sum_l PTDF[l, b] * last_line_duals[l]``.
     An islanded bus has its own reference angle; its demand is served only by supply at that island.
-    A solver result other than optimal (only possible through ``supply_min_mw``) gives a ``Clearing``
-    with NaN numbers and ``status`` set to the solver's termination condition; nothing is raised.
+    A solver result other than optimal (``supply_min_mw`` above what can be served, or the time limit)
+    gives a ``Clearing`` with NaN numbers and ``status`` set to the solver's termination condition;
+    nothing is raised.
     """
 
     def __init__(
-        self, network: DCNetwork, demand_bus: np.ndarray, supply_bus: np.ndarray, *, update: str = "direct"
+        self,
+        network: DCNetwork,
+        demand_bus: np.ndarray,
+        supply_bus: np.ndarray,
+        *,
+        time_limit_s: float | None = None,
     ) -> None:
         self.network = network
         self.demand_bus = np.asarray(demand_bus, dtype=np.int64)
@@ -382,7 +274,7 @@ class DCOPF:
             shift_rad=network.shift_rad,
             rate_mw=network.rate_mw,
             angle_ref=network.island_ref,
-            update=update,
+            time_limit_s=time_limit_s,
         )
 
     @property

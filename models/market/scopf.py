@@ -28,15 +28,16 @@ Lazy constraints (``constraints="lazy"``, the default). The model is built once 
 and the pre-contingency limits; post-contingency rows are added only when needed: after each solve the
 post-contingency flows of all (branch, outage) pairs are computed from the solution (one numpy
 broadcast ``F + LODF * F[k]``), and for every monitored branch whose limit is exceeded (by more than
-``VIOLATION_TOL_MW``) after some outage, the row of its worst outage is added to the loaded HiGHS
-instance; HiGHS then re-solves from its current basis, until no post-contingency limit is exceeded.
+``VIOLATION_TOL_MW``) after some outage, the row of its worst outage is added to the Pyomo model and
+to the loaded solver (``add_constraints`` of `solver.PersistentModel`); HiGHS then re-solves from its
+current basis, until no post-contingency limit is exceeded.
 The final solution is optimal for the full problem (it is optimal for a relaxation and feasible for
 the full problem), and the rows left out have zero duals, so the LMPs are exact. Rows stay in the
 instance for the rest of the run (they are the ones that bind again in the next intervals); each
 interval only writes changed bounds and costs, as in `dcopf`, and adds rows when a new pair binds.
 ``constraints="full"`` adds every pair at build (for small nets, and as a check of the lazy loop).
-The model is written straight into a ``highspy.Highs`` instance, with no Pyomo layer: the rows the
-lazy loop adds go to the solver only, and a Pyomo model would fall out of step with them.
+The model is a Pyomo model (``model``): the lazy rows are the ``post_limit`` ConstraintList, so the
+model always holds exactly what the solver holds.
 
 An outage is one branch of `network_dc.DCNetwork`: a pandapower line with ``parallel > 1`` goes out as
 a whole, a three-winding transformer is three branches (one per winding, each its own outage).
@@ -47,14 +48,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import highspy
 import numpy as np
+import pyomo.environ as pyo
+from pyomo.core.expr import LinearExpression
 
-from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
-from cosim.models.market.dcopf import BID_PARAMS, _check_buses, _nan_clearing, nodal_clearing
+from cosim.models.market.dcopf import BID_PARAMS, COST_PARAMS, _check_buses, _nan_clearing, nodal_clearing
 from cosim.models.market.network_dc import DCNetwork
-from cosim.models.market.solver import new_highs
+from cosim.models.market.solver import PersistentModel, Solution
 
 ISLANDING_TOL = 1e-8  # 1 - (PTDF[k, from_k] - PTDF[k, to_k]) below this: the outage of k splits an island
 VIOLATION_TOL_MW = 1e-7  # a post-contingency flow this far beyond its limit adds the row
@@ -124,6 +125,7 @@ class SCOPF:
         adds every (monitored branch, outage) row at build
     max_rounds : solves per interval in the lazy loop before giving up (status ``"security loop limit"``)
     solver_options : extra HiGHS options
+    time_limit_s : time limit of each solve of the lazy loop [s]; reaching it is a failed clearing
 
     Attributes
     ----------
@@ -157,6 +159,7 @@ class SCOPF:
         constraints: str = "lazy",
         max_rounds: int = 100,
         solver_options: dict[str, Any] | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
         if constraints not in ("lazy", "full"):
             raise ValueError(f"constraints must be 'lazy' or 'full', not {constraints!r}")
@@ -200,7 +203,7 @@ class SCOPF:
         self._can_bind[k, np.arange(self.n_contingency)] = False
         self._pair_row = np.full((n_br, self.n_contingency), -1, dtype=np.int64)
 
-        self._build(solver_options)
+        self._build(solver_options, time_limit_s)
         if constraints == "full":
             ll, jj = np.nonzero(self._can_bind)
             self._add_pairs(ll, jj)
@@ -241,39 +244,32 @@ class SCOPF:
                 out.append(pos)
         return np.array(out, dtype=np.int64)
 
-    def _build(self, solver_options: dict[str, Any] | None) -> None:
+    def _build(self, solver_options: dict[str, Any] | None, time_limit_s: float | None) -> None:
         net = self.network
         nd, ns, nn = self.n_demand, self.n_supply, net.n_bus
-        self._col_d = np.arange(nd, dtype=np.int32)
-        self._col_s = nd + np.arange(ns, dtype=np.int32)
-        self._col_p = nd + ns + np.arange(nn, dtype=np.int32)
-        h = new_highs()
-        # HiGHS's QP solver regularises by 1e-7 by default, which moves the duals (LMPs) by ~1e-4 $/MWh.
-        options = {
-            "output_flag": False,
-            "time_limit": solver.TIME_LIMIT_S,
-            "qp_regularization_value": 1e-10,
-            "primal_feasibility_tolerance": 1e-9,
-            "dual_feasibility_tolerance": 1e-9,
-            **(solver_options or {}),
-        }
-        for key, value in options.items():
-            h.setOptionValue(key, value)
-        n_col = nd + ns + nn
-        h.addVars(n_col, np.zeros(n_col), np.zeros(n_col))
-        self._p_bound = 0.0  # |p| bound, set from the bids (never binding); 0 until the first bids
-        self._highs = h
+        m = pyo.ConcreteModel(name="scopf")
+        m.D, m.S, m.N = pyo.RangeSet(0, nd - 1), pyo.RangeSet(0, ns - 1), pyo.RangeSet(0, nn - 1)
+        m.demand_price = pyo.Param(m.D, mutable=True, initialize=0.0)
+        m.supply_price = pyo.Param(m.S, mutable=True, initialize=0.0)
+        m.supply_c2 = pyo.Param(m.S, mutable=True, initialize=0.0)
+        m.d = pyo.Var(m.D, bounds=(0.0, 0.0))  # [0, demand_mw]
+        m.s = pyo.Var(m.S, bounds=(0.0, 0.0))  # [supply_min_mw, supply_max_mw]
+        # Net injections are boxed by a bound no bus can reach (HiGHS's QP solver fails on free columns
+        # without curvature), set from the bids in `write`.
+        m.p = pyo.Var(m.N, bounds=(0.0, 0.0))
+        self._p_bound = 0.0
+        self._d, self._s, self._p = list(m.d.values()), list(m.s.values()), list(m.p.values())
 
-        # Bus balance rows: sum(s at b) - sum(d at b) - p_b == 0, one per bus, rows 0..n_bus-1.
-        entries: list[list[tuple[int, float]]] = [[] for _ in range(nn)]
+        d_at: list[list[int]] = [[] for _ in range(nn)]
+        s_at: list[list[int]] = [[] for _ in range(nn)]
         for i, b in enumerate(self.demand_node):
-            entries[b].append((int(self._col_d[i]), -1.0))
+            d_at[b].append(i)
         for j, b in enumerate(self.supply_node):
-            entries[b].append((int(self._col_s[j]), 1.0))
-        for b in range(nn):
-            entries[b].append((int(self._col_p[b]), -1.0))
-        self._add_rows(entries, np.zeros(nn), np.zeros(nn))
-        self._row_bus = np.arange(nn, dtype=np.int64)
+            s_at[b].append(j)
+        m.bus_balance = pyo.Constraint(
+            m.N, rule=lambda m, b: sum(m.s[j] for j in s_at[b]) - sum(m.d[i] for i in d_at[b]) - m.p[b] == 0
+        )
+        self._bus_rows = list(m.bus_balance.values())
         # A bus with no branch and no step has an empty balance: NaN price, as in `dcopf`.
         touched = np.zeros(nn, dtype=bool)
         touched[self.demand_node] = True
@@ -281,51 +277,45 @@ class SCOPF:
         touched[net.branch_from] = True
         touched[net.branch_to] = True
         self._priced = touched
+        m.I = pyo.RangeSet(0, len(net.island_ref) - 1)
+        m.island_balance = pyo.Constraint(
+            m.I, rule=lambda m, i: sum(m.p[b] for b in np.flatnonzero(net.island == i).tolist()) == 0
+        )
+        self._island_rows = list(m.island_balance.values())
 
-        # Island balance rows: sum(p in island) == 0.
-        n_isl = len(net.island_ref)
-        isl_entries: list[list[tuple[int, float]]] = [[] for _ in range(n_isl)]
-        for b in range(nn):
-            isl_entries[int(net.island[b])].append((int(self._col_p[b]), 1.0))
-        self._row_island = self._add_rows(isl_entries, np.zeros(n_isl), np.zeros(n_isl))
-
-        # Pre-contingency limits of the monitored branches.
+        # Pre-contingency limits of the monitored branches; post-contingency ones go to `post` as added.
         mon = self.monitored
-        self._row_pre = np.full(net.n_branch, -1, dtype=np.int64)
-        coef = self.ptdf[mon]
         lim, f0 = self._limit_pre[mon], self.shift_flow_mw[mon]
-        self._row_pre[mon] = self._add_rows(self._sparse(coef), -lim - f0, lim - f0)
-        # Rows of the limits and what they are: branch l, outage position k (-1: pre-contingency).
-        self._limit_rows: list[np.ndarray] = [self._row_pre[mon]]
+        rows = self._rows(self.ptdf[mon], -lim - f0, lim - f0)
+        m.pre_limit = pyo.Constraint(pyo.RangeSet(0, len(mon) - 1), rule=lambda m, r: rows[r])
+        m.post_limit = pyo.ConstraintList()
+        # Limit rows and what they are: branch l, outage position k (-1: pre-contingency).
+        self._limit_rows: list[Any] = list(m.pre_limit.values())
         self._limit_branch: list[np.ndarray] = [mon]
         self._limit_outage: list[np.ndarray] = [np.full(len(mon), -1, dtype=np.int64)]
+
+        m.obj = pyo.Objective(
+            expr=sum(m.supply_price[j] * m.s[j] + m.supply_c2[j] * m.s[j] ** 2 for j in m.S)
+            - sum(m.demand_price[i] * m.d[i] for i in m.D),
+            sense=pyo.minimize,
+        )
+        self.model = m
+        self._params = {name: list(getattr(m, name).values()) for name in COST_PARAMS}
         self._written = {
             name: np.full(nd if name.startswith("demand") else ns, np.nan) for name in BID_PARAMS
         }
-        self._hessian_on = False
+        self.solver = PersistentModel(m, time_limit_s=time_limit_s, options=solver_options)
 
-    def _sparse(self, coef: np.ndarray) -> list[list[tuple[int, float]]]:
-        cols = self._col_p
-        return [
-            [(int(cols[b]), float(row[b])) for b in np.flatnonzero(np.abs(row) > COEF_TOL)] for row in coef
-        ]
-
-    def _add_rows(
-        self, entries: list[list[tuple[int, float]]], lower: np.ndarray, upper: np.ndarray
-    ) -> np.ndarray:
-        """Append rows (lists of (column, value)) to the HiGHS instance; return their row numbers."""
-        h = self._highs
-        first = h.getNumRow()
-        n = len(entries)
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        start = np.cumsum([0] + [len(e) for e in entries[:-1]]).astype(np.int32)
-        index = np.array([c for e in entries for c, _ in e], dtype=np.int32)
-        value = np.array([v for e in entries for _, v in e], dtype=float)
-        h.addRows(
-            n, np.asarray(lower, dtype=float), np.asarray(upper, dtype=float), len(index), start, index, value
-        )
-        return first + np.arange(n, dtype=np.int64)
+    def _rows(self, coef: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> list[tuple[float, Any, float]]:
+        """Ranged rows ``lower <= coef @ p <= upper`` (coefficients below ``COEF_TOL`` dropped)."""
+        out = []
+        for row, lo, hi in zip(coef, lower.tolist(), upper.tolist(), strict=True):
+            nz = np.flatnonzero(np.abs(row) > COEF_TOL)
+            expr = LinearExpression(
+                constant=0.0, linear_coefs=row[nz].tolist(), linear_vars=[self._p[b] for b in nz.tolist()]
+            )
+            out.append((lo, expr, hi))
+        return out
 
     def _add_pairs(self, branch: np.ndarray, col: np.ndarray) -> None:
         """Add the post-contingency rows of (monitored branch, contingency column) pairs."""
@@ -336,9 +326,10 @@ class SCOPF:
         coef = self.ptdf[branch] + lodf[:, None] * self.ptdf[outage]
         f0 = self.shift_flow_mw[branch] + lodf * self.shift_flow_mw[outage]
         lim = self._limit_post[branch]
-        rows = self._add_rows(self._sparse(coef), -lim - f0, lim - f0)
-        self._pair_row[branch, col] = rows
-        self._limit_rows.append(rows)
+        added = [self.model.post_limit.add(row) for row in self._rows(coef, -lim - f0, lim - f0)]
+        self.solver.add_constraints(added)
+        self._pair_row[branch, col] = len(self._limit_rows) + np.arange(len(added))
+        self._limit_rows.extend(added)
         self._limit_branch.append(np.asarray(branch, dtype=np.int64))
         self._limit_outage.append(np.asarray(outage, dtype=np.int64))
 
@@ -350,56 +341,41 @@ class SCOPF:
     # ---- one interval ---------------------------------------------------------------------------------
 
     def write(self, bids: Bids) -> None:
-        """Push one interval's bids to the HiGHS instance (only the values that changed)."""
-        h, w = self._highs, self._written
-        changed: dict[str, np.ndarray] = {}
-        for name in BID_PARAMS:
-            new = np.asarray(getattr(bids, name), dtype=float)
-            if new.shape != w[name].shape:
+        """Write one interval's bids into the model and the loaded solver (only the values that changed)."""
+        new = {name: np.asarray(getattr(bids, name), dtype=float) for name in BID_PARAMS}
+        w = self._written
+        for name, value in new.items():
+            if value.shape != w[name].shape:
                 raise ValueError(
-                    f"bids.{name} has shape {new.shape}, the model was built for {w[name].shape}"
+                    f"bids.{name} has shape {value.shape}, the model was built for {w[name].shape}"
                 )
-            changed[name] = np.flatnonzero(new != w[name])
-            w[name] = new.copy()
-        idx = np.union1d(changed["demand_mw"], changed["demand_price"])
-        if len(idx):
-            cols = self._col_d[idx]
-            h.changeColsBounds(len(idx), cols, np.zeros(len(idx)), w["demand_mw"][idx])
-            h.changeColsCost(len(idx), cols, -w["demand_price"][idx])
-        idx = np.union1d(changed["supply_min_mw"], changed["supply_max_mw"])
-        if len(idx):
-            h.changeColsBounds(len(idx), self._col_s[idx], w["supply_min_mw"][idx], w["supply_max_mw"][idx])
-        idx = changed["supply_price"]
-        if len(idx):
-            h.changeColsCost(len(idx), self._col_s[idx], w["supply_price"][idx])
-        if len(changed["supply_c2"]):
-            self._pass_hessian()
-        # Net injections are boxed by a bound no bus can reach (HiGHS's QP solver fails on free columns
-        # without curvature); |p_b| <= total offered + total demanded always holds.
-        bound = 1.0 + float(
-            np.sum(np.abs(w["supply_max_mw"])) + np.sum(np.abs(w["supply_min_mw"])) + np.sum(w["demand_mw"])
-        )
+        moved: list[Any] = []
+        for i in np.flatnonzero(new["demand_mw"] != w["demand_mw"]).tolist():
+            self._d[i].setub(float(new["demand_mw"][i]))
+            moved.append(self._d[i])
+        lo, hi = new["supply_min_mw"], new["supply_max_mw"]
+        for j in np.flatnonzero((lo != w["supply_min_mw"]) | (hi != w["supply_max_mw"])).tolist():
+            self._s[j].setlb(float(lo[j]))
+            self._s[j].setub(float(hi[j]))
+            moved.append(self._s[j])
+        # |p_b| <= total offered + total demanded always holds: the bound never binds.
+        bound = 1.0 + float(np.sum(np.abs(hi)) + np.sum(np.abs(lo)) + np.sum(new["demand_mw"]))
         if bound > self._p_bound or bound < 0.25 * self._p_bound:
             self._p_bound = 2.0 * bound
-            n = len(self._col_p)
-            h.changeColsBounds(n, self._col_p, np.full(n, -self._p_bound), np.full(n, self._p_bound))
-
-    def _pass_hessian(self) -> None:
-        """Give HiGHS the diagonal Hessian 2*supply_c2 (none at all when every c2 is 0: an LP)."""
-        h = self._highs
-        dim = h.getNumCol()
-        c2 = self._written["supply_c2"]
-        nz = np.flatnonzero(np.nan_to_num(c2) != 0)
-        if len(nz) == 0 and not self._hessian_on:
-            return
-        cols = self._col_s[nz]
-        order = np.argsort(cols)
-        cols, vals = cols[order], 2.0 * c2[nz][order]
-        start = np.searchsorted(cols, np.arange(dim + 1)).astype(np.int32)
-        h.passHessian(
-            dim, len(nz), int(highspy.HessianFormat.kTriangular), start, cols.astype(np.int32), vals
-        )
-        self._hessian_on = len(nz) > 0
+            for v in self._p:
+                v.setlb(-self._p_bound)
+                v.setub(self._p_bound)
+            moved.extend(self._p)
+        self.solver.update_bounds(moved)
+        costs_changed = False
+        for name in COST_PARAMS:
+            params = self._params[name]
+            for i in np.flatnonzero(new[name] != w[name]).tolist():
+                params[i].set_value(float(new[name][i]))
+                costs_changed = True
+        if costs_changed:
+            self.solver.update_parameters()
+        self._written = {name: value.copy() for name, value in new.items()}
 
     def post_contingency_flows(self, flow: np.ndarray) -> np.ndarray:
         """(n_br, n_c) flows after each secured outage, from pre-contingency flows (0 on the outage)."""
@@ -413,49 +389,44 @@ class SCOPF:
 
         True when optimal (values then in ``last_*``); otherwise ``status`` says why.
         """
-        h = self._highs
         self.last_rounds = 0
-        try:
-            for _ in range(self.max_rounds):
-                h.run()
-                self.last_rounds += 1
-                self.n_solves += 1
-                model_status = h.getModelStatus()
-                if model_status != highspy.HighsModelStatus.kOptimal:
-                    self.status = h.modelStatusToString(model_status)
-                    return False
-                sol = h.getSolution()
-                col = np.asarray(sol.col_value)
-                flow = self.ptdf @ col[self._col_p] + self.shift_flow_mw
-                post = self.post_contingency_flows(flow)
-                excess = np.abs(post) - self._limit_post[:, None]
-                new = self._can_bind & (excess > VIOLATION_TOL_MW) & (self._pair_row < 0)
-                if not new.any():
-                    self._store(col, np.asarray(sol.row_dual), flow, post)
-                    self.status = "optimal"
-                    return True
-                # For each overloaded branch, the row of its worst outage (the others often follow).
-                branch = np.flatnonzero(new.any(axis=1))
-                worst = np.argmax(np.where(new[branch], excess[branch], -np.inf), axis=1)
+        for _ in range(self.max_rounds):
+            sol = self.solver.solve()
+            self.last_rounds += 1
+            self.n_solves += 1
+            if not sol.ok:
+                self.status = sol.status
+                return False
+            flow = self.ptdf @ sol.values(self._p) + self.shift_flow_mw
+            post = self.post_contingency_flows(flow)
+            excess = np.abs(post) - self._limit_post[:, None]
+            new = self._can_bind & (excess > VIOLATION_TOL_MW) & (self._pair_row < 0)
+            if not new.any():
+                self._store(sol, flow, post)
+                self.status = "optimal"
+                return True
+            # For each overloaded branch, the row of its worst outage (the others often follow).
+            branch = np.flatnonzero(new.any(axis=1))
+            worst = np.argmax(np.where(new[branch], excess[branch], -np.inf), axis=1)
+            try:
                 self._add_pairs(branch, worst)
-        except Exception as err:  # noqa: BLE001 - a solver failure is reported, never raised
-            self.status = f"error: {err}"
-            return False
+            except Exception as err:  # noqa: BLE001 - a solver failure is reported, never raised
+                self.status = f"error: {err}"
+                return False
         self.status = "security loop limit"
         return False
 
-    def _store(self, col: np.ndarray, row_dual: np.ndarray, flow: np.ndarray, post: np.ndarray) -> None:
+    def _store(self, sol: Solution, flow: np.ndarray, post: np.ndarray) -> None:
         net = self.network
-        self.last_d, self.last_s, self.last_flow = col[self._col_d], col[self._col_s], flow
+        self.last_d, self.last_s, self.last_flow = sol.values(self._d), sol.values(self._s), flow
         self.last_post_flow_mw = post
         # HiGHS reports d(objective)/d(rhs); the rhs of a bus row is a withdrawal, so its dual is the LMP.
-        lmp = row_dual[self._row_bus] + 0.0
+        lmp = sol.duals(self._bus_rows) + 0.0
         lmp[~self._priced] = np.nan
         self.last_node_duals = lmp
-        self.last_energy_price = row_dual[self._row_island][net.island] + 0.0
+        self.last_energy_price = sol.duals(self._island_rows)[net.island] + 0.0
         # A limit row's dual is negative when its upper (from->to) limit binds: net price = -dual.
-        rows = np.concatenate(self._limit_rows)
-        price = -row_dual[rows] + 0.0
+        price = -sol.duals(self._limit_rows) + 0.0
         line_duals = np.zeros(net.n_branch)
         line_duals[self.monitored] = price[: len(self.monitored)]
         self.last_line_duals = line_duals

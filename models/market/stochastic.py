@@ -10,10 +10,11 @@ Two-stage stochastic LP (extensive form)
 
 A row with ``lo == hi`` is an equality, ``lo = -inf`` or ``hi = +inf`` makes it one-sided (`row_bounds`
 turns ``<=``, ``==``, ``>=`` and a right-hand side into these bounds). ``T`` and ``W`` are one matrix
-for every scenario or one per scenario. The problem is solved as one LP by HiGHS (highspy); the
-instances are persistent: a new problem of the same structure only pushes the vectors (costs, bounds)
-that changed and HiGHS warm-starts from the previous basis; changed matrix coefficients are pushed
-one by one, a changed sparsity pattern or size rebuilds the instance.
+for every scenario or one per scenario. The problem is written as one Pyomo LP and solved by HiGHS
+through `solver.PersistentModel` (every solve under a time limit); the models are persistent: a new
+problem of the same structure only pushes the vectors (costs, bounds) that changed and HiGHS
+warm-starts from the previous basis; rows whose matrix coefficients changed are re-loaded, a changed
+sparsity pattern or size rebuilds the model.
 
 Measures (minimisation; Birge & Louveaux, *Introduction to Stochastic Programming*, Section 4.1-4.2):
 
@@ -60,21 +61,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import highspy
 import numpy as np
+import pyomo.environ as pyo
 import scipy.sparse as sp
+from pyomo.core.expr import LinearExpression
 
 from cosim.models.market.clearing import Bids
-from cosim.models.market.solver import new_highs
+from cosim.models.market.solver import PersistentModel
 
-INF = float(highspy.kHighsInf)
+INF = float("inf")
 _PROB_TOL = 1e-9  # probabilities must sum to 1 within this
 _COEFF_REBUILD_SHARE = 0.2  # more changed matrix coefficients than this share: rebuild the instance
-SOLVER_OPTIONS: dict[str, Any] = {
-    "output_flag": False,
-    "primal_feasibility_tolerance": 1e-9,
-    "dual_feasibility_tolerance": 1e-9,
-}
+SOLVER_OPTIONS: dict[str, Any] = {}  # on top of `solver.DEFAULT_OPTIONS` (tolerances 1e-9)
 
 Matrix = Any  # a scipy sparse matrix/array or a dense 2-D array
 
@@ -263,7 +261,7 @@ class TwoStageLP:
 class StochasticSolution:
     """The stochastic solution of a `TwoStageLP` and, when asked for, its measures.
 
-    ``status`` is ``"optimal"`` when the recourse problem (RP) solved, else ``"RP: <HiGHS status>"``
+    ``status`` is ``"optimal"`` when the recourse problem (RP) solved, else ``"RP: <termination condition>"``
     and every number NaN. A failure of the WS or EV problem is appended (``"optimal; EV: ..."``) and
     leaves its own numbers NaN. ``first_stage_dual`` (m1,) and ``recourse_dual`` (S, m2) are the
     extensive form's row duals, d(expected cost)/d(row bound): a recourse row's dual includes ``p_s``.
@@ -301,16 +299,24 @@ def _same_key(new: tuple[Any, ...], old: tuple[Any, ...] | None) -> bool:
     return all(a is b for a, b in zip(new[2:], old[2:], strict=True))
 
 
-class _HighsLP:
-    """One persistent HiGHS LP: min cost x, col_lo <= x <= col_hi, row_lo <= M x <= row_hi."""
+def _bound(v: float) -> float | None:
+    return None if np.isinf(v) else v
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        self.highs: Any = new_highs()  # (highspy's stubs lag its API: changeRowsBounds)
-        for key, value in options.items():
-            self.highs.setOptionValue(key, value)
+
+class _PyomoLP:
+    """One persistent LP as a Pyomo model: min cost x, col_lo <= x <= col_hi, row_lo <= M x <= row_hi.
+
+    Row ``r`` is ``M[r] @ x - act_r == 0`` with its bounds on the activity variable ``act_r``, so that
+    every bound (columns' and rows') is a variable bound, pushed as a vector (``update_bounds``); costs
+    are mutable parameters (``update_parameters``, only when some cost changed). The dual of a row is
+    that of the original ``row_lo <= M x <= row_hi``. Changed matrix coefficients re-load their rows
+    (``remove_constraints`` / ``add_constraints``); a changed sparsity pattern or size rebuilds the model.
+    """
+
+    def __init__(self, options: Mapping[str, Any], time_limit_s: float | None) -> None:
+        self.options, self.time_limit_s = dict(options), float(time_limit_s)
         self._key: tuple[Any, ...] | None = None  # matrix inputs the loaded matrix was built from
         self._mat: Any = None  # the loaded matrix (csc, canonical)
-        self._cols: np.ndarray = np.zeros(0, dtype=np.int32)  # column of every nonzero
         self._vec: dict[str, np.ndarray] = {}
         self.n_builds = 0
 
@@ -347,20 +353,32 @@ class _HighsLP:
             and np.array_equal(old.indices, new.indices)
         )
 
+    def _row_expr(self, csr: Any, r: int) -> Any:
+        lo, hi = csr.indptr[r], csr.indptr[r + 1]
+        x = self._x
+        return LinearExpression(
+            constant=0.0,
+            linear_coefs=[*csr.data[lo:hi].tolist(), -1.0],
+            linear_vars=[*(x[j] for j in csr.indices[lo:hi].tolist()), self._act[r]],
+        )
+
     def _build(self, mat: Any, vec: dict[str, np.ndarray]) -> None:
         n_row, n_col = mat.shape
-        model = highspy.HighsLp()
-        model.num_col_, model.num_row_ = int(n_col), int(n_row)
-        model.col_cost_, model.col_lower_, model.col_upper_ = vec["cost"], vec["col_lo"], vec["col_hi"]
-        model.row_lower_, model.row_upper_ = vec["row_lo"], vec["row_hi"]
-        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        model.a_matrix_.num_col_, model.a_matrix_.num_row_ = int(n_col), int(n_row)
-        model.a_matrix_.start_ = mat.indptr.astype(np.int32)
-        model.a_matrix_.index_ = mat.indices.astype(np.int32)
-        model.a_matrix_.value_ = mat.data.astype(float)
-        self.highs.passModel(model)
+        m = pyo.ConcreteModel(name="two_stage_lp")
+        m.J, m.R = pyo.RangeSet(0, n_col - 1), pyo.RangeSet(0, n_row - 1)
+        m.cost = pyo.Param(m.J, mutable=True, initialize=dict(enumerate(vec["cost"].tolist())))
+        col_lo, col_hi = vec["col_lo"].tolist(), vec["col_hi"].tolist()
+        row_lo, row_hi = vec["row_lo"].tolist(), vec["row_hi"].tolist()
+        m.x = pyo.Var(m.J, bounds=lambda m, j: (_bound(col_lo[j]), _bound(col_hi[j])))
+        m.act = pyo.Var(m.R, bounds=lambda m, r: (_bound(row_lo[r]), _bound(row_hi[r])))
+        self._x, self._act = list(m.x.values()), list(m.act.values())
+        csr = sp.csr_array(mat)
+        m.row = pyo.Constraint(m.R, rule=lambda m, r: self._row_expr(csr, r) == 0)
+        m.obj = pyo.Objective(expr=sum(m.cost[j] * m.x[j] for j in m.J), sense=pyo.minimize)
+        self.model = m
+        self._cost, self._rows = list(m.cost.values()), list(m.row.values())
+        self.solver = PersistentModel(m, time_limit_s=self.time_limit_s, options=self.options)
         self._mat = mat
-        self._cols = np.repeat(np.arange(n_col, dtype=np.int32), np.diff(mat.indptr))
         self._vec = {k: v.copy() for k, v in vec.items()}
         self.n_builds += 1
 
@@ -369,33 +387,43 @@ class _HighsLP:
         if len(changed) > _COEFF_REBUILD_SHARE * max(new.nnz, 1):
             self._build(new, self._vec)
             return
-        rows = new.indices[changed]
-        for k, r, v in zip(changed.tolist(), rows.tolist(), new.data[changed].tolist(), strict=True):
-            self.highs.changeCoeff(int(r), int(self._cols[k]), float(v))
+        rows = sorted(set(new.indices[changed].tolist()))
+        cons = [self._rows[r] for r in rows]
+        self.solver.remove_constraints(cons)
+        csr = sp.csr_array(new)
+        for r, con in zip(rows, cons, strict=True):
+            con.set_value(self._row_expr(csr, r) == 0)
+        self.solver.add_constraints(cons)
         self._mat = new
 
     def _push_vectors(self, vec: dict[str, np.ndarray]) -> None:
-        h, old = self.highs, self._vec
-        idx = np.flatnonzero(vec["cost"] != old["cost"]).astype(np.int32)
+        old = self._vec
+        idx = np.flatnonzero(vec["cost"] != old["cost"])
+        for j in idx.tolist():
+            self._cost[j].set_value(float(vec["cost"][j]))
         if len(idx):
-            h.changeColsCost(len(idx), idx, vec["cost"][idx])
-        for kind, change in (("col", h.changeColsBounds), ("row", h.changeRowsBounds)):
+            self.solver.update_parameters()
+        moved: list[Any] = []
+        for kind, variables in (("col", self._x), ("row", self._act)):
             lo, hi = vec[f"{kind}_lo"], vec[f"{kind}_hi"]
-            idx = np.flatnonzero((lo != old[f"{kind}_lo"]) | (hi != old[f"{kind}_hi"])).astype(np.int32)
-            if len(idx):
-                change(len(idx), idx, lo[idx], hi[idx])
+            for k in np.flatnonzero((lo != old[f"{kind}_lo"]) | (hi != old[f"{kind}_hi"])).tolist():
+                variables[k].setlb(_bound(float(lo[k])))
+                variables[k].setub(_bound(float(hi[k])))
+                moved.append(variables[k])
+        self.solver.update_bounds(moved)
         self._vec = {k: v.copy() for k, v in vec.items()}
 
-    def solve(self) -> tuple[str, float, np.ndarray, np.ndarray]:
-        """(status, objective, column values, row duals); status ``"optimal"`` or HiGHS's word."""
-        h = self.highs
-        h.run()
-        status = h.getModelStatus()
-        if status != highspy.HighsModelStatus.kOptimal:
-            return h.modelStatusToString(status), np.nan, np.zeros(0), np.zeros(0)
-        sol = h.getSolution()
-        obj = float(h.getInfo().objective_function_value)
-        return "optimal", obj, np.asarray(sol.col_value), np.asarray(sol.row_dual)
+    def solve(self, read: bool = True) -> tuple[str, float, np.ndarray, np.ndarray]:
+        """(status, objective, column values, row duals); status ``"optimal"`` or the solver's word.
+
+        With ``read`` False only the status and the objective (values and duals empty).
+        """
+        sol = self.solver.solve()
+        if not sol.ok:
+            return sol.status, np.nan, np.zeros(0), np.zeros(0)
+        if not read:
+            return "optimal", sol.objective, np.zeros(0), np.zeros(0)
+        return "optimal", sol.objective, sol.values(self._x), sol.duals(self._rows)
 
 
 def _stack_T(lp: TwoStageLP) -> Any:
@@ -416,38 +444,32 @@ def _extensive_matrix(lp: TwoStageLP) -> Any:
     return sp.vstack([sp.hstack([lp.A, zero]), sp.hstack([_stack_T(lp), _diag_W(lp)])], format="csc")
 
 
-def _split_matrix(lp: TwoStageLP) -> Any:
-    """Columns [x_0, y_0, x_1, y_1, ..]; rows [A x_s; T_s x_s + W_s y_s] per scenario (no coupling)."""
-    zero = sp.csc_array((lp.m1, lp.n_y))
-    blocks = [
-        sp.vstack([sp.hstack([lp.A, zero]), sp.hstack([lp.T_of(s), lp.W_of(s)])])
-        for s in range(lp.n_scenarios)
-    ]
-    return sp.block_diag(blocks, format="csc")
-
-
 def _key(lp: TwoStageLP, form: str) -> tuple[Any, ...]:
     """(form, scenarios, matrix objects): what says that a loaded matrix may be reused unchanged."""
     return (form, lp.n_scenarios, lp.A, lp.T, lp.W)
 
 
 class StochasticLP:
-    """Solver of `TwoStageLP` problems: RP, and on request WS, EV and EEV, on persistent HiGHS instances.
+    """Solver of `TwoStageLP` problems: RP, and on request WS, EV and EEV, on persistent Pyomo models.
 
-    Three instances are kept: the extensive form (RP, then EEV with the first stage fixed), the
-    scenario-split form (WS: every scenario with its own first stage, solved as one block-diagonal LP)
-    and the one-scenario form (EV). Solving a problem of the same structure again (same matrix
-    objects, or equal values) only pushes what changed.
+    The models kept: the extensive form (RP, then EEV with the first stage fixed), and the
+    one-scenario form for EV and for WS (every scenario alone in turn: only its recourse data change
+    between them; one WS model per scenario when ``T`` or ``W`` differ by scenario). Solving a problem
+    of the same structure again (same matrix objects, or equal values) only pushes what changed.
     """
 
-    def __init__(self, solver_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, solver_options: Mapping[str, Any] | None = None, time_limit_s: float | None = None
+    ) -> None:
         options = {**SOLVER_OPTIONS, **(solver_options or {})}
-        self._rp, self._ws, self._ev = _HighsLP(options), _HighsLP(options), _HighsLP(options)
+        self._options, self._time_limit_s = options, time_limit_s
+        self._rp, self._ev = _PyomoLP(options, time_limit_s), _PyomoLP(options, time_limit_s)
+        self._ws: dict[int, _PyomoLP] = {}  # by scenario when T or W differ by scenario, else one (0)
 
     @property
     def n_builds(self) -> int:
         """How many times an instance was built (not updated) so far."""
-        return self._rp.n_builds + self._ws.n_builds + self._ev.n_builds
+        return self._rp.n_builds + sum(m.n_builds for m in self._ws.values()) + self._ev.n_builds
 
     def solve(self, lp: TwoStageLP, measures: bool = True) -> StochasticSolution:
         """The stochastic solution of ``lp``; with ``measures`` also WS, EV and EEV (so VSS and EVPI)."""
@@ -497,7 +519,12 @@ class StochasticLP:
         )
 
     def _solve_extensive(
-        self, inst: _HighsLP, lp: TwoStageLP, what: str, fix_x: np.ndarray | None = None
+        self,
+        inst: _PyomoLP,
+        lp: TwoStageLP,
+        what: str,
+        fix_x: np.ndarray | None = None,
+        read: bool = True,
     ) -> tuple[str, float, np.ndarray, np.ndarray, np.ndarray]:
         n_s, n_x = lp.n_scenarios, lp.n_x
         x_lo, x_hi = (lp.x_lo, lp.x_hi) if fix_x is None else (fix_x, fix_x)
@@ -510,30 +537,23 @@ class StochasticLP:
             np.concatenate([lp.a_lo, lp.h_lo.ravel()]),
             np.concatenate([lp.a_hi, lp.h_hi.ravel()]),
         )
-        status, obj, col, row_dual = inst.solve()
-        if status != "optimal":
-            return status, np.nan, np.zeros(0), np.zeros(0), np.zeros(0)
+        status, obj, col, row_dual = inst.solve(read)
+        if status != "optimal" or not read:
+            return status, obj, np.zeros(0), np.zeros(0), np.zeros(0)
         return status, obj, col[:n_x], col[n_x:].reshape(n_s, lp.n_y), row_dual
 
     def _wait_and_see(self, lp: TwoStageLP, notes: list[str]) -> tuple[float, np.ndarray]:
-        n_s, n_x, n_y = lp.n_scenarios, lp.n_x, lp.n_y
-        rep = np.ones((n_s, 1))
-        # Every scenario's block at weight 1 (blocks are independent), so that each block is its optimum.
-        self._ws.load(
-            _key(lp, "split"),
-            lambda: _split_matrix(lp),
-            np.hstack([rep * lp.c, lp.q]).ravel(),
-            np.hstack([rep * lp.x_lo, lp.y_lo]).ravel(),
-            np.hstack([rep * lp.x_hi, lp.y_hi]).ravel(),
-            np.hstack([rep * lp.a_lo, lp.h_lo]).ravel(),
-            np.hstack([rep * lp.a_hi, lp.h_hi]).ravel(),
-        )
-        status, _, col, _ = self._ws.solve()
-        if status != "optimal":
-            notes.append(f"WS: {status}")
-            return np.nan, np.full(n_s, np.nan)
-        blocks = col.reshape(n_s, n_x + n_y)
-        z = blocks[:, :n_x] @ lp.c + np.einsum("sk,sk->s", lp.q, blocks[:, n_x:])
+        # Each scenario alone (probability 1) on the one-scenario model: its optimum is the objective.
+        z = np.full(lp.n_scenarios, np.nan)
+        per_scenario = isinstance(lp.T, tuple) or isinstance(lp.W, tuple)
+        for s in range(lp.n_scenarios):
+            key = s if per_scenario else 0
+            if key not in self._ws:
+                self._ws[key] = _PyomoLP(self._options, self._time_limit_s)
+            status, z[s] = self._solve_extensive(self._ws[key], lp.scenario(s), "WS", read=False)[:2]
+            if status != "optimal":
+                notes.append(f"WS: {status}")
+                return np.nan, np.full(lp.n_scenarios, np.nan)
         return float(lp.prob @ z), z
 
     def _expected_value(self, lp: TwoStageLP, notes: list[str]) -> tuple[float, np.ndarray, float]:
@@ -543,7 +563,7 @@ class StochasticLP:
             notes.append(f"EV: {status}")
             return np.nan, np.full(lp.n_x, np.nan), np.nan
         x_fix = np.clip(x_ev, lp.x_lo, lp.x_hi)
-        status, eev, _, _, _ = self._solve_extensive(self._rp, lp, "EEV", fix_x=x_fix)
+        status, eev, _, _, _ = self._solve_extensive(self._rp, lp, "EEV", fix_x=x_fix, read=False)
         if status != "optimal":
             # x_EV is feasible in the first stage (same rows), so the recourse of some scenario is not.
             notes.append(f"EEV: {status}")
@@ -552,7 +572,7 @@ class StochasticLP:
 
 
 def solve_two_stage(lp: TwoStageLP, measures: bool = True) -> StochasticSolution:
-    """Solve one `TwoStageLP` on fresh HiGHS instances (use a `StochasticLP` to solve many)."""
+    """Solve one `TwoStageLP` on fresh models (use a `StochasticLP` to solve many)."""
     return StochasticLP().solve(lp, measures)
 
 
@@ -713,7 +733,7 @@ class StochasticDayAhead:
 
     The structure (matrices) depends only on the day size, the number of scenarios and which steps
     are uncertain; a day with the same ones only pushes the changed bids, scenario quantities and
-    balancing prices to the HiGHS instances, which warm-start.
+    balancing prices to the persistent models, which warm-start.
     """
 
     def __init__(

@@ -24,8 +24,8 @@ market: {design: dcopf}
 def test_clearing_at_the_time_limit_fails_and_the_study_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a zero time limit every DC-OPF clearing fails; the run completes, recording each as failed."""
-    monkeypatch.setattr(solver, "TIME_LIMIT_S", 0.0)
+    """With a (near) zero time limit every DC-OPF clearing fails; the run completes, recording each."""
+    monkeypatch.setattr(solver, "DEFAULT_TIME_LIMIT_S", 1e-12)
     path = tmp_path / "s.yaml"
     path.write_text(textwrap.dedent(DCOPF))
     summary = cosim.run(path, steps=3, out=tmp_path / "r.h5")
@@ -35,17 +35,21 @@ def test_clearing_at_the_time_limit_fails_and_the_study_goes_on(
 
 
 def test_every_instance_has_the_limit() -> None:
-    """new_highs sets the time limit and silences output."""
-    h = solver.new_highs()
-    assert h.getOptionValue("time_limit")[1] == solver.TIME_LIMIT_S
-    assert h.getOptionValue("output_flag")[1] is False
+    """A persistent model gets the default time limit unless given one."""
+    import pyomo.environ as pyo
+
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(bounds=(0, 1))
+    m.obj = pyo.Objective(expr=m.x)
+    assert solver.PersistentModel(m).solver.config.time_limit == solver.DEFAULT_TIME_LIMIT_S
+    assert solver.PersistentModel(m, time_limit_s=5.0).solver.config.time_limit == 5.0
 
 
 def test_highs_banner_is_silent() -> None:
     """Building HiGHS instances (ours and Pyomo's) prints nothing on stdout."""
     code = (
-        "from cosim.models.market.solver import new_highs, silence_banner\n"
-        "new_highs()\n"
+        "from cosim.models.market.solver import silence_banner\n"
+        "silence_banner()\n"
         "import highspy; highspy.Highs()\n"
         "from pyomo.contrib.solver.solvers.highs import Highs; Highs()\n"
     )

@@ -200,11 +200,10 @@ def test_dcopf_model_built_once_matches_fresh(case14: DCNetwork) -> None:
     second = bids()
     res = opf.clear(second)
     assert opf.model is model
-    for update in ("direct", "pyomo"):
-        fresh = DCOPF(case14, d_bus, s_bus, update=update).clear(second)
-        np.testing.assert_allclose(res.price_per_mwh, fresh.price_per_mwh, atol=1e-5)
-        np.testing.assert_allclose(res.line_flow_mw, fresh.line_flow_mw, atol=1e-5)
-        assert res.welfare == pytest.approx(fresh.welfare, rel=1e-9)
+    fresh = DCOPF(case14, d_bus, s_bus).clear(second)
+    np.testing.assert_allclose(res.price_per_mwh, fresh.price_per_mwh, atol=1e-5)
+    np.testing.assert_allclose(res.line_flow_mw, fresh.line_flow_mw, atol=1e-5)
+    assert res.welfare == pytest.approx(fresh.welfare, rel=1e-9)
 
 
 def test_islanded_bus_serves_only_local_supply() -> None:
