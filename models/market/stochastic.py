@@ -314,7 +314,7 @@ class _PyomoLP:
     """
 
     def __init__(self, options: Mapping[str, Any], time_limit_s: float | None) -> None:
-        self.options, self.time_limit_s = dict(options), float(time_limit_s)
+        self.options, self.time_limit_s = dict(options), time_limit_s
         self._key: tuple[Any, ...] | None = None  # matrix inputs the loaded matrix was built from
         self._mat: Any = None  # the loaded matrix (csc, canonical)
         self._vec: dict[str, np.ndarray] = {}
