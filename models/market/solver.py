@@ -18,7 +18,7 @@ fixed unless changed by the calls above, which is what makes a re-solve cost lit
 own warm-started run. Every solve has a time limit (`DEFAULT_TIME_LIMIT_S` unless given); a solve that
 stops at it, or at anything but a proven optimum, is a failed solve (``Solution.ok`` False, its
 ``status`` the termination condition). This module is the only one that imports HiGHS's Python
-bindings: through Pyomo, and once directly to keep HiGHS's banner off stdout.
+bindings, and it does so only through Pyomo.
 """
 
 from __future__ import annotations
@@ -56,8 +56,6 @@ def silence_banner() -> None:
     if _banner_silenced:
         return
     _banner_silenced = True
-    import highspy  # the one import of HiGHS's bindings outside Pyomo: only to build that first instance
-
     sys.stdout.flush()
     try:
         saved = os.dup(1)
@@ -66,7 +64,10 @@ def silence_banner() -> None:
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
-            highspy.Highs()
+            m = pyo.ConcreteModel()
+            m.x = pyo.Var(bounds=(0, 1))
+            m.cost = pyo.Objective(expr=m.x)
+            Highs().set_instance(m)  # HiGHS's first instance in the process prints the banner
             ctypes.CDLL(None).fflush(None)
     finally:
         os.dup2(saved, 1)

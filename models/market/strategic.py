@@ -46,17 +46,16 @@ from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
-from pyomo.contrib.solver.common.results import TerminationCondition
-from pyomo.contrib.solver.solvers.highs import Highs
 
-from cosim.models.market import solver
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
 from cosim.models.market.scopf import ptdf_by_island, shift_flow_mw
+from cosim.models.market.solver import PersistentModel
 
 DUAL_BOUND_FACTOR = 10.0  # |LMP|, bound duals <= this x the largest |price| in the data
 MU_BOUND_FACTOR = 100.0  # congestion duals <= this x the largest |price| in the data
 MAX_BOUND_TRIES = 3  # solves with bounds x1, x10, x100
+MIP_OPTIONS = {"mip_rel_gap": 1e-9, "mip_abs_gap": 1e-7, "mip_feasibility_tolerance": 1e-9}
 BOUND_TOL = 1e-6  # a dual within this share of its bound counts as at the bound
 COEF_TOL = 1e-10  # |H| coefficients below this are dropped
 TIE_MARGIN_PER_MWH = 0.01  # offered below the MPEC's price when the clearing breaks a tie against the player
@@ -142,8 +141,6 @@ class StrategicMPEC:
         self.cap = float(offer_price_max_per_mwh)
         self.rows = rows if rows is not None else limit_rows(network)
         self.time_limit_s = float(time_limit_s)
-        solver.silence_banner()
-        self.solver = Highs()
 
     def _screen_rows(self, bids: Bids) -> tuple[np.ndarray, np.ndarray]:
         """Rows some dispatch within the bounds can bind, and the largest |flow| of each (MW)."""
@@ -175,25 +172,12 @@ class StrategicMPEC:
 
     def _solve_once(self, bids: Bids, cost: np.ndarray, scale: float) -> tuple[MPECSolution, bool]:
         m, checks = self._build(bids, cost, scale)
-        cfg = self.solver.config
-        cfg.time_limit = self.time_limit_s
-        cfg.load_solutions = False
-        cfg.raise_exception_on_nonoptimal_result = False
-        cfg.solver_options.update(
-            {
-                "output_flag": False,
-                "mip_rel_gap": 1e-9,
-                "mip_abs_gap": 1e-7,
-                "mip_feasibility_tolerance": 1e-9,
-                "primal_feasibility_tolerance": 1e-9,
-                "dual_feasibility_tolerance": 1e-9,
-            }
-        )
-        res = self.solver.solve(m)
+        # the MILP's rows depend on the interval's screened branches: a model of its own for each solve
+        res = PersistentModel(m, time_limit_s=self.time_limit_s, options=MIP_OPTIONS).solve()
         n_bus = self.network.n_bus
-        if res.termination_condition != TerminationCondition.convergenceCriteriaSatisfied:
+        if not res.ok:
             nan = MPECSolution(
-                status=res.termination_condition.name,
+                status=res.status,
                 offer_per_mwh=np.full(len(self.player), np.nan),
                 profit=float("nan"),
                 supply_mw=np.full(len(bids.supply_bus), np.nan),
@@ -202,7 +186,8 @@ class StrategicMPEC:
                 bound_scale=scale,
             )
             return nan, False
-        res.solution_loader.load_vars()
+        assert res.results is not None
+        res.results.solution_loader.load_vars()
         val = np.vectorize(lambda v: pyo.value(v), otypes=[float])
         at_bound = any(
             len(comp) and bool(np.any(np.abs(val(list(comp.values()))) >= (1.0 - BOUND_TOL) * bound))
