@@ -1057,7 +1057,9 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
     series, tables, routes = series + more_series, tables + more_tables, routes | more_routes
     attrs = {f"ledger/{k}": v for k, v in ledger_attrs.items()} if more_routes else {}
     if ledger is not None and more_tables:  # the registry the stored chain is checked against
-        static = static | {"ledger/genesis": (np.array([ledger.genesis_json], dtype=object), "canonical JSON")}
+        static = static | {
+            "ledger/genesis": (np.array([ledger.genesis_json], dtype=object), "canonical JSON")
+        }
     if market is not None and market.design == "scopf":
         attrs |= {
             "market/secured_outages": json.dumps(list(market.model.contingency_names)),

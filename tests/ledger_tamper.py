@@ -54,18 +54,24 @@ def rehash(blocks: Cols, tx: Cols, from_height: int) -> list[Block]:
         rows = np.flatnonzero(tx["height"] == h)
         ids = tuple(_s(x) for x in tx["tx_id"][rows])
         leaves = [
-            receipt_leaf(_s(tx["tx_id"][i]), _s(tx["status"][i]), int(tx["gas_used"][i]), float(tx["submit_s"][i]),
+            receipt_leaf(_s(tx["tx_id"][i]), _s(tx["status"][i]), int(tx["gas_used"][i]),
+                         float(tx["submit_s"][i]),
                          float(tx["include_s"][i]), float(tx["final_s"][i]))
             for i in rows
         ]  # fmt: skip
         gas = int(tx["gas_used"][rows].sum())
         block = Block(
-            h, float(blocks["time_s"][r]), f"validator-{int(blocks['proposer'][r])}", prev, merkle_root(ids), ids,
+            h, float(blocks["time_s"][r]), f"validator-{int(blocks['proposer'][r])}", prev,
+            merkle_root(ids), ids,
             merkle_root(leaves), gas, int(blocks["size_bytes"][r]), float(blocks["final_s"][r]),
             int(blocks["nonce"][r]),
         )  # fmt: skip
         blocks["prev_hash"][r], blocks["merkle_root"][r] = prev, block.merkle_root
-        blocks["receipts_root"][r], blocks["n_tx"][r], blocks["gas_used"][r] = block.receipts_root, len(ids), gas
+        blocks["receipts_root"][r], blocks["n_tx"][r], blocks["gas_used"][r] = (
+            block.receipts_root,
+            len(ids),
+            gas,
+        )
         blocks["hash"][r] = prev = block.hash
         out.append(block)
     return out

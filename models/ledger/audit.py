@@ -78,7 +78,8 @@ def genesis_json(
     genesis = {
         "consensus": engine.mechanism, "epoch_unix_s": float(epoch_unix_s),
         "pow_bits": POW_BITS if engine.mechanism == "pow" else 0,
-        "slot_s": float(getattr(engine, "slot_s", 0.0)), "slots_per_epoch": int(getattr(engine, "slots_per_epoch", 0)),
+        "slot_s": float(getattr(engine, "slot_s", 0.0)),
+        "slots_per_epoch": int(getattr(engine, "slots_per_epoch", 0)),
         "validators": [[k, float(p)] for k, p in zip(keys, power.tolist(), strict=True)],
         "meter_keys": state.meter_keys, "balances_micro": state.balances, "penalty_ppm": state.penalty_ppm,
         "settle_on_meter": state.settle_on_meter, "gas_limit": int(gas_limit),
@@ -257,7 +258,8 @@ class _Checker:
         if int(b["n_tx"][row]) != len(ids):
             raise _Fail(f"{where}: n_tx {int(b['n_tx'][row])} but {len(ids)} transactions")
         leaves = [
-            receipt_leaf(tid, _text(self.t["status"][i]), int(self.t["gas_used"][i]), float(self.t["submit_s"][i]),
+            receipt_leaf(tid, _text(self.t["status"][i]), int(self.t["gas_used"][i]),
+                         float(self.t["submit_s"][i]),
                          float(self.t["include_s"][i]), float(self.t["final_s"][i]))
             for tid, i in zip(ids, rows, strict=True)
         ]  # fmt: skip
@@ -271,7 +273,8 @@ class _Checker:
         if final_s < time_s:
             raise _Fail(f"{where}: final before its own time")
         block = Block(
-            height, time_s, "genesis" if index == 0 else f"validator-{proposer}", prev_hash, merkle_root(ids), ids,
+            height, time_s, "genesis" if index == 0 else f"validator-{proposer}", prev_hash,
+            merkle_root(ids), ids,
             receipts, gas, int(b["size_bytes"][row]), final_s, int(b["nonce"][row]),
         )  # fmt: skip
         if _text(b["hash"][row]) != block.hash:

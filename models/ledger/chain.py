@@ -161,7 +161,7 @@ EMPTY_ROOT = sha256_hex(b"")
 def receipt_leaf(
     tx_id: str, status: str, gas_used: int, submit_s: float, include_s: float, final_s: float
 ) -> str:
-    """Leaf of the receipts root: SHA-256 hex of the canonical ``[tx_id, status, gas, submit, include, final]``.
+    """Receipts-root leaf: SHA-256 hex of the canonical ``[tx_id, status, gas, submit, include, final]``.
 
     Times are the stored Unix seconds (NaN as ``NaN``), so a block header commits to everything the
     ``/ledger/tx`` row of a transaction in the chain says.
@@ -210,7 +210,7 @@ class Block:
 
 
 def meets_target(block_hash: str, pow_bits: int) -> bool:
-    """Whether ``block_hash`` starts with ``pow_bits`` zero bits (the hash is below ``2**(256 - pow_bits)``)."""
+    """Whether ``block_hash`` starts with ``pow_bits`` zero bits (is below ``2**(256 - pow_bits)``)."""
     return int(block_hash, 16) >> (256 - pow_bits) == 0 if pow_bits else True
 
 

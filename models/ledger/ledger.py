@@ -419,7 +419,7 @@ class LedgerModel:
             self.vote_rows.rows.append((height, kind, int(v), self.validator_keys[v].sign(message).hex()))
 
     def _sign_head(self) -> None:
-        """End of the run: a quorum of validators (the first by index, faulty ones included) signs the head."""
+        """End of the run: a quorum of validators (the first by index, faulty ones too) signs the head."""
         if not self.record_tables:
             return
         head = self.chain.blocks[-1]
@@ -439,8 +439,8 @@ class LedgerModel:
             return
         sigs = canonical([list(s) for s in tx.signatures]).decode()
         self.tx_rows.rows.append(
-            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs, *times, height, gas,
-             status)
+            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs, *times, height,
+             gas, status)
         )  # fmt: skip
 
     def _block_row(

@@ -1,4 +1,4 @@
-"""A tamper corpus: each case alters a stored run's /ledger tables; verify-ledger names the first bad block or tx.
+"""A tamper corpus: each case alters a run's /ledger tables; verify-ledger names the first bad block or tx.
 
 The cases are the probe's of issue 13 (plain edits, and consistent rewrites with every Merkle root and
 hash recomputed, which only the signatures the rewriter does not hold can expose), plus the certificates.
@@ -97,7 +97,7 @@ def _censor(f: h5py.File) -> str:
 
 
 def _fake_meter(f: h5py.File) -> str:
-    """A 1 GWh reading signed by a key no genesis registered, added to a block, roots and hashes recomputed."""
+    """A 1 GWh reading signed by an unregistered key, added to a block, roots and hashes recomputed."""
     b, t = read(f, "blocks"), read(f, "tx")
     owner = next(iter(json.loads(f["ledger/genesis"].asstr()[0])["meter_keys"]))
     key = KeyPair.generate(bytes(range(32)))
@@ -107,7 +107,8 @@ def _fake_meter(f: h5py.File) -> str:
     row = {
         "tx_id": tx.tx_id, "kind": "meter", "sender": tx.sender, "nonce": 0, "payload": canonical(tx.payload),
         "signatures": canonical([list(s) for s in tx.signatures]), "submit_s": b["time_s"][h] - 1.0,
-        "include_s": b["time_s"][h], "final_s": b["final_s"][h], "height": h, "gas_used": 60_000, "status": "ok",
+        "include_s": b["time_s"][h], "final_s": b["final_s"][h], "height": h, "gas_used": 60_000,
+        "status": "ok",
     }  # fmt: skip
     t = insert(t, int(rows[-1]) + 1, row)
     rehash(b, t, h)
@@ -226,7 +227,7 @@ def _standalone(tmp_path: Path, consensus: str, duration: str, extra: str = "") 
 
 
 def test_pow_blocks_carry_a_proof_of_work(tmp_path: Path) -> None:
-    """PoW headers meet the stored target; a block re-hashed with another nonce (re-mined) loses its signature."""
+    """PoW headers meet the stored target; a block re-hashed with another nonce is named."""
     path = _standalone(tmp_path, "pow", "30min", "  block_interval_s: 60\n  confirmations: 3\n")
     assert verify_ledger(path)[:2] == (True, None)
     with h5py.File(path, "r+") as f:
