@@ -248,10 +248,8 @@ class _Checker:
             raise _Fail(f"{where}: height {height} out of sequence")
         if _text(b["prev_hash"][row]) != prev_hash:
             raise _Fail(f"{where}: prev_hash link broken")
-        if not time_s >= max(prev_time, g.epoch_unix_s):
-            raise _Fail(f"{where}: time {time_s} before genesis or before the previous block")
         rows = self.rows_of.get(height, [])
-        txs = [self._tx(i, height, time_s) for i in rows]
+        txs = [self._tx(i, height) for i in rows]
         ids = tuple(t.tx_id for t in txs)
         if _text(b["merkle_root"][row]) != merkle_root(ids):
             raise _Fail(f"{where}: merkle root mismatch")
@@ -270,8 +268,6 @@ class _Checker:
         if int(b["gas_used"][row]) != gas:
             raise _Fail(f"{where}: gas_used {int(b['gas_used'][row])} but its receipts sum to {gas}")
         final_s = float(b["final_s"][row])
-        if final_s < time_s:
-            raise _Fail(f"{where}: final before its own time")
         block = Block(
             height, time_s, "genesis" if index == 0 else f"validator-{proposer}", prev_hash,
             merkle_root(ids), ids,
@@ -279,6 +275,10 @@ class _Checker:
         )  # fmt: skip
         if _text(b["hash"][row]) != block.hash:
             raise _Fail(f"{where}: hash mismatch")
+        if not time_s >= max(prev_time, g.epoch_unix_s):
+            raise _Fail(f"{where}: time {time_s} before genesis or before the previous block")
+        if final_s < time_s:
+            raise _Fail(f"{where}: final before its own time")
         if index == 0:
             if proposer != -1 or ids or time_s != g.epoch_unix_s:
                 raise _Fail(f"{where}: not the genesis block of the registry")
@@ -297,6 +297,7 @@ class _Checker:
             )
         elif g.consensus == "pos":
             self._pos(height, time_s, final_s, block.hash)
+        self._times(txs, rows, time_s)
         self._execute(txs, rows)
         return block
 
@@ -317,8 +318,8 @@ class _Checker:
         if self.pending_epoch is not None and self.pending_epoch[0] != epoch:
             raise _Fail(f"block {self.pending_epoch[1]}: final, but no attested checkpoint ends its epoch")
 
-    def _tx(self, i: int, height: int, block_time: float) -> Transaction:
-        """The transaction of row ``i``, checked (record, id, uniqueness, signatures, meter key, times)."""
+    def _tx(self, i: int, height: int) -> Transaction:
+        """The transaction of row ``i``, checked (record, id, uniqueness, signatures, meter key)."""
         t = self.t
         rec: dict[str, Any] = {
             k: _text(t[k][i]) for k in ("tx_id", "kind", "payload", "sender", "signatures")
@@ -339,10 +340,14 @@ class _Checker:
             raise _Fail(f"tx {tx.tx_id}: bad signature")
         if tx.kind == "meter" and self.g.meter_keys.get(str(tx.payload.get("owner"))) != tx.sender:
             raise _Fail(f"tx {tx.tx_id}: meter reading signed by a key not registered for its owner")
-        submit, include, final = (float(t[k][i]) for k in ("submit_s", "include_s", "final_s"))
-        if include != block_time or not submit <= include or final < include:
-            raise _Fail(f"tx {tx.tx_id}: times out of order (submit, include, final vs its block)")
         return tx
+
+    def _times(self, txs: list[Transaction], rows: list[int], block_time: float) -> None:
+        """Each transaction submitted before its block's time, included at it, final after it (or NaN)."""
+        for tx, i in zip(txs, rows, strict=True):
+            submit, include, final = (float(self.t[k][i]) for k in ("submit_s", "include_s", "final_s"))
+            if include != block_time or not submit <= include or final < include:
+                raise _Fail(f"tx {tx.tx_id}: times out of order (submit, include, final vs its block)")
 
     def _execute(self, txs: list[Transaction], rows: list[int]) -> None:
         """Re-execute ``txs`` on the contract state; every stored receipt must match."""
