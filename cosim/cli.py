@@ -250,9 +250,11 @@ def _verify_ledger(args: argparse.Namespace) -> int:
 
         with h5py.File(args.results, "r") as f:
             genesis = f["ledger/blocks/hash"].asstr()[0]
+            complete = bool(f.attrs.get("complete", False))
         print(
             f"{args.results}: ledger intact ({n_blocks} blocks and {n_tx} transactions re-hashed, signatures "
             f"and certificates checked against the genesis keys, receipts re-executed); genesis {genesis}"
+            + ("" if complete else "; the run is incomplete: no signed head, so a cut end goes unnoticed")
         )
         return 0
     print(f"{args.results}: ledger ALTERED: {problem}", file=sys.stderr)

@@ -215,6 +215,7 @@ class _Checker:
     ) -> None:
         self.g, self.b, self.t, self.rows_of, self.votes_of = g, blocks, tx, rows_of, votes_of
         self.seen: set[str] = set()
+        self.used: set[tuple[int, str]] = set()  # the (height, kind) vote groups checked
         self.pending_epoch: tuple[int, int] | None = None  # (epoch, height of its last final block so far)
 
     def run(self, live: list[int], complete: bool) -> None:
@@ -240,6 +241,10 @@ class _Checker:
                     f"block {head.height}: the signed head names block {got}, the chain ends at {head.height}"
                 )
             self.g.quorum(self.votes_of[heads[0]], head_message(head.height, head.hash, n_tx), "head")
+            self.used.add(heads[0])
+        if extra_votes := set(self.votes_of) - self.used:
+            h, kind = min(extra_votes)
+            raise _Fail(f"block {h}: {kind} votes that no check of this chain expects")
 
     def _block(self, index: int, row: int, prev_hash: str, prev_time: float) -> Block:
         b, g, where = self.b, self.g, f"block {index}"
@@ -280,7 +285,7 @@ class _Checker:
         if final_s < time_s:
             raise _Fail(f"{where}: final before its own time")
         if index == 0:
-            if proposer != -1 or ids or time_s != g.epoch_unix_s:
+            if proposer != -1 or ids or time_s != g.epoch_unix_s or _text(b["signature"][row]):
                 raise _Fail(f"{where}: not the genesis block of the registry")
             return block
         if not meets_target(block.hash, g.pow_bits):
@@ -290,6 +295,7 @@ class _Checker:
         if not signature_ok(g.keys[proposer], _text(b["signature"][row]), block_message(block.hash)):
             raise _Fail(f"{where}: bad proposer signature")
         if g.consensus == "bft":
+            self.used.add((height, "commit"))
             g.quorum(
                 self.votes_of.get((height, "commit"), []),
                 commit_message(height, block.hash),
@@ -307,6 +313,7 @@ class _Checker:
         self._close_epoch(epoch)
         attest = self.votes_of.get((height, "attest"))
         if attest is not None:
+            self.used.add((height, "attest"))
             if math.isnan(final_s):
                 raise _Fail(f"block {height}: attested but not final")
             self.g.quorum(attest, attest_message(epoch, block_hash), f"block {height} attestation")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from cosim.models.ledger import audit
 from cosim.models.ledger.chain import Transaction, canonical
@@ -16,14 +19,17 @@ from tests.ledger_tamper import insert, rehash
 Cols = dict[str, np.ndarray]
 
 
-def _run(mechanism: str, steps: int = 20, **kw: Any) -> tuple[LedgerModel, Cols, Cols, Cols]:
-    """A ledger of 10 accounts on 1 transfer/s for ``steps`` minutes; the tx, block and vote columns."""
+def _run(
+    mechanism: str, steps: int = 20, per_step: int = 60, **kw: Any
+) -> tuple[LedgerModel, Cols, Cols, Cols]:
+    """A ledger of 10 accounts on ``per_step`` transfers a minute for ``steps`` minutes; its tx, block and
+    vote columns."""
     params = {"pow": {"block_interval_s": 60.0, "confirmations": 2}, "bft": {"create_empty_blocks": False}}
     engine = ENGINES[mechanism](8, np.random.default_rng(1), **params.get(mechanism, {}) | kw)
     model = LedgerModel(
         engine, 10, np.random.default_rng(2), epoch_unix_s=1.6e9, step_s=60.0, gate_closure_s=0.0
     )
-    outs: list[StepOutput] = [model.step(k, n_transfers=60, last=k == steps - 1) for k in range(steps)]
+    outs: list[StepOutput] = [model.step(k, n_transfers=per_step, last=k == steps - 1) for k in range(steps)]
 
     def cat(name: str) -> Cols:
         tables = [getattr(o, name) for o in outs]
@@ -114,3 +120,58 @@ def test_resigning_keeps_an_untouched_chain_valid() -> None:
     model, tx, blocks, votes = _run("bft")
     _resign(model, tx, blocks, votes, 1)
     assert _verify(model, tx, blocks, votes) == (True, None)
+
+
+@functools.cache
+def _small(mechanism: str) -> tuple[LedgerModel, Cols, Cols, Cols]:
+    """A short run of each mechanism, computed once (the mutation test copies its columns)."""
+    return _run(mechanism, steps=22, per_step=10)
+
+
+def _mutate(value: Any, pick: int) -> Any:
+    """A different value of the same type: a number shifted, a flag flipped, one character changed."""
+    if isinstance(value, np.bool_):
+        return not value
+    if isinstance(value, np.integer):
+        return value + 1 + pick % 3
+    if isinstance(value, np.floating):
+        return value + 0.25 * (1 + pick % 3)
+    text = bytes(value)
+    if not text:
+        return b"0"
+    k = pick % len(text)
+    new = b"1" if text[k : k + 1] == b"0" else b"0"
+    return text[:k] + new + text[k + 1 :]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    mechanism=st.sampled_from(["bft", "pos", "pow"]),
+    table=st.sampled_from(["tx", "blocks", "votes"]),
+    row=st.integers(0, 10**6),
+    column=st.integers(0, 20),
+    pick=st.integers(0, 10**6),
+)
+def test_any_single_change_of_the_stored_chain_is_detected(
+    mechanism: str, table: str, row: int, column: int, pick: int
+) -> None:
+    """Changing any one value of a chain row (tx in a block, live block, vote) makes verification fail."""
+    model, *tables = _small(mechanism)
+    cols = dict(
+        zip(("tx", "blocks", "votes"), ({c: v.copy() for c, v in t.items()} for t in tables), strict=True)
+    )
+    t = cols[table]
+    if table == "tx":
+        rows = np.flatnonzero(t["height"] >= 0)  # rejected and pending rows are not on the chain
+    elif table == "blocks":
+        rows = np.flatnonzero(~t["stale"])
+    else:
+        rows = np.arange(len(t["height"]))
+    name = sorted(t)[column % len(t)]
+    i = int(rows[row % len(rows)])
+    before = t[name][i]
+    assume(not (isinstance(before, np.floating) and np.isnan(before)))
+    t[name][i] = _mutate(before, pick)
+    assume(t[name][i] != before)  # a fixed-width text may drop what it cannot hold
+    ok, problem = _verify(model, cols["tx"], cols["blocks"], cols["votes"])
+    assert not ok, (table, name, i)
