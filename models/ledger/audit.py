@@ -199,6 +199,8 @@ def verify_tables(
         _Checker(g, blocks, tx, rows_of, votes_of).run(live, complete)
     except _Fail as err:
         return False, str(err), n_blocks, n_tx
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:  # untrusted input
+        return False, f"ledger tables malformed ({type(err).__name__}: {err})", n_blocks, n_tx
     return True, None, n_blocks, n_tx
 
 

@@ -157,6 +157,13 @@ def _foreign_genesis(f: h5py.File) -> str:
     return "block 0: receipts root mismatch"
 
 
+def _ragged_votes(f: h5py.File) -> str:
+    """A vote column shorter than the others: reported, not a traceback."""
+    sig = f["ledger/votes/signature"]
+    sig.resize(sig.shape[0] - 1, axis=0)
+    return "ledger tables malformed"
+
+
 def _no_head(f: h5py.File) -> str:
     v = read(f, "votes")
     write(f, "votes", take(v, v["kind"] != b"head"))
@@ -180,6 +187,7 @@ CORPUS: dict[str, Case] = {
     "commit certificate thinned": _thin_certificate,
     "genesis meter key replaced": _foreign_genesis,
     "head signatures removed": _no_head,
+    "vote columns of unequal length": _ragged_votes,
 }
 
 
