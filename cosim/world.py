@@ -751,6 +751,8 @@ def dimensions(paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
         group, _, name = path.rpartition("/")
         if group == "events":
             out[path] = ("event",)
+        elif path == "ledger/genesis":
+            out[path] = ("registry",)
         elif group == "equity" and name == "lorenz":
             out[path] = ("lorenz_point", "lorenz_axis")
         elif group == "equity" and path not in LABELS:

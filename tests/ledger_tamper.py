@@ -21,14 +21,23 @@ def _s(x: Any) -> str:
 
 
 def read(f: h5py.File, table: str) -> Cols:
-    """Every column of ``/ledger/<table>``."""
-    return {c: f[f"ledger/{table}/{c}"][:] for c in f[f"ledger/{table}"]}
+    """Every column of ``/ledger/<table>`` (not its row coordinate)."""
+    group = f[f"ledger/{table}"]
+    return {c: group[c][:] for c in group if not group[c].is_scale}
 
 
 def write(f: h5py.File, table: str, cols: Cols) -> None:
-    """Replace ``/ledger/<table>`` by ``cols`` (rows may have been added or removed)."""
+    """Replace ``/ledger/<table>`` by ``cols`` (rows may have been added or removed; the row coordinate
+    is renumbered)."""
+    group = f[f"ledger/{table}"]
+    n = len(next(iter(cols.values())))
+    for c in group:
+        ds = group[c]
+        if ds.is_scale:
+            ds.resize(n, axis=0)
+            ds[:] = np.arange(n)
     for c, v in cols.items():
-        ds = f[f"ledger/{table}/{c}"]
+        ds = group[c]
         ds.resize(len(v), axis=0)
         ds[:] = v
 

@@ -77,7 +77,7 @@ BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("merkle_root", "S64", "SHA-256 hex"),
     ("receipts_root", "S64", "SHA-256 hex (genesis: SHA-256 of /ledger/genesis)"),
     ("final_s", np.float64, "Unix s, NaN if not final"),
-    ("nonce", np.int64, "proof-of-work nonce (0 unless PoW)"),
+    ("nonce", np.int64, "1, proof-of-work nonce (0 unless PoW)"),
     ("signature", "S128", "Ed25519 hex of the proposer over the hash (empty for genesis and stale)"),
 )  # a block's transactions are the /ledger/tx rows of its height, in row order
 VOTE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
