@@ -252,50 +252,36 @@ def open_results(path: str | Path) -> Results:
 
 
 def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
-    """Re-check the hash chain stored in a run's ``/ledger`` tables.
+    """Re-check the chain stored in a run's ``/ledger`` tables against its genesis registry.
 
-    Every hash link, Merkle root, transaction id and signature of the chain (the non-stale rows of
-    ``/ledger/blocks`` and the transactions they carry: the ``/ledger/tx`` rows of their height, in row
-    order) is recomputed from the stored bytes.
+    Recomputes every hash link, Merkle root, receipts root and transaction id; checks every proposer
+    signature, BFT commit certificate, PoS checkpoint attestation and PoW target against the validator keys
+    of ``/ledger/genesis``, transaction-id uniqueness, the meter key registry and time order; re-executes the
+    contracts from genesis to recompute every receipt; and, for a complete run, the validators' signed head
+    (so a chain cut short is caught). See ``cosim.models.ledger.audit``.
 
     Returns
     -------
-    ``(ok, problem, n_blocks, n_tx)``: ``problem`` names the first altered block (by height) or transaction.
+    ``(ok, problem, n_blocks, n_tx)``: ``problem`` names the first bad block (by height) or transaction.
     Raises ResultsError when the file has no stored chain.
     """
-    from cosim.models.ledger.chain import canonical, verify_records
+    from cosim.models.ledger.audit import verify_tables
+    from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS
 
+    names = ("ledger/genesis", "ledger/blocks", "ledger/tx", "ledger/votes")
     with h5py.File(path, "r") as f:
-        if "ledger/blocks" not in f or "ledger/tx" not in f:
+        if not all(n in f for n in names):
             raise ResultsError(
-                f"{path} has no /ledger/blocks and /ledger/tx tables (ledger.record_tables false?)"
+                f"{path} has no {', '.join('/' + n for n in names)} (ledger.record_tables false, or a file "
+                "written before the chain was signed)"
             )
-        b, t = f["ledger/blocks"], f["ledger/tx"]
-        in_chain = t["height"][:] >= 0
-        height = t["height"][:][in_chain]
-        cols = {c: t[c].asstr()[:][in_chain] for c in ("tx_id", "kind", "payload", "sender", "signatures")}
-        nonce = t["nonce"][:][in_chain]
-        txs = [
-            {
-                "tx_id": cols["tx_id"][i], "kind": cols["kind"][i], "payload": cols["payload"][i],
-                "sender": cols["sender"][i], "nonce": int(nonce[i]), "signatures": cols["signatures"][i],
+        tables = {}
+        for name, columns in (("blocks", BLOCK_COLUMNS), ("tx", TX_COLUMNS), ("votes", VOTE_COLUMNS)):
+            group = f[f"ledger/{name}"]
+            tables[name] = {
+                c: (group[c].asstr()[:] if isinstance(dtype, str) else group[c][:]).tolist()
+                for c, dtype, _ in columns
             }
-            for i in range(len(nonce))
-        ]  # fmt: skip
-        ids_of: dict[int, list[str]] = {}
-        for h, tx_id in zip(height.tolist(), cols["tx_id"].tolist(), strict=True):
-            ids_of.setdefault(h, []).append(tx_id)
-        live = ~b["stale"][:]
-        blocks = [
-            {
-                "height": h, "time_s": ts, "prev_hash": ph, "merkle_root": mr, "hash": hh,
-                "tx_ids": canonical(ids_of.get(h, [])).decode(),
-                "proposer": "genesis" if p < 0 else f"validator-{p}",
-            }
-            for h, ts, p, ph, mr, hh in zip(
-                b["height"][:][live].tolist(), b["time_s"][:][live].tolist(), b["proposer"][:][live].tolist(),
-                *(b[c].asstr()[:][live] for c in ("prev_hash", "merkle_root", "hash")), strict=True,
-            )
-        ]  # fmt: skip
-    ok, problem = verify_records(blocks, txs)
-    return ok, problem, len(blocks), len(txs)
+        genesis = f["ledger/genesis"].asstr()[0]
+        complete = bool(f.attrs.get("complete", False))
+    return verify_tables(genesis, tables["blocks"], tables["tx"], tables["votes"], complete)

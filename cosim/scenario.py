@@ -738,7 +738,9 @@ class LedgerConfig(_Section):
     initial_balance: float = _field("Genesis balance of every account", unit="$", default=1000.0, ge=0)
     gas_limit: int = _field("Gas limit of each transaction", default=5_000_000, ge=21_000)
     record_tables: bool = _field(
-        "Write the /ledger/tx and /ledger/blocks tables (needed by cosim verify-ledger)", default=True
+        "Write the /ledger/tx, /ledger/blocks and /ledger/votes tables and /ledger/genesis (needed by cosim "
+        "verify-ledger; without them no block or vote is signed)",
+        default=True,
     )
     workload: WorkloadConfig | None = _field(
         "Standalone mode: the ledger alone on a synthetic workload (no grid, agents or market sections)", None

@@ -35,7 +35,7 @@ from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.sim import SolverStats
 from cosim.models.grid.switching import SwitchingPowerFlow
 from cosim.models.ledger.consensus import ENGINES
-from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, LedgerModel
+from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
 from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
 from cosim.models.market.bidding import Bidder, BidRules
@@ -682,7 +682,7 @@ def _ledger_contract(
         )
         for a in LEDGER_SERIES
     ]
-    routes = {("Ledger-0.ledger", a): f"ledger/{a}" for a in (*LEDGER_SERIES, "tx", "blocks")}
+    routes = {("Ledger-0.ledger", a): f"ledger/{a}" for a in (*LEDGER_SERIES, "tx", "blocks", "votes")}
     tables = [
         Table(
             "ledger/tx", TX_COLUMNS, "every transaction once its fate is known (final, rejected, or run end)"
@@ -690,9 +690,14 @@ def _ledger_contract(
         Table(
             "ledger/blocks", BLOCK_COLUMNS, "decided blocks: the hash chain (from genesis) and stale forks"
         ),
+        Table(
+            "ledger/votes",
+            VOTE_COLUMNS,
+            "signed votes: BFT commit certificates, PoS checkpoint attestations, the end-of-run head",
+        ),
     ]
     if not ledger.record_tables:
-        tables, routes = [], {k: v for k, v in routes.items() if k[1] not in ("tx", "blocks")}
+        tables, routes = [], {k: v for k, v in routes.items() if k[1] not in ("tx", "blocks", "votes")}
     return series, tables, routes
 
 
@@ -746,6 +751,8 @@ def dimensions(paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
         group, _, name = path.rpartition("/")
         if group == "events":
             out[path] = ("event",)
+        elif path == "ledger/genesis":
+            out[path] = ("registry",)
         elif group == "equity" and name == "lorenz":
             out[path] = ("lorenz_point", "lorenz_axis")
         elif group == "equity" and path not in LABELS:
@@ -1051,6 +1058,10 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
     more_series, more_tables, more_routes = _ledger_contract(ledger, scenario.output.groups)
     series, tables, routes = series + more_series, tables + more_tables, routes | more_routes
     attrs = {f"ledger/{k}": v for k, v in ledger_attrs.items()} if more_routes else {}
+    if ledger is not None and more_tables:  # the registry the stored chain is checked against
+        static = static | {
+            "ledger/genesis": (np.array([ledger.genesis_json], dtype=object), "canonical JSON")
+        }
     if market is not None and market.design == "scopf":
         attrs |= {
             "market/secured_outages": json.dumps(list(market.model.contingency_names)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -155,9 +155,30 @@ def merkle_root(tx_ids: Sequence[str]) -> str:
     return level[0].hex()
 
 
+EMPTY_ROOT = sha256_hex(b"")
+
+
+def receipt_leaf(
+    tx_id: str, status: str, gas_used: int, submit_s: float, include_s: float, final_s: float
+) -> str:
+    """Receipts-root leaf: SHA-256 hex of the canonical ``[tx_id, status, gas, submit, include, final]``.
+
+    Times are the stored Unix seconds (NaN as ``NaN``), so a block header commits to everything the
+    ``/ledger/tx`` row of a transaction in the chain says.
+    """
+    return sha256_hex(
+        canonical([tx_id, status, int(gas_used), float(submit_s), float(include_s), float(final_s)])
+    )
+
+
 @dataclass(frozen=True)
 class Block:
-    """A block header and the ids of its transactions; ``hash`` covers the header only."""
+    """A block header and the ids of its transactions; ``hash`` covers the header only.
+
+    The header commits to the transaction ids (``merkle_root``), to their receipts and times
+    (``receipts_root``, see ``receipt_leaf``), to the block's gas, size and finality time, and to the
+    previous header. ``nonce`` is the proof of work (``mine``); 0 for the other mechanisms.
+    """
 
     height: int
     time_s: float
@@ -165,18 +186,46 @@ class Block:
     prev_hash: str
     merkle_root: str
     tx_ids: tuple[str, ...] = field(default=())
+    receipts_root: str = EMPTY_ROOT
+    gas_used: int = 0
+    size_bytes: int = 0
+    final_s: float = float("nan")
+    nonce: int = 0
 
-    @property
-    def hash(self) -> str:
-        """SHA-256 hex of the canonical header (height, time_s, proposer, prev_hash, merkle_root)."""
+    @cached_property
+    def header_bytes(self) -> bytes:
+        """Canonical header without the nonce."""
         header = {
-            "height": self.height,
-            "time_s": float(self.time_s),
-            "proposer": self.proposer,
-            "prev_hash": self.prev_hash,
-            "merkle_root": self.merkle_root,
-        }
-        return sha256_hex(canonical(header))
+            "height": self.height, "time_s": float(self.time_s), "proposer": self.proposer,
+            "prev_hash": self.prev_hash, "merkle_root": self.merkle_root, "receipts_root": self.receipts_root,
+            "n_tx": len(self.tx_ids), "gas_used": int(self.gas_used), "size_bytes": int(self.size_bytes),
+            "final_s": float(self.final_s),
+        }  # fmt: skip
+        return canonical(header)
+
+    @cached_property
+    def hash(self) -> str:
+        """SHA-256 hex of the canonical header followed by the nonce (8 bytes, big-endian)."""
+        return sha256_hex(self.header_bytes + self.nonce.to_bytes(8, "big"))
+
+
+def meets_target(block_hash: str, pow_bits: int) -> bool:
+    """Whether ``block_hash`` starts with ``pow_bits`` zero bits (is below ``2**(256 - pow_bits)``)."""
+    return int(block_hash, 16) >> (256 - pow_bits) == 0 if pow_bits else True
+
+
+def mine(block: Block, pow_bits: int) -> Block:
+    """``block`` with the first nonce whose hash meets the ``pow_bits`` target (~``2**pow_bits`` hashes)."""
+    if pow_bits <= 0:
+        return block
+    base = hashlib.sha256(block.header_bytes)
+    nonce = 0
+    while True:
+        h = base.copy()
+        h.update(nonce.to_bytes(8, "big"))
+        if int.from_bytes(h.digest()) >> (256 - pow_bits) == 0:
+            return replace(block, nonce=nonce)
+        nonce += 1
 
 
 def _block_problem(block: Block, index: int, prev_hash: str) -> str | None:
@@ -213,11 +262,17 @@ class Chain:
             raise ValueError(problem)
         self.blocks.append(block)
 
-    def seal(self, txs: Iterable[Transaction], time_s: float, proposer: str) -> Block:
-        """Make, append and return the next block carrying ``txs``."""
+    def seal(
+        self, txs: Iterable[Transaction], time_s: float, proposer: str, pow_bits: int = 0, **header: Any
+    ) -> Block:
+        """Make, append and return the next block carrying ``txs``; ``header``: the other ``Block`` fields
+        (receipts_root, gas_used, size_bytes, final_s); ``pow_bits``: mine it to that target."""
         txs = list(txs)
         ids = tuple(tx.tx_id for tx in txs)
-        block = Block(len(self.blocks), float(time_s), proposer, self.head_hash, merkle_root(ids), ids)
+        block = Block(
+            len(self.blocks), float(time_s), proposer, self.head_hash, merkle_root(ids), ids, **header
+        )
+        block = mine(block, pow_bits)
         self.append(block)
         self.txs.update(zip(ids, txs, strict=True))
         return block

@@ -46,6 +46,7 @@ class Block(NamedTuple):
     stale: bool
     first_tx: int = 0
     final_s: float = np.inf  # when the block became final (inf: not final)
+    signers: tuple[int, ...] = ()  # BFT: validators whose precommits form the commit certificate
 
 
 class Range(NamedTuple):
@@ -412,6 +413,14 @@ class ProofOfStake(Consensus):
 NIL, PHANTOM = -1, -2  # vote for no block; a block id only faulty validators vote for
 
 
+def certificate(voters: np.ndarray, power: np.ndarray, need: float) -> tuple[int, ...]:
+    """The first ``voters`` (by index) whose voting power together exceeds ``need`` (all if it never does)."""
+    voters = np.sort(np.asarray(voters, dtype=int))
+    enough = np.cumsum(power[voters]) > need
+    k = int(np.argmax(enough)) + 1 if enough.any() else len(voters)
+    return tuple(voters[:k].tolist())
+
+
 def _quorum_s(arrival_s: np.ndarray, power: np.ndarray, need: float) -> np.ndarray:
     """Per receiver (column), the time the received voting power first exceeds ``need`` (inf if never)."""
     order = np.argsort(arrival_s, axis=0)
@@ -587,7 +596,12 @@ class Tendermint(Consensus):
                     b_lo, b_hi, t_inc, proposer = content[v]
                     tx_final_s = commit_s[self.pool.origin[b_lo:b_hi]]
                     block = Block(height, t_inc, proposer, b_hi - b_lo, _size(b_hi - b_lo), False, b_lo)
-                    self._decide(block._replace(final_s=float(np.min(commit_s[hon]))), tx_final_s)
+                    # the certificate: precommits for v (faulty ones too when they echoed it)
+                    voters = np.flatnonzero((honest & (pc_v == v)) | (~honest & split))
+                    signers = certificate(voters, power, need)
+                    self._decide(
+                        block._replace(final_s=float(np.min(commit_s[hon])), signers=signers), tx_final_s
+                    )
                     lo, height = b_hi, height + 1
                     enter = np.where(honest, commit_s + self.timeout_commit_s, np.inf)
                     content.clear()

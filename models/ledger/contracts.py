@@ -21,8 +21,9 @@ after its seller's reading still needs a ``settle``.
 
 Atomicity: a *rejected* transaction (unknown kind or malformed payload, bad signature, replayed nonce)
 changes nothing and uses no gas. A transaction that *fails during execution* (out of gas, insufficient
-balance, double spend, missing reading...) has all its writes reverted, its nonce included, so the state
-is byte-identical to before; as in the EVM the gas consumed is reported (all of it on out of gas).
+balance, double spend, missing reading...) has all its writes reverted but still consumes its nonce (as
+in the EVM), so the state is byte-identical to before except the sender's nonce, and the same signed
+transaction can never be replayed later; the gas consumed is reported (all of it on out of gas).
 
 Gas schedule after the EVM (Ethereum Yellow Paper, Berlin/London values with EIP-2929 and EIP-2028).
 """
@@ -215,6 +216,7 @@ class Ledger:
                 else:
                     table[key] = old
             del self.events[n_events:]
+            self.nonces[tx.sender] = tx.nonce  # a failed transaction consumes its nonce (no replay later)
             status: Status = "out_of_gas" if isinstance(err, OutOfGas) else err.status
             return Receipt(status, gas.used, str(err))
         finally:

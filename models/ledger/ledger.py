@@ -15,6 +15,13 @@ Signatures are checked once, when a gateway admits a transaction: a bad signatur
 rejected there (recorded, never in a block). A block is executed (contract calls, gas, receipts) and
 appended to the hash chain when it becomes final; at the end of the run the blocks decided but not yet
 final are appended too, their transactions without a finality time.
+
+Tamper evidence (see ``audit``): the genesis block commits to ``genesis_json`` (validator keys and power,
+meter keys, balances, contract parameters); each block header commits to its receipts and times and is
+signed by its proposer (PoW blocks also carry a proof of work); BFT blocks carry their commit certificate,
+PoS checkpoint blocks the attestations that finalised their epoch, and at the end of the run a quorum of
+validators signs the head (the ``/ledger/votes`` rows). The validator keys come from a child of ``rng``
+(``rng.spawn``), so drawing them changes no other random number.
 """
 
 from __future__ import annotations
@@ -25,15 +32,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cosim.models.ledger import audit
 from cosim.models.ledger.chain import (
     Chain,
     KeyPair,
     Transaction,
     canonical,
+    merkle_root,
+    receipt_leaf,
     required_signers,
+    sha256_hex,
     verify_signatures,
 )
-from cosim.models.ledger.consensus import Consensus
+from cosim.models.ledger.consensus import Consensus, certificate
 from cosim.models.ledger.contracts import Ledger
 
 MICRO = 1_000_000
@@ -64,7 +75,17 @@ BLOCK_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("hash", "S64", "SHA-256 hex of the header"),
     ("prev_hash", "S64", "SHA-256 hex"),
     ("merkle_root", "S64", "SHA-256 hex"),
+    ("receipts_root", "S64", "SHA-256 hex (genesis: SHA-256 of /ledger/genesis)"),
+    ("final_s", np.float64, "Unix s, NaN if not final"),
+    ("nonce", np.int64, "1, proof-of-work nonce (0 unless PoW)"),
+    ("signature", "S128", "Ed25519 hex of the proposer over the hash (empty for genesis and stale)"),
 )  # a block's transactions are the /ledger/tx rows of its height, in row order
+VOTE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
+    ("height", np.int64, "block height"),
+    ("kind", "S8", "commit (BFT certificate), attest (PoS checkpoint) or head (end of run)"),
+    ("validator", np.int64, "validator index"),
+    ("signature", "S128", "Ed25519 hex over the vote message (see README)"),
+)
 
 
 @dataclass
@@ -81,6 +102,7 @@ class StepOutput:
     late_cost: float
     tx: dict[str, np.ndarray] = field(default_factory=dict)
     blocks: dict[str, np.ndarray] = field(default_factory=dict)
+    votes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _Rows:
@@ -149,13 +171,20 @@ class LedgerModel:
         self.meters = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
         self.address = [w.public_hex for w in self.wallets]
         self.account_of = {a: i for i, a in enumerate(self.address)}
+        self.validator_keys = [KeyPair.from_rng(child) for child in rng.spawn(1) for _ in range(engine.n)]
+        self.power = audit.voting_power(engine)
         self.state = Ledger(
             {a: round(initial_balance * MICRO) for a in self.address},
             {a: m.public_hex for a, m in zip(self.address, self.meters, strict=True)},
             settle_on_meter=True,
         )
+        self.pow_bits = audit.POW_BITS if engine.mechanism == "pow" else 0
+        self.genesis_json = audit.genesis_json(
+            engine, self.epoch_unix_s, [k.public_hex for k in self.validator_keys], self.power, self.state,
+            gas_limit,
+        )  # fmt: skip
         self.chain = Chain()
-        self.chain.seal([], epoch_unix_s, "genesis")
+        self.chain.seal([], epoch_unix_s, "genesis", receipts_root=sha256_hex(self.genesis_json.encode()))
         self.nonce: dict[str, int] = {}
         self.seen: set[str] = set()
         self.queue: list[tuple[float, int, Transaction]] = []  # (tau, seq, tx) not yet submitted
@@ -170,7 +199,11 @@ class LedgerModel:
         self.executed_latency: list[float] = []
         self._n_blocks = self._n_ranges = self._seq = 0
         self.n_rejected = 0
-        self.tx_rows, self.block_rows = _Rows(TX_COLUMNS), _Rows(BLOCK_COLUMNS)
+        self.tx_rows, self.block_rows, self.vote_rows = (
+            _Rows(TX_COLUMNS),
+            _Rows(BLOCK_COLUMNS),
+            _Rows(VOTE_COLUMNS),
+        )
         self._block_row(self.chain.blocks[0], 0, 0.0, -1, 0, 0)
 
     # ----------------------------------------------------------------- transactions
@@ -245,7 +278,7 @@ class LedgerModel:
             self.seen.add(tx.tx_id)
             return True
         self.n_rejected += 1
-        self._tx_row(tx, tau, np.nan, np.nan, -1, 0, status)
+        self._tx_row(tx, self._unix(tau, np.nan, np.nan), -1, 0, status)
         return False
 
     # ----------------------------------------------------------------- stepping
@@ -294,6 +327,7 @@ class LedgerModel:
         if last:
             self.engine.close()
             self._collect(until, close=True)
+            self._sign_head()
         return self._report(until, n_late, late_cost, last)
 
     def _cancel(self, tau: float, trade: Transaction) -> None:
@@ -334,58 +368,112 @@ class LedgerModel:
                 self.to_execute.append(block)
         self._n_blocks = len(self.engine.blocks)
         done = 0
-        for block in self.to_execute:
+        for j, block in enumerate(self.to_execute):
             if block.final_s > until and not close:
                 break
-            self._execute(block, until)
+            after = self.to_execute[j + 1] if j + 1 < len(self.to_execute) else None
+            self._execute(block, until, after)
             done += 1
         del self.to_execute[:done]
 
-    def _execute(self, block: Any, until: float) -> None:
-        """Apply a canonical block's transactions to the contract state and append it to the hash chain."""
+    def _execute(self, block: Any, until: float, after: Any) -> None:
+        """Apply a canonical block's transactions to the contract state, append it to the hash chain (its
+        header committing to the receipts), sign it and its certificate; ``after``: the next block to
+        execute, if known (a PoS block is its epoch's checkpoint when ``after`` is in a later epoch)."""
         lo, hi = block.first_tx, block.first_tx + block.n_tx
         txs = self.submitted[lo:hi]
-        sealed = self.chain.seal(txs, self.epoch_unix_s + block.time_s, f"validator-{block.proposer}")
-        gas = 0
+        gas, leaves = 0, []
         self.final_tau[lo:hi][self.final_tau[lo:hi] > until] = np.nan
         for i, tx in enumerate(txs, start=lo):
             receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
             gas += receipt.gas_used
             self.executed_final.append(self.final_tau[i] - self.submit_tau[i])
             self.executed_latency.append(self.include_tau[i] - self.submit_tau[i])
-            self._tx_row(tx, self.submit_tau[i], self.include_tau[i], self.final_tau[i], block.height,
-                         receipt.gas_used, receipt.status)  # fmt: skip
-        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas)
+            times = self._unix(self.submit_tau[i], self.include_tau[i], self.final_tau[i])
+            leaves.append(receipt_leaf(tx.tx_id, receipt.status, receipt.gas_used, *times))
+            self._tx_row(tx, times, block.height, receipt.gas_used, receipt.status)
+        final_s = self.epoch_unix_s + block.final_s if block.final_s <= until else np.nan
+        sealed = self.chain.seal(
+            txs, self.epoch_unix_s + block.time_s, f"validator-{block.proposer}", self.pow_bits,
+            receipts_root=merkle_root(leaves), gas_used=gas, size_bytes=block.size_bytes, final_s=final_s,
+        )  # fmt: skip
+        if not self.record_tables:  # nobody could check the signatures
+            return
+        signature = self.validator_keys[block.proposer].sign(audit.block_message(sealed.hash)).hex()
+        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas,
+                        signature)  # fmt: skip
+        if self.engine.mechanism == "bft":
+            self._votes(
+                block.height, "commit", block.signers, audit.commit_message(block.height, sealed.hash)
+            )
+        elif self.engine.mechanism == "pos" and np.isfinite(final_s):
+            epoch = audit.pos_epoch(block.time_s, self.engine)
+            if after is None or audit.pos_epoch(after.time_s, self.engine) != epoch:  # the checkpoint
+                attesters = certificate(
+                    np.flatnonzero(self.engine.honest), self.power, 2 / 3 * self.power.sum()
+                )
+                self._votes(block.height, "attest", attesters, audit.attest_message(epoch, sealed.hash))
+
+    def _votes(self, height: int, kind: str, signers: Any, message: bytes) -> None:
+        for v in signers:
+            self.vote_rows.rows.append((height, kind, int(v), self.validator_keys[v].sign(message).hex()))
+
+    def _sign_head(self) -> None:
+        """End of the run: a quorum of validators (the first by index, faulty ones too) signs the head."""
+        if not self.record_tables:
+            return
+        head = self.chain.blocks[-1]
+        n_tx = sum(len(b.tx_ids) for b in self.chain.blocks)
+        signers = certificate(np.arange(len(self.power)), self.power, 2 / 3 * self.power.sum())
+        self._votes(head.height, "head", signers, audit.head_message(head.height, head.hash, n_tx))
+
+    def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
+        """Stored Unix times of ledger times (NaN when not included or not final)."""
+        unix = self.epoch_unix_s
+        return unix + submit, unix + include, unix + (final if np.isfinite(final) else np.nan)
 
     def _tx_row(
-        self, tx: Transaction, submit: float, include: float, final: float, height: int, gas: int, status: str
+        self, tx: Transaction, times: tuple[float, float, float], height: int, gas: int, status: str
     ) -> None:
         if not self.record_tables:
             return
-        unix = self.epoch_unix_s
-        final = final if np.isfinite(final) else np.nan
         sigs = canonical([list(s) for s in tx.signatures]).decode()
         self.tx_rows.rows.append(
-            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs,
-             unix + submit, unix + include, unix + final, height, gas, status)
+            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs, *times, height,
+             gas, status)
         )  # fmt: skip
 
     def _block_row(
-        self, sealed: Any, height: int, time_s: float, proposer: int, n_tx: int, size: int, gas: int = 0
+        self,
+        sealed: Any,
+        height: int,
+        time_s: float,
+        proposer: int,
+        n_tx: int,
+        size: int,
+        gas: int = 0,
+        signature: str = "",
     ) -> None:
         if not self.record_tables:
             return
-        chain = ("", "", "") if sealed is None else (sealed.hash, sealed.prev_hash, sealed.merkle_root)
+        if sealed is None:  # stale
+            chain: tuple[Any, ...] = ("", "", "", "", np.nan, 0)
+        else:
+            chain = (sealed.hash, sealed.prev_hash, sealed.merkle_root, sealed.receipts_root, sealed.final_s,
+                     sealed.nonce)  # fmt: skip
         time_unix = sealed.time_s if sealed is not None else self.epoch_unix_s + time_s
-        self.block_rows.rows.append((height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain))
+        self.block_rows.rows.append(
+            (height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain, signature)
+        )
 
     def _report(self, until: float, n_late: int, late_cost: float, last: bool) -> StepOutput:
         if last:  # what never reached a final block: pending
             for i in range(len(self.submitted)):
                 if self.height[i] < 0:
-                    self._tx_row(self.submitted[i], self.submit_tau[i], np.nan, np.nan, -1, 0, "pending")
+                    self._tx_row(self.submitted[i], self._unix(self.submit_tau[i], np.nan, np.nan), -1, 0,
+                                 "pending")  # fmt: skip
             for tau, _, tx in sorted(self.queue):
-                self._tx_row(tx, tau, np.nan, np.nan, -1, 0, "pending")
+                self._tx_row(tx, self._unix(tau, np.nan, np.nan), -1, 0, "pending")
             self.queue.clear()
         final = np.asarray(self.executed_final)
         final = final[np.isfinite(final)]
@@ -399,5 +487,5 @@ class LedgerModel:
             finality_p50_s=float(f50[0]), finality_p95_s=float(f50[1]),
             energy_kwh=self.engine.power_w * self.step_s / 3.6e6,
             n_late=n_late, late_cost=late_cost,
-            tx=self.tx_rows.take(), blocks=self.block_rows.take(),
+            tx=self.tx_rows.take(), blocks=self.block_rows.take(), votes=self.vote_rows.take(),
         )  # fmt: skip

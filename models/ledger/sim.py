@@ -26,7 +26,11 @@ META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
-        "Ledger": {"public": True, "params": [], "attrs": ["trades", "p_mw", *SERIES, "tx", "blocks"]}
+        "Ledger": {
+            "public": True,
+            "params": [],
+            "attrs": ["trades", "p_mw", *SERIES, "tx", "blocks", "votes"],
+        }
     },
 }
 

@@ -109,7 +109,7 @@ def test_day_tables_have_their_own_group(runs: dict[str, Path]) -> None:
 
 
 TABLES = {
-    "default": ("market/trades", "emissions/trades", "ledger/tx", "ledger/blocks"),
+    "default": ("market/trades", "emissions/trades", "ledger/tx", "ledger/blocks", "ledger/votes"),
     "stochastic": ("market/trades", "market/day"),
     "admm": ("market/trades", "market/admm_residual"),
     "islanding": ("market/trades", "events"),

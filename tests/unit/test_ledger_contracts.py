@@ -65,6 +65,29 @@ def _transfer(src: int, dst: str | int, amount: int, nonce: int) -> Transaction:
     )
 
 
+def _hash_with_nonces(ledger: Ledger, nonces: dict[str, int]) -> str:
+    """State hash of ``ledger`` with its nonces temporarily set to ``nonces``."""
+    kept, ledger.nonces = ledger.nonces, dict(nonces)
+    try:
+        return ledger.state_hash()
+    finally:
+        ledger.nonces = kept
+
+
+def test_failed_transaction_consumes_its_nonce_and_cannot_be_replayed() -> None:
+    """A signed transfer reverted for lack of money cannot be replayed once the money is there."""
+    ledger = _ledger(balance_micro=1000)
+    w, _ = _keys()
+    pay = _transfer(0, 1, 1500, 0)
+    receipt = ledger.apply(pay)
+    assert receipt.status == "insufficient_balance" and receipt.gas_used > 0
+    assert ledger.nonces[w[0].public_hex] == 0 and ledger.balances[w[0].public_hex] == 1000
+    assert ledger.apply(_transfer(2, 0, 1000, 0)).status == "ok"  # now the sender could pay
+    assert ledger.apply(pay).status == "replay"  # but the reverted transaction stays spent
+    assert ledger.balances[w[0].public_hex] == 2000
+    assert ledger.apply(_transfer(0, 1, 1500, 1)).status == "ok"  # a fresh nonce works
+
+
 def _check_invariants(ledger: Ledger, money_micro: int) -> None:
     assert ledger.money_micro() == money_micro and min(ledger.balances.values()) >= 0
     for key, allocated in ledger.allocated_wh.items():
@@ -141,13 +164,17 @@ def test_rejections_change_nothing() -> None:
             _settle(0, "00" * 32, 5),
         ],
     }
+    nonces0 = dict(ledger.nonces)
     for status, txs in cases.items():
         for tx in txs:
+            nonces = dict(ledger.nonces)
             receipt = ledger.apply(tx)
             assert receipt.status == status, (status, receipt)
-            assert ledger.state_hash() == before
+            assert _hash_with_nonces(ledger, nonces0) == before  # only nonces may change
             if status in ("bad_signature", "replay"):
-                assert receipt.gas_used == 0
+                assert receipt.gas_used == 0 and ledger.nonces == nonces
+            elif receipt.gas_used:  # failed in execution: the nonce is consumed
+                assert ledger.nonces == nonces | {tx.sender: tx.nonce}
 
 
 @settings(max_examples=60, deadline=None)
@@ -164,10 +191,13 @@ def test_out_of_gas_leaves_state_byte_identical(limit: int, kind: str) -> None:
         "meter": _meter(1, 0, 10, 0),
     }[kind]
     before, n_events = ledger.state_hash(), len(ledger.events)
+    nonces = dict(ledger.nonces)
     receipt = ledger.apply(tx, gas_limit=limit)
     if receipt.status == "out_of_gas":
-        assert ledger.state_hash() == before and len(ledger.events) == n_events and receipt.gas_used == limit
-        assert ledger.apply(tx).status == "ok"  # the reverted nonce is still usable
+        assert ledger.nonces == nonces | {tx.sender: tx.nonce}  # the failed transaction consumed its nonce
+        assert _hash_with_nonces(ledger, nonces) == before
+        assert len(ledger.events) == n_events and receipt.gas_used == limit
+        assert ledger.apply(tx).status == "replay"  # and cannot be replayed later
     else:
         assert receipt.status == "ok" and G_TX < receipt.gas_used <= limit
 
@@ -195,6 +225,7 @@ def test_random_histories_conserve_money_and_never_overcredit(
     money = ledger.money_micro()
     nonce: dict[str, int] = {}
     applied: list[Transaction] = []
+    failed: list[Transaction] = []
     tokens: list[str] = []
 
     def next_nonce(key: KeyPair) -> int:
@@ -228,17 +259,21 @@ def test_random_histories_conserve_money_and_never_overcredit(
             )
         else:
             tx = _transfer(i, j, x, next_nonce(wallets[i]))
-        before = ledger.state_hash()
+        before, nonces = ledger.state_hash(), dict(ledger.nonces)
         receipt = ledger.apply(tx, gas_limit=30_000 if op == "oog" else 1_000_000)
         if op in ("forge", "oog") or (op == "replay" and applied):
             assert receipt.status != "ok"
         if receipt.status == "ok":
             applied.append(tx)
             tokens += [tx.tx_id] if tx.kind == "trade" else []
-        else:
+        elif receipt.gas_used == 0:  # rejected: nothing changes
             assert ledger.state_hash() == before
+        else:  # failed in execution: reverted, except that it consumed its nonce
+            assert ledger.nonces == nonces | {tx.sender: tx.nonce}
+            assert _hash_with_nonces(ledger, nonces) == before
+            failed.append(tx)
         _check_invariants(ledger, money)
-    for tx in applied:
+    for tx in applied + failed:
         assert ledger.apply(tx).status == "replay"
 
 
@@ -249,7 +284,8 @@ def test_meter_reading_settles_open_promises_and_cancel_refunds() -> None:
     t1, t2, t3 = _trade(0, 1, 7, 3000, 0), _trade(0, 2, 7, 2000, 0), _trade(0, 3, 7, 1000, 0)
     assert [ledger.apply(t).status for t in (t1, t2, t3)] == ["ok"] * 3
     assert ledger.apply(_cancel(3, t2.tx_id, 1)).status == "bad_signature"  # not a party of t2
-    assert ledger.apply(_cancel(3, t3.tx_id, 1)).status == "ok"  # the buyer of t3
+    assert ledger.apply(_cancel(3, t3.tx_id, 1)).status == "replay"  # the failed cancel used nonce 1
+    assert ledger.apply(_cancel(3, t3.tx_id, 2)).status == "ok"  # the buyer of t3
     assert ledger.balances[w[3].public_hex] == 1_000_000  # escrow back, no penalty
     assert ledger.apply(_cancel(0, t3.tx_id, 0)).status == "double_spend"
     reading = ledger.apply(_meter(0, 7, 4000, 0))
