@@ -24,6 +24,10 @@ READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, IndexError, TypeErro
 """What h5py and numpy raise on a truncated, partly deleted or foreign file."""
 
 
+class NotOneFrame(KeyError):
+    """A name that exists but does not open as one Series or DataFrame (a usage error, not a damaged file)."""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().strip("'\"")
     return (text.splitlines() or [type(exc).__name__])[0][:200]
@@ -51,7 +55,7 @@ def reading(path: str | Path) -> Iterator[None]:
     """Turn any failure to read ``path`` inside the block into one ResultsError naming the file."""
     try:
         yield
-    except ResultsError:
+    except (ResultsError, NotOneFrame):
         raise
     except READ_ERRORS as exc:
         raise ResultsError(
@@ -181,7 +185,7 @@ class Results:
         dim, names = self._columns(group)
         if not names:
             inside = ", ".join(f"{k}{group[k].shape}" for k in group if isinstance(group[k], h5py.Dataset))
-            raise KeyError(
+            raise NotOneFrame(
                 f"{name!r} is a group whose datasets do not run along one dimension ({inside}); "
                 f"open one of them, e.g. res['{name}/<dataset>'], or use res.to_xarray({name!r})"
             )
@@ -202,7 +206,7 @@ class Results:
         if obj.ndim == 1:
             return pd.Series(_values(obj), index=self._coordinate(obj, 0), name=name)
         if obj.ndim != 2:
-            raise KeyError(f"{name!r} has {obj.ndim} dimensions; use res.to_xarray() for it")
+            raise NotOneFrame(f"{name!r} has {obj.ndim} dimensions; use res.to_xarray() for it")
         columns = str(obj.attrs.get("columns", ""))
         labels = self._coordinate(obj, 1)
         return pd.DataFrame(
