@@ -204,7 +204,10 @@ def findings(items: list[str]) -> str:
 class Section(Protocol):
     """A part of the report: what it is called, what it found, its summary rows and its figures."""
 
-    title: str
+    @property
+    def title(self) -> str:
+        """The section's heading."""
+        ...
 
     def findings(self) -> list[str]:
         """Sentences written from the section's numbers (HTML)."""
@@ -221,7 +224,8 @@ class Section(Protocol):
 
 def render_section(sec: Section, out: Path, level: int = 2) -> str:
     """HTML of a section: heading, key findings, then its figures with captions."""
-    return f"<h{level}>{html.escape(sec.title)}</h{level}>\n{findings(sec.findings())}\n{save(sec.figures(), out)}\n"
+    head = f"<h{level}>{html.escape(sec.title)}</h{level}>"
+    return f"{head}\n{findings(sec.findings())}\n{save(sec.figures(), out)}\n"
 
 
 CSS = (

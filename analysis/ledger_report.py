@@ -331,7 +331,8 @@ def _deadline(led: Ledger) -> str:
     if not np.isfinite(led.gate_s) or led.gate_s <= 0:
         return "The run does not record a gate-closure deadline."
     return (
-        f"The dashed red line is the deadline: trades are submitted at gate closure, {_sig(led.gate_s)} s before"
+        "The dashed red line is the deadline: trades are submitted at gate closure, "
+        f"{_sig(led.gate_s)} s before"
         " delivery starts; a trade whose finality curve lies right of it settled late."
     )
 
@@ -357,14 +358,16 @@ class LedgerSection:
         late = late_share(led)
         if np.isfinite(late):
             out.append(
-                f"{num(100 * late, 1, ' %')} of the final transactions missed the {_sig(led.gate_s)} s gate-closure "
+                f"{num(100 * late, 1, ' %')} of the final transactions missed the "
+                f"{_sig(led.gate_s)} s gate-closure "
                 f"deadline; {int(np.nansum(led.n_late)):,} trades were late at a cost of "
                 f"{money(float(np.nansum(led.late_cost)))}."
             )
         e = energy_per_final_tx_kwh(led)
         if np.isfinite(e):
             out.append(
-                f"Consensus used {_sig(float(np.nansum(led.energy_kwh)))} kWh, {_sig(e)} kWh per final transaction."
+                f"Consensus used {_sig(float(np.nansum(led.energy_kwh)))} kWh, {_sig(e)} kWh per "
+                "final transaction."
             )
         return out
 
@@ -430,7 +433,7 @@ def plot_compare(runs: list[tuple[str, Ledger]]) -> Figure:
 
 
 def ledger_comparison(runs: list[tuple[str, Path]], out: Path) -> str:
-    """HTML ledger section of a comparison: findings, table (rows ``LABELS``) and CDF figure; '' without any."""
+    """HTML ledger section of a comparison: findings, table (``LABELS``) and CDF figure; '' without any."""
     leds: list[tuple[str, Ledger | None]] = []
     for name, path in runs:
         with h5py.File(path, "r") as f:
@@ -448,7 +451,8 @@ def ledger_comparison(runs: list[tuple[str, Path]], out: Path) -> str:
     for n, led in present:
         late = late_share(led)
         found.append(
-            f"{html.escape(n)} ({html.escape(led.consensus)}): median finality {_sig(_pct(led.finality_s, 50))} s"
+            f"{html.escape(n)} ({html.escape(led.consensus)}): median finality "
+            f"{_sig(_pct(led.finality_s, 50))} s"
             + (f", {num(100 * late, 1, ' %')} after the deadline" if np.isfinite(late) else "")
             + f", {_sig(energy_per_final_tx_kwh(led))} kWh per final transaction."
         )

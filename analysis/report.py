@@ -536,7 +536,7 @@ def _market_rows(m: dict[str, Any], t: int) -> list[tuple[str, str]]:
     fin = np.isfinite(p.row_mean)
     prices = (
         " / ".join(
-            f"{_f(v, '.2f')}"
+            f"{_f(float(v), '.2f')}"
             for v in (np.mean(p.row_mean[fin]), np.min(p.row_min[fin]), np.max(p.row_max[fin]))
         )
         + " $/MWh"
@@ -648,16 +648,20 @@ class GridSection:
             n_o = int(np.count_nonzero(d["line"].row_max > 100))
             n_80 = int(np.count_nonzero(d["line"].row_max > 80))
         out = [
-            f"Voltages stayed within {fmt(vlo, '.3f')}–{fmt(vhi, '.3f')} pu; {n_v:,} of {d['T']:,} steps had a bus "
+            f"Voltages stayed within {fmt(vlo, '.3f')}–{fmt(vhi, '.3f')} pu; {n_v:,} of {d['T']:,} "
+            "steps had a bus "
             f"outside {lo:.2f}–{hi:.2f} pu.",
-            f"The most loaded line peaked at {fmt(lmax, '.1f', ' %')} of its rating; {n_o:,} steps overloaded a line "
+            f"The most loaded line peaked at {fmt(lmax, '.1f', ' %')} of its rating; {n_o:,} steps "
+            "overloaded a line "
             f"and {n_80:,} loaded one above 80 %" + (" — the grid never binds." if n_80 == 0 else "."),
         ]
         loss, imp = float(np.nansum(d["losses"]) * h), np.nan_to_num(d["imp"])
         cons = sum(p for p, _ in d["energy"].values())
         out.append(
-            f"Losses were {_energy(loss)} ({share_of(loss, cons)} of the agents' consumption); the grid imported "
-            f"{_energy(float(imp.clip(0, None).sum() * h))} and exported {_energy(float(-imp.clip(None, 0).sum() * h))}."
+            f"Losses were {_energy(loss)} ({share_of(loss, cons)} of the agents' consumption); the "
+            "grid imported "
+            f"{_energy(float(imp.clip(0, None).sum() * h))} and exported "
+            f"{_energy(float(-imp.clip(None, 0).sum() * h))}."
         )
         return out
 
@@ -669,34 +673,43 @@ class GridSection:
                 "voltage_envelope.png",
                 plot_voltage(d),
                 "Lowest and highest bus voltage in every step (band) and their mean (black line) against the "
-                "0.95 and 1.05 pu limits (red, dashed). A band touching a limit means a bus at the edge of the "
+                "0.95 and 1.05 pu limits (red, dashed). A band touching a limit means a bus at the "
+                "edge of the "
                 "statutory range: under-voltage at peak load, over-voltage at peak PV.",
             ),
             Fig(
                 "loading_duration.png",
                 plot_duration(d),
-                "Duration curves of the most loaded line and transformer: the loading (y) reached or exceeded "
-                "for that many hours (x). Where a curve crosses the 100 % line the grid binds; its length at the "
+                "Duration curves of the most loaded line and transformer: the loading (y) reached "
+                "or exceeded "
+                "for that many hours (x). Where a curve crosses the 100 % line the grid binds; its "
+                "length at the "
                 "left shows for how many hours.",
             ),
             Fig(
                 "losses_import.png",
                 plot_losses_import(d),
-                "Network losses (top) and the power drawn from the upstream grid (bottom; negative = export), in "
-                "kW when they stay below 1 MW. Long runs show daily means (line, drawn at midday) and ranges (band).",
+                "Network losses (top) and the power drawn from the upstream grid (bottom; negative "
+                "= export), in "
+                "kW when they stay below 1 MW. Long runs show daily means (line, drawn at midday) "
+                "and ranges (band).",
             ),
             Fig(
                 "network.png",
                 plot_network(d),
                 "The network as a tree from the upstream bus (top) down its feeders: buses coloured by their "
-                "lowest voltage over the run, lines (solid) and transformers (dashed, squares) by their highest "
-                "loading. Look for yellow (high-loading) branches and dark (low-voltage) buses at feeder ends.",
+                "lowest voltage over the run, lines (solid) and transformers (dashed, squares) by "
+                "their highest "
+                "loading. Look for yellow (high-loading) branches and dark (low-voltage) buses at "
+                "feeder ends.",
             ),
             Fig(
                 "agents.png",
                 plot_agents(d),
-                "Top: energy per agent kind over the run, consumption (red, +) and injection (green, -), net as a "
-                "diamond. Bottom (with batteries): mean state of charge in % of the configured capacity, between "
+                "Top: energy per agent kind over the run, consumption (red, +) and injection "
+                "(green, -), net as a "
+                "diamond. Bottom (with batteries): mean state of charge in % of the configured "
+                "capacity, between "
                 "its allowed limits; a flat line at a limit means the batteries do not cycle.",
             ),
         ]
@@ -743,20 +756,25 @@ class MarketSection:
             mode = float(pd.Series(np.round(mean, 2)).mode().iloc[0])
             at_mode = float(np.mean(np.abs(mean - mode) < 0.005))
             out.append(
-                f"The mean price was {fmt(float(mean.mean()), '.2f', ' $/MWh')} (range {fmt(float(np.nanmin(p.row_min)), '.2f')}"
-                f"–{fmt(float(np.nanmax(p.row_max)), '.2f')} $/MWh); {num(100 * at_mode, 1, ' %')} of the cleared steps "
+                f"The mean price was {fmt(float(mean.mean()), '.2f', ' $/MWh')} (range "
+                f"{fmt(float(np.nanmin(p.row_min)), '.2f')}"
+                f"–{fmt(float(np.nanmax(p.row_max)), '.2f')} $/MWh); {num(100 * at_mode, 1, ' %')} "
+                "of the cleared steps "
                 f"were at the single most common price, {fmt(mode, '.2f', ' $/MWh')}."
             )
             spread = (p.row_max - p.row_min)[np.isfinite(p.row_max)]
             n_sep = int(np.count_nonzero(spread > 0.01))
             out.append(
-                f"Prices separated across buses (spread > 0.01 $/MWh) in {n_sep:,} of {spread.size:,} steps; the "
+                f"Prices separated across buses (spread > 0.01 $/MWh) in {n_sep:,} of "
+                f"{spread.size:,} steps; the "
                 f"congestion rent was {money(float(np.nansum(m['congestion_rent'])))}."
             )
         un = float(np.nansum(m["unserved_mwh"]))
         out.append(
-            f"{int(np.count_nonzero(~m['ok'])):,} of {d['T']:,} clearings failed; unserved energy {_energy(un)}; "
-            f"welfare {money(float(np.nansum(m['welfare'])))} (inelastic demand valued at {m['voll']:,.0f} $/MWh)."
+            f"{int(np.count_nonzero(~m['ok'])):,} of {d['T']:,} clearings failed; unserved energy "
+            f"{_energy(un)}; "
+            f"welfare {money(float(np.nansum(m['welfare'])))} (inelastic demand valued at "
+            f"{m['voll']:,.0f} $/MWh)."
         )
         return out
 
@@ -767,29 +785,35 @@ class MarketSection:
             Fig(
                 MARKET_FIGS[0],
                 plot_price_duration(d, m),
-                "Price duration curves: the price (y) reached or exceeded for that many hours (x, bottom; share of "
-                "the run on top), for the cheapest, mean and dearest bus of each step. Flat stretches are hours at "
+                "Price duration curves: the price (y) reached or exceeded for that many hours (x, "
+                "bottom; share of "
+                "the run on top), for the cheapest, mean and dearest bus of each step. Flat "
+                "stretches are hours at "
                 "one price (often the import tariff); a gap between min and max is congestion.",
             ),
             Fig(
                 MARKET_FIGS[1],
                 plot_lmp_heatmap(d, m),
-                "Energy price per bus (rows) over time (columns; daily means beyond a week). Equal rows mean one "
+                "Energy price per bus (rows) over time (columns; daily means beyond a week). Equal "
+                "rows mean one "
                 "price everywhere; a row that differs marks a bus behind a binding constraint."
                 + (" Grey cells are failed clearings." if (~m["ok"]).any() else ""),
             ),
             Fig(
                 MARKET_FIGS[2],
                 plot_market_volume(d, m),
-                f"Social welfare (top; inelastic demand valued at the value of lost load, {m['voll']:,.0f} $/MWh, so "
-                "its level mostly reflects that assumption — compare changes, not levels), cleared and unserved "
+                "Social welfare (top; inelastic demand valued at the value of lost load, "
+                f"{m['voll']:,.0f} $/MWh, so "
+                "its level mostly reflects that assumption — compare changes, not levels), cleared "
+                "and unserved "
                 "energy (middle), generation cost and congestion rent (bottom).",
             ),
             Fig(
                 MARKET_FIGS[3],
                 plot_ac_gap(d, m),
                 "What the market's physics left out, checked by the AC power flow: losses, buses outside the "
-                "voltage limits and lines above their rating per step. Panels noted 'none in any step' had none.",
+                "voltage limits and lines above their rating per step. Panels noted 'none in any "
+                "step' had none.",
             ),
         ]
 
@@ -955,7 +979,8 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     design = "Market design"
     runs = [(n, html.unescape(c[design]), p, t) for n, c, p, t in cols]
     cap = (
-        "Price duration curves of every run with a market: the bus-mean price (y) reached or exceeded in that "
+        "Price duration curves of every run with a market: the bus-mean price (y) reached or "
+        "exceeded in that "
         "share of the run's steps (x). A curve lower and flatter is a cheaper, steadier market."
     )
     fig = save([Fig("comparison_prices.png", plot_compare_prices(runs), cap)], out)

@@ -430,7 +430,8 @@ def emissions_rows(em: Emissions) -> list[tuple[str, str]]:
         f"n/a ({html.escape(em.trade_note)})"
         if em.trade_note
         else f"{_f(p2p_carbon_t(em), '.3f')} t over {_f(em.p2p_mwh, '.3f')} MWh ({n_p2p} trades); "
-        f"trades with the grid {_f(em.grid_kg / 1000, '.3f')} t over {_f(em.grid_mwh, '.3f')} MWh ({n_grid} trades)"
+        f"trades with the grid {_f(em.grid_kg / 1000, '.3f')} t over {_f(em.grid_mwh, '.3f')} MWh "
+        f"({n_grid} trades)"
     )
     cells = (
         f"{_f(total, '.3f')} t (upstream {_f(up, '.3f')} t)",
@@ -454,7 +455,8 @@ def equity_rows(eq: Equity) -> list[tuple[str, str]]:
     to_low = float(np.nansum(eq.transfer[eq.low_income]))
     rule = (
         f"{html.escape(eq.rule)}, levy {_f(eq.levy_per_mwh, '.2f', ' $/MWh')}; transfers "
-        f"+{_f(tr.clip(0, None).sum(), '.2f')} / {_f(tr.clip(None, 0).sum(), '.2f')} $ (net {_f(to_low, '.2f')} $ to low-income "
+        f"+{_f(tr.clip(0, None).sum(), '.2f')} / {_f(tr.clip(None, 0).sum(), '.2f')} $ (net "
+        f"{_f(to_low, '.2f')} $ to low-income "
         "agents)"
     )
     s = eq.surplus
@@ -820,7 +822,7 @@ def plot_budget(soc: Society, pv: Privacy) -> Figure:
 
 
 def flagged(pv: Privacy) -> Arr:
-    """Releases (steps) whose relative error exceeds FLAG_RELATIVE_ERROR: the noise is larger than the value."""
+    """Releases (steps) with a relative error above FLAG_RELATIVE_ERROR: noise larger than the value."""
     with np.errstate(invalid="ignore"):
         return np.asarray(pv.rel_err_step > FLAG_RELATIVE_ERROR, dtype=bool)
 
@@ -833,8 +835,10 @@ def plot_error_epsilon(pv: Privacy) -> Figure:
     eps = pv.epsilon
     if rel.size and np.isfinite(eps) and eps > 0:
         med, p95 = float(np.median(rel)) * 100, float(np.percentile(rel, 95)) * 100
-        grid = eps * np.logspace(-2, 3, 200)
-        # Laplace and Gaussian noise scale as 1 / epsilon at fixed sensitivity: error(e) = error(run) * run / e
+        need = eps * med / 100  # the epsilon where the median error is 100 %
+        lo, hi = min(eps / 100, need / 10), max(eps * 1000, need * 10)
+        grid = np.logspace(np.log10(lo), np.log10(hi), 200)
+        # Laplace and Gaussian noise scale as 1/epsilon at fixed sensitivity: error(e) = error(run) * run / e
         ax.loglog(
             grid, med * eps / grid, color="tab:blue", label="median relative error, scaled as 1/epsilon"
         )
@@ -849,7 +853,6 @@ def plot_error_epsilon(pv: Privacy) -> Figure:
             label=f"this run: epsilon {_sig(eps)}, median {num(med, 1, ' %')}",
         )
         ax.axhline(100, color="tab:red", ls="--", lw=1, label="100 %: noise as large as the value")
-        need = eps * med / 100
         ax.axvline(need, color="grey", ls=":", lw=1)
         ax.annotate(
             f"median error 100 % at epsilon {_sig(need)}",
@@ -858,7 +861,7 @@ def plot_error_epsilon(pv: Privacy) -> Figure:
             textcoords="offset points",
             fontsize=8,
         )
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     else:
         _note(ax, "no evaluated release (privacy.evaluate off, or no consumption series)")
     ax.set_title("Error of the private release against the privacy parameter epsilon")
@@ -873,20 +876,25 @@ def _caption_equity(eq: Equity) -> str:
     """Caption of the Lorenz figure: how to read it and why its Gini can differ from the table's."""
     gc = curve_gini(eq.lorenz)
     text = (
-        "Left: Lorenz curve, the cumulative share of the study surplus (savings against the retail tariff) held "
-        "by the poorest share of accounts; the further it sags below the dashed equality line, the more unequal. "
+        "Left: Lorenz curve, the cumulative share of the study surplus (savings against the retail "
+        "tariff) held "
+        "by the poorest share of accounts; the further it sags below the dashed equality line, the "
+        "more unequal. "
         f"The legend's Gini ({_f(gc, '.3f')}) is the Gini of the curve drawn. "
     )
     if eq.lorenz_shifted:
         text += (
-            "The total surplus is not positive, so the curve is of surplus minus its minimum (everyone's surplus "
+            "The total surplus is not positive, so the curve is of surplus minus its minimum "
+            "(everyone's surplus "
             "shifted so the worst-off has 0); the table's Gini of surplus "
-            f"({_f(eq.gini_surplus, '.3f')}) is the Raffinetti-Siletti-Vernizzi Gini, which keeps the negative "
+            f"({_f(eq.gini_surplus, '.3f')}) is the Raffinetti-Siletti-Vernizzi Gini, which keeps "
+            "the negative "
             "surpluses (losers) and is therefore higher. "
         )
     elif np.isfinite(eq.surplus).any() and (eq.surplus < 0).any():
         text += (
-            "Some surpluses are negative (accounts that lose against the tariff), so the curve dips below 0 first; "
+            "Some surpluses are negative (accounts that lose against the tariff), so the curve dips "
+            "below 0 first; "
             "the table's Gini of surplus uses the Raffinetti-Siletti-Vernizzi form for negatives. "
         )
     return text + "Right: Gini of surplus and of bills per month (0 = equal, 1 = one account has all)."
@@ -989,7 +997,8 @@ class SocietySection:
                 cls = " class='flag'" if flag.any() else ""
                 out.append(
                     f"<span{cls}>{int(flag.sum()):,} of {rel.size:,} releases have a relative error above "
-                    f"{FLAG_RELATIVE_ERROR:.0%}</span> (median {num(100 * float(np.median(rel)), 1, ' %')}) at "
+                    f"{FLAG_RELATIVE_ERROR:.0%}</span> (median {num(100 * float(np.median(rel)), 1, ' %')}) "
+                    "at "
                     f"epsilon {_sig(pv.epsilon)} per release"
                     + (": the noise swamps the data there." if flag.any() else ".")
                 )
@@ -1009,21 +1018,26 @@ class SocietySection:
                     EMISSIONS_FIGS[0],
                     plot_emissions(soc, em),
                     "Top: emissions over the run (total and the part imported from upstream). Bottom: mean "
-                    "emissions per step by hour of day (bars, left axis) with the average and marginal emission "
-                    "factors (lines, right axis); a marginal factor above the average means extra demand at that "
+                    "emissions per step by hour of day (bars, left axis) with the average and "
+                    "marginal emission "
+                    "factors (lines, right axis); a marginal factor above the average means extra "
+                    "demand at that "
                     "hour is dirtier than the mix.",
                 ),
                 Fig(
                     EMISSIONS_FIGS[1],
                     plot_marginal_map(em),
-                    "Mean nodal marginal emission factor per bus (rows) and hour of day (columns): the emissions "
-                    "of one more MWh consumed at that bus and hour, losses included. Darker = dirtier; rows that "
+                    "Mean nodal marginal emission factor per bus (rows) and hour of day (columns): "
+                    "the emissions "
+                    "of one more MWh consumed at that bus and hour, losses included. Darker = "
+                    "dirtier; rows that "
                     "differ show where the network separates the marginal unit.",
                 ),
                 Fig(
                     EMISSIONS_FIGS[2],
                     plot_trades(em),
-                    "Carbon impact per MWh of every trade: agent-to-agent trades (top) and trades with the upstream "
+                    "Carbon impact per MWh of every trade: agent-to-agent trades (top) and trades "
+                    "with the upstream "
                     "grid (bottom). Positive = the trade adds emissions, negative = it avoids them.",
                 ),
             ]
@@ -1034,9 +1048,12 @@ class SocietySection:
                 Fig(
                     BASELINE_FIG,
                     plot_baseline(eq),
-                    f"Baseline comparison: the same accounts with the same energy under the retail tariff. Left: "
-                    f"net cost by {eq.group_by or 'account'} under the tariff (grey) and in this run (blue); below "
-                    f"each group, how many accounts gain (+) and lose (-). Right: every account's surplus (tariff "
+                    "Baseline comparison: the same accounts with the same energy under the retail "
+                    "tariff. Left: "
+                    f"net cost by {eq.group_by or 'account'} under the tariff (grey) and in this "
+                    "run (blue); below "
+                    "each group, how many accounts gain (+) and lose (-). Right: every account's "
+                    "surplus (tariff "
                     f"cost minus study cost), green = gains; {n_gain} of {eq.surplus.size} gain.",
                 ),
             ]
@@ -1046,23 +1063,30 @@ class SocietySection:
                 Fig(
                     PRIVACY_FIGS[0],
                     plot_release(soc, pv),
-                    "Top: the released (noisy) and true values of the largest consumption series; red ticks at the "
-                    f"bottom mark the {n_flag:,} releases whose relative error exceeds 100 %. Bottom: the absolute "
+                    "Top: the released (noisy) and true values of the largest consumption series; "
+                    "red ticks at the "
+                    f"bottom mark the {n_flag:,} releases whose relative error exceeds 100 %. "
+                    "Bottom: the absolute "
                     "errors of all consumption and count series, with their mean absolute error (MAE).",
                 ),
                 Fig(
                     PRIVACY_FIGS[1],
                     plot_budget(soc, pv),
-                    "Privacy budget spent over the run (cumulative epsilon) against the budget (dashed); releases "
+                    "Privacy budget spent over the run (cumulative epsilon) against the budget "
+                    "(dashed); releases "
                     "refused once the budget is spent are marked x.",
                 ),
                 Fig(
                     PRIVACY_ERROR_FIG,
                     plot_error_epsilon(pv),
-                    "Relative error of a release against epsilon: the dot is this run, the lines extend it with the "
-                    "1/epsilon law of the Laplace and Gaussian mechanisms at fixed sensitivity. Above the red line "
-                    "the noise is larger than the value released; read off the epsilon an analyst needs for a "
-                    "given error (or aggregate over more households, which lowers the relative error instead).",
+                    "Relative error of a release against epsilon: the dot is this run, the lines "
+                    "extend it with the "
+                    "1/epsilon law of the Laplace and Gaussian mechanisms at fixed sensitivity. "
+                    "Above the red line "
+                    "the noise is larger than the value released; read off the epsilon an analyst "
+                    "needs for a "
+                    "given error (or aggregate over more households, which lowers the relative "
+                    "error instead).",
                 ),
             ]
         return figs
@@ -1152,7 +1176,8 @@ def society_comparison(runs: list[tuple[str, Path]], out: Path) -> str:
             Fig(
                 COMPARE_FIGS[0],
                 plot_dp_error(present),
-                "Mean absolute error of the released consumption against epsilon per release, one point per run "
+                "Mean absolute error of the released consumption against epsilon per release, one "
+                "point per run "
                 "(log axes: the Laplace and Gaussian errors fall as 1/epsilon, a straight line of slope -1). "
                 "Lower-left is private and accurate at once only if the aggregation level differs.",
             ),
@@ -1171,7 +1196,8 @@ def society_comparison(runs: list[tuple[str, Path]], out: Path) -> str:
         if pv is not None and np.isfinite(pv.rel_err_step).any():
             k = int(flagged(pv).sum())
             found.append(
-                f"{html.escape(n)}: {k:,} of {int(np.isfinite(pv.rel_err_step).sum()):,} releases with a relative "
+                f"{html.escape(n)}: {k:,} of {int(np.isfinite(pv.rel_err_step).sum()):,} releases "
+                "with a relative "
                 f"error above 100 % at epsilon {_sig(pv.epsilon)}."
             )
         if s_.emissions is not None:

@@ -469,7 +469,8 @@ def admm_rows(ad: Admm) -> list[tuple[str, str]]:
     """Iterations per interval (intervals cleared by ADMM) and messages, labels as in ``ADMM_LABELS``."""
     it = ad.iterations[ad.iterations > 0]
     stats = (
-        f"{_f(it.mean(), '.1f')} / {_f(np.percentile(it, 95), '.1f')} / {_f(it.max(), '.0f')} (over {it.size} of "
+        f"{_f(it.mean(), '.1f')} / {_f(np.percentile(it, 95), '.1f')} / {_f(it.max(), '.0f')} (over "
+        f"{it.size} of "
         f"{ad.iterations.size} intervals)"
         if it.size
         else f"n/a (no iteration in {ad.iterations.size} intervals)"
@@ -502,7 +503,8 @@ def storage_rows(sto: Storage) -> list[tuple[str, str]]:
     """Total profit of the batteries and its spread over them, labels as in ``STORAGE_LABELS``."""
     x = sto.total[np.isfinite(sto.total)]
     cell = (
-        f"{_f(x.sum(), '.2f')} $ ({_f(x.min(), '.2f')} / {_f(np.median(x), '.2f')} / {_f(x.max(), '.2f')} $ over {x.size} batteries)"
+        f"{_f(x.sum(), '.2f')} $ ({_f(x.min(), '.2f')} / {_f(np.median(x), '.2f')} / "
+        f"{_f(x.max(), '.2f')} $ over {x.size} batteries)"
         if x.size
         else "n/a"
     )
@@ -904,14 +906,17 @@ class UncertaintySection:
             )
         if st is not None:
             out.append(
-                f"The stochastic clearing was worth {money(float(np.nansum(st.vss)))} over {st.day_s.size} days "
-                f"(VSS); perfect forecasts would have been worth {money(float(np.nansum(st.evpi)))} more (EVPI)."
+                f"The stochastic clearing was worth {money(float(np.nansum(st.vss)))} over "
+                f"{st.day_s.size} days "
+                f"(VSS); perfect forecasts would have been worth {money(float(np.nansum(st.evpi)))} "
+                "more (EVPI)."
             )
         if ad is not None:
             it = ad.iterations[ad.iterations > 0]
             if it.size:
                 out.append(
-                    f"ADMM needed {it.mean():,.1f} iterations per interval on average, {it.max():,.0f} at most."
+                    f"ADMM needed {it.mean():,.1f} iterations per interval on average, "
+                    f"{it.max():,.0f} at most."
                 )
         if ou is not None:
             total, crit = unserved_total_mwh(ou)
@@ -924,7 +929,8 @@ class UncertaintySection:
             x = sto.total[np.isfinite(sto.total)]
             if x.size:
                 out.append(
-                    f"The {x.size} batteries earned {money(float(x.sum()))} in total; {int((x < 0).sum())} lost money."
+                    f"The {x.size} batteries earned {money(float(x.sum()))} in total; "
+                    f"{int((x < 0).sum())} lost money."
                 )
         return out
 
@@ -939,7 +945,8 @@ class UncertaintySection:
                     plot_security(unc, sec),
                     "Welfare given up to keep the grid secure against every listed single outage (N-1), per "
                     "interval (left axis) and cumulated (dashed, right axis). Zero means the secure dispatch "
-                    f"equals the unsecured one; amounts below {MONEY_TOL_USD} $ are solver noise, drawn as 0.",
+                    f"equals the unsecured one; amounts below {MONEY_TOL_USD} $ are solver noise, "
+                    "drawn as 0.",
                 )
             )
         if st is not None and any(np.isfinite(x).any() for x in (st.vss, st.evpi, st.expected_cost)):
@@ -947,7 +954,8 @@ class UncertaintySection:
                 Fig(
                     STOCHASTIC_FIG,
                     plot_stochastic(st),
-                    "Per day: the value of the stochastic solution (VSS, what planning for the scenarios saves "
+                    "Per day: the value of the stochastic solution (VSS, what planning for the "
+                    "scenarios saves "
                     "against planning for their mean) and of perfect information (EVPI, what exact forecasts "
                     "would save more); below, the expected cost of the stochastic day-ahead plan.",
                 )
