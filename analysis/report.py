@@ -379,6 +379,10 @@ def _series_plot(ax: Axes, d: dict[str, Any], y: Arr, how: str, long_run: bool, 
         r = s.resample("D")
         s = r.sum(min_count=1) if how == "sum" else r.agg(how)
         s.index = s.index + pd.Timedelta(hours=12)  # a day's value drawn at its middle
+    if (
+        np.isfinite(y).any() and _flat(y) and "label" in kw
+    ):  # a flat zero line is labelled as such, not left to be read as data
+        kw["label"] = f"{kw['label']} (0 in every step)"
     ax.plot(s.index, s.to_numpy(dtype=float), lw=1, marker="." if len(s) < 50 else None, **kw)
     return bool(np.isfinite(s.to_numpy(dtype=float)).any())
 

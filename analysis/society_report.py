@@ -921,20 +921,27 @@ def gains(eq: Equity) -> list[tuple[str, int, int, float, float, float]]:
 
 
 def plot_baseline(eq: Equity) -> Figure:
-    """Study cost against the retail-tariff baseline per group, and every account's surplus sorted."""
+    """Surplus against the retail tariff per group (costs on the bars) and of every account, sorted."""
     fig = Figure(figsize=(11, 4.5), layout="tight")
     ax, axs = fig.subplots(1, 2, width_ratios=(1, 1.3))
     rows = gains(eq)
     x = np.arange(len(rows))
-    study = [r[3] for r in rows]
-    tariff = [r[4] for r in rows]
-    ax.bar(x - 0.2, tariff, width=0.4, color="tab:grey", label="retail tariff (baseline)")
-    ax.bar(x + 0.2, study, width=0.4, color="tab:blue", label="this run's market")
+    surplus = np.array([r[5] for r in rows])
+    ax.bar(x, surplus, color=np.where(surplus >= 0, "tab:green", "tab:red"))
+    for xi, r in zip(x, rows, strict=True):
+        ax.annotate(
+            f"tariff {money(r[4])}\nrun {money(r[3])}",
+            (xi, r[5]),
+            ha="center",
+            fontsize=7,
+            xytext=(0, 4 if r[5] >= 0 else -24),
+            textcoords="offset points",
+        )
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xticks(x, [f"{r[0]}\n+{r[1]} / -{r[2]}" for r in rows], fontsize=8)
-    ax.set_title(f"Net cost by {eq.group_by or 'account'} (+ gain / - lose: accounts)")
-    ax.set(ylabel="net cost over the run ($; negative = net income)")
-    ax.legend(loc="best", fontsize=8)
+    ax.margins(y=0.25)
+    ax.set_title(f"Surplus against the retail tariff by {eq.group_by or 'account'}")
+    ax.set(ylabel="tariff cost - run cost ($; + = gains)", xlabel="group (accounts gaining + / losing -)")
     s = eq.surplus[np.isfinite(eq.surplus)]
     order = np.sort(s)
     axs.bar(np.arange(order.size), order, width=1.0, color=np.where(order >= 0, "tab:green", "tab:red"))
@@ -978,10 +985,14 @@ class SocietySection:
         if eq is not None and eq.surplus.size:
             s = eq.surplus[np.isfinite(eq.surplus)]
             tot_b, tot_s = float(np.nansum(eq.baseline_cost)), float(np.nansum(eq.net_cost))
+            costs = (
+                f"; together they pay {money(tot_s)} instead of {money(tot_b)}"
+                if np.isfinite(eq.baseline_cost).any() and np.isfinite(eq.net_cost).any()
+                else ""
+            )
             out.append(
                 f"Against the retail tariff, {int((s > 0.005).sum())} of {s.size} accounts gain and "
-                f"{int((s < -0.005).sum())} lose; together they pay {money(tot_s)} instead of {money(tot_b)} "
-                f"(surplus {money(float(s.sum()))})."
+                f"{int((s < -0.005).sum())} lose{costs} (surplus {money(float(s.sum()))})."
             )
             rows = gains(eq)
             if len(rows) > 1:
