@@ -1,4 +1,4 @@
-"""The report explains: captions, key findings from the numbers, the tariff baseline, flagged releases, fixes."""
+"""The report explains: captions, key findings from the numbers, tariff baseline, flagged releases, fixes."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_numbers_have_separators_and_no_negative_zero() -> None:
 
 
 def test_curve_gini_of_a_known_lorenz_curve() -> None:
-    """Gini of the Lorenz curve of 1..5 is 4/15 (population form, as models/accounting/equity.py documents)."""
+    """Gini of the Lorenz curve of 1..5 is 4/15 (population form, as in models/accounting/equity.py)."""
     x = np.arange(1.0, 6.0)
     lorenz = np.column_stack([np.arange(6) / 5, np.concatenate([[0.0], np.cumsum(x)]) / x.sum()])
     assert curve_gini(lorenz) == pytest.approx(4 / 15)
@@ -128,7 +128,7 @@ def test_lorenz_legend_quotes_the_gini_of_the_curve_drawn(page: tuple[Path, str]
 
 
 def test_plot_functions_return_figures(page: tuple[Path, str]) -> None:
-    """Sections hand back matplotlib Figures (usable in a notebook); kW for small losses, SoC in %, no grey."""
+    """Sections hand back matplotlib Figures (for notebooks); kW for small losses, depth axis downwards."""
     path, _ = page
     with h5py.File(path.parent.parent / "s.h5") as f:
         d = report._load(f)
