@@ -833,7 +833,7 @@ def plot_error_epsilon(pv: Privacy) -> Figure:
     ax = fig.add_subplot()
     rel = pv.rel_err_step[np.isfinite(pv.rel_err_step)]
     eps = pv.epsilon
-    if rel.size and np.isfinite(eps) and eps > 0:
+    if rel.size and np.isfinite(eps) and eps > 0 and np.median(rel) > 0:
         med, p95 = float(np.median(rel)) * 100, float(np.percentile(rel, 95)) * 100
         need = eps * med / 100  # the epsilon where the median error is 100 %
         lo, hi = min(eps / 100, need / 10), max(eps * 1000, need * 10)
@@ -862,6 +862,15 @@ def plot_error_epsilon(pv: Privacy) -> Figure:
             fontsize=8,
         )
         ax.legend(loc="upper right", fontsize=8)
+    elif rel.size:  # every release exact (or epsilon unknown): nothing on a log scale
+        ax.text(
+            0.5,
+            0.6,
+            "median relative error 0 (or epsilon unknown): no error to scale",
+            ha="center",
+            transform=ax.transAxes,
+            color="grey",
+        )
     else:
         _note(ax, "no evaluated release (privacy.evaluate off, or no consumption series)")
     ax.set_title("Error of the private release against the privacy parameter epsilon")

@@ -175,7 +175,7 @@ def test_rows_carry_the_totals(run: Run) -> None:
     assert r["ADMM iterations mean / p95 / max"] == (
         f"{pos.mean():.1f} / {np.percentile(pos, 95):.1f} / {pos.max()} (over 46 of 48 intervals)"
     )
-    assert r["ADMM messages"] == str(msgs.sum())
+    assert r["ADMM messages"] == f"{msgs.sum():,}"
     assert (
         r["Unserved energy of agents (critical loads)"]
         == f"{un.sum():.3f} MWh (critical {un[:, 0].sum():.3f} MWh)"
