@@ -439,8 +439,10 @@ def plot_ac_gap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
         if design == "acopf"
         else "Grid losses a lossless market ignores"
     )
+    fin = np.abs(d["losses"][np.isfinite(d["losses"])])
+    k_w = 1000.0 if fin.size and fin.max() < 1 else 1.0  # an LV grid's losses in kW
     spec = (
-        (d["losses"], losses, "power (MW)", "mean", "tab:blue"),
+        (d["losses"] * k_w, losses, f"power ({'kW' if k_w > 1 else 'MW'})", "mean", "tab:blue"),
         (m["n_vbad"], f"Buses outside {_f(lo, '.2f')}-{_f(hi, '.2f')} pu", "buses (-)", "max", "tab:red"),
         (m["n_over"], "Lines above 100 % loading", "lines (-)", "max", "tab:purple"),
     )

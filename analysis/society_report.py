@@ -607,6 +607,14 @@ def plot_marginal_map(em: Emissions) -> Figure:
     ax = fig.add_subplot()
     fin = z[np.isfinite(z)]
     lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+    extend = "neither"
+    if fin.size >= 50:  # a robust colour range: one outlying hour must not flatten every other cell
+        p_lo, p_hi = (float(v) for v in np.percentile(fin, (2, 98)))
+        if p_hi - p_lo > 1e-9 and (p_lo > lo or p_hi < hi):
+            extend = {(True, True): "both", (True, False): "min", (False, True): "max"}[
+                (p_lo > lo, p_hi < hi)
+            ]
+            lo, hi = p_lo, p_hi
     if hi - lo < 1e-9:  # one value everywhere: widen so the colour bar is readable
         lo, hi = lo - 1.0, hi + 1.0
     cmap = colormaps["magma_r"].with_extremes(bad="lightgrey")
@@ -619,7 +627,7 @@ def plot_marginal_map(em: Emissions) -> Figure:
         interpolation="nearest",
         extent=(-0.5, 23.5, max(n_bus, 1) - 0.5, -0.5),
     )
-    fig.colorbar(im, ax=ax, label="marginal emission factor (kg CO2/MWh)")
+    fig.colorbar(im, ax=ax, extend=extend, label="marginal emission factor (kg CO2/MWh; 2-98 % range)")
     if not fin.size:
         _note(ax, "no nodal marginal factor (all NaN: market design without a network model?)")
     if 0 < n_bus <= 40:
