@@ -95,7 +95,7 @@ def clean(x: float, tol: float = ZERO_TOL) -> float:
     return 0.0 if np.isfinite(x) and abs(x) < tol else float(x)
 
 
-def num(x: float, decimals: int = 2, unit: str = "", tol: float | None = None) -> str:
+def num(x: float | np.floating[Any], decimals: int = 2, unit: str = "", tol: float | None = None) -> str:
     """A number with thousands separators and unit; 'n/a' when not finite; never '-0.00'.
 
     Values that round to zero at ``decimals`` (or lie below ``tol``) are written as 0.
@@ -253,7 +253,7 @@ def table(rows: list[tuple[str, str]], ident: str) -> str:
     return f"<table id='{ident}'>\n{body}\n</table>"
 
 
-def fmt(x: float, spec: str, unit: str = "") -> str:
+def fmt(x: float | np.floating[Any], spec: str, unit: str = "") -> str:
     """Format with a format spec ('.2f' specs get thousands separators and no '-0'), 'n/a' when not finite."""
     if not np.isfinite(x):
         return "n/a"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .common import Arr, Fig, money, num, render_section
+from .common import Arr, Fig, fmt, money, num, render_section
 from .common import dates as _dates
 from .common import note as _note
 
@@ -76,9 +76,12 @@ def market_power_rows(mp: MarketPower) -> list[tuple[str, str]]:
     hours = np.count_nonzero(mp.pivotal.any(axis=1)) * mp.step_h
     most = int(np.argmax(mp.pivotal.sum(axis=0))) if mp.pivotal.size else -1
     rows = [
-        ("HHI of supply mean / max", f"{np.nanmean(mp.hhi):.0f} / {np.nanmax(mp.hhi):.0f}"),
-        ("RSI minimum mean / lowest", f"{np.nanmean(mp.rsi_min):.3f} / {np.nanmin(mp.rsi_min):.3f}"),
-        ("Hours with a pivotal supplier", f"{hours:.1f} h"),
+        ("HHI of supply mean / max", f"{fmt(np.nanmean(mp.hhi), '.0f')} / {fmt(np.nanmax(mp.hhi), '.0f')}"),
+        (
+            "RSI minimum mean / lowest",
+            f"{fmt(np.nanmean(mp.rsi_min), '.3f')} / {fmt(np.nanmin(mp.rsi_min), '.3f')}",
+        ),
+        ("Hours with a pivotal supplier", f"{fmt(hours, '.1f')} h"),
     ]
     if most >= 0 and mp.pivotal[:, most].any():
         rows.append(
@@ -88,13 +91,19 @@ def market_power_rows(mp: MarketPower) -> list[tuple[str, str]]:
         assert mp.profit is not None and mp.competitive is not None and mp.lerner is not None
         assert mp.welfare_loss is not None
         rows += [
-            ("Strategic offer mean / max", f"{np.nanmean(mp.offer):.2f} / {np.nanmax(mp.offer):.2f} $/MWh"),
-            ("Lerner index mean / max", f"{np.nanmean(mp.lerner):.3f} / {np.nanmax(mp.lerner):.3f}"),
+            (
+                "Strategic offer mean / max",
+                f"{fmt(np.nanmean(mp.offer), '.2f')} / {fmt(np.nanmax(mp.offer), '.2f')} $/MWh",
+            ),
+            (
+                "Lerner index mean / max",
+                f"{fmt(np.nanmean(mp.lerner), '.3f')} / {fmt(np.nanmax(mp.lerner), '.3f')}",
+            ),
             (
                 "Strategic / competitive profit",
-                f"{np.nansum(mp.profit):.2f} / {np.nansum(mp.competitive):.2f} $",
+                f"{fmt(np.nansum(mp.profit), '.2f')} / {fmt(np.nansum(mp.competitive), '.2f')} $",
             ),
-            ("Welfare loss from market power", f"{np.nansum(mp.welfare_loss):.2f} $"),
+            ("Welfare loss from market power", f"{fmt(np.nansum(mp.welfare_loss), '.2f')} $"),
         ]
     return rows
 
