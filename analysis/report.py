@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
 from . import ledger_report, market_power_report, society_report, uncertainty_report
-from .common import CHUNK, Arr, Fig, Section, fmt, money, num, page, render_section, save, table
+from .common import CHUNK, Arr, Fig, Section, findings, fmt, money, num, page, render_section, save, table
 from .common import Stats as _Stats
 from .common import attr as _attr
 from .common import chunks as _chunks
@@ -974,6 +974,30 @@ def plot_compare_prices(runs: list[tuple[str, str, Arr | None, float]]) -> Figur
     return fig
 
 
+def _compare_findings(runs: list[tuple[str, str, Arr | None, float]]) -> list[str]:
+    """Per run with a market: mean price, share of steps at its most common price; the cheapest run."""
+    out, means = [], []
+    for name, design, price, _ in runs:
+        p = np.zeros(0) if price is None else price[np.isfinite(price)]
+        if not p.size:
+            continue
+        mode = float(pd.Series(np.round(p, 2)).mode().iloc[0])
+        at = float(np.mean(np.abs(p - mode) < 0.005))
+        means.append((float(p.mean()), name))
+        out.append(
+            f"{html.escape(name)} ({html.escape(design)}): mean price "
+            f"{fmt(float(p.mean()), '.2f', ' $/MWh')}, "
+            f"{num(100 * at, 1, ' %')} of its steps at {fmt(mode, '.2f', ' $/MWh')}."
+        )
+    if len(means) > 1:
+        lo, hi = min(means), max(means)
+        out.append(
+            f"{html.escape(lo[1])} has the lowest mean price, {fmt(hi[0] - lo[0], '.2f', ' $/MWh')} below "
+            f"{html.escape(hi[1])}."
+        )
+    return out
+
+
 def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     """Write comparison.html (one column per run) and comparison_prices.png into out_dir; return its path."""
     out = Path(out_dir)
@@ -997,7 +1021,8 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     ]
     grid = "\n".join([head, *body_rows])
     title = html.escape(f"Comparison of {len(cols)} runs")
-    body = f"<table id='comparison'>\n{grid}\n</table>\n<h2>Prices</h2>\n{fig}"
+    head_findings = findings(_compare_findings(runs))
+    body = f"{head_findings}\n<table id='comparison'>\n{grid}\n</table>\n<h2>Prices</h2>\n{fig}"
     named = [(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)]
     body += ledger_report.ledger_comparison(named, out) + society_report.society_comparison(named, out)
     path = out / "comparison.html"

@@ -178,3 +178,15 @@ def test_security_noise_is_zero_and_island_prices_at_midday(tmp_path: Path) -> N
     line = fig.axes[0].get_lines()[0]
     x = np.asarray(line.get_xdata()).astype("datetime64[s]")
     assert ((x.astype(np.int64) % 86400) == 43200).all()
+
+
+def test_comparison_findings_from_the_prices(tmp_path: Path) -> None:
+    """The comparison opens with each run's mean price, as computed from /market/price_per_mwh."""
+    a = _make_run(tmp_path / "a.h5", t=6, market="uniform", name="a", failed=(), nan_steps=())
+    b = _make_run(tmp_path / "b.h5", t=6, market="dcopf", name="b", failed=(), nan_steps=())
+    text = report.compare_runs([a, b], tmp_path / "cmp").read_text(encoding="utf-8")
+    block = text.split("<div class='findings'>")[1].split("</div>")[0]
+    for h5, name in ((a, "a"), (b, "b")):
+        with h5py.File(h5) as f:
+            mean = float(np.mean(np.mean(f["market/price_per_mwh"][()], axis=1)))
+        assert f"{name} (" in block and f"mean price {mean:,.2f} $/MWh" in block
