@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .report import Arr, _dates, _note, _save
+from .common import Arr, Fig, fmt, money, num, render_section
+from .common import dates as _dates
+from .common import note as _note
 
 FIGS = ("market_power_rsi.png", "market_power_strategic.png")
 LABELLED = 6  # suppliers of lowest mean RSI drawn in colour with a legend entry
@@ -74,9 +76,12 @@ def market_power_rows(mp: MarketPower) -> list[tuple[str, str]]:
     hours = np.count_nonzero(mp.pivotal.any(axis=1)) * mp.step_h
     most = int(np.argmax(mp.pivotal.sum(axis=0))) if mp.pivotal.size else -1
     rows = [
-        ("HHI of supply mean / max", f"{np.nanmean(mp.hhi):.0f} / {np.nanmax(mp.hhi):.0f}"),
-        ("RSI minimum mean / lowest", f"{np.nanmean(mp.rsi_min):.3f} / {np.nanmin(mp.rsi_min):.3f}"),
-        ("Hours with a pivotal supplier", f"{hours:.1f} h"),
+        ("HHI of supply mean / max", f"{fmt(np.nanmean(mp.hhi), '.0f')} / {fmt(np.nanmax(mp.hhi), '.0f')}"),
+        (
+            "RSI minimum mean / lowest",
+            f"{fmt(np.nanmean(mp.rsi_min), '.3f')} / {fmt(np.nanmin(mp.rsi_min), '.3f')}",
+        ),
+        ("Hours with a pivotal supplier", f"{fmt(hours, '.1f')} h"),
     ]
     if most >= 0 and mp.pivotal[:, most].any():
         rows.append(
@@ -86,18 +91,24 @@ def market_power_rows(mp: MarketPower) -> list[tuple[str, str]]:
         assert mp.profit is not None and mp.competitive is not None and mp.lerner is not None
         assert mp.welfare_loss is not None
         rows += [
-            ("Strategic offer mean / max", f"{np.nanmean(mp.offer):.2f} / {np.nanmax(mp.offer):.2f} $/MWh"),
-            ("Lerner index mean / max", f"{np.nanmean(mp.lerner):.3f} / {np.nanmax(mp.lerner):.3f}"),
+            (
+                "Strategic offer mean / max",
+                f"{fmt(np.nanmean(mp.offer), '.2f')} / {fmt(np.nanmax(mp.offer), '.2f')} $/MWh",
+            ),
+            (
+                "Lerner index mean / max",
+                f"{fmt(np.nanmean(mp.lerner), '.3f')} / {fmt(np.nanmax(mp.lerner), '.3f')}",
+            ),
             (
                 "Strategic / competitive profit",
-                f"{np.nansum(mp.profit):.2f} / {np.nansum(mp.competitive):.2f} $",
+                f"{fmt(np.nansum(mp.profit), '.2f')} / {fmt(np.nansum(mp.competitive), '.2f')} $",
             ),
-            ("Welfare loss from market power", f"{np.nansum(mp.welfare_loss):.2f} $"),
+            ("Welfare loss from market power", f"{fmt(np.nansum(mp.welfare_loss), '.2f')} $"),
         ]
     return rows
 
 
-def _fig_rsi(mp: MarketPower, out: Path) -> str:
+def plot_rsi(mp: MarketPower) -> Figure:
     """RSI duration curves: the ``LABELLED`` suppliers of lowest mean RSI in colour (the rest grey) and the
     interval minimum, sorted high to low; a symlog axis when RSIs reach beyond ``LOG_ABOVE``."""
     fig = Figure(figsize=(8, 4.5), layout="tight")
@@ -124,10 +135,10 @@ def _fig_rsi(mp: MarketPower, out: Path) -> str:
     ax.set_ylabel("residual supply index")
     ax.set_title("RSI duration curve: (capacity - supplier's capacity) / demand, sorted")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out / FIGS[0])
+    return fig
 
 
-def _fig_strategic(mp: MarketPower, out: Path) -> str:
+def plot_strategic(mp: MarketPower) -> Figure:
     """Strategic offer and Lerner index over time (top), profits and welfare loss per interval (bottom)."""
     fig = Figure(figsize=(9, 6), layout="tight")
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
@@ -153,21 +164,56 @@ def _fig_strategic(mp: MarketPower, out: Path) -> str:
         bottom.legend(fontsize=8)
         _dates(top)
         _dates(bottom)
-    return _save(fig, out / FIGS[1])
+    return fig
+
+
+RSI_CAPTION = (
+    "Residual supply index duration curve: RSI_i = (total offered capacity - supplier i's) / cleared "
+    "demand, each supplier and the minimum, sorted; below 1 the supplier is pivotal."
+)
+STRATEGIC_CAPTION = (
+    "Strategic player (market.strategic): its MPEC offer and Lerner index (P - MC) / P at its bus; its "
+    "profit against offering its true cost, and the welfare loss (competitive minus strategic welfare at "
+    "true costs)."
+)
+
+
+@dataclass
+class MarketPowerSection:
+    """The market-power part of a run report (the :class:`~analysis.common.Section` protocol)."""
+
+    mp: MarketPower
+    title: str = "Market power"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Summary rows."""
+        return market_power_rows(self.mp)
+
+    def findings(self) -> list[str]:
+        """Concentration, pivotal hours and, with a strategic player, what its market power cost."""
+        mp = self.mp
+        hours = float(np.count_nonzero(mp.pivotal.any(axis=1)) * mp.step_h)
+        total = float(mp.rsi_min.size * mp.step_h)
+        out = [
+            f"The mean HHI of supply was {num(float(np.nanmean(mp.hhi)), 0)} (above 2,500 is highly "
+            f"concentrated); a supplier was pivotal (RSI below 1) in {num(hours, 1)} of {num(total, 1)} h."
+        ]
+        if mp.welfare_loss is not None and mp.profit is not None and mp.competitive is not None:
+            out.append(
+                f"The strategic player earned {money(float(np.nansum(mp.profit)))} instead of "
+                f"{money(float(np.nansum(mp.competitive)))} at its true cost; its market power cost "
+                f"{money(float(np.nansum(mp.welfare_loss)))} of welfare."
+            )
+        return out
+
+    def figures(self) -> list[Fig]:
+        """The RSI duration curve and the strategic player, captioned."""
+        return [
+            Fig(FIGS[0], plot_rsi(self.mp), html.escape(RSI_CAPTION)),
+            Fig(FIGS[1], plot_strategic(self.mp), html.escape(STRATEGIC_CAPTION)),
+        ]
 
 
 def market_power_section(mp: MarketPower, out: Path) -> str:
-    """HTML section: the RSI duration curve and, with a strategic player, its markups, captioned."""
-    rsi, strat = _fig_rsi(mp, out), _fig_strategic(mp, out)
-    figs = [
-        (rsi, "Residual supply index duration curve: RSI_i = (total offered capacity - supplier i's) / "
-              "cleared demand, each supplier and the minimum, sorted; below 1 the supplier is pivotal."),
-        (strat, "Strategic player (market.strategic): its MPEC offer and Lerner index (P - MC) / P at its "
-                "bus; its profit against offering its true cost, and the welfare loss (competitive minus "
-                "strategic welfare at true costs)."),
-    ]  # fmt: skip
-    body = "\n".join(
-        f'<figure><img src="{fn}" alt="{fn}"><figcaption>{html.escape(cap)}</figcaption></figure>'
-        for fn, cap in figs
-    )
-    return f"<h2>Market power</h2>\n{body}\n"
+    """HTML section: findings, the RSI duration curve and, with a strategic player, its markups, captioned."""
+    return render_section(MarketPowerSection(mp), out)

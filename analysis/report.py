@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,68 +17,31 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
-CHUNK = 2048
-DPI = 110
+from . import ledger_report, market_power_report, society_report, uncertainty_report
+from .common import CHUNK, Arr, Fig, Section, findings, fmt, money, num, page, render_section, save, table
+from .common import Stats as _Stats
+from .common import attr as _attr
+from .common import chunks as _chunks
+from .common import dates as _dates
+from .common import flat as _flat
+from .common import note as _note
+from .common import reduce as _reduce
+from .common import strs as _strs
+
+_f = fmt
+
 V_LIMITS = (0.95, 1.05)  # pu; bus limits are not in the file
-Arr = np.ndarray[Any, Any]
 MARKET_FIGS = ("price_duration.png", "lmp_heatmap.png", "market_volume.png", "ac_gap.png")
 PHYSICS = {
     "uniform": "approximate physics: copper plate, no network, no losses, no voltage or line limits",
     "dcopf": "approximate physics: linearised lossless DC flows, line limits, no voltage or reactive power",
     "acopf": "AC physics in the market too, but cleared on forecasts: gaps show forecast and model mismatch",
 }
-
-
-@dataclass
-class _Stats:
-    """Per-step (row) and per-column reductions of a (T, n) dataset."""
-
-    row_min: Arr
-    row_max: Arr
-    row_mean: Arr
-    col_min: Arr
-    col_max: Arr
-
-
-def _chunks(ds: h5py.Dataset | None) -> Iterator[Arr]:
-    """Yield float blocks of a 2-D dataset in time chunks."""
-    if ds is None or ds.ndim != 2 or ds.shape[1] == 0:
-        return
-    for i in range(0, ds.shape[0], CHUNK):
-        yield np.asarray(ds[i : i + CHUNK], dtype=float)
-
-
-def _reduce(ds: h5py.Dataset | None, t: int) -> _Stats:
-    """Chunked NaN-ignoring min/max/mean over columns and over time."""
-    n = 0 if ds is None or ds.ndim != 2 else ds.shape[1]
-    nan_t, nan_n = np.full(t, np.nan), np.full(n, np.nan)
-    s = _Stats(nan_t.copy(), nan_t.copy(), nan_t.copy(), nan_n.copy(), nan_n.copy())
-    i = 0
-    for blk in _chunks(ds):
-        k = slice(i, i + len(blk))
-        s.row_min[k], s.row_max[k] = np.fmin.reduce(blk, axis=1), np.fmax.reduce(blk, axis=1)
-        cnt = np.isfinite(blk).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s.row_mean[k] = np.where(cnt > 0, np.nansum(blk, axis=1) / cnt, np.nan)
-        s.col_min = np.fmin(s.col_min, np.fmin.reduce(blk, axis=0))
-        s.col_max = np.fmax(s.col_max, np.fmax.reduce(blk, axis=0))
-        i += len(blk)
-    return s
-
-
-def _strs(ds: h5py.Dataset | None) -> list[str]:
-    """Decode a 1-D string dataset (bytes or str) into a list of str."""
-    if ds is None:
-        return []
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        return [str(x) for x in ds.asstr()[()]]
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
 
 
 def _ints(ds: h5py.Dataset | None) -> Arr:
@@ -91,38 +54,12 @@ def _vec(ds: h5py.Dataset | None, t: int) -> Arr:
     return np.full(t, np.nan) if ds is None else np.asarray(ds[()], dtype=float).ravel()
 
 
-def _attr(f: h5py.File, key: str, default: Any = "") -> Any:
-    """Root attribute, bytes decoded."""
-    v = f.attrs.get(key, default)
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _note(ax: Axes, text: str) -> None:
-    """Write a centred note on an axis (used for empty or all-NaN data)."""
-    box = {"facecolor": "white", "edgecolor": "grey"}
-    ax.text(0.5, 0.6, text, transform=ax.transAxes, ha="center", color="grey", bbox=box)
-
-
-def _dates(ax: Axes) -> None:
-    """Format an x axis as concise dates."""
-    loc = AutoDateLocator()
-    ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
-
-
 def _long(d: dict[str, Any], days: float) -> bool:
     """The run spans more than this many days."""
     return bool(d["T"] > 1 and (d["time"][-1] - d["time"][0]) > days * 86400)
 
 
-def _save(fig: Figure, path: Path) -> str:
-    """Save and release a figure; return its file name."""
-    fig.savefig(path, dpi=DPI)
-    fig.clear()
-    return path.name
-
-
-def _fig_voltage(d: dict[str, Any], out: Path) -> str:
+def plot_voltage(d: dict[str, Any]) -> Figure:
     """Voltage envelope (min/max band, mean) over time with 0.95/1.05 limits."""
     fig = Figure(figsize=(10, 4), layout="tight")
     ax = fig.add_subplot()
@@ -133,16 +70,16 @@ def _fig_voltage(d: dict[str, Any], out: Path) -> str:
         ax.plot(d["dt"], row, lw=0.5, color="tab:blue", alpha=0.6, marker=mk)
     ax.plot(d["dt"], v.row_mean, lw=0.8, color="black", marker=mk, label="mean over buses")
     for lim in (0.95, 1.05):
-        ax.axhline(lim, ls="--", color="red", lw=1, label=f"{lim:.2f} pu limit")
+        ax.axhline(lim, ls="--", color="red", lw=1, label=f"{_f(lim, '.2f')} pu limit")
     if not np.isfinite(v.row_min).any():
         _note(ax, "no voltage data (all steps failed or no buses)")
     ax.set(title="Bus voltage envelope", xlabel="time (UTC)", ylabel="voltage (pu)")
     _dates(ax)
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, out / "voltage_envelope.png")
+    return fig
 
 
-def _fig_duration(d: dict[str, Any], out: Path) -> str:
+def plot_duration(d: dict[str, Any]) -> Figure:
     """Duration curves of the per-step max line and trafo loading."""
     fig = Figure(figsize=(8, 4), layout="tight")
     ax = fig.add_subplot()
@@ -159,19 +96,22 @@ def _fig_duration(d: dict[str, Any], out: Path) -> str:
         _note(ax, "no loading data")
     ax.set(title="Loading duration curve", xlabel="hours exceeded (h)", ylabel="loading (%)")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, out / "loading_duration.png")
+    return fig
 
 
-def _fig_losses_import(d: dict[str, Any], out: Path) -> str:
+def plot_losses_import(d: dict[str, Any]) -> Figure:
     """Losses and grid import over time (daily mean with min-max band for long runs)."""
     fig = Figure(figsize=(10, 5.5), layout="tight")
     axes = fig.subplots(2, 1, sharex=True)
     long_run = _long(d, 30)
     spec = (("losses", "Grid losses"), ("imp", "Grid import (+) / export (-)"))
     for ax, (key, title) in zip(axes, spec, strict=True):
-        s = pd.Series(d[key], index=pd.DatetimeIndex(d["dt"]))
+        y = np.asarray(d[key], dtype=float)
+        small = bool(np.isfinite(y).any() and np.nanmax(np.abs(y)) < 1.0)  # an LV grid: kW, not 0.0015 MW
+        s = pd.Series(y * 1000 if small else y, index=pd.DatetimeIndex(d["dt"]))
         if long_run:
             g = s.resample("D").agg(["mean", "min", "max"])
+            g.index = g.index + pd.Timedelta(hours=12)  # a day's values drawn at its middle
             ax.fill_between(g.index, g["min"], g["max"], alpha=0.3, label="daily min-max")
             ax.plot(g.index, g["mean"], lw=1, label="daily mean")
         else:
@@ -179,11 +119,11 @@ def _fig_losses_import(d: dict[str, Any], out: Path) -> str:
         if not np.isfinite(d[key]).any():
             _note(ax, "no data")
         ax.axhline(0, color="black", lw=0.5)
-        ax.set(title=title, ylabel="power (MW)")
+        ax.set(title=title, ylabel="power (kW)" if small else "power (MW)")
         ax.legend(loc="best", fontsize=8)
     axes[1].set_xlabel("time (UTC)")
     _dates(axes[1])
-    return _save(fig, out / "losses_import.png")
+    return fig
 
 
 def _tree_layout(n: int, edges: list[tuple[int, int]], root: int) -> Arr:
@@ -203,7 +143,7 @@ def _tree_layout(n: int, edges: list[tuple[int, int]], root: int) -> Arr:
         for v in queue:  # BFS; queue grows while iterating
             for w in adj[v]:
                 if not seen[w]:
-                    seen[w], pos[w, 1] = True, pos[v, 1] - 1
+                    seen[w], pos[w, 1] = True, pos[v, 1] + 1
                     children[v].append(w)
                     children[w] = []
                     queue.append(w)
@@ -221,7 +161,7 @@ def _tree_layout(n: int, edges: list[tuple[int, int]], root: int) -> Arr:
     return pos
 
 
-def _fig_network(d: dict[str, Any], out: Path) -> str:
+def plot_network(d: dict[str, Any]) -> Figure:
     """Network graph: nodes by min voltage, lines/trafos by max loading."""
     fig = Figure(figsize=(10, 7), layout="tight")
     ax = fig.add_subplot()
@@ -238,13 +178,15 @@ def _fig_network(d: dict[str, Any], out: Path) -> str:
     te, tl = pairs(d["hv_bus"], d["lv_bus"], d["trafo"].col_max)
     if n == 0:
         _note(ax, "no buses")
-        return _save(fig, out / "network.png")
+        return fig
     deg = np.bincount(np.array(le + te, dtype=int).ravel(), minlength=n) if le + te else np.zeros(n)
     root = max((i for i, _ in te), key=lambda i: d["vn_kv"][i], default=int(np.argmax(deg)))
     pos = _tree_layout(n, le + te, root)
     loads = np.array(ll + tl, dtype=float)
     lmax = np.nanmax(loads) if np.isfinite(loads).any() else 100.0
     lnorm, lcmap = Normalize(0, max(100.0, float(lmax))), colormaps["plasma"]
+
+    grey = not (np.isfinite(np.asarray(ll + tl, dtype=float)).all() and np.isfinite(d["vm"].col_min).all())
 
     def colours(vals: list[float] | Arr, norm: Normalize, cmap: Any) -> Arr:
         c = cmap(norm(np.nan_to_num(np.asarray(vals, dtype=float))))
@@ -258,31 +200,36 @@ def _fig_network(d: dict[str, Any], out: Path) -> str:
             ax.add_collection(LineCollection(segs, colors=c, linestyles=ls, linewidths=lw))
     if te:
         mid = np.array([(pos[i] + pos[j]) / 2 for i, j in te])
-        ax.scatter(mid[:, 0], mid[:, 1], marker="s", s=80, c=colours(tl, lnorm, lcmap),
-                   edgecolors="black", zorder=3)  # fmt: skip
+        ax.scatter(
+            mid[:, 0], mid[:, 1], marker="s", s=80, c=colours(tl, lnorm, lcmap), edgecolors="black", zorder=3
+        )
     vmin = d["vm"].col_min
     fin = vmin[np.isfinite(vmin)]
     lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.95, 1.05)
     vnorm = Normalize(min(0.95, lo), max(1.05, hi))
     vcmap = colormaps["viridis"]
-    ax.scatter(pos[:, 0], pos[:, 1], c=colours(vmin, vnorm, vcmap), s=60, edgecolors="black",
-               zorder=4)  # fmt: skip
+    ax.scatter(pos[:, 0], pos[:, 1], c=colours(vmin, vnorm, vcmap), s=60, edgecolors="black", zorder=4)
     if n <= 40:
         for i, name in enumerate(d["bus_name"]):
             ax.annotate(name, pos[i], xytext=(4, 4), textcoords="offset points", fontsize=7)
     fig.colorbar(ScalarMappable(vnorm, vcmap), ax=ax, label="min bus voltage over run (pu)")
     fig.colorbar(ScalarMappable(lnorm, lcmap), ax=ax, label="max branch loading over run (%)")
-    handles = [Line2D([], [], color="k", lw=2, label="line"),
-               Line2D([], [], color="k", lw=3, ls="--", marker="s", label="trafo")]  # fmt: skip
+    handles = [
+        Line2D([], [], color="k", lw=2, label="line"),
+        Line2D([], [], color="k", lw=3, ls="--", marker="s", label="trafo"),
+    ]
     ax.legend(handles=handles, loc="best", fontsize=8)
     ax.autoscale()
     ax.margins(0.08)
-    ax.set(title="Network overview (grey = no data)", xlabel="tree position (-)",
-           ylabel="depth from root bus (-)")  # fmt: skip
-    return _save(fig, out / "network.png")
+    ax.invert_yaxis()  # the root (upstream) bus on top, depth counted downwards
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xticks([])
+    ax.set_title("Network overview" + ("  (grey = no data)" if grey else ""))
+    ax.set(xlabel="buses spread by feeder (no geographic meaning)", ylabel="branches from the root bus (-)")
+    return fig
 
 
-def _fig_agents(d: dict[str, Any], out: Path) -> str:
+def plot_agents(d: dict[str, Any]) -> Figure:
     """Energy per agent kind (consumption +, injection -) and mean battery SoC."""
     has_soc = bool(np.isfinite(d["soc"]).any())
     fig = Figure(figsize=(10, 7 if has_soc else 4), layout="tight")
@@ -300,12 +247,16 @@ def _fig_agents(d: dict[str, Any], out: Path) -> str:
     axes[0].axhline(0, color="black", lw=0.5)
     axes[0].set(title="Agent energy by kind", xlabel="agent kind", ylabel="energy (MWh)")
     if has_soc:
-        axes[1].plot(d["dt"], d["soc"], marker="." if d["T"] < 50 else None, label="mean SoC")
-        axes[1].set(title="Battery state of charge (mean over storages)", xlabel="time (UTC)",
-                    ylabel="state of charge (MWh)")  # fmt: skip
+        cap, lo, hi = d["battery"]
+        axes[1].plot(d["dt"], 100 * d["soc"] / cap, marker="." if d["T"] < 50 else None, label="mean SoC")
+        for v, what in ((lo, "lowest allowed"), (hi, "highest allowed")):
+            axes[1].axhline(100 * v, color="grey", ls="--", lw=0.8, label=f"{what} {100 * v:.0f} %")
+        axes[1].set_ylim(0, 100)
+        axes[1].set_title(f"Battery state of charge (mean over storages, % of {cap * 1000:,.1f} kWh)")
+        axes[1].set(xlabel="time (UTC)", ylabel="state of charge (%)")
         axes[1].legend(loc="best", fontsize=8)
         _dates(axes[1])
-    return _save(fig, out / "agents.png")
+    return fig
 
 
 def _duration_xy(row: Arr, scale: float) -> tuple[Arr, Arr] | None:
@@ -316,15 +267,18 @@ def _duration_xy(row: Arr, scale: float) -> tuple[Arr, Arr] | None:
     return np.arange(y.size + 1, dtype=float) * scale, np.append(y, y[-1])
 
 
-def _fig_price_duration(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
+def plot_price_duration(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     """Price duration curves of the per-step min, mean and max price over buses."""
     fig = Figure(figsize=(8, 4), layout="tight")
     ax = fig.add_subplot()
     p: _Stats = m["price"]
     h, total_h = d["step_h"], max(d["T"] * d["step_h"], 1e-9)
     mk = "." if d["T"] < 50 else None
-    spec = ((p.row_max, "max over buses", "tab:red", 0.8), (p.row_mean, "mean over buses", "black", 1.2),
-            (p.row_min, "min over buses", "tab:blue", 0.8))  # fmt: skip
+    spec = (
+        (p.row_max, "max over buses", "tab:red", 0.8),
+        (p.row_mean, "mean over buses", "black", 1.2),
+        (p.row_min, "min over buses", "tab:blue", 0.8),
+    )
     drawn = False
     for row, label, colour, lw in spec:
         xy = _duration_xy(row, h)
@@ -335,8 +289,11 @@ def _fig_price_duration(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
         _note(ax, "no cleared prices (every clearing failed)")
     failed = int(np.count_nonzero(~m["ok"]))
     extra = "\n(one price at every bus: min = mean = max)" if m["uniform"] else ""
-    ax.set(title=f"Price duration curve, {m['design']} market{extra}", xlabel="hours at or above (h)",
-           ylabel="price ($/MWh)")  # fmt: skip
+    ax.set(
+        title=f"Price duration curve, {m['design']} market{extra}",
+        xlabel="hours at or above (h)",
+        ylabel="price ($/MWh)",
+    )
 
     def share(x: ArrayLike) -> Arr:
         return np.asarray(x, dtype=float) * (100 / total_h)
@@ -349,7 +306,7 @@ def _fig_price_duration(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
     if failed:
         ax.plot([], [], " ", label=f"{failed} failed clearing(s) left out")
     ax.legend(loc="best", fontsize=8)
-    return _save(fig, out / "price_duration.png")
+    return fig
 
 
 def _heat(ds: h5py.Dataset | None, d: dict[str, Any]) -> tuple[Arr, Arr, bool]:
@@ -376,7 +333,7 @@ def _heat(ds: h5py.Dataset | None, d: dict[str, Any]) -> tuple[Arr, Arr, bool]:
         return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan), edges, daily
 
 
-def _fig_lmp_heatmap(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
+def plot_lmp_heatmap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     """Bus-by-time heat map of the energy price (daily means for runs over 7 days)."""
     z, edges, daily = m["heat"]
     n_bus = z.shape[1]
@@ -407,9 +364,12 @@ def _fig_lmp_heatmap(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
             if m["design"] == "uniform"
             else "\nsame price at every bus in every step (no congestion): rows are equal"
         )
-    ax.set(title=f"Energy price by bus ({what}, {m['design']} market; grey = failed clearing){equal}",
-           xlabel="time (UTC)", ylabel="bus" if n_bus <= 40 else "bus (position in the file)")  # fmt: skip
-    return _save(fig, out / "lmp_heatmap.png")
+    ax.set(
+        title=f"Energy price by bus ({what}, {m['design']} market; grey = failed clearing){equal}",
+        xlabel="time (UTC)",
+        ylabel="bus" if n_bus <= 40 else "bus (position in the file)",
+    )
+    return fig
 
 
 def _series_plot(ax: Axes, d: dict[str, Any], y: Arr, how: str, long_run: bool, **kw: Any) -> bool:
@@ -418,28 +378,43 @@ def _series_plot(ax: Axes, d: dict[str, Any], y: Arr, how: str, long_run: bool, 
     if long_run:
         r = s.resample("D")
         s = r.sum(min_count=1) if how == "sum" else r.agg(how)
+        s.index = s.index + pd.Timedelta(hours=12)  # a day's value drawn at its middle
+    if (
+        np.isfinite(y).any() and _flat(y) and "label" in kw
+    ):  # a flat zero line is labelled as such, not left to be read as data
+        kw["label"] = f"{kw['label']} (0 in every step)"
     ax.plot(s.index, s.to_numpy(dtype=float), lw=1, marker="." if len(s) < 50 else None, **kw)
     return bool(np.isfinite(s.to_numpy(dtype=float)).any())
 
 
-def _fig_market_volume(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
+def plot_market_volume(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     """Welfare, cleared volume (with unserved energy), cost and congestion rent over time."""
     fig = Figure(figsize=(10, 8), layout="tight")
     axes = fig.subplots(3, 1, sharex=True)
     long_run = _long(d, 30)
     per = "daily sums" if long_run else "per step"
+    voll = f"inelastic demand valued at the value of lost load, {m['voll']:,.0f} $/MWh"
     spec = (
-        (axes[0], (("welfare", "welfare", "tab:green"),), "Social welfare", "money ($)"),
-        (axes[1], (("cleared_mwh", "cleared", "tab:blue"), ("unserved_mwh", "unserved", "tab:red")),
-         "Cleared volume", "energy (MWh)"),
-        (axes[2], (("cost", "generation cost", "tab:orange"),
-                   ("congestion_rent", "congestion rent", "tab:purple")),
-         "Cost and congestion rent", "money ($)"),
-    )  # fmt: skip
+        (axes[0], (("welfare", "welfare", "tab:green"),), f"Social welfare ({voll})", "money ($)"),
+        (
+            axes[1],
+            (("cleared_mwh", "cleared", "tab:blue"), ("unserved_mwh", "unserved", "tab:red")),
+            "Cleared volume",
+            "energy (MWh)",
+        ),
+        (
+            axes[2],
+            (("cost", "generation cost", "tab:orange"), ("congestion_rent", "congestion rent", "tab:purple")),
+            "Cost and congestion rent",
+            "money ($)",
+        ),
+    )
     for ax, lines, title, unit in spec:
         drawn = [_series_plot(ax, d, m[k], "sum", long_run, color=c, label=lab) for k, lab, c in lines]
         if not any(drawn):
             _note(ax, "no data (every clearing failed)")
+        elif all(_flat(m[k]) for k, _, _ in lines):
+            _note(ax, "zero in every step")
         ax.axhline(0, color="black", lw=0.5)
         ax.set(title=f"{title} ({per})", ylabel=unit)
     bad = ~m["ok"]
@@ -449,10 +424,10 @@ def _fig_market_volume(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
         ax.legend(loc="best", fontsize=8)
     axes[2].set_xlabel("time (UTC)")
     _dates(axes[2])
-    return _save(fig, out / "market_volume.png")
+    return fig
 
 
-def _fig_ac_gap(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
+def plot_ac_gap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     """What the market's physics missed: losses, voltage violations and overloads per step."""
     fig = Figure(figsize=(10, 8), layout="tight")
     axes = fig.subplots(3, 1, sharex=True)
@@ -464,26 +439,45 @@ def _fig_ac_gap(d: dict[str, Any], m: dict[str, Any], out: Path) -> str:
         if design == "acopf"
         else "Grid losses a lossless market ignores"
     )
+    fin = np.abs(d["losses"][np.isfinite(d["losses"])])
+    k_w = 1000.0 if fin.size and fin.max() < 1 else 1.0  # an LV grid's losses in kW
     spec = (
-        (d["losses"], losses, "power (MW)", "mean", "tab:blue"),
-        (m["n_vbad"], f"Buses outside {lo:.2f}-{hi:.2f} pu", "buses (-)", "max", "tab:red"),
+        (d["losses"] * k_w, losses, f"power ({'kW' if k_w > 1 else 'MW'})", "mean", "tab:blue"),
+        (m["n_vbad"], f"Buses outside {_f(lo, '.2f')}-{_f(hi, '.2f')} pu", "buses (-)", "max", "tab:red"),
         (m["n_over"], "Lines above 100 % loading", "lines (-)", "max", "tab:purple"),
     )
     for ax, (y, title, unit, how, colour) in zip(axes, spec, strict=True):
         label = f"daily {how}" if long_run else "per step"
         if not _series_plot(ax, d, y, how, long_run, color=colour, label=label):
             _note(ax, "no data (power flow failed)")
+        elif how == "max" and _flat(y):
+            _note(ax, "none in any step")
         if how == "max":  # counts: integer ticks, zero visible
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             top = float(np.nanmax(y)) if np.isfinite(y).any() else 0.0
             ax.set_ylim(-0.5, max(1.0, top) + 0.5)
         ax.set(title=title, ylabel=unit)
         ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"What the {design} market's physics missed\n{PHYSICS.get(design, 'unknown market design')}",
-                 fontsize=11)  # fmt: skip
+    fig.suptitle(
+        f"What the {design} market's physics missed\n{PHYSICS.get(design, 'unknown market design')}",
+        fontsize=11,
+    )
     axes[2].set_xlabel("time (UTC)")
     _dates(axes[2])
-    return _save(fig, out / "ac_gap.png")
+    return fig
+
+
+def _yaml_get(text: str, keys: tuple[str, ...], default: Any) -> Any:
+    """A nested value of the scenario YAML, default when absent or unreadable."""
+    try:
+        doc: Any = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return default
+    for k in keys:
+        if not isinstance(doc, dict) or k not in doc:
+            return default
+        doc = doc[k]
+    return default if doc is None else doc
 
 
 def _design(text: str) -> str:
@@ -523,6 +517,7 @@ def _load_market(f: h5py.File, d: dict[str, Any], figures: bool = True) -> dict[
         return None
     g, t = f["market"].get, d["T"]
     m: dict[str, Any] = {"design": _design(str(_attr(f, "scenario_yaml")))}
+    m["voll"] = float(_yaml_get(str(_attr(f, "scenario_yaml")), ("market", "voll_per_mwh"), 3000.0))
     m["price"] = p = _reduce(g("price_per_mwh"), t)
     for k in ("cleared_mwh", "welfare", "cost", "congestion_rent", "unserved_mwh"):
         m[k] = _vec(g(k), t)
@@ -541,18 +536,14 @@ def _load_market(f: h5py.File, d: dict[str, Any], figures: bool = True) -> dict[
     return m
 
 
-def _num(x: float, fmt: str, unit: str = "") -> str:
-    """Format a number with unit, 'n/a' when not finite."""
-    return f"{x:{fmt}}{unit}" if np.isfinite(x) else "n/a"
-
-
 def _market_rows(m: dict[str, Any], t: int) -> list[tuple[str, str]]:
     """Summary rows of the market: design, totals, failed clearings, prices and trades."""
     p: _Stats = m["price"]
     fin = np.isfinite(p.row_mean)
     prices = (
         " / ".join(
-            f"{v:.2f}" for v in (np.mean(p.row_mean[fin]), np.min(p.row_min[fin]), np.max(p.row_max[fin]))
+            f"{_f(float(v), '.2f')}"
+            for v in (np.mean(p.row_mean[fin]), np.min(p.row_min[fin]), np.max(p.row_max[fin]))
         )
         + " $/MWh"
         if fin.any()
@@ -560,16 +551,19 @@ def _market_rows(m: dict[str, Any], t: int) -> list[tuple[str, str]]:
     )
     return [
         ("Market design", html.escape(m["design"])),
-        ("Total cleared energy", f"{np.nansum(m['cleared_mwh']):.3f} MWh"),
-        ("Total welfare", f"{np.nansum(m['welfare']):.2f} $"),
-        ("Total generation cost", f"{np.nansum(m['cost']):.2f} $"),
-        ("Total congestion rent", f"{np.nansum(m['congestion_rent']):.2f} $"),
-        ("Unserved energy", f"{np.nansum(m['unserved_mwh']):.3f} MWh"),
+        ("Total cleared energy", f"{_f(np.nansum(m['cleared_mwh']), '.3f')} MWh"),
+        (
+            "Total welfare",
+            f"{_f(np.nansum(m['welfare']), '.2f')} $ (demand at its bids, VoLL {m['voll']:,.0f} $/MWh)",
+        ),
+        ("Total generation cost", f"{_f(np.nansum(m['cost']), '.2f')} $"),
+        ("Total congestion rent", f"{_f(np.nansum(m['congestion_rent']), '.2f')} $"),
+        ("Unserved energy", f"{_f(np.nansum(m['unserved_mwh']), '.3f')} MWh"),
         ("Failed clearings", f"{int(np.count_nonzero(~m['ok']))} of {t}"),
         ("Price mean / min / max", prices),
         ("Trades", str(m["n_trades"])),
-        ("Traded energy", f"{m['traded_mwh']:.3f} MWh"),
-        ("Net agent payments", f"{m['payments']:.2f} $"),
+        ("Traded energy", f"{_f(m['traded_mwh'], '.3f')} MWh"),
+        ("Net agent payments", f"{_f(m['payments'], '.2f')} $"),
     ]
 
 
@@ -580,7 +574,7 @@ def _violation_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         nv = int(np.count_nonzero((d["vm"].row_min < lo) | (d["vm"].row_max > hi)))
         no = int(np.count_nonzero(d["line"].row_max > 100))
     return [
-        (f"Steps with voltage outside {lo:.2f}-{hi:.2f} pu", str(nv)),
+        (f"Steps with voltage outside {_f(lo, '.2f')}-{_f(hi, '.2f')} pu", str(nv)),
         ("Steps with line overloads", str(no)),
     ]
 
@@ -614,6 +608,12 @@ def _load(f: h5py.File) -> dict[str, Any]:
         k: (float(pos[m].sum()), float(neg[m].sum())) for k in set(kinds) for m in [np.array(kinds) == k]
     }
     d["soc"] = _reduce(g("agents/soc_mwh"), t).row_mean
+    text = str(_attr(f, "scenario_yaml"))
+    d["battery"] = (  # capacity (MWh) and SoC limits (share) of the home batteries, as the scenario says
+        float(_yaml_get(text, ("agents", "battery", "capacity_kwh"), 10.0)) / 1000,
+        float(_yaml_get(text, ("agents", "battery", "soc_min"), 0.05)),
+        float(_yaml_get(text, ("agents", "battery", "soc_max"), 0.95)),
+    )
     return d
 
 
@@ -626,130 +626,308 @@ def _extreme(f: h5py.File, d: dict[str, Any], key: str, path: str, names: str, h
     vals = np.asarray(f[path][ti], dtype=float)
     j = int(np.nanargmax(vals) if hi else np.nanargmin(vals))
     name = d[names][j] if j < len(d[names]) else str(j)
-    return f"{row[ti]:.4f} at {html.escape(name)}, {d['dt'][ti]} UTC"
+    return f"{_f(row[ti], '.4f')} at {html.escape(name)}, {d['dt'][ti]} UTC"
 
 
-CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:4px 10px;"
-    "text-align:left}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd}"
-    "pre{background:#f7f7f7;padding:1em;overflow:auto}figure{margin:1.5em 0}"
-)
+@dataclass
+class GridSection:
+    """The grid part of a run report (the :class:`~analysis.common.Section` protocol)."""
+
+    d: dict[str, Any]
+    title: str = "Grid"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Violation counts (the other grid rows are in the summary)."""
+        return _violation_rows(self.d)
+
+    def findings(self) -> list[str]:
+        """Voltage band, loading, losses and import, from the reduced data."""
+        d, h = self.d, self.d["step_h"]
+        vlo, vhi = (
+            np.nanmin(d["vm"].row_min) if _any(d["vm"].row_min) else np.nan,
+            np.nanmax(d["vm"].row_max) if _any(d["vm"].row_max) else np.nan,
+        )
+        lmax = np.nanmax(d["line"].row_max) if _any(d["line"].row_max) else np.nan
+        lo, hi = V_LIMITS
+        with np.errstate(invalid="ignore"):
+            n_v = int(np.count_nonzero((d["vm"].row_min < lo) | (d["vm"].row_max > hi)))
+            n_o = int(np.count_nonzero(d["line"].row_max > 100))
+            n_80 = int(np.count_nonzero(d["line"].row_max > 80))
+        out = [
+            f"Voltages stayed within {fmt(vlo, '.3f')}–{fmt(vhi, '.3f')} pu; {n_v:,} of {d['T']:,} "
+            "steps had a bus "
+            f"outside {lo:.2f}–{hi:.2f} pu.",
+            f"The most loaded line peaked at {fmt(lmax, '.1f', ' %')} of its rating; {n_o:,} steps "
+            "overloaded a line "
+            f"and {n_80:,} loaded one above 80 %" + (" — the grid never binds." if n_80 == 0 else "."),
+        ]
+        loss, imp = float(np.nansum(d["losses"]) * h), np.nan_to_num(d["imp"])
+        cons = sum(p for p, _ in d["energy"].values())
+        out.append(
+            f"Losses were {_energy(loss)} ({share_of(loss, cons)} of the agents' consumption); the "
+            "grid imported "
+            f"{_energy(float(imp.clip(0, None).sum() * h))} and exported "
+            f"{_energy(float(-imp.clip(None, 0).sum() * h))}."
+        )
+        return out
+
+    def figures(self) -> list[Fig]:
+        """The five grid figures, captioned."""
+        d = self.d
+        return [
+            Fig(
+                "voltage_envelope.png",
+                plot_voltage(d),
+                "Lowest and highest bus voltage in every step (band) and their mean (black line) against the "
+                "0.95 and 1.05 pu limits (red, dashed). A band touching a limit means a bus at the "
+                "edge of the "
+                "statutory range: under-voltage at peak load, over-voltage at peak PV.",
+            ),
+            Fig(
+                "loading_duration.png",
+                plot_duration(d),
+                "Duration curves of the most loaded line and transformer: the loading (y) reached "
+                "or exceeded "
+                "for that many hours (x). Where a curve crosses the 100 % line the grid binds; its "
+                "length at the "
+                "left shows for how many hours.",
+            ),
+            Fig(
+                "losses_import.png",
+                plot_losses_import(d),
+                "Network losses (top) and the power drawn from the upstream grid (bottom; negative "
+                "= export), in "
+                "kW when they stay below 1 MW. Long runs show daily means (line, drawn at midday) "
+                "and ranges (band).",
+            ),
+            Fig(
+                "network.png",
+                plot_network(d),
+                "The network as a tree from the upstream bus (top) down its feeders: buses coloured by their "
+                "lowest voltage over the run, lines (solid) and transformers (dashed, squares) by "
+                "their highest "
+                "loading. Look for yellow (high-loading) branches and dark (low-voltage) buses at "
+                "feeder ends.",
+            ),
+            Fig(
+                "agents.png",
+                plot_agents(d),
+                "Top: energy per agent kind over the run, consumption (red, +) and injection "
+                "(green, -), net as a "
+                "diamond. Bottom (with batteries): mean state of charge in % of the configured "
+                "capacity, between "
+                "its allowed limits; a flat line at a limit means the batteries do not cycle.",
+            ),
+        ]
 
 
-def _page(title: str, body: str) -> str:
-    """A whole HTML page; title must already be escaped."""
-    return (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{CSS}</style></head><body>\n<h1>{title}</h1>\n{body}\n</body></html>\n"
+def _any(x: Arr) -> bool:
+    """Any finite value."""
+    return bool(np.isfinite(x).any())
+
+
+def _energy(mwh: float) -> str:
+    """Energy in kWh below 1 MWh, else MWh, with separators."""
+    return num(mwh * 1000, 1, " kWh") if abs(mwh) < 1 else num(mwh, 3, " MWh")
+
+
+def share_of(part: float, whole: float) -> str:
+    """part / whole in %, 'n/a' when whole is 0."""
+    return num(100 * part / whole, 1, " %") if whole else "n/a"
+
+
+@dataclass
+class MarketSection:
+    """The market part of a run report (the :class:`~analysis.common.Section` protocol)."""
+
+    d: dict[str, Any]
+    m: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        """Section heading."""
+        return f"Market ({self.m['design']})"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Market summary rows."""
+        return _market_rows(self.m, self.d["T"])
+
+    def findings(self) -> list[str]:
+        """Price level and spread, separation across buses, congestion, unserved energy."""
+        d, m = self.d, self.m
+        p: _Stats = m["price"]
+        mean = p.row_mean[np.isfinite(p.row_mean)]
+        out = []
+        if mean.size:
+            mode = float(pd.Series(np.round(mean, 2)).mode().iloc[0])
+            at_mode = float(np.mean(np.abs(mean - mode) < 0.005))
+            out.append(
+                f"The mean price was {fmt(float(mean.mean()), '.2f', ' $/MWh')} (range "
+                f"{fmt(float(np.nanmin(p.row_min)), '.2f')}"
+                f"–{fmt(float(np.nanmax(p.row_max)), '.2f')} $/MWh); {num(100 * at_mode, 1, ' %')} "
+                "of the cleared steps "
+                f"were at the single most common price, {fmt(mode, '.2f', ' $/MWh')}."
+            )
+            spread = (p.row_max - p.row_min)[np.isfinite(p.row_max)]
+            n_sep = int(np.count_nonzero(spread > 0.01))
+            out.append(
+                f"Prices separated across buses (spread > 0.01 $/MWh) in {n_sep:,} of "
+                f"{spread.size:,} steps; the "
+                f"congestion rent was {money(float(np.nansum(m['congestion_rent'])))}."
+            )
+        un = float(np.nansum(m["unserved_mwh"]))
+        out.append(
+            f"{int(np.count_nonzero(~m['ok'])):,} of {d['T']:,} clearings failed; unserved energy "
+            f"{_energy(un)}; "
+            f"welfare {money(float(np.nansum(m['welfare'])))} (inelastic demand valued at "
+            f"{m['voll']:,.0f} $/MWh)."
+        )
+        return out
+
+    def figures(self) -> list[Fig]:
+        """The four market figures, captioned."""
+        d, m = self.d, self.m
+        return [
+            Fig(
+                MARKET_FIGS[0],
+                plot_price_duration(d, m),
+                "Price duration curves: the price (y) reached or exceeded for that many hours (x, "
+                "bottom; share of "
+                "the run on top), for the cheapest, mean and dearest bus of each step. Flat "
+                "stretches are hours at "
+                "one price (often the import tariff); a gap between min and max is congestion.",
+            ),
+            Fig(
+                MARKET_FIGS[1],
+                plot_lmp_heatmap(d, m),
+                "Energy price per bus (rows) over time (columns; daily means beyond a week). Equal "
+                "rows mean one "
+                "price everywhere; a row that differs marks a bus behind a binding constraint."
+                + (" Grey cells are failed clearings." if (~m["ok"]).any() else ""),
+            ),
+            Fig(
+                MARKET_FIGS[2],
+                plot_market_volume(d, m),
+                "Social welfare (top; inelastic demand valued at the value of lost load, "
+                f"{m['voll']:,.0f} $/MWh, so "
+                "its level mostly reflects that assumption — compare changes, not levels), cleared "
+                "and unserved "
+                "energy (middle), generation cost and congestion rent (bottom).",
+            ),
+            Fig(
+                MARKET_FIGS[3],
+                plot_ac_gap(d, m),
+                "What the market's physics left out, checked by the AC power flow: losses, buses outside the "
+                "voltage limits and lines above their rating per step. Panels noted 'none in any "
+                "step' had none.",
+            ),
+        ]
+
+
+def _versions(text: str) -> str:
+    """The versions attribute (JSON) as a small HTML table, the raw text when it is not a JSON object."""
+    try:
+        doc = json.loads(text) if text else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not doc:
+        return html.escape(text)
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in doc.items()
     )
-
-
-def _imgs(figs: list[str]) -> str:
-    """HTML figures for PNG file names."""
-    return "\n".join(f'<figure><img src="{fn}" alt="{fn}"></figure>' for fn in figs)
+    return f"<table class='versions'>{rows}</table>"
 
 
 def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
-    from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
-    from .market_power_report import load_market_power, market_power_rows, market_power_section  # late
-    from .society_report import load_society, society_rows, society_section  # late: imports this module
-    from .uncertainty_report import load_uncertainty, uncertainty_rows, uncertainty_section  # late: same
+    """Write figures and index.html for one run; return the HTML path.
 
+    out_dir defaults to '<h5 stem>_report/' beside the file. Every figure is saved with a caption, every
+    section opens with key findings written from the run's numbers.
+    """
     h5_path = Path(h5_path)
     out = Path(out_dir) if out_dir is not None else h5_path.with_name(f"{h5_path.stem}_report")
     out.mkdir(parents=True, exist_ok=True)
     with h5py.File(h5_path, "r") as f:
         d = _load(f)
         grid = "grid" in f or "agents" in f  # else the ledger ran alone on a workload
-        figs = [fn(d, out) for fn in (_fig_voltage, _fig_duration, _fig_losses_import,
-                                     _fig_network, _fig_agents)] if grid else []  # fmt: skip
         m = _load_market(f, d)
-        mfigs = [] if m is None else [fn(d, m, out) for fn in (_fig_price_duration, _fig_lmp_heatmap,
-                                                               _fig_market_volume, _fig_ac_gap)]  # fmt: skip
         vmin = _extreme(f, d, "vm", "grid/bus/vm_pu", "bus_name", hi=False)
         vmax = _extreme(f, d, "vm", "grid/bus/vm_pu", "bus_name", hi=True)
         lmax = _extreme(f, d, "line", "grid/line/loading_percent", "line_name", hi=True)
         meta = {k: str(_attr(f, k)) for k in ("name", "seed", "code_version", "versions")}
         complete = bool(_attr(f, "complete", True))
         yaml_text = str(_attr(f, "scenario_yaml"))
-        led = load_ledger(f)
-        soc = load_society(f)
-        unc = load_uncertainty(f)
-        mp = load_market_power(f)
+        led = ledger_report.load_ledger(f)
+        soc = society_report.load_society(f)
+        unc = uncertainty_report.load_uncertainty(f)
+        mp = market_power_report.load_market_power(f)
+    sections: list[Section] = []
+    if grid:
+        sections.append(GridSection(d))
+    if m is not None:
+        sections.append(MarketSection(d, m))
+    if mp is not None:
+        sections.append(market_power_report.MarketPowerSection(mp))
+    if led is not None:
+        sections.append(ledger_report.LedgerSection(led))
+    if soc is not None:
+        sections.append(society_report.SocietySection(soc))
+    if unc is not None:
+        sections.append(uncertainty_report.UncertaintySection(unc))
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
-    counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
+    counts = ", ".join(f"{k} {d['kinds'].count(k):,}" for k in sorted(set(d["kinds"])))
     rows: list[tuple[str, str]] = [
         ("Run name", html.escape(meta["name"] or h5_path.stem)),
         ("Period", f"{d['dt'][0]} – {d['dt'][-1]} UTC" if t else "empty"),
-        ("Steps", str(t)),
-        ("Step length", f"{h * 3600:.0f} s"),
+        ("Steps", f"{t:,}"),
+        ("Step length", f"{_f(h * 3600, '.0f')} s"),
         (
             "Buses / lines / trafos",
-            f"{len(d['bus_index'])} / {len(d['from_bus'])} / {len(d['hv_bus'])}",
+            f"{len(d['bus_index']):,} / {len(d['from_bus']):,} / {len(d['hv_bus']):,}",
         ),
-        ("Agents", f"{len(d['kinds'])} ({html.escape(counts)})"),
-        ("Non-converged steps", str(d["nonconv"])),
+        ("Agents", f"{len(d['kinds']):,} ({html.escape(counts)})"),
+        ("Non-converged steps", f"{d['nonconv']:,}"),
         ("Min voltage (pu)", vmin),
         ("Max voltage (pu)", vmax),
         ("Max line loading (%)", lmax),
         *_violation_rows(d),
-        ("Total losses", f"{np.nansum(d['losses']) * h:.3f} MWh"),
-        ("Total import (net)", f"{imp.sum() * h:.3f} MWh"),
-        ("Import (positive part)", f"{imp.clip(0, None).sum() * h:.3f} MWh"),
-        ("Export (negative part)", f"{-imp.clip(None, 0).sum() * h:.3f} MWh"),
+        ("Total losses", f"{_f(np.nansum(d['losses']) * h, '.3f')} MWh"),
+        ("Total import (net)", f"{_f(imp.sum() * h, '.3f')} MWh"),
+        ("Import (positive part)", f"{_f(imp.clip(0, None).sum() * h, '.3f')} MWh"),
+        ("Export (negative part)", f"{_f(-imp.clip(None, 0).sum() * h, '.3f')} MWh"),
     ]
     if not grid:
         rows = rows[:4]
     for k in sorted(d["energy"]):
         p, n = d["energy"][k]
-        rows.append((f"Energy {html.escape(k)}", f"{p + n:.3f} MWh (+{p:.3f} / {n:.3f})"))
-    if m is not None:
-        rows += _market_rows(m, t)
-    if mp is not None:
-        rows += market_power_rows(mp)
-    if led is not None:
-        rows += ledger_rows(led)
-    if soc is not None:
-        rows += society_rows(soc)
-    if unc is not None:
-        rows += uncertainty_rows(unc)
-    rows += [(k.replace("_", " ").title(), html.escape(meta[k])) for k in meta if k != "name"]
-    table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    market = f"<h2>Market ({html.escape(m['design'])})</h2>\n{_imgs(mfigs)}\n" if m is not None else ""
-    if led is not None:
-        market += f"<h2>Ledger ({html.escape(led.consensus)})</h2>\n{_imgs(ledger_figures(led, out))}\n"
-    if soc is not None:
-        market += society_section(soc, out)
-    if mp is not None:
-        market += market_power_section(mp, out)
-    if unc is not None:
-        market += uncertainty_section(unc, out)
+        rows.append(
+            (f"Energy {html.escape(k)}", f"{_f(p + n, '.3f')} MWh (+{_f(p, '.3f')} / {_f(n, '.3f')})")
+        )
+    for sec in sections[1 if grid else 0 :]:
+        rows += sec.rows()
+    rows += [("Seed", html.escape(meta["seed"])), ("Code version", html.escape(meta["code_version"]))]
+    rows.append(("Versions", _versions(meta["versions"])))
+    body = "".join(render_section(sec, out) for sec in sections)
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     if not complete:  # a stopped or killed run: say so where nobody can miss it
         title = html.escape(f"INCOMPLETE run ({t} steps recorded before it stopped) - ") + title
-    body = (
-        f"<h2>Summary</h2>\n<table id='summary'>\n{table}\n</table>\n"
-        + (f"<h2>Figures</h2>\n{_imgs(figs)}\n" if figs else "")
-        + f"{market}"
+    page_body = (
+        f"<h2>Summary</h2>\n{table(rows, 'summary')}\n{body}"
         f"<details><summary>Scenario YAML</summary><pre>{html.escape(yaml_text)}</pre></details>"
     )
     path = out / "index.html"
-    path.write_text(_page(title, body), encoding="utf-8")
+    path.write_text(page(title, page_body), encoding="utf-8")
     return path
 
 
 def _run_column(h5_path: Path) -> tuple[str, dict[str, str], Arr | None, float]:
     """One run of a comparison: its name, {row label: cell}, per-step mean price (None without market), T."""
-    from .uncertainty_report import load_uncertainty, uncertainty_rows  # late: it imports this module
-
     with h5py.File(h5_path, "r") as f:
         d = _load(f)
         m = _load_market(f, d, figures=False)
         name = str(_attr(f, "name")) or h5_path.stem
-        unc = load_uncertainty(f)
+        unc = uncertainty_report.load_uncertainty(f)
     h, t = d["step_h"], d["T"]
     lo = d["vm"].row_min[np.isfinite(d["vm"].row_min)]
     hi = d["line"].row_max[np.isfinite(d["line"].row_max)]
@@ -757,24 +935,24 @@ def _run_column(h5_path: Path) -> tuple[str, dict[str, str], Arr | None, float]:
         "File": html.escape(h5_path.name),
         "Market design": "none" if m is None else html.escape(m["design"]),
         "Period": f"{d['dt'][0]} – {d['dt'][-1]} UTC" if t else "empty",
-        "Steps": f"{t} of {h * 3600:.0f} s",
+        "Steps": f"{t} of {_f(h * 3600, '.0f')} s",
     }
     if m is not None:
         cells |= dict(_market_rows(m, t)[1:])
     cells |= {
-        "Total losses": f"{np.nansum(d['losses']) * h:.3f} MWh",
-        "Total import (net)": f"{np.nansum(d['imp']) * h:.3f} MWh",
-        "Min voltage (pu)": _num(float(lo.min()) if lo.size else np.nan, ".4f"),
-        "Max line loading (%)": _num(float(hi.max()) if hi.size else np.nan, ".1f"),
+        "Total losses": f"{_f(np.nansum(d['losses']) * h, '.3f')} MWh",
+        "Total import (net)": f"{_f(np.nansum(d['imp']) * h, '.3f')} MWh",
+        "Min voltage (pu)": fmt(float(lo.min()) if lo.size else np.nan, ".4f"),
+        "Max line loading (%)": fmt(float(hi.max()) if hi.size else np.nan, ".1f"),
         "Non-converged steps": str(d["nonconv"]),
         **dict(_violation_rows(d)),
     }
     if unc is not None:
-        cells |= dict(uncertainty_rows(unc))
+        cells |= dict(uncertainty_report.uncertainty_rows(unc))
     return name, cells, None if m is None else m["price"].row_mean, float(t)
 
 
-def _fig_compare_prices(runs: list[tuple[str, str, Arr | None, float]], out: Path) -> str:
+def plot_compare_prices(runs: list[tuple[str, str, Arr | None, float]]) -> Figure:
     """Overlaid duration curves of the per-step mean price of every run with a market (x = % of its steps)."""
     fig = Figure(figsize=(8, 4), layout="tight")
     ax = fig.add_subplot()
@@ -788,16 +966,40 @@ def _fig_compare_prices(runs: list[tuple[str, str, Arr | None, float]], out: Pat
         ax.legend(loc="best", fontsize=8)
     else:
         _note(ax, "no run with cleared market prices")
-    ax.set(title="Price duration curves (mean price over buses)", xlabel="share of the run's steps (%)",
-           ylabel="price ($/MWh)")  # fmt: skip
-    return _save(fig, out / "comparison_prices.png")
+    ax.set(
+        title="Price duration curves (mean price over buses)",
+        xlabel="share of the run's steps (%)",
+        ylabel="price ($/MWh)",
+    )
+    return fig
+
+
+def _compare_findings(runs: list[tuple[str, str, Arr | None, float]]) -> list[str]:
+    """Per run with a market: mean price, share of steps at its most common price; the cheapest run."""
+    out, means = [], []
+    for name, design, price, _ in runs:
+        p = np.zeros(0) if price is None else price[np.isfinite(price)]
+        if not p.size:
+            continue
+        mode = float(pd.Series(np.round(p, 2)).mode().iloc[0])
+        at = float(np.mean(np.abs(p - mode) < 0.005))
+        means.append((float(p.mean()), name))
+        out.append(
+            f"{html.escape(name)} ({html.escape(design)}): mean price "
+            f"{fmt(float(p.mean()), '.2f', ' $/MWh')}, "
+            f"{num(100 * at, 1, ' %')} of its steps at {fmt(mode, '.2f', ' $/MWh')}."
+        )
+    if len(means) > 1:
+        lo, hi = min(means), max(means)
+        out.append(
+            f"{html.escape(lo[1])} has the lowest mean price, {fmt(hi[0] - lo[0], '.2f', ' $/MWh')} below "
+            f"{html.escape(hi[1])}."
+        )
+    return out
 
 
 def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     """Write comparison.html (one column per run) and comparison_prices.png into out_dir; return its path."""
-    from .ledger_report import ledger_comparison  # late: it imports this module
-    from .society_report import society_comparison  # late: it imports this module
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cols = [_run_column(Path(p)) for p in h5_paths]
@@ -805,17 +1007,24 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     for _, cells, _, _ in cols:
         labels += [k for k in cells if k not in labels]
     design = "Market design"
-    fig = _fig_compare_prices([(n, html.unescape(c[design]), p, t) for n, c, p, t in cols], out)
+    runs = [(n, html.unescape(c[design]), p, t) for n, c, p, t in cols]
+    cap = (
+        "Price duration curves of every run with a market: the bus-mean price (y) reached or "
+        "exceeded in that "
+        "share of the run's steps (x). A curve lower and flatter is a cheaper, steadier market."
+    )
+    fig = save([Fig("comparison_prices.png", plot_compare_prices(runs), cap)], out)
     head = "<tr><th>Run</th>" + "".join(f"<th>{html.escape(n)}</th>" for n, _, _, _ in cols) + "</tr>"
     body_rows = [
         f"<tr><th>{k}</th>" + "".join(f"<td>{c.get(k, '–')}</td>" for _, c, _, _ in cols) + "</tr>"
         for k in labels
     ]
-    table = "\n".join([head, *body_rows])
+    grid = "\n".join([head, *body_rows])
     title = html.escape(f"Comparison of {len(cols)} runs")
-    body = f"<table id='comparison'>\n{table}\n</table>\n<h2>Prices</h2>\n{_imgs([fig])}"
+    head_findings = findings(_compare_findings(runs))
+    body = f"{head_findings}\n<table id='comparison'>\n{grid}\n</table>\n<h2>Prices</h2>\n{fig}"
     named = [(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)]
-    body += ledger_comparison(named, out) + society_comparison(named, out)
+    body += ledger_report.ledger_comparison(named, out) + society_report.society_comparison(named, out)
     path = out / "comparison.html"
-    path.write_text(_page(title, body), encoding="utf-8")
+    path.write_text(page(title, body), encoding="utf-8")
     return path

@@ -20,9 +20,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
-from .ledger_report import _sig
+from .common import note as _note
+from .common import page as _page
+from .common import save_png as _save
+from .common import sig as _sig
 from .metrics import METRICS
-from .report import _note, _page, _save
 
 LEVEL = 0.95  # coverage of the intervals over seeds
 TRADEOFF = ("total_cost", "emissions_t", "gini_surplus")  # minimised together: the Pareto front

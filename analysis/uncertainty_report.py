@@ -24,7 +24,17 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .report import Arr, _attr, _chunks, _dates, _imgs, _note, _reduce, _save, _strs
+from .common import Arr, Fig, fmt, money, render_section, save
+from .common import attr as _attr
+from .common import chunks as _chunks
+from .common import dates as _dates
+from .common import fit as _fit
+from .common import note as _note
+from .common import reduce as _reduce
+from .common import strs as _strs
+
+_f = fmt
+_num = fmt
 
 SECURITY_FIG = "security_cost.png"
 STOCHASTIC_FIG = "stochastic_value.png"
@@ -41,6 +51,7 @@ TRACE_RANDOM = 3  # random ADMM intervals traced beside the longest and the medi
 TRACE_SEED = 0
 MAX_NAMES = 5  # outage names listed in a cell or annotation
 HIST_BINS = 40
+MONEY_TOL_USD = 0.005  # amounts below half a cent are solver noise, drawn and written as 0
 SECURITY_LABELS = ("Security cost (N-1)", "Secured / islanding outages")
 STOCHASTIC_LABELS = ("VSS / EVPI (stochastic)", "Expected cost (stochastic)")
 ADMM_LABELS = ("ADMM iterations mean / p95 / max", "ADMM messages")
@@ -128,12 +139,6 @@ class Uncertainty:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def _fit(a: Arr, n: int, fill: Any) -> Arr:
-    """Cut or pad a 1-D array to length n."""
-    a = a.ravel()[:n]
-    return a if a.size == n else np.concatenate([a, np.full(n - a.size, fill, dtype=a.dtype)])
-
-
 def _ds(f: h5py.File, path: str, ndim: int = 1) -> h5py.Dataset | None:
     """A dataset of that rank, None when missing (or another kind of object)."""
     ds = f.get(path)
@@ -170,7 +175,8 @@ def _names(f: h5py.File, key: str) -> list[str] | None:
 
 def _load_security(f: h5py.File, t: int) -> Security | None:
     """``/market/security_cost`` and the outage lists; None when scopf did not run."""
-    cost = _col(f, "market/security_cost", t)
+    raw = _col(f, "market/security_cost", t)
+    cost = np.where(np.abs(raw) < MONEY_TOL_USD, 0.0, raw)  # solver noise (1e-11 $) is no cost; NaN stays
     secured, islanding = _names(f, "secured_outages"), _names(f, "islanding_outages")
     if not np.isfinite(cost).any() and secured is None and islanding is None:
         return None
@@ -388,8 +394,11 @@ def parts(unc: Uncertainty) -> list[str]:
 
 def island_spans(unc: Uncertainty, out: Outages) -> list[tuple[float, float]]:
     """(start, end) Unix s of every island: the island events, else the runs of /grid/islanded."""
-    spans = [(float(s), float(e)) for k, s, e in zip(out.kind, out.start, out.end, strict=True)
-             if k == "island" and np.isfinite(s) and np.isfinite(e)]  # fmt: skip
+    spans = [
+        (float(s), float(e))
+        for k, s, e in zip(out.kind, out.start, out.end, strict=True)
+        if k == "island" and np.isfinite(s) and np.isfinite(e)
+    ]
     if any(k == "island" for k in out.kind):
         return spans
     if not out.islanded.any():
@@ -417,11 +426,6 @@ def unserved_total_mwh(out: Outages) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------ rows
 
 
-def _num(x: float, fmt: str, unit: str = "") -> str:
-    """Format a number with unit, 'n/a' when not finite."""
-    return f"{x:{fmt}}{unit}" if np.isfinite(x) else "n/a"
-
-
 def _listed(names: list[str]) -> str:
     """Up to MAX_NAMES names, escaped, then how many more."""
     more = f", … (+{len(names) - MAX_NAMES})" if len(names) > MAX_NAMES else ""
@@ -433,7 +437,7 @@ def security_rows(sec: Security) -> list[tuple[str, str]]:
     fin = np.isfinite(sec.cost)
     n_nan = int(fin.size - fin.sum())
     cost = (
-        f"{sec.cost[fin].sum():.2f} $ over {int(fin.sum())} intervals"
+        f"{_f(sec.cost[fin].sum(), '.2f')} $ over {int(fin.sum())} intervals"
         + (f" ({n_nan} not computed)" if n_nan else "")
         if fin.any()
         else "n/a (not computed in any interval)"
@@ -465,12 +469,13 @@ def admm_rows(ad: Admm) -> list[tuple[str, str]]:
     """Iterations per interval (intervals cleared by ADMM) and messages, labels as in ``ADMM_LABELS``."""
     it = ad.iterations[ad.iterations > 0]
     stats = (
-        f"{it.mean():.1f} / {np.percentile(it, 95):.1f} / {it.max():.0f} (over {it.size} of "
+        f"{_f(it.mean(), '.1f')} / {_f(np.percentile(it, 95), '.1f')} / {_f(it.max(), '.0f')} (over "
+        f"{it.size} of "
         f"{ad.iterations.size} intervals)"
         if it.size
         else f"n/a (no iteration in {ad.iterations.size} intervals)"
     )
-    msgs = "n/a" if ad.messages is None else f"{ad.messages.sum():.0f}"
+    msgs = "n/a" if ad.messages is None else f"{_f(ad.messages.sum(), '.0f')}"
     return list(zip(ADMM_LABELS, (stats, msgs), strict=True))
 
 
@@ -479,17 +484,17 @@ def outage_rows(unc: Uncertainty, out: Outages) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     total, crit = unserved_total_mwh(out)
     if np.isfinite(total):
-        critical = f"critical {crit:.3f} MWh" if out.has_critical else "no critical flags"
-        rows.append((OUTAGE_LABELS[0], f"{total:.3f} MWh ({critical})"))
+        critical = f"critical {_f(crit, '.3f')} MWh" if out.has_critical else "no critical flags"
+        rows.append((OUTAGE_LABELS[0], f"{_f(total, '.3f')} MWh ({critical})"))
     if np.isfinite(out.curtailed).any():
-        rows.append((OUTAGE_LABELS[1], f"{np.nansum(out.curtailed):.3f} MWh"))
+        rows.append((OUTAGE_LABELS[1], f"{_f(np.nansum(out.curtailed), '.3f')} MWh"))
     if out.has_events or out.has_islanded:
         others: dict[str, int] = {}
         for k in out.kind:
             if k != "island":
                 others[k] = others.get(k, 0) + 1
         extra = "".join(f"; {c} {html.escape(k or 'unnamed')} events" for k, c in sorted(others.items()))
-        cell = f"{len(island_spans(unc, out))} / {islanded_hours(unc, out):.2f} h{extra}"
+        cell = f"{len(island_spans(unc, out))} / {_f(islanded_hours(unc, out), '.2f')} h{extra}"
         rows.append((OUTAGE_LABELS[2], cell))
     return rows
 
@@ -498,7 +503,8 @@ def storage_rows(sto: Storage) -> list[tuple[str, str]]:
     """Total profit of the batteries and its spread over them, labels as in ``STORAGE_LABELS``."""
     x = sto.total[np.isfinite(sto.total)]
     cell = (
-        f"{x.sum():.2f} $ ({x.min():.2f} / {np.median(x):.2f} / {x.max():.2f} $ over {x.size} batteries)"
+        f"{_f(x.sum(), '.2f')} $ ({_f(x.min(), '.2f')} / {_f(np.median(x), '.2f')} / "
+        f"{_f(x.max(), '.2f')} $ over {x.size} batteries)"
         if x.size
         else "n/a"
     )
@@ -542,7 +548,7 @@ def _period(ax: Axes, unc: Uncertainty) -> None:
     _dates(ax)
 
 
-def _fig_security(unc: Uncertainty, sec: Security, out: Path) -> str:
+def plot_security(unc: Uncertainty, sec: Security) -> Figure:
     """Security cost per interval (daily sums for long runs) and its cumulative total; outage counts noted."""
     fig = Figure(figsize=(10, 4.5), layout="tight")
     ax = fig.add_subplot()
@@ -550,19 +556,38 @@ def _fig_security(unc: Uncertainty, sec: Security, out: Path) -> str:
     s = pd.Series(sec.cost, index=pd.DatetimeIndex(_dt(unc.time_s)))
     if daily:
         s = s.resample("D").sum(min_count=1)
+        s.index = s.index + pd.Timedelta(hours=12)
     y = s.to_numpy(dtype=float)
-    ax.plot(s.index, y, lw=1, color="tab:red", marker="." if len(s) < 50 else None,
-            label="daily sum" if daily else "per interval")  # fmt: skip
+    ax.plot(
+        s.index,
+        y,
+        lw=1,
+        color="tab:red",
+        marker="." if len(s) < 50 else None,
+        label="daily sum" if daily else "per interval",
+    )
     nan = ~np.isfinite(sec.cost)
     if nan.any():
-        ax.plot(_dt(unc.time_s[nan]), np.zeros(int(nan.sum())), "x", color="grey", ms=4,
-                label=f"not computed ({int(nan.sum())})")  # fmt: skip
+        ax.plot(
+            _dt(unc.time_s[nan]),
+            np.zeros(int(nan.sum())),
+            "x",
+            color="grey",
+            ms=4,
+            label=f"not computed ({int(nan.sum())})",
+        )
     ax.axhline(0, color="black", lw=0.5)
     ax.set(xlabel="time (UTC)", ylabel="security cost ($/day)" if daily else "security cost ($/interval)")
     axc = ax.twinx()
     cum = np.cumsum(np.nan_to_num(sec.cost))
-    axc.plot(_dt(unc.time_s), cum, color="black", lw=1.2, ls="--",
-             label=f"cumulative (total {cum[-1]:.2f} $)")  # fmt: skip
+    axc.plot(
+        _dt(unc.time_s),
+        cum,
+        color="black",
+        lw=1.2,
+        ls="--",
+        label=f"cumulative (total {_f(cum[-1], '.2f')} $)",
+    )
     axc.set_ylabel("cumulative security cost ($)")
     lines = [*ax.get_legend_handles_labels()[0], *axc.get_legend_handles_labels()[0]]
     ax.legend(lines, [str(h.get_label()) for h in lines], loc="upper left", fontsize=8)
@@ -572,15 +597,25 @@ def _fig_security(unc: Uncertainty, sec: Security, out: Path) -> str:
     if sec.secured:
         more = f", … (+{len(sec.secured) - MAX_NAMES})" if len(sec.secured) > MAX_NAMES else ""
         text += "\nsecured: " + ", ".join(sec.secured[:MAX_NAMES]) + more
-    ax.text(0.99, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
-            bbox={"facecolor": "white", "edgecolor": "grey", "alpha": 0.85})  # fmt: skip
-    ax.set_title(f"N-1 security cost ({'daily sums' if daily else 'per interval'}): welfare given up "
-                 "against the unsecured DC-OPF")  # fmt: skip
+    ax.text(
+        0.99,
+        0.97,
+        text,
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "grey", "alpha": 0.85},
+    )
+    ax.set_title(
+        f"N-1 security cost ({'daily sums' if daily else 'per interval'}): welfare given up "
+        "against the unsecured DC-OPF"
+    )
     _period(ax, unc)
-    return _save(fig, out / SECURITY_FIG)
+    return fig
 
 
-def _fig_stochastic(st: Stochastic, out: Path) -> str:
+def plot_stochastic(st: Stochastic) -> Figure:
     """VSS and EVPI per day (bars, totals in the legend) and the expected cost per day."""
     has_exp = bool(np.isfinite(st.expected_cost).any())
     fig = Figure(figsize=(10, 6.5 if has_exp else 4), layout="tight")
@@ -590,8 +625,14 @@ def _fig_stochastic(st: Stochastic, out: Path) -> str:
     width, noon = np.timedelta64(int(0.4 * 86400), "s"), np.timedelta64(43200, "s")
     for dx, y, what, colour in ((-1, st.vss, "VSS", "tab:blue"), (0, st.evpi, "EVPI", "tab:orange")):
         ok = np.isfinite(y)  # the two bars side by side in the middle of their day
-        ax.bar(x[ok] + noon + dx * width, y[ok], width=width, align="edge", color=colour,
-               label=f"{what} (total {y[ok].sum():.2f} $ over {int(ok.sum())} days)")  # fmt: skip
+        ax.bar(
+            x[ok] + noon + dx * width,
+            y[ok],
+            width=width,
+            align="edge",
+            color=colour,
+            label=f"{what} (total {_f(y[ok].sum(), '.2f')} $ over {int(ok.sum())} days)",
+        )
     bad = ~(np.isfinite(st.vss) & np.isfinite(st.evpi))
     if bad.any():
         ax.plot(
@@ -602,22 +643,30 @@ def _fig_stochastic(st: Stochastic, out: Path) -> str:
             label=f"failed ({int(bad.sum())} days)",
         )
     ax.axhline(0, color="black", lw=0.5)
-    ax.set(title="Value of the stochastic solution (EEV - RP) and of perfect information (RP - WS) per day",
-           ylabel="$ per day")  # fmt: skip
+    ax.set(
+        title="Value of the stochastic solution (EEV - RP) and of perfect information (RP - WS) per day",
+        ylabel="$ per day",
+    )
     ax.legend(loc="best", fontsize=8)
     if has_exp:
         ok = np.isfinite(st.expected_cost)
-        axes[1].plot(x[ok] + noon, st.expected_cost[ok], "o-", ms=3, color="tab:green",
-                     label=f"expected cost RP (total {st.expected_cost[ok].sum():.2f} $)")  # fmt: skip
+        axes[1].plot(
+            x[ok] + noon,
+            st.expected_cost[ok],
+            "o-",
+            ms=3,
+            color="tab:green",
+            label=f"expected cost RP (total {_f(st.expected_cost[ok].sum(), '.2f')} $)",
+        )
         axes[1].set(title="Expected cost of the stochastic day-ahead clearing per day", ylabel="$ per day")
         axes[1].legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("day (UTC)")
     ax.set_xlim(x.min(), x.max() + 2 * noon)
     _dates(axes[-1])
-    return _save(fig, out / STOCHASTIC_FIG)
+    return fig
 
 
-def _fig_admm(unc: Uncertainty, ad: Admm, out: Path) -> str:
+def plot_admm(unc: Uncertainty, ad: Admm) -> Figure:
     """Iterations per interval over time and their histogram; primal and dual residual traces (log y)."""
     fig = Figure(figsize=(11, 7.5), layout="tight")
     gs = fig.add_gridspec(2, 2, width_ratios=(1.6, 1))
@@ -629,8 +678,14 @@ def _fig_admm(unc: Uncertainty, ad: Admm, out: Path) -> str:
         r = s.resample("D")
         ax.plot(r.max().index, r.max().to_numpy(dtype=float), lw=0.8, color="tab:red", label="daily max")
         s = r.mean()
-    ax.plot(s.index, s.to_numpy(dtype=float), lw=1, color="tab:blue", marker="." if len(s) < 50 else None,
-            label="daily mean" if daily else "per interval")  # fmt: skip
+    ax.plot(
+        s.index,
+        s.to_numpy(dtype=float),
+        lw=1,
+        color="tab:blue",
+        marker="." if len(s) < 50 else None,
+        label="daily mean" if daily else "per interval",
+    )
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title="ADMM iterations per interval", xlabel="time (UTC)", ylabel="iterations (-)")
@@ -664,7 +719,7 @@ def _fig_admm(unc: Uncertainty, ad: Admm, out: Path) -> str:
         else:
             _note(axr, "no residual trace" if not ad.n_rows else "no positive residual (missing or zero)")
         axr.set(title=f"{what} per iteration", xlabel="iteration (-)", ylabel=what.split(" (")[0].lower())
-    return _save(fig, out / ADMM_FIG)
+    return fig
 
 
 def _window(unc: Uncertainty, start: float, end: float) -> tuple[int, int] | None:
@@ -685,12 +740,14 @@ STACK = (  # (Outages attribute, label, colour, hatch) bottom to top, by priorit
 )
 
 
-def _fig_islanding(unc: Uncertainty, out: Outages, path: Path) -> str:
+def plot_islanding(unc: Uncertainty, out: Outages) -> Figure:
     """Timeline of the events and the bus mean price; per island (MAX_EVENT_PANELS at most) a close-up."""
     islands = island_spans(unc, out)
-    others = [(f"{k} {e}".strip(), float(s), float(en)) for k, e, s, en
-              in zip(out.kind, out.element, out.start, out.end, strict=True)
-              if k != "island" and np.isfinite(s) and np.isfinite(en)]  # fmt: skip
+    others = [
+        (f"{k} {e}".strip(), float(s), float(en))
+        for k, e, s, en in zip(out.kind, out.element, out.start, out.end, strict=True)
+        if k != "island" and np.isfinite(s) and np.isfinite(en)
+    ]
     detail = [("island", s, e) for s, e in islands] if islands else others
     unserved = out.unserved_critical + out.unserved_other  # NaN without /agents/unserved_mwh
     wins = [(name, s, e, w) for name, s, e in detail if (w := _window(unc, s, e)) is not None]
@@ -701,11 +758,17 @@ def _fig_islanding(unc: Uncertainty, out: Outages, path: Path) -> str:
     ax = fig.add_subplot(gs[0])
     daily = _long(unc)
     s = pd.Series(out.price_mean, index=pd.DatetimeIndex(_dt(unc.time_s)))
-    if daily:
+    if daily:  # a day's mean drawn at its middle, not at midnight before it
         s = s.resample("D").mean()
+        s.index = s.index + pd.Timedelta(hours=12)
     if np.isfinite(s.to_numpy(dtype=float)).any():
-        ax.plot(s.index, s.to_numpy(dtype=float), lw=0.9, color="black",
-                label="bus mean price" + (" (daily mean)" if daily else ""))  # fmt: skip
+        ax.plot(
+            s.index,
+            s.to_numpy(dtype=float),
+            lw=0.9,
+            color="black",
+            label="bus mean price" + (" (daily mean)" if daily else ""),
+        )
     else:
         _note(ax, "no market price")
     spans = [(a, b, "tab:red", 0.25) for a, b in islands] + [(a, b, "tab:blue", 0.15) for _, a, b in others]
@@ -715,7 +778,9 @@ def _fig_islanding(unc: Uncertainty, out: Outages, path: Path) -> str:
     if islands:
         hours = islanded_hours(unc, out)
         handles.append(
-            Patch(color="tab:red", alpha=0.25, label=f"islanded ({len(islands)} islands, {hours:.1f} h)")
+            Patch(
+                color="tab:red", alpha=0.25, label=f"islanded ({len(islands)} islands, {_f(hours, '.1f')} h)"
+            )
         )
     if others:
         handles.append(Patch(color="tab:blue", alpha=0.15, label=f"other outages ({len(others)})"))
@@ -736,21 +801,36 @@ def _fig_islanding(unc: Uncertainty, out: Outages, path: Path) -> str:
             if not np.isfinite(y).any():
                 continue
             y = np.nan_to_num(y)
-            axe.bar(x, y, width=width, bottom=bottom, align="edge", color=colour, hatch=hatch,
-                    edgecolor="white", lw=0.3)  # fmt: skip
+            axe.bar(
+                x,
+                y,
+                width=width,
+                bottom=bottom,
+                align="edge",
+                color=colour,
+                hatch=hatch,
+                edgecolor="white",
+                lw=0.3,
+            )
             handles.append(Patch(facecolor=colour, hatch=hatch, edgecolor="white", label=label))
             bottom += y
         axe.set_ylim(0, 1.6 * float(bottom.max()) if bottom.max() > 0 else 1.0)  # room for the legend
         if not handles:
             _note(axe, "no energy data (no /agents datasets)")
-        axe.axvspan(_dt(max(a, unc.time_s[lo])), _dt(min(b, unc.time_s[hi] + unc.step_s)), color="tab:red"
-                    if name == "island" else "tab:blue", alpha=0.12, lw=0)  # fmt: skip
+        axe.axvspan(
+            _dt(max(a, unc.time_s[lo])),
+            _dt(min(b, unc.time_s[hi] + unc.step_s)),
+            color="tab:red" if name == "island" else "tab:blue",
+            alpha=0.12,
+            lw=0,
+        )
         axe.set_ylabel(f"energy (MWh per {h:g} h step)")
         axp = axe.twinx()
         price = out.price_mean[lo : hi + 1]
         if np.isfinite(price).any():
-            axp.step(np.append(x, x[-1] + width), np.append(price, price[-1]), where="post", color="black",
-                     lw=1.2)  # fmt: skip
+            axp.step(
+                np.append(x, x[-1] + width), np.append(price, price[-1]), where="post", color="black", lw=1.2
+            )
             handles.append(Line2D([], [], color="black", lw=1.2, label="bus mean price (right)"))
             p_lo, p_hi = float(np.nanmin(price)), float(np.nanmax(price))
             r = max(p_hi - p_lo, 1.0)
@@ -760,16 +840,15 @@ def _fig_islanding(unc: Uncertainty, out: Outages, path: Path) -> str:
             axe.legend(handles=handles, loc="upper left", fontsize=7, ncol=3)
         shed = _num(float(unserved[lo : hi + 1].sum()), ".3f", " MWh")
         span = f"{_dt(a)} – {_dt(b)} UTC"
-        axe.set_title(f"{name}: {span} (± {EVENT_PAD_STEPS} steps; unserved {shed})",
-                      fontsize=10)  # fmt: skip
+        axe.set_title(f"{name}: {span} (± {EVENT_PAD_STEPS} steps; unserved {shed})", fontsize=10)
         axe.set_xlim(x[0], x[-1] + width)
         _dates(axe)
     if n_detail > len(shown):
         fig.suptitle(f"{len(shown)} of {n_detail} events in detail (most unserved energy)", fontsize=10)
-    return _save(fig, path / ISLANDING_FIG)
+    return fig
 
 
-def _fig_storage(unc: Uncertainty, sto: Storage, out: Path) -> str:
+def plot_storage(unc: Uncertainty, sto: Storage) -> Figure:
     """Total profit per battery (sorted bars) and the cumulative profit of all batteries."""
     fig = Figure(figsize=(10, 7), layout="tight")
     ax, axc = fig.subplots(2, 1)
@@ -783,35 +862,143 @@ def _fig_storage(unc: Uncertainty, sto: Storage, out: Path) -> str:
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("battery rank (-)")
-    ax.set(title=f"Profit per battery over the run (revenue - cost; {y.size} batteries, total "
-           f"{y.sum():.2f} $)", ylabel="profit ($)")  # fmt: skip
+    ax.set(
+        title=f"Profit per battery over the run (revenue - cost; {y.size} batteries, total "
+        f"{_f(y.sum(), '.2f')} $)",
+        ylabel="profit ($)",
+    )
     cum = np.cumsum(np.nan_to_num(sto.per_step))
-    axc.plot(_dt(unc.time_s), cum, color="tab:green", lw=1.2, label=f"all batteries (total {cum[-1]:.2f} $)")
+    axc.plot(
+        _dt(unc.time_s), cum, color="tab:green", lw=1.2, label=f"all batteries (total {_f(cum[-1], '.2f')} $)"
+    )
     axc.axhline(0, color="black", lw=0.5)
     axc.set(title="Cumulative profit of all batteries", xlabel="time (UTC)", ylabel="profit ($)")
     axc.legend(loc="best", fontsize=8)
     _period(axc, unc)
-    return _save(fig, out / STORAGE_FIG)
+    return fig
+
+
+@dataclass
+class UncertaintySection:
+    """The uncertainty part of a run report (the :class:`~analysis.common.Section` protocol)."""
+
+    unc: Uncertainty
+
+    @property
+    def title(self) -> str:
+        """Section heading naming the parts present."""
+        return f"Uncertainty and outages ({', '.join(parts(self.unc))})"
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Summary rows (``LABELS``)."""
+        return uncertainty_rows(self.unc)
+
+    def findings(self) -> list[str]:
+        """Security cost, stochastic value, ADMM effort, energy not served, storage profit, from the data."""
+        unc, out = self.unc, []
+        sec, st, ad, ou, sto = unc.security, unc.stochastic, unc.admm, unc.outages, unc.storage
+        if sec is not None:
+            c = sec.cost[np.isfinite(sec.cost)]
+            n_pos = int((c > 0).sum())
+            out.append(
+                f"Securing the network against N-1 outages cost {money(float(c.sum()))}, in {n_pos:,} of "
+                f"{c.size:,} intervals" + ("; the N-1 constraints never bound." if not n_pos else ".")
+            )
+        if st is not None:
+            out.append(
+                f"The stochastic clearing was worth {money(float(np.nansum(st.vss)))} over "
+                f"{st.day_s.size} days "
+                f"(VSS); perfect forecasts would have been worth {money(float(np.nansum(st.evpi)))} "
+                "more (EVPI)."
+            )
+        if ad is not None:
+            it = ad.iterations[ad.iterations > 0]
+            if it.size:
+                out.append(
+                    f"ADMM needed {it.mean():,.1f} iterations per interval on average, "
+                    f"{it.max():,.0f} at most."
+                )
+        if ou is not None:
+            total, crit = unserved_total_mwh(ou)
+            if np.isfinite(total):
+                out.append(
+                    f"{fmt(total, '.3f')} MWh went unserved ({fmt(crit, '.3f')} MWh of critical loads) over "
+                    f"{len(island_spans(unc, ou))} islands and {islanded_hours(unc, ou):,.1f} islanded hours."
+                )
+        if sto is not None:
+            x = sto.total[np.isfinite(sto.total)]
+            if x.size:
+                out.append(
+                    f"The {x.size} batteries earned {money(float(x.sum()))} in total; "
+                    f"{int((x < 0).sum())} lost money."
+                )
+        return out
+
+    def figures(self) -> list[Fig]:
+        """The figures of the parts with data, captioned."""
+        unc, figs = self.unc, []
+        sec, st, ad, ou, sto = unc.security, unc.stochastic, unc.admm, unc.outages, unc.storage
+        if sec is not None and np.isfinite(sec.cost).any():
+            figs.append(
+                Fig(
+                    SECURITY_FIG,
+                    plot_security(unc, sec),
+                    "Welfare given up to keep the grid secure against every listed single outage (N-1), per "
+                    "interval (left axis) and cumulated (dashed, right axis). Zero means the secure dispatch "
+                    f"equals the unsecured one; amounts below {MONEY_TOL_USD} $ are solver noise, "
+                    "drawn as 0.",
+                )
+            )
+        if st is not None and any(np.isfinite(x).any() for x in (st.vss, st.evpi, st.expected_cost)):
+            figs.append(
+                Fig(
+                    STOCHASTIC_FIG,
+                    plot_stochastic(st),
+                    "Per day: the value of the stochastic solution (VSS, what planning for the "
+                    "scenarios saves "
+                    "against planning for their mean) and of perfect information (EVPI, what exact forecasts "
+                    "would save more); below, the expected cost of the stochastic day-ahead plan.",
+                )
+            )
+        if ad is not None and ((ad.iterations > 0).any() or ad.traces):
+            figs.append(
+                Fig(
+                    ADMM_FIG,
+                    plot_admm(unc, ad),
+                    "Top: ADMM iterations needed per interval and their distribution. Bottom: primal (power "
+                    "mismatch) and dual (price change) residuals per iteration for a few intervals; a trace "
+                    "that flattens above zero did not converge.",
+                )
+            )
+        if ou is not None and (ou.kind or ou.islanded.any()):
+            figs.append(
+                Fig(
+                    ISLANDING_FIG,
+                    plot_islanding(unc, ou),
+                    "Top: the bus mean price over the run (daily means drawn at midday for long runs) with "
+                    "islands (red bands) and other outages (blue). Below, per event: served, unserved and "
+                    "curtailed energy per step (stacked bars) and the price (black step line, right axis).",
+                )
+            )
+        if sto is not None and np.isfinite(sto.total).any():
+            figs.append(
+                Fig(
+                    STORAGE_FIG,
+                    plot_storage(unc, sto),
+                    "Top: profit of every battery over the run (revenue from discharging minus the cost of "
+                    "charging), sorted; red bars lost money. Bottom: cumulative profit of all batteries.",
+                )
+            )
+        return figs
 
 
 def uncertainty_figures(unc: Uncertainty, out: Path) -> list[str]:
     """Write the figures of the parts with data (of ``UNCERTAINTY_FIGS``) into out; return their names."""
-    figs: list[str] = []
-    sec, st, ad, ou, sto = unc.security, unc.stochastic, unc.admm, unc.outages, unc.storage
-    if sec is not None and np.isfinite(sec.cost).any():
-        figs.append(_fig_security(unc, sec, out))
-    if st is not None and any(np.isfinite(x).any() for x in (st.vss, st.evpi, st.expected_cost)):
-        figs.append(_fig_stochastic(st, out))
-    if ad is not None and ((ad.iterations > 0).any() or ad.traces):
-        figs.append(_fig_admm(unc, ad, out))
-    if ou is not None and (ou.kind or ou.islanded.any()):
-        figs.append(_fig_islanding(unc, ou, out))
-    if sto is not None and np.isfinite(sto.total).any():
-        figs.append(_fig_storage(unc, sto, out))
-    return figs
+    figs = UncertaintySection(unc).figures()
+    save(figs, out)
+    return [f.name for f in figs]
 
 
 def uncertainty_section(unc: Uncertainty, out: Path) -> str:
-    """HTML section of one run's report: heading naming the parts present, and their figures."""
-    figs = uncertainty_figures(unc, out)
-    return f"<h2>Uncertainty and outages ({', '.join(parts(unc))})</h2>\n{_imgs(figs)}\n"
+    """HTML section of one run's report: heading naming the parts present, findings and captioned figures."""
+    return render_section(UncertaintySection(unc), out)

@@ -113,7 +113,7 @@ def _add_ledger(
 
 def _float(s: str) -> float:
     """The first number in a cell (exponent allowed)."""
-    m = re.search(r"-?\d+(\.\d+)?(e[+-]\d+)?", s)
+    m = re.search(r"-?\d+(\.\d+)?(e[+-]\d+)?", s.replace(",", ""))  # thousands separators dropped
     assert m is not None, s
     return float(m.group())
 

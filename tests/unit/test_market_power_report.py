@@ -43,7 +43,7 @@ def test_rows_and_figures(tmp_path: Path, strategic: bool) -> None:
         mp = load_market_power(f)
     assert mp is not None
     rows = dict(market_power_rows(mp))
-    assert rows["HHI of supply mean / max"] == "4000 / 5000"
+    assert rows["HHI of supply mean / max"] == "4,000 / 5,000"  # thousands separated
     assert rows["RSI minimum mean / lowest"] == f"{np.mean([0.8, 1.1, 0.9]):.3f} / 0.800"
     assert rows["Hours with a pivotal supplier"] == "4.0 h"
     assert rows["Most often pivotal"] == "gen 0 (2 steps)"

@@ -126,9 +126,9 @@ def _summary(html_path: Path) -> dict[str, str]:
     return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", text))
 
 
-def _first_float(s: str) -> float:
+def _first_float(s: str) -> float:  # thousands separators dropped
     """Return the first number in a string."""
-    m = re.search(r"-?\d+\.?\d*", s)
+    m = re.search(r"-?\d+\.?\d*", s.replace(",", ""))
     assert m is not None, s
     return float(m.group())
 

@@ -124,7 +124,7 @@ def _add(path: Path, *parts: str, **kw: bool) -> Path:
 
 def _float(s: str, k: int = 0) -> float:
     """The k-th number in a cell."""
-    return float(re.findall(r"-?\d+(?:\.\d+)?", s)[k])
+    return float(re.findall(r"-?\d+(?:\.\d+)?", s.replace(",", ""))[k])  # thousands separators dropped
 
 
 @dataclass
@@ -170,12 +170,12 @@ def test_rows_carry_the_totals(run: Run) -> None:
         "3 / 2 (secured: line 1, line 2, trafo &lt;0&gt;; islanding: line 3, line 4)"
     )
     assert r["VSS / EVPI (stochastic)"] == "19.75 $ / 3.00 $ over 2 days (1 failed)"
-    assert r["Expected cost (stochastic)"] == "2100.00 $ over 2 of 2 days"
+    assert r["Expected cost (stochastic)"] == "2,100.00 $ over 2 of 2 days"
     pos = it[it > 0]
     assert r["ADMM iterations mean / p95 / max"] == (
         f"{pos.mean():.1f} / {np.percentile(pos, 95):.1f} / {pos.max()} (over 46 of 48 intervals)"
     )
-    assert r["ADMM messages"] == str(msgs.sum())
+    assert r["ADMM messages"] == f"{msgs.sum():,}"
     assert (
         r["Unserved energy of agents (critical loads)"]
         == f"{un.sum():.3f} MWh (critical {un[:, 0].sum():.3f} MWh)"
