@@ -652,6 +652,7 @@ def _imgs(figs: list[str]) -> str:
 
 def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write figures and index.html for one run; return the HTML path. out_dir defaults to '<h5 stem>_report/' beside the file."""  # noqa: E501
+    from .bidding_report import policy_section  # late: it imports this module
     from .ledger_report import ledger_figures, ledger_rows, load_ledger  # late: it imports this module
     from .market_power_report import load_market_power, market_power_rows, market_power_section  # late
     from .society_report import load_society, society_rows, society_section  # late: imports this module
@@ -678,6 +679,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         soc = load_society(f)
         unc = load_uncertainty(f)
         mp = load_market_power(f)
+        policy_rows, policy_html = policy_section(f, meta["name"] or h5_path.stem, out)
     h, t = d["step_h"], d["T"]
     imp = np.nan_to_num(d["imp"])
     counts = ", ".join(f"{k} {d['kinds'].count(k)}" for k in sorted(set(d["kinds"])))
@@ -710,6 +712,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         rows += _market_rows(m, t)
     if mp is not None:
         rows += market_power_rows(mp)
+    rows += policy_rows
     if led is not None:
         rows += ledger_rows(led)
     if soc is not None:
@@ -727,6 +730,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         market += market_power_section(mp, out)
     if unc is not None:
         market += uncertainty_section(unc, out)
+    market += policy_html
     title = html.escape(f"Run report: {meta['name'] or h5_path.stem}")
     if not complete:  # a stopped or killed run: say so where nobody can miss it
         title = html.escape(f"INCOMPLETE run ({t} steps recorded before it stopped) - ") + title
@@ -795,6 +799,7 @@ def _fig_compare_prices(runs: list[tuple[str, str, Arr | None, float]], out: Pat
 
 def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     """Write comparison.html (one column per run) and comparison_prices.png into out_dir; return its path."""
+    from .bidding_report import bidding_comparison  # late: it imports this module
     from .ledger_report import ledger_comparison  # late: it imports this module
     from .society_report import society_comparison  # late: it imports this module
 
@@ -816,6 +821,7 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     body = f"<table id='comparison'>\n{table}\n</table>\n<h2>Prices</h2>\n{_imgs([fig])}"
     named = [(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)]
     body += ledger_comparison(named, out) + society_comparison(named, out)
+    body += bidding_comparison(named, out)
     path = out / "comparison.html"
     path.write_text(_page(title, body), encoding="utf-8")
     return path
