@@ -218,16 +218,20 @@ def _fig_bidding(prs: list[PlayerRun], out: Path) -> str:
     fig = Figure(figsize=(9, 3.8), layout="tight")
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     x = np.arange(len(prs))
-    labels = [f"{p.run}\n{p.how}" for p in prs]
-    left.bar(x, [float(np.sum(p.profit)) for p in prs], color="C0", label="player's profit")
+    labels = [f"{p.run}\n{p.how.split(' (')[0]}" for p in prs]
+    profits = [float(np.sum(p.profit)) for p in prs]
+    bars = left.bar(x, profits, color="C0", label="player's profit")
+    left.bar_label(bars, fmt="%.0f", fontsize=7)
+    left.set_ylim(top=max([*profits, 1.0]) * 1.3)
     comp = [(i, float(np.nansum(p.competitive))) for i, p in enumerate(prs) if p.competitive is not None]
     if comp:
         left.plot(*zip(*comp, strict=True), "k_", ms=30, mew=2, label="competitive counterfactual")
     left.set_xticks(x, labels, fontsize=7)
     left.set(ylabel="profit [$]", title=f"{prs[0].player}: profit per run")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left")
     right.bar(x - 0.2, [p.mean_price for p in prs], width=0.4, color="C1", label="mean price ($/MWh)")
     right.set_ylabel("mean price [$/MWh]")
+    right.set_ylim(top=max([p.mean_price for p in prs if np.isfinite(p.mean_price)] + [1.0]) * 1.3)
     twin = right.twinx()
     twin.bar(x + 0.2, [float(np.nanmean(p.lerner)) if np.isfinite(p.lerner).any() else 0.0 for p in prs],
              width=0.4, color="C2", label="Lerner index")  # fmt: skip
