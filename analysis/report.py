@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
-from . import ledger_report, market_power_report, society_report, uncertainty_report
+from . import bidding_report, ledger_report, market_power_report, society_report, uncertainty_report
 from .common import CHUNK, Arr, Fig, Section, findings, fmt, money, num, page, render_section, save, table
 from .common import Stats as _Stats
 from .common import attr as _attr
@@ -861,6 +861,7 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         soc = society_report.load_society(f)
         unc = uncertainty_report.load_uncertainty(f)
         mp = market_power_report.load_market_power(f)
+        pol = bidding_report.load_policies(f, meta["name"] or h5_path.stem)
     sections: list[Section] = []
     if grid:
         sections.append(GridSection(d))
@@ -868,6 +869,8 @@ def write_report(h5_path: str | Path, out_dir: str | Path | None = None) -> Path
         sections.append(MarketSection(d, m))
     if mp is not None:
         sections.append(market_power_report.MarketPowerSection(mp))
+    if pol:
+        sections.append(bidding_report.PolicySection(pol))
     if led is not None:
         sections.append(ledger_report.LedgerSection(led))
     if soc is not None:
@@ -1025,6 +1028,7 @@ def compare_runs(h5_paths: list[Path], out_dir: Path) -> Path:
     body = f"{head_findings}\n<table id='comparison'>\n{grid}\n</table>\n<h2>Prices</h2>\n{fig}"
     named = [(n, Path(p)) for (n, *_), p in zip(cols, h5_paths, strict=True)]
     body += ledger_report.ledger_comparison(named, out) + society_report.society_comparison(named, out)
+    body += bidding_report.bidding_comparison(named, out)
     path = out / "comparison.html"
     path.write_text(page(title, body), encoding="utf-8")
     return path

@@ -248,6 +248,15 @@ class AgentView:
         high = np.r_[1.0, np.ones(4 + self.n_lags), 10.0].astype(np.float32)
         return low, high
 
-    def reward(self, payment: np.ndarray, penalty: float = 0.0) -> float:
-        """The agent's profit in the interval [$]: what its members are paid, less an EV's penalty."""
-        return float(-np.nansum(np.asarray(payment)[self.members])) - penalty
+    def production_cost(self, award_mw: np.ndarray | None) -> float:
+        """A producer's true cost [$] of its dispatch in the interval (its cost data cp1, cp2), else 0."""
+        if self.role != "producer" or award_mw is None:
+            return 0.0
+        i = list(self.bidder._producers).index(self.device)
+        p = max(-float(np.nan_to_num(np.asarray(award_mw)[self.device])), 0.0)  # load convention
+        return (float(self.bidder._prod_c1[i]) * p + float(self.bidder._prod_c2[i]) * p * p) * self.dt_h
+
+    def reward(self, payment: np.ndarray, penalty: float = 0.0, award_mw: np.ndarray | None = None) -> float:
+        """The agent's profit in the interval [$]: what its members are paid, less an EV's penalty and a
+        producer's true cost of its dispatch ``award_mw`` (MW, load convention, every agent)."""
+        return float(-np.nansum(np.asarray(payment)[self.members])) - penalty - self.production_cost(award_mw)

@@ -135,6 +135,17 @@ def build_strategic(scenario: Any, net: Any, fleet: Any, market: Any) -> list[Po
     return out
 
 
+def policy_attrs(bidders: list[PolicyBidder], files: list[Any]) -> str:
+    """JSON of the run attribute ``agents/strategic_policies``: per agent its policy file, learner and
+    learning curve (profit of every training episode, $), so the report needs only the run's HDF5 file."""
+    keep = ("role", "learner", "scenario", "episodes", "population", "episode_days", "seed")
+    return json.dumps({
+        b.view.name: {"policy": str(f), **{k: b.policy.meta.get(k) for k in keep},
+                      "learning_curve": [float(x) for x in b.policy.meta.get("learning_curve", [])]}
+        for b, f in zip(bidders, files, strict=True)
+    })  # fmt: skip
+
+
 def _table(view: AgentView, theta: np.ndarray) -> np.ndarray:
     """Actions of a parameter table theta (steps, bins, n_param) in [-1, 1]."""
     lo, hi = view.low, view.high

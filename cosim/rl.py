@@ -168,7 +168,7 @@ class MarketEnv(gym.Env):  # type: ignore[misc]
         bids, used = self.view.apply(k, self.pending["bids"], action)
         result = self.loop.step(k, self.pending | {"bids": bids})
         penalty = self.view.settle(k, result.award_mw, result.price_per_mwh)
-        reward = self.view.reward(result.payment, penalty)
+        reward = self.view.reward(result.payment, penalty, result.award_mw)
         self.k += 1
         done = self.k >= self.k_end
         if not done:
@@ -269,7 +269,7 @@ class MarketParallelEnv(ParallelEnv):  # type: ignore[misc]
         rewards = {}
         for a, v in self.views.items():
             penalty = v.settle(k, result.award_mw, result.price_per_mwh)
-            rewards[a] = v.reward(result.payment, penalty)
+            rewards[a] = v.reward(result.payment, penalty, result.award_mw)
         self.k += 1
         done = self.k >= self.k_end
         if not done:

@@ -953,6 +953,9 @@ def _series_and_static(
         if market is not None:
             critical = np.asarray(market.bidder.critical, dtype=bool)
             static["agents/critical"] = (critical, "critical load: served first, shed last")
+            c1, c2 = market.bidder.producer_cost(n)
+            static["agents/cost_per_mwh"] = (c1, "producer's linear cost (cp1), NaN: no producer")
+            static["agents/cost_per_mw2h"] = (c2, "producer's quadratic cost (cp2), NaN: no producer")
     if "agents" in groups:
         series += [
             Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
@@ -1089,10 +1092,12 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
     }
     strategic: list[Any] = []
     if fleet is not None and scenario.agents.strategic:  # learning bidders: bids from trained policies
-        from cosim.learn import build_strategic
+        from cosim.learn import build_strategic, policy_attrs
 
         strategic = list(build_strategic(scenario, net, fleet, market))
         attrs["agents/strategic"] = json.dumps({s.agent: str(s.policy) for s in scenario.agents.strategic})
+        files = [s.policy for s in scenario.agents.strategic]
+        attrs["agents/strategic_policies"] = policy_attrs(strategic, files)
     out_cfg = scenario.output
     try:
         recorder = H5Recorder(

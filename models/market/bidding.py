@@ -203,6 +203,12 @@ class Bidder:
         """Agent positions of the batteries, in the order of their steps."""
         return self._batteries
 
+    def producer_cost(self, n_agent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(linear $/MWh, quadratic $/MW^2h) cost data of every agent, NaN for agents that are no producer."""
+        c1, c2 = np.full(n_agent, np.nan), np.full(n_agent, np.nan)
+        c1[self._producers], c2[self._producers] = self._prod_c1, self._prod_c2
+        return c1, c2
+
     def _by_owner(self, demand: np.ndarray, supply: np.ndarray) -> np.ndarray:
         out = np.zeros(self.n_agent)
         d_ok, s_ok = self.demand_owner >= 0, self.supply_owner >= 0
