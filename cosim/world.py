@@ -954,8 +954,11 @@ def _series_and_static(
             critical = np.asarray(market.bidder.critical, dtype=bool)
             static["agents/critical"] = (critical, "critical load: served first, shed last")
             c1, c2 = market.bidder.producer_cost(n)
-            static["agents/cost_per_mwh"] = (c1, "producer's linear cost (cp1), NaN: no producer")
-            static["agents/cost_per_mw2h"] = (c2, "producer's quadratic cost (cp2), NaN: no producer")
+            static["agents/cost_per_mwh"] = (c1, "$/MWh, producer's linear cost (cp1), NaN: no producer")
+            static["agents/cost_per_mw2h"] = (
+                c2,
+                "$/MWh per MW, producer's quadratic cost (cp2), NaN: no producer",
+            )
     if "agents" in groups:
         series += [
             Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
