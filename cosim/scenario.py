@@ -880,6 +880,12 @@ class EquityConfig(_Section):
     levy_per_mwh: float = _field(
         "Levy on every MWh consumed that funds the rule", unit="$/MWh", default=0.0, ge=0
     )
+    unit: Literal["household", "device"] = _field(
+        "Whose accounts are compared: household (a household's load and the PV, battery and EV behind its "
+        "meter summed; agents behind no household meter, e.g. businesses and the grid's own generators, "
+        "left out) or device (every agent on its own)",
+        default="household",
+    )
 
     @model_validator(mode="after")
     def _levy(self) -> EquityConfig:
@@ -1032,7 +1038,7 @@ class Scenario(_Section):
     ledger: LedgerConfig | None = _field("Blockchain ledger recording and settling the trades", None)
     privacy: PrivacyConfig | None = _field("Differentially private release of metered aggregates", None)
     emissions: EmissionsConfig | None = _field(
-        "Emissions accounting and carbon price (needs a dcopf or central market)", None
+        "Emissions accounting and carbon price (any market design)", None
     )
     equity: EquityConfig | None = _field(
         "Equity accounting: bills, surplus, Gini, a fairness rule (needs a market)", None
@@ -1055,11 +1061,17 @@ class Scenario(_Section):
             )
         if self.ledger is not None and not workload and self.market is None:
             raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
-        if self.emissions is not None and (
-            self.market is None or self.market.design not in ("dcopf", "central", "scopf")
+        if self.emissions is not None and self.market is None:
+            raise ValueError("emissions accounts what the market dispatches: add a market section")
+        if (
+            self.emissions is not None
+            and self.emissions.carbon_price_per_t > 0
+            and self.market is not None
+            and self.market.design == "stochastic"
         ):
             raise ValueError(
-                "emissions needs a market with a network model (dcopf, central or scopf): its nodal factors"
+                "emissions.carbon_price_per_t is not built for design stochastic (its days are cleared "
+                "ahead on the scenarios' own offers): set it to 0 or use another design"
             )
         if self.privacy is not None and self.grid is None:
             raise ValueError("privacy releases metered data of the agents: it needs a grid")

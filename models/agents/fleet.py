@@ -29,6 +29,9 @@ class AgentTable:
     bus: np.ndarray  # (n,) int, pandapower bus index
     kind: np.ndarray  # (n,) str, one of KINDS
     elements: list[tuple[str, int]]  # pandapower (table, index) carrying the agent's power
+    # (n,) int: the household behind whose meter the agent is (its load, PV, battery, EV), -1: none
+    household: np.ndarray | None = None
+    household_name: np.ndarray | None = None  # (n_household,) str: the name of each household's load
 
     def __len__(self) -> int:
         return len(self.name)
@@ -233,6 +236,12 @@ def build_fleet(
         when the requested shares cannot be placed (message names the YAML key).
     """
     loads, sgens, gens = net.load.index.to_numpy(), net.sgen.index.to_numpy(), net.gen.index.to_numpy()
+    # The grid's own storage units (SimBench's future scenarios ship some, with a static p_mw of a full
+    # discharge) are not agents: left in, they would inject that power in every interval, unseen by the
+    # market. They are set idle; batteries come from agents.battery.
+    if "storage" in net and len(net.storage):
+        net.storage["p_mw"] = 0.0
+        net.storage["q_mvar"] = 0.0
     net.load["scaling"] = 1.0
     net.sgen["scaling"] = 1.0
     net.gen["scaling"] = 1.0
@@ -296,7 +305,17 @@ def build_fleet(
     )
     names = _unique(names)
     buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
-    table = AgentTable(np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements)
+    home_of_row = {int(r): k for k, r in enumerate(homes)}  # net.load row -> household number
+    household = np.array(
+        [home_of_row.get(i, -1) for i in range(len(loads))]
+        + [-1] * (len(sgens) + len(gens))
+        + [home_of_row[int(h)] for h in np.r_[pv_homes, bat_homes, ev_homes]],
+        dtype=np.int64,
+    )
+    household_name = np.array([names[int(r)] for r in homes], dtype=object)
+    table = AgentTable(
+        np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements, household, household_name
+    )
 
     n_fixed = len(loads) + len(sgens) + len(gens)
     pv_of_home = {int(h): n_fixed + j for j, h in enumerate(pv_homes)}
