@@ -702,11 +702,21 @@ class LedgerConfig(_Section):
     )
     block_interval_s: float = _field("pow: mean block interval", unit="s", default=600.0, gt=0)
     confirmations: int = _field("pow: blocks deep for finality", default=6, ge=1)
-    hash_rate_hps: float = _field(
-        "pow: network hash rate (Bitcoin 2021-22: ~1e20)", unit="H/s", default=1e20, gt=0
+    hash_rate_hps: float | None = _field(
+        "pow: network hash rate; default validators x miner_hash_rate_hps (the simulated miners); e.g. 1e20 "
+        "for Bitcoin's network of 2021-22 as a what-if",
+        None,
+        unit="H/s",
+        gt=0,
+    )
+    miner_hash_rate_hps: float = _field(
+        "pow: hash rate of one miner (one Bitmain Antminer S19 Pro: 110 TH/s at 3,250 W)",
+        unit="H/s",
+        default=1.1e14,
+        gt=0,
     )
     j_per_hash: float = _field(
-        "pow: miner efficiency (Antminer S19 class: ~3e-11)", unit="J/H", default=3e-11, gt=0
+        "pow: miner efficiency (Antminer S19 Pro: 29.5 J/TH)", unit="J/H", default=2.95e-11, gt=0
     )
     slot_s: float = _field("pos: slot length", unit="s", default=12.0, gt=0)
     slots_per_epoch: int = _field("pos: slots per epoch", default=32, ge=1)
@@ -716,7 +726,13 @@ class LedgerConfig(_Section):
         "bft: make blocks without transactions (CometBFT option; false keeps a quiet year cheap)",
         default=False,
     )
-    node_power_w: float = _field("pos, bft: electric power per validator node", unit="W", default=100.0, gt=0)
+    node_power_w: float = _field(
+        "pos, bft: electric power per validator node (a home staking machine with its beacon and execution "
+        "clients, or a small permissioned server: ~100 W all in, Ethereum Foundation 2021)",
+        unit="W",
+        default=100.0,
+        gt=0,
+    )
     network: NetworkConfig = _field("The validators' network", default_factory=NetworkConfig)
     gate_closure_s: float = _field(
         "Trades are submitted this long before their delivery interval starts; the start is their deadline",
@@ -935,6 +951,11 @@ class PrivacyConfig(_Section):
         "Aggregate per bus, or over the whole grid (one group: more agents per release, less relative noise)",
         default="bus",
     )
+    release_every: Literal["step", "day"] = _field(
+        "How often a release is made: every step, or once a day of the day's consumption (its last step; the "
+        "others NaN); declared_max_kw and active_threshold_kw are then mean powers over the day",
+        default="step",
+    )
     evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
     noise: Literal["seeded", "secure"] = _field(
         "Who draws the noise at OpenDP's calibrated scales: seeded (the study's generator, reproducible, "
@@ -1092,6 +1113,8 @@ class Scenario(_Section):
                 "an island event needs a market that can balance the microgrid alone (uniform, dcopf, "
                 "central, scopf or admm): the local price decides who is served"
             )
+        if self.privacy is not None and self.privacy.release_every == "day" and 86400 % self.time.step_s:
+            raise ValueError("privacy.release_every day needs a time.step that divides a day")
         if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
             raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
         return self

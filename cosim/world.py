@@ -535,6 +535,12 @@ def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.nda
     return data, attrs
 
 
+def _steps_per_release(scenario: Scenario) -> int:
+    """Steps in one release period of the private release (``privacy.release_every``)."""
+    assert scenario.privacy is not None
+    return 1 if scenario.privacy.release_every == "step" else 86400 // scenario.time.step_s
+
+
 def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.ndarray] | None:
     """The private release of the scenario (groups: the agents' buses) and the names of its series."""
     from cosim.models.privacy.release import PrivateRelease
@@ -544,7 +550,7 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
         return None
     where = fleet.table.bus if cfg.group_by == "bus" else np.zeros(len(fleet.table), dtype=np.int64)
     buses, groups = np.unique(where, return_inverse=True)
-    mwh_per_kw = scenario.time.step_s / 3600.0 / 1000.0
+    mwh_per_kw = _steps_per_release(scenario) * scenario.time.step_s / 3600.0 / 1000.0  # kW over a period
     release = PrivateRelease(
         groups.astype(np.int64),
         cfg.declared_max_kw * mwh_per_kw,
@@ -652,7 +658,7 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     specific: dict[str, dict[str, Any]] = {
         "pow": {
             "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
-            "hash_rate_hps": cfg.hash_rate_hps, "j_per_hash": cfg.j_per_hash, "hash_share": power,
+            "hash_rate_hps": cfg.hash_rate_hps or n * cfg.miner_hash_rate_hps, "j_per_hash": cfg.j_per_hash, "hash_share": power,
         },
         "pos": {
             "slot_s": cfg.slot_s, "slots_per_epoch": cfg.slots_per_epoch, "stake": power,
@@ -1220,7 +1226,10 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
             world.connect(grid_e, acc_e, "vm_pu", "va_degree")
             sources["Accounting"] = acc_e
         if release is not None:
-            dp_e = world.start("Privacy", release=release, step_s=step_s, errors=dp_errors).Privacy()
+            per_release = _steps_per_release(scenario)
+            dp_e = world.start(
+                "Privacy", release=release, step_s=step_s, errors=dp_errors, steps_per_release=per_release
+            ).Privacy()
             world.connect(fleet_e, dp_e, "p_mw")
             sources["Privacy"] = dp_e
         if ledger is not None:
