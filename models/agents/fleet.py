@@ -306,9 +306,19 @@ def build_fleet(
     names = _unique(names)
     buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
     home_of_row = {int(r): k for k, r in enumerate(homes)}  # net.load row -> household number
+    # the grid's own loads (heat pumps, EV chargers) and generators at a bus with exactly one household
+    # are behind that household's meter (a SimBench bus is a house connection)
+    bus_homes = np.bincount(home_bus[homes], minlength=int(home_bus.max(initial=0)) + 1) if n_home else None
+    home_at_bus = {int(home_bus[r]): k for k, r in enumerate(homes)}
+
+    def at_bus(bus: int) -> int:
+        alone = bus_homes is not None and bus < len(bus_homes) and bus_homes[bus] == 1
+        return home_at_bus[bus] if alone else -1
+
     household = np.array(
-        [home_of_row.get(i, -1) for i in range(len(loads))]
-        + [-1] * (len(sgens) + len(gens))
+        [home_of_row.get(i, at_bus(int(home_bus[i]))) for i in range(len(loads))]
+        + [at_bus(int(b)) for b in net.sgen.bus.to_numpy()[: len(sgens)]]
+        + [at_bus(int(b)) for b in net.gen.bus.to_numpy()]
         + [home_of_row[int(h)] for h in np.r_[pv_homes, bat_homes, ev_homes]],
         dtype=np.int64,
     )
