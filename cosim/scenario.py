@@ -335,7 +335,7 @@ class AgentsConfig(_Section):
         "SimBench load-profile prefixes that mark a load as a household (others are businesses, heat pumps "
         "and EV chargers: SimBench's H0-* are households, its HLS_* home chargers also start with H); loads "
         "without a profile are all households. A household is its load and what is behind its meter: the "
-        "PV, battery and EV placed there, and the grid's own loads and generators at a bus with one household",
+        "PV, battery and EV placed there, and the grid's own loads and generators at its bus if alone there",
         default_factory=lambda: ["H0"],
     )
     pv: PVConfig = _field("Rooftop PV", default_factory=PVConfig)

@@ -658,7 +658,8 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     specific: dict[str, dict[str, Any]] = {
         "pow": {
             "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
-            "hash_rate_hps": cfg.hash_rate_hps or n * cfg.miner_hash_rate_hps, "j_per_hash": cfg.j_per_hash, "hash_share": power,
+            "hash_rate_hps": cfg.hash_rate_hps or n * cfg.miner_hash_rate_hps,
+            "j_per_hash": cfg.j_per_hash, "hash_share": power,
         },
         "pos": {
             "slot_s": cfg.slot_s, "slots_per_epoch": cfg.slots_per_epoch, "stake": power,

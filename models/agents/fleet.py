@@ -324,7 +324,12 @@ def build_fleet(
     )
     household_name = np.array([names[int(r)] for r in homes], dtype=object)
     table = AgentTable(
-        np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements, household, household_name
+        np.array(names, dtype=object),
+        buses,
+        np.array(kinds, dtype=object),
+        elements,
+        household,
+        household_name,
     )
 
     n_fixed = len(loads) + len(sgens) + len(gens)

@@ -1,4 +1,4 @@
-"""Households in the equity accounts: a household's load and the devices behind its meter summed as one unit."""
+"""Households in the equity accounts: a household's load and the devices behind its meter as one unit."""
 
 from __future__ import annotations
 
