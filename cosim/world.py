@@ -994,7 +994,7 @@ def _series_and_static(
             "agents/storage_name": (table.name[batteries].astype(str), ""),
         }
         if table.household is not None and table.household_name is not None:
-            static["agents/household"] = (table.household, "row of /agents/household_name, -1 = none")
+            static["agents/household"] = (table.household, "1, row of /agents/household_name (-1: none)")
             static["agents/household_name"] = (table.household_name.astype(str), "")
         if market is not None:
             critical = np.asarray(market.bidder.critical, dtype=bool)
