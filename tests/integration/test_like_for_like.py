@@ -63,3 +63,6 @@ def test_every_design_records_emissions_equity_and_privacy(tmp_path: Path, desig
         # privacy: one grid-level release of the day, at its last hour
         released = f["privacy/released"][:]
         assert np.isfinite(released).all(axis=1).sum() == 1 and np.isfinite(released[-1]).all()
+        # its truth: each agent's energy consumed over the day, clamped to 3 kW x 24 h, summed
+        day_mwh = np.clip(f["agents/p_mw"][:], 0.0, None).sum(axis=0)  # hourly steps: MW x 1 h
+        np.testing.assert_allclose(f["privacy/true"][-1, 0], np.minimum(day_mwh, 0.072).sum(), rtol=1e-6)

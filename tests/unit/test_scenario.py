@@ -42,11 +42,18 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
 
 
 def test_default_is_a_year_of_hours_on_simbench_lv() -> None:
-    """The default study is one year, hourly, of a SimBench LV grid with PV, batteries and EVs."""
+    """The default study is one year, hourly, of a SimBench LV grid in a future outlook with PV, batteries,
+    EVs and heat pumps: its own PV plants, EV chargers and heat pumps, and batteries added as agents."""
+    import simbench
+
     s = load_scenario(Path(__file__).parents[2] / "scenarios" / "default.yaml")
     assert (s.time.n_steps, s.time.step_s) == (8760, 3600)
-    assert s.grid.source == "simbench" and "-LV-" in s.grid.code
-    assert s.agents.pv.share > 0 and s.agents.battery.share > 0 and s.agents.ev.share > 0
+    assert s.grid.source == "simbench" and "-LV-" in s.grid.code and "--2-" in s.grid.code
+    net = simbench.get_simbench_net(s.grid.code)
+    profile = net.load.profile.astype(str)
+    assert (net.sgen.type == "PV").sum() > 0 and s.agents.battery.share > 0
+    assert profile.str.startswith("HLS").sum() > 0  # EV home chargers
+    assert profile.str.startswith(("Air", "Soil")).sum() > 0  # heat pumps
 
 
 def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
