@@ -756,6 +756,7 @@ def plot_release(soc: Society, pv: Privacy) -> Figure:
         s = pd.Series(y, index=index)
         if daily:
             s = s.resample("D").mean()
+        s = s.dropna()  # refused releases, and the hours between releases with release_every: day
         if np.isfinite(s.to_numpy(dtype=float)).any():
             ax.plot(
                 s.index,
