@@ -185,3 +185,20 @@ def test_branch_limit_is_an_acopf_key(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario(write(tmp_path, grid + "market: {design: dcopf, branch_limit: current}"))
     assert "branch_limit is only used by design acopf" in str(info.value)
+
+
+def test_consensus_energy_is_that_of_the_simulated_network() -> None:
+    """ledger_pow: 50 miners of one Antminer S19 Pro each (110 TH/s x 29.5 J/TH = 3,245 W) draw 162.25 kW,
+    not Bitcoin's ~3 GW; hash_rate_hps still sets a what-if network; BFT and PoS: 100 W per validator."""
+    from cosim.world import build_ledger
+
+    root = Path(__file__).parents[2] / "scenarios"
+    pow_ = load_scenario(root / "ledger_pow.yaml")
+    built = build_ledger(pow_, 4)
+    assert built is not None and built[1]["power_w"] == pytest.approx(50 * 110e12 * 29.5e-12)
+    what_if = pow_.model_copy(update={"ledger": pow_.ledger.model_copy(update={"hash_rate_hps": 1e20})})
+    built = build_ledger(what_if, 4)
+    assert built is not None and built[1]["power_w"] == pytest.approx(1e20 * 29.5e-12)
+    for name, validators in (("default", 16), ("ledger_pos", 64)):
+        built = build_ledger(load_scenario(root / f"{name}.yaml"), 4)
+        assert built is not None and built[1]["power_w"] == pytest.approx(validators * 100.0)
