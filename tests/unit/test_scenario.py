@@ -202,3 +202,16 @@ def test_consensus_energy_is_that_of_the_simulated_network() -> None:
     for name, validators in (("default", 16), ("ledger_pos", 64)):
         built = build_ledger(load_scenario(root / f"{name}.yaml"), 4)
         assert built is not None and built[1]["power_w"] == pytest.approx(validators * 100.0)
+
+
+def test_emissions_with_every_design_but_no_carbon_price_for_stochastic(tmp_path: Path) -> None:
+    """Emissions are accepted with a copper-plate design; a carbon price is refused for stochastic, whose
+    days are cleared ahead on their own offers, with the key that says so."""
+    base = (
+        "name: s\ntime: {start: 2016-06-01, duration: 1d}\n"
+        "grid: {source: simbench, code: 1-LV-rural1--0-sw}\nmarket: {design: %s}\nemissions: %s\n"
+    )
+    assert load_scenario(write(tmp_path, base % ("uniform", "{carbon_price_per_t: 50}"))).emissions
+    assert load_scenario(write(tmp_path, base % ("stochastic", "{}"))).emissions
+    with pytest.raises(ScenarioError, match="carbon_price_per_t is not built for design stochastic"):
+        load_scenario(write(tmp_path, base % ("stochastic", "{carbon_price_per_t: 50}")))
