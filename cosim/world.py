@@ -611,8 +611,8 @@ def _privacy_summary(release: Any, errors: list[tuple[float, float, float, float
     out: dict[str, Any] = {
         "privacy/n_refused": release.n_refused, "privacy/epsilon_spent": release.accountant.epsilon_spent,
     }  # fmt: skip
-    if errors:
-        mean = np.nanmean(np.asarray(errors), axis=0)
+    if errors is not None:  # evaluated: the mean errors of the releases, NaN before the first one
+        mean = np.nanmean(np.asarray(errors), axis=0) if errors else np.full(4, np.nan)
         keys = ("mae_consumption_mwh", "relative_error_consumption", "mae_count", "relative_error_count")
         out |= {f"privacy/{k}": float(v) for k, v in zip(keys, mean, strict=True)}
     return out
