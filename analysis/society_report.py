@@ -107,6 +107,7 @@ class Equity:
     baseline_cost: Arr  # (n_agent,) $ the same energy would have cost under the retail tariff
     group: list[str]  # (n_agent,) household (when the file has one) or agent kind of each account
     group_by: str  # 'household' or 'agent kind' ('' when the accounts cannot be matched to agents)
+    unit: str = "device"  # optional attr: whose accounts (household or device)
 
 
 @dataclass
@@ -276,11 +277,22 @@ def _load_equity(f: h5py.File) -> Equity | None:
         baseline_cost=_col(g, "baseline_cost", n),
         group=group,
         group_by=group_by,
+        unit=str(_attr(g, "unit", "device")),
     )
 
 
 def _groups(f: h5py.File, n: int) -> tuple[list[str], str]:
     """Who each of the n equity accounts is: its household when /agents/household names one, else its kind."""
+    units = f.get("equity/unit_name")
+    if str(_attr(f["equity"], "unit", "")) == "household" and isinstance(units, h5py.Dataset):
+        names = _strs(units)
+        if len(names) == n:  # accounts per household: each is its own group
+            return names, "household"
+    hh, hh_name, kind = f.get("agents/household"), f.get("agents/household_name"), f.get("agents/kind")
+    if all(isinstance(d, h5py.Dataset) for d in (hh, hh_name, kind)) and len(hh) == n:  # per device
+        index, homes, kinds = np.asarray(hh[()]).ravel(), _strs(hh_name), _strs(kind)
+        if index.dtype.kind in "iu" and len(kinds) == n and any(index >= 0):
+            return [homes[i] if 0 <= i < len(homes) else kinds[a] for a, i in enumerate(index)], "household"
     for key, what in (("agents/household", "household"), ("agents/kind", "agent kind")):
         ds = f.get(key)
         names = _strs(ds) if isinstance(ds, h5py.Dataset) else []
@@ -449,6 +461,11 @@ def _month_range(x: Arr) -> str:
     return f" (monthly {_f(v.min(), '.4f')}–{_f(v.max(), '.4f')} over {v.size} months)" if v.size else ""
 
 
+def _units(eq: Equity) -> str:
+    """What the equity accounts compare, in words."""
+    return "households" if eq.unit == "household" else "agents"
+
+
 def equity_rows(eq: Equity) -> list[tuple[str, str]]:
     """Summary rows of the equity accounts, labels as in ``EQUITY_LABELS``."""
     tr = eq.transfer[np.isfinite(eq.transfer)]
@@ -457,7 +474,7 @@ def equity_rows(eq: Equity) -> list[tuple[str, str]]:
         f"{html.escape(eq.rule)}, levy {_f(eq.levy_per_mwh, '.2f', ' $/MWh')}; transfers "
         f"+{_f(tr.clip(0, None).sum(), '.2f')} / {_f(tr.clip(None, 0).sum(), '.2f')} $ (net "
         f"{_f(to_low, '.2f')} $ to low-income "
-        "agents)"
+        f"{_units(eq)})"
     )
     s = eq.surplus
     lo, other = s[eq.low_income & np.isfinite(s)], s[~eq.low_income & np.isfinite(s)]
@@ -465,7 +482,7 @@ def equity_rows(eq: Equity) -> list[tuple[str, str]]:
     def mean(x: Arr) -> str:
         return f"{_f(x.mean(), '.2f')}" if x.size else "n/a"
 
-    surplus = f"{mean(lo)} / {mean(other)} $ ({lo.size} / {other.size} agents)"
+    surplus = f"{mean(lo)} / {mean(other)} $ ({lo.size} / {other.size} {_units(eq)})"
     cells = (
         _f(eq.gini_surplus, ".4f") + _month_range(eq.gini_month),
         _f(eq.gini_bill, ".4f") + _month_range(eq.gini_bill_month),
@@ -739,6 +756,7 @@ def plot_release(soc: Society, pv: Privacy) -> Figure:
         s = pd.Series(y, index=index)
         if daily:
             s = s.resample("D").mean()
+        s = s.dropna()  # refused releases, and the hours between releases with release_every: day
         if np.isfinite(s.to_numpy(dtype=float)).any():
             ax.plot(
                 s.index,

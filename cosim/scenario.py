@@ -332,9 +332,11 @@ class AgentsConfig(_Section):
     """Every load and static generator of the grid becomes an agent; these add devices."""
 
     household_profiles: list[str] = _field(
-        "SimBench load-profile prefixes that mark a load as a household (others are businesses); "
-        "loads without a profile are all households",
-        default_factory=lambda: ["H"],
+        "SimBench load-profile prefixes that mark a load as a household (others are businesses, heat pumps "
+        "and EV chargers: SimBench's H0-* are households, its HLS_* home chargers also start with H); loads "
+        "without a profile are all households. A household is its load and what is behind its meter: the "
+        "PV, battery and EV placed there, and the grid's own loads and generators at its bus if alone there",
+        default_factory=lambda: ["H0"],
     )
     pv: PVConfig = _field("Rooftop PV", default_factory=PVConfig)
     battery: BatteryConfig = _field("Home batteries", default_factory=BatteryConfig)
@@ -702,11 +704,21 @@ class LedgerConfig(_Section):
     )
     block_interval_s: float = _field("pow: mean block interval", unit="s", default=600.0, gt=0)
     confirmations: int = _field("pow: blocks deep for finality", default=6, ge=1)
-    hash_rate_hps: float = _field(
-        "pow: network hash rate (Bitcoin 2021-22: ~1e20)", unit="H/s", default=1e20, gt=0
+    hash_rate_hps: float | None = _field(
+        "pow: network hash rate; default validators x miner_hash_rate_hps (the simulated miners); e.g. 1e20 "
+        "for Bitcoin's network of 2021-22 as a what-if",
+        None,
+        unit="H/s",
+        gt=0,
+    )
+    miner_hash_rate_hps: float = _field(
+        "pow: hash rate of one miner (one Bitmain Antminer S19 Pro: 110 TH/s at 3,250 W)",
+        unit="H/s",
+        default=1.1e14,
+        gt=0,
     )
     j_per_hash: float = _field(
-        "pow: miner efficiency (Antminer S19 class: ~3e-11)", unit="J/H", default=3e-11, gt=0
+        "pow: miner efficiency (Antminer S19 Pro: 29.5 J/TH)", unit="J/H", default=2.95e-11, gt=0
     )
     slot_s: float = _field("pos: slot length", unit="s", default=12.0, gt=0)
     slots_per_epoch: int = _field("pos: slots per epoch", default=32, ge=1)
@@ -716,7 +728,13 @@ class LedgerConfig(_Section):
         "bft: make blocks without transactions (CometBFT option; false keeps a quiet year cheap)",
         default=False,
     )
-    node_power_w: float = _field("pos, bft: electric power per validator node", unit="W", default=100.0, gt=0)
+    node_power_w: float = _field(
+        "pos, bft: electric power per validator node (a home staking machine with its beacon and execution "
+        "clients, or a small permissioned server: ~100 W all in, Ethereum Foundation 2021)",
+        unit="W",
+        default=100.0,
+        gt=0,
+    )
     network: NetworkConfig = _field("The validators' network", default_factory=NetworkConfig)
     gate_closure_s: float = _field(
         "Trades are submitted this long before their delivery interval starts; the start is their deadline",
@@ -880,6 +898,12 @@ class EquityConfig(_Section):
     levy_per_mwh: float = _field(
         "Levy on every MWh consumed that funds the rule", unit="$/MWh", default=0.0, ge=0
     )
+    unit: Literal["household", "device"] = _field(
+        "Whose accounts are compared: household (a household's load and the PV, battery and EV behind its "
+        "meter summed; agents behind no household meter, e.g. businesses and the grid's own generators, "
+        "left out) or device (every agent on its own)",
+        default="household",
+    )
 
     @model_validator(mode="after")
     def _levy(self) -> EquityConfig:
@@ -928,6 +952,11 @@ class PrivacyConfig(_Section):
     group_by: Literal["bus", "grid"] = _field(
         "Aggregate per bus, or over the whole grid (one group: more agents per release, less relative noise)",
         default="bus",
+    )
+    release_every: Literal["step", "day"] = _field(
+        "How often a release is made: every step, or once a day of the day's consumption (its last step; the "
+        "others NaN); declared_max_kw and active_threshold_kw are then mean powers over the day",
+        default="step",
     )
     evaluate: bool = _field("Also record the true aggregates and the errors of the release", default=False)
     noise: Literal["seeded", "secure"] = _field(
@@ -1032,7 +1061,7 @@ class Scenario(_Section):
     ledger: LedgerConfig | None = _field("Blockchain ledger recording and settling the trades", None)
     privacy: PrivacyConfig | None = _field("Differentially private release of metered aggregates", None)
     emissions: EmissionsConfig | None = _field(
-        "Emissions accounting and carbon price (needs a dcopf or central market)", None
+        "Emissions accounting and carbon price (any market design)", None
     )
     equity: EquityConfig | None = _field(
         "Equity accounting: bills, surplus, Gini, a fairness rule (needs a market)", None
@@ -1055,11 +1084,17 @@ class Scenario(_Section):
             )
         if self.ledger is not None and not workload and self.market is None:
             raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
-        if self.emissions is not None and (
-            self.market is None or self.market.design not in ("dcopf", "central", "scopf")
+        if self.emissions is not None and self.market is None:
+            raise ValueError("emissions accounts what the market dispatches: add a market section")
+        if (
+            self.emissions is not None
+            and self.emissions.carbon_price_per_t > 0
+            and self.market is not None
+            and self.market.design == "stochastic"
         ):
             raise ValueError(
-                "emissions needs a market with a network model (dcopf, central or scopf): its nodal factors"
+                "emissions.carbon_price_per_t is not built for design stochastic (its days are cleared "
+                "ahead on the scenarios' own offers): set it to 0 or use another design"
             )
         if self.privacy is not None and self.grid is None:
             raise ValueError("privacy releases metered data of the agents: it needs a grid")
@@ -1080,6 +1115,8 @@ class Scenario(_Section):
                 "an island event needs a market that can balance the microgrid alone (uniform, dcopf, "
                 "central, scopf or admm): the local price decides who is served"
             )
+        if self.privacy is not None and self.privacy.release_every == "day" and 86400 % self.time.step_s:
+            raise ValueError("privacy.release_every day needs a time.step that divides a day")
         if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
             raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
         return self

@@ -361,6 +361,8 @@ class Accounting:
     baseline_price_per_mwh: np.ndarray | None = None
     baseline_export_per_mwh: np.ndarray | None = None
     attrs: dict[str, Any] | None = None
+    unit_of: np.ndarray | None = None  # (n_agent,) equity unit of each agent (-1: none); None: per device
+    unit_name: np.ndarray | None = None  # (n_unit,) names of the equity units
 
 
 def _upstream_emissions(scenario: Scenario) -> Any:
@@ -426,6 +428,25 @@ def element_factors(scenario: Scenario, net: Any, fleet: Fleet, factors: Any) ->
     return out
 
 
+def _emissions_network(market: Market, net: Any, losses: bool) -> tuple[Any, Any, bool]:
+    """(network, reference DC-OPF or None, losses) the marginal emission factors of a design are taken on.
+
+    dcopf, central, scopf: the design's own DC network and clearing (nodal factors, losses as asked);
+    acopf: the DC network of the net and a DC-OPF re-clearing the same bids (nodal factors of the DC
+    approximation); the copper-plate designs: one node (the system marginal factor, the same at every bus,
+    no loss adjustment: the clearing has no network to carry losses).
+    """
+    from cosim.models.market.dcopf import DCOPF
+    from cosim.models.market.network_dc import copper_plate, dc_network
+
+    if market.design in ("dcopf", "central", "scopf"):
+        return market.model.network, None, losses
+    if market.design == "acopf":
+        network = dc_network(net)
+        return network, DCOPF(network, market.bidder.demand_bus, market.bidder.supply_bus), losses
+    return copper_plate(net), None, False
+
+
 def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market | None) -> Accounting:
     """Emissions and equity accounts of the scenario (and the carbon price put on the market's offers)."""
     from cosim.models.accounting.emissions import EmissionAccounting, EmissionFactors
@@ -442,9 +463,10 @@ def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market 
         )  # fmt: skip
         agent_kg_per_mwh = element_factors(scenario, net, fleet, factors)  # checked with or without a market
         if market is not None:
+            network, reference, losses = _emissions_network(market, net, em.losses)
             out.emissions = EmissionAccounting(
-                net, market.model.network, market.bidder, table.kind, table.bus, factors, agent_kg_per_mwh,
-                losses=em.losses,
+                net, network, market.bidder, table.kind, table.bus, factors, agent_kg_per_mwh,
+                losses=losses, reference=reference,
             )  # fmt: skip
             if em.carbon_price_per_t > 0:
                 market.carbon = (out.emissions.steps, em.carbon_price_per_t)
@@ -469,7 +491,13 @@ def build_accounting(scenario: Scenario, net: Any, fleet: Fleet, market: Market 
             out.beneficiary[
                 rng.choice(loads, size=round(eq.low_income_share * len(loads)), replace=False)
             ] = True
-        out.attrs = (out.attrs or {}) | {"equity/rule": eq.rule, "equity/levy_per_mwh": eq.levy_per_mwh}
+        if eq.unit == "household" and table.household is not None:
+            out.unit_of, out.unit_name = table.household, table.household_name
+        else:
+            out.unit_name = table.name
+        out.attrs = (out.attrs or {}) | {
+            "equity/rule": eq.rule, "equity/levy_per_mwh": eq.levy_per_mwh, "equity/unit": eq.unit
+        }  # fmt: skip
     return out
 
 
@@ -480,7 +508,9 @@ def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.nda
     eq = scenario.equity
     if accounting.equity is None or eq is None:
         return {}, {}
-    res = study_outputs(accounting.equity, accounting.beneficiary, eq.rule, eq.levy_per_mwh)
+    unit_of, names = accounting.unit_of, accounting.unit_name
+    n_unit = None if names is None else len(names)
+    res = study_outputs(accounting.equity, accounting.beneficiary, eq.rule, eq.levy_per_mwh, unit_of, n_unit)
     month = study_month_of_step(times_s)
     starts = times_s[np.searchsorted(month, np.arange(accounting.equity.n_month))]
     units = {
@@ -491,7 +521,11 @@ def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.nda
         "lorenz": "1",
     }
     data = {f"equity/{k}": (np.asarray(v), units.get(k, "$")) for k, v in res.items() if np.ndim(v)}
-    data["equity/low_income"] = (np.asarray(accounting.beneficiary), "1")
+    low = np.asarray(accounting.beneficiary)
+    if unit_of is not None and n_unit is not None:
+        low = np.bincount(unit_of[unit_of >= 0], low[unit_of >= 0], minlength=n_unit) > 0
+    data["equity/low_income"] = (low, "1")
+    data["equity/unit_name"] = (np.asarray(names, dtype=str), "")
     data["equity/month_start"] = (starts, "Unix s")
     attrs = {
         "equity/gini_surplus": res["gini_surplus"], "equity/gini_bill": res["gini_bill_study"],
@@ -499,6 +533,12 @@ def _equity_datasets(scenario: Scenario, accounting: Accounting, times_s: np.nda
         "equity/lorenz_shifted": bool(res["lorenz_shifted"]),
     }  # fmt: skip
     return data, attrs
+
+
+def _steps_per_release(scenario: Scenario) -> int:
+    """Steps in one release period of the private release (``privacy.release_every``)."""
+    assert scenario.privacy is not None
+    return 1 if scenario.privacy.release_every == "step" else 86400 // scenario.time.step_s
 
 
 def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.ndarray] | None:
@@ -510,7 +550,7 @@ def build_privacy(scenario: Scenario, net: Any, fleet: Fleet) -> tuple[Any, np.n
         return None
     where = fleet.table.bus if cfg.group_by == "bus" else np.zeros(len(fleet.table), dtype=np.int64)
     buses, groups = np.unique(where, return_inverse=True)
-    mwh_per_kw = scenario.time.step_s / 3600.0 / 1000.0
+    mwh_per_kw = _steps_per_release(scenario) * scenario.time.step_s / 3600.0 / 1000.0  # kW over a period
     release = PrivateRelease(
         groups.astype(np.int64),
         cfg.declared_max_kw * mwh_per_kw,
@@ -571,8 +611,8 @@ def _privacy_summary(release: Any, errors: list[tuple[float, float, float, float
     out: dict[str, Any] = {
         "privacy/n_refused": release.n_refused, "privacy/epsilon_spent": release.accountant.epsilon_spent,
     }  # fmt: skip
-    if errors:
-        mean = np.nanmean(np.asarray(errors), axis=0)
+    if errors is not None:  # evaluated: the mean errors of the releases, NaN before the first one
+        mean = np.nanmean(np.asarray(errors), axis=0) if errors else np.full(4, np.nan)
         keys = ("mae_consumption_mwh", "relative_error_consumption", "mae_count", "relative_error_count")
         out |= {f"privacy/{k}": float(v) for k, v in zip(keys, mean, strict=True)}
     return out
@@ -618,7 +658,8 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     specific: dict[str, dict[str, Any]] = {
         "pow": {
             "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
-            "hash_rate_hps": cfg.hash_rate_hps, "j_per_hash": cfg.j_per_hash, "hash_share": power,
+            "hash_rate_hps": cfg.hash_rate_hps or n * cfg.miner_hash_rate_hps,
+            "j_per_hash": cfg.j_per_hash, "hash_share": power,
         },
         "pos": {
             "slot_s": cfg.slot_s, "slots_per_epoch": cfg.slots_per_epoch, "stake": power,
@@ -739,8 +780,10 @@ LABELS = {
     "grid/trafo/name": "trafo",
     "agents/name": "agent",
     "agents/storage_name": "battery",
+    "agents/household_name": "household",
     "privacy/series_name": "series",
     "equity/month_start": "month",
+    "equity/unit_name": "unit",
 }
 
 
@@ -756,7 +799,7 @@ def dimensions(paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
         elif group == "equity" and name == "lorenz":
             out[path] = ("lorenz_point", "lorenz_axis")
         elif group == "equity" and path not in LABELS:
-            out[path] = ("month",) if name in ("gini", "gini_bill") else ("agent",)
+            out[path] = ("month",) if name in ("gini", "gini_bill") else ("unit",)
     return out
 
 
@@ -950,6 +993,9 @@ def _series_and_static(
             "agents/kind": (table.kind.astype(str), ""),
             "agents/storage_name": (table.name[batteries].astype(str), ""),
         }
+        if table.household is not None and table.household_name is not None:
+            static["agents/household"] = (table.household, "1, row of /agents/household_name (-1: none)")
+            static["agents/household_name"] = (table.household_name.astype(str), "")
         if market is not None:
             critical = np.asarray(market.bidder.critical, dtype=bool)
             static["agents/critical"] = (critical, "critical load: served first, shed last")
@@ -1184,7 +1230,10 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
             world.connect(grid_e, acc_e, "vm_pu", "va_degree")
             sources["Accounting"] = acc_e
         if release is not None:
-            dp_e = world.start("Privacy", release=release, step_s=step_s, errors=dp_errors).Privacy()
+            per_release = _steps_per_release(scenario)
+            dp_e = world.start(
+                "Privacy", release=release, step_s=step_s, errors=dp_errors, steps_per_release=per_release
+            ).Privacy()
             world.connect(fleet_e, dp_e, "p_mw")
             sources["Privacy"] = dp_e
         if ledger is not None:

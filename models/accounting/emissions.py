@@ -854,6 +854,13 @@ class EmissionAccounting:
     factors : per-kind factors and the upstream grid
     agent_kg_per_mwh : (n_agent,) per-agent factors overriding the per-kind ones
     losses : build the loss factors (needs the AC power flow's voltages in :meth:`update`)
+    reference : a DC-OPF on ``network`` that re-clears each interval's bids for the marginal factors, for a
+        design whose own clearing is not a DC-OPF on it (acopf: the DC approximation of its dispatch);
+        default None: the factors are the sensitivities of the design's own clearing
+
+    A copper-plate design (uniform, admm, tou, dr, stochastic) passes
+    :func:`~cosim.models.market.network_dc.copper_plate`: one node, no branch, so the marginal factor is
+    the system's, that of the marginal offer (or bid) at every bus.
     """
 
     def __init__(
@@ -866,8 +873,9 @@ class EmissionAccounting:
         factors: EmissionFactors | None = None,
         agent_kg_per_mwh: np.ndarray | None = None,
         losses: bool = True,
+        reference: Any = None,
     ) -> None:
-        self.network = network
+        self.network, self.reference = network, reference
         self.steps = StepFactors.from_bidder(bidder, agent_kind, factors, agent_kg_per_mwh)
         self.marginal = MarginalEmissions(network, bidder.demand_bus, bidder.supply_bus)
         self.losses = LossFactors(net) if losses else None
@@ -904,8 +912,9 @@ class EmissionAccounting:
         em = interval_emissions(clearing.supply_mw, clearing.demand_mw, fac.supply_kg_per_mwh, dt_h)
         agent_kg = np.bincount(self._owner[self._own], em.supply_kg[self._own], self.n_agent)
         upstream_kg = float(np.sum(em.supply_kg[st.upstream_supply]))
+        margin = clearing if self.reference is None else self.reference.clear(bids)
         nodal = self.marginal.nodal(
-            bids, clearing, fac.supply_marginal_kg_per_mwh, fac.demand_marginal_kg_per_mwh
+            bids, margin, fac.supply_marginal_kg_per_mwh, fac.demand_marginal_kg_per_mwh
         )
         n_pos = self.network.n_bus
         dloss_pos = np.full(n_pos, np.nan)

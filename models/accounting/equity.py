@@ -519,13 +519,36 @@ def round_to_cents(amounts_usd: ArrayLike, total_usd: float) -> IntArray:
     return base
 
 
+def by_unit(values: ArrayLike, unit_of: ArrayLike, n_unit: int) -> FloatArray:
+    """Sum agent values over units (e.g. households): (..., n_agent) -> (..., n_unit).
+
+    ``unit_of`` (n_agent,) gives each agent's unit in ``[0, n_unit)``, or -1 for an agent in none (left out).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    unit = np.asarray(unit_of, dtype=np.int64)
+    if unit.shape != v.shape[-1:]:
+        raise ValueError(f"unit_of must have one entry per agent ({v.shape[-1]}), got shape {unit.shape}")
+    if np.any(unit >= n_unit) or np.any(unit < -1):
+        raise ValueError(f"unit_of must be in [-1, {n_unit})")
+    member = np.zeros((len(unit), n_unit))
+    inside = unit >= 0
+    member[np.flatnonzero(inside), unit[inside]] = 1.0
+    return np.asarray(v @ member)
+
+
 def study_outputs(
     acc: EquityAccumulator,
     beneficiary: ArrayLike,
     rule: Literal["none", "level_up", "proportional"] = "none",
     levy_per_mwh: float = 0.0,
+    unit_of: ArrayLike | None = None,
+    n_unit: int | None = None,
 ) -> dict[str, FloatArray | float]:
     """What a study reports on equity, after the fairness rule, month by month.
+
+    With ``unit_of`` (n_agent,) and ``n_unit`` the accounts are first summed over units (households: a
+    household's load and the PV, battery and EV behind its meter; agents with -1 are left out), a unit
+    is a beneficiary when any of its agents is, and everything below is per unit instead of per agent.
 
     The rule charges ``levy_per_mwh`` on every MWh an agent consumes in a month and hands that month's
     pot back to the ``beneficiary`` agents (``redistribute`` with their flags as weights), so money is
@@ -539,6 +562,11 @@ def study_outputs(
     (``lorenz_shifted`` 1); scalars ``gini_surplus``, ``gini_bill_study``, ``absolute_gini_surplus``.
     """
     m = acc.monthly()
+    if unit_of is not None:
+        if n_unit is None:
+            raise ValueError("n_unit is needed with unit_of")
+        m = AgentAccounts(*(by_unit(getattr(m, f.name), unit_of, n_unit) for f in fields(m)))
+        beneficiary = by_unit(np.asarray(beneficiary, dtype=float), unit_of, n_unit) > 0
     levy = levy_per_mwh * m.energy_bought_mwh
     transfer = -levy
     if rule != "none":

@@ -29,6 +29,9 @@ class AgentTable:
     bus: np.ndarray  # (n,) int, pandapower bus index
     kind: np.ndarray  # (n,) str, one of KINDS
     elements: list[tuple[str, int]]  # pandapower (table, index) carrying the agent's power
+    # (n,) int: the household behind whose meter the agent is (its load, PV, battery, EV), -1: none
+    household: np.ndarray | None = None
+    household_name: np.ndarray | None = None  # (n_household,) str: the name of each household's load
 
     def __len__(self) -> int:
         return len(self.name)
@@ -233,6 +236,12 @@ def build_fleet(
         when the requested shares cannot be placed (message names the YAML key).
     """
     loads, sgens, gens = net.load.index.to_numpy(), net.sgen.index.to_numpy(), net.gen.index.to_numpy()
+    # The grid's own storage units (SimBench's future scenarios ship some, with a static p_mw of a full
+    # discharge) are not agents: left in, they would inject that power in every interval, unseen by the
+    # market. They are set idle; batteries come from agents.battery.
+    if "storage" in net and len(net.storage):
+        net.storage["p_mw"] = 0.0
+        net.storage["q_mvar"] = 0.0
     net.load["scaling"] = 1.0
     net.sgen["scaling"] = 1.0
     net.gen["scaling"] = 1.0
@@ -296,7 +305,32 @@ def build_fleet(
     )
     names = _unique(names)
     buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
-    table = AgentTable(np.array(names, dtype=object), buses, np.array(kinds, dtype=object), elements)
+    home_of_row = {int(r): k for k, r in enumerate(homes)}  # net.load row -> household number
+    # the grid's own loads (heat pumps, EV chargers) and generators at a bus with exactly one household
+    # are behind that household's meter (a SimBench bus is a house connection)
+    bus_homes = np.bincount(home_bus[homes], minlength=int(home_bus.max(initial=0)) + 1) if n_home else None
+    home_at_bus = {int(home_bus[r]): k for k, r in enumerate(homes)}
+
+    def at_bus(bus: int) -> int:
+        alone = bus_homes is not None and bus < len(bus_homes) and bus_homes[bus] == 1
+        return home_at_bus[bus] if alone else -1
+
+    household = np.array(
+        [home_of_row.get(i, at_bus(int(home_bus[i]))) for i in range(len(loads))]
+        + [at_bus(int(b)) for b in net.sgen.bus.to_numpy()[: len(sgens)]]
+        + [at_bus(int(b)) for b in net.gen.bus.to_numpy()]
+        + [home_of_row[int(h)] for h in np.r_[pv_homes, bat_homes, ev_homes]],
+        dtype=np.int64,
+    )
+    household_name = np.array([names[int(r)] for r in homes], dtype=object)
+    table = AgentTable(
+        np.array(names, dtype=object),
+        buses,
+        np.array(kinds, dtype=object),
+        elements,
+        household,
+        household_name,
+    )
 
     n_fixed = len(loads) + len(sgens) + len(gens)
     pv_of_home = {int(h): n_fixed + j for j, h in enumerate(pv_homes)}

@@ -340,6 +340,11 @@ class Market:
             return self._failed(forecast_mw)
         d_mw, s_mw, price = day.demand_mw[h], day.supply_mw[h], float(day.price_per_mwh[h])
         cost, fixed = float(bids.supply_price @ s_mw), fixed_cost(bids)
+        welfare = float(bids.demand_price @ d_mw) - cost
+        # the hour of the day-ahead schedule as a copper-plate clearing, for the accounting
+        self.last_clearing = Clearing(
+            np.full(self.n_bus, price), d_mw, s_mw, welfare, cost, 0.0, np.zeros(0), "optimal"
+        )
         d_step, s_step, mw = merit_order_trades(d_mw, bids.demand_price, s_mw, bids.supply_price)
         b = self.bidder
         return MarketResult(
@@ -349,7 +354,7 @@ class Market:
             award_mw=iv.award_mw,
             payment=iv.day_ahead_payment + iv.balancing_payment,
             cleared_mwh=float(d_mw.sum()) * dt,
-            welfare=(float(bids.demand_price @ d_mw) - cost - fixed) * dt,
+            welfare=(welfare - fixed) * dt,
             cost=(cost + fixed) * dt,
             variable_cost=cost * dt,
             congestion_rent=0.0,

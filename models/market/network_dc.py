@@ -204,3 +204,28 @@ def dc_network(net: Any) -> DCNetwork:
         island_ref=np.array(island_ref, dtype=np.int64),
         island=island,
     )
+
+
+def copper_plate(net: Any) -> DCNetwork:
+    """The copper plate of a net: one node (at the slack's bus) that every in-service bus maps to, no branch.
+
+    The network a copper-plate design (uniform, admm, tou, dr, stochastic) clears on, so that network
+    tools (e.g. the marginal emission factors) give the system's value at every bus.
+    """
+    buses = net.bus.index[net.bus.in_service.to_numpy(dtype=bool)].to_numpy(dtype=np.int64)
+    slack_bus = int(net.ext_grid.bus.iloc[0]) if len(net.ext_grid) else int(buses[0])
+    empty_f, empty_i = np.zeros(0), np.zeros(0, dtype=np.int64)
+    return DCNetwork(
+        bus=np.array([slack_bus], dtype=np.int64),
+        branch_from=empty_i,
+        branch_to=empty_i,
+        b_pu=empty_f,
+        shift_rad=empty_f,
+        rate_mw=empty_f,
+        slack=0,
+        base_mva=float(getattr(net, "sn_mva", 1.0) or 1.0),
+        branch_name=[],
+        bus_lookup={int(b): 0 for b in buses},
+        island_ref=np.array([0], dtype=np.int64),
+        island=np.zeros(1, dtype=np.int64),
+    )

@@ -19,7 +19,10 @@ META: Meta = {
 
 
 class PrivacySim(mosaik_api_v3.Simulator):
-    """Releases each interval's per-bus consumption sums and active counts, or NaN when the budget refuses.
+    """Releases each period's per-group consumption sums and active counts, or NaN when the budget refuses.
+
+    A period is ``steps_per_release`` steps (1: every step); its release comes with its last step, the
+    other steps give NaN.
 
     Only the released (noisy) values leave this simulator, and ``true`` when the study evaluates the
     release; ``errors`` (a list the caller keeps) collects each release's error metrics
@@ -38,9 +41,12 @@ class PrivacySim(mosaik_api_v3.Simulator):
         release: PrivateRelease,
         step_s: int,
         errors: list[tuple[float, float, float, float]] | None = None,
+        steps_per_release: int = 1,
     ) -> Meta:
         self.release, self.step_s, self.dt_h = release, step_s, step_s / 3600.0
         self.errors, self.evaluate = errors, errors is not None
+        self.per_release = int(steps_per_release)
+        self._energy: np.ndarray | None = None  # consumption of the period so far, MWh per agent
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -50,9 +56,17 @@ class PrivacySim(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         (p_mw,) = inputs["privacy"]["p_mw"].values()
-        consumption_mwh = np.asarray(p_mw, dtype=float) * self.dt_h  # clipped to [0, declared] inside
-        result = self.release.release(consumption_mwh)
+        # each step's consumption (no negative: an injection is not consumption), summed over the period
+        step_mwh = np.clip(np.asarray(p_mw, dtype=float), 0.0, None) * self.dt_h
+        self._energy = step_mwh if self._energy is None else self._energy + step_mwh
         n = self.release.n_group
+        if (time // self.step_s + 1) % self.per_release:  # the period goes on: nothing released yet
+            spent = self.release.accountant.epsilon_spent
+            nan = np.full(2 * n, np.nan)
+            self._out = {"released": nan, "true": nan, "epsilon_spent": spent, "refused": False}
+            return time + self.step_s
+        consumption_mwh, self._energy = self._energy, None  # clipped to [0, declared] inside
+        result = self.release.release(consumption_mwh)
         true = np.full(2 * n, np.nan)
         if self.evaluate:
             sums, counts = self.release.true_aggregates(consumption_mwh)

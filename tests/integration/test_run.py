@@ -61,8 +61,12 @@ def test_hdf5_contract(default_run: cosim.RunSummary) -> None:
         assert f["grid/bus/vm_pu"].shape == (48, n_bus)
         assert f["grid/line/loading_percent"].shape == (48, len(f["grid/line/name"]))
         assert f["agents/p_mw"].shape == (48, n_agent)
-        kinds = set(f["agents/kind"].asstr()[:])
-        assert {"load", "sgen", "pv", "battery", "ev"} <= kinds
+        kinds = f["agents/kind"].asstr()[:]
+        assert {"load", "sgen", "battery"} <= set(kinds)  # the outlook's own PV and EV chargers: sgen, load
+        # households: every battery and every SimBench PV plant is behind some household's meter
+        household = f["agents/household"][:]
+        assert household.shape == (n_agent,) and household.max() == len(f["agents/household_name"]) - 1
+        assert (household[(kinds == "battery") | (kinds == "sgen")] >= 0).all()
         assert f["agents/soc_mwh"].shape == (48, list(f["agents/kind"].asstr()[:]).count("battery"))
         np.testing.assert_array_equal(f["grid/bus/index"][:], np.sort(f["grid/bus/index"][:]))
         assert f["grid/converged"][:].all()
@@ -131,6 +135,7 @@ def test_secure_noise_differs_between_runs_and_nothing_else(tmp_path: Path) -> N
     between two runs of the same seed, and it is a valid release (finite, integer counts)."""
     text = (ROOT / "scenarios" / "default.yaml").read_text()
     path = tmp_path / "secure.yaml"
+    text = text.replace("release_every: day", "release_every: step", 1)  # a release every step
     path.write_text(text.replace("privacy:", "privacy:\n  noise: secure", 1))
     runs = [cosim.run(path, steps=3, out=tmp_path / f"secure{i}.h5") for i in range(2)]
     first, second = (dataset_hashes(r.path) for r in runs)

@@ -396,3 +396,30 @@ def test_emission_accounting_update_on_a_bidder() -> None:
     )
     assert np.all(a.trades.total_kg[trades["seller"] >= 0] < 0)  # local PV displaces the upstream grid
     np.testing.assert_allclose(a.trades.total_kg[trades["seller"] == UPSTREAM], 0.0, atol=1e-12)
+
+
+def test_copper_plate_factor_is_the_marginal_offers_kind() -> None:
+    """On the copper plate of a 3-bus net (every bus one node) the uniform auction's marginal offer sets
+    the factor at every bus: 1 MW of demand with 0.5 MW of PV (41) and imports (527) -> 527; 0.3 MW -> 41
+    (the PV is then marginal); with inelastic demand at two buses, both get the same factor."""
+    import pandapower as pp
+
+    from cosim.models.market.auction import UniformAuction
+    from cosim.models.market.network_dc import copper_plate
+
+    net = pp.create_empty_network()
+    buses = [pp.create_bus(net, 0.4) for _ in range(3)]
+    pp.create_ext_grid(net, buses[0])
+    for a, b in ((0, 1), (1, 2)):
+        pp.create_line(net, buses[a], buses[b], 0.1, "NAYY 4x50 SE")
+    plate = copper_plate(net)
+    assert plate.n_bus == 1 and plate.n_branch == 0
+    np.testing.assert_array_equal(plate.position_of(buses), [0, 0, 0])
+    marginal = MarginalEmissions(plate, np.array([1, 2]), np.array([2, 0]))
+    factors = np.array([41.0, 527.0])  # PV at bus 2, import at the slack
+    for demand, expected in ((1.0, 527.0), (0.3, 41.0)):
+        bids = _bids([1, 2], [demand / 2, demand / 2], [2, 0], [0.5, 10.0], [0.0, 80.0])
+        clearing = UniformAuction(2, 2).clear(bids)
+        assert clearing.status == "optimal"
+        nodal = marginal.nodal(bids, clearing, factors)
+        np.testing.assert_allclose(nodal.kg_per_mwh, [expected], atol=1e-9)

@@ -42,11 +42,18 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
 
 
 def test_default_is_a_year_of_hours_on_simbench_lv() -> None:
-    """The default study is one year, hourly, of a SimBench LV grid with PV, batteries and EVs."""
+    """The default study is one year, hourly, of a SimBench LV grid in a future outlook with PV, batteries,
+    EVs and heat pumps: its own PV plants, EV chargers and heat pumps, and batteries added as agents."""
+    import simbench
+
     s = load_scenario(Path(__file__).parents[2] / "scenarios" / "default.yaml")
     assert (s.time.n_steps, s.time.step_s) == (8760, 3600)
-    assert s.grid.source == "simbench" and "-LV-" in s.grid.code
-    assert s.agents.pv.share > 0 and s.agents.battery.share > 0 and s.agents.ev.share > 0
+    assert s.grid.source == "simbench" and "-LV-" in s.grid.code and "--2-" in s.grid.code
+    net = simbench.get_simbench_net(s.grid.code)
+    profile = net.load.profile.astype(str)
+    assert (net.sgen.type == "PV").sum() > 0 and s.agents.battery.share > 0
+    assert profile.str.startswith("HLS").sum() > 0  # EV home chargers
+    assert profile.str.startswith(("Air", "Soil")).sum() > 0  # heat pumps
 
 
 def test_broken_yaml_reports_every_problem_at_once(tmp_path: Path) -> None:
@@ -178,3 +185,33 @@ def test_branch_limit_is_an_acopf_key(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario(write(tmp_path, grid + "market: {design: dcopf, branch_limit: current}"))
     assert "branch_limit is only used by design acopf" in str(info.value)
+
+
+def test_consensus_energy_is_that_of_the_simulated_network() -> None:
+    """ledger_pow: 50 miners of one Antminer S19 Pro each (110 TH/s x 29.5 J/TH = 3,245 W) draw 162.25 kW,
+    not Bitcoin's ~3 GW; hash_rate_hps still sets a what-if network; BFT and PoS: 100 W per validator."""
+    from cosim.world import build_ledger
+
+    root = Path(__file__).parents[2] / "scenarios"
+    pow_ = load_scenario(root / "ledger_pow.yaml")
+    built = build_ledger(pow_, 4)
+    assert built is not None and built[1]["power_w"] == pytest.approx(50 * 110e12 * 29.5e-12)
+    what_if = pow_.model_copy(update={"ledger": pow_.ledger.model_copy(update={"hash_rate_hps": 1e20})})
+    built = build_ledger(what_if, 4)
+    assert built is not None and built[1]["power_w"] == pytest.approx(1e20 * 29.5e-12)
+    for name, validators in (("default", 16), ("ledger_pos", 64)):
+        built = build_ledger(load_scenario(root / f"{name}.yaml"), 4)
+        assert built is not None and built[1]["power_w"] == pytest.approx(validators * 100.0)
+
+
+def test_emissions_with_every_design_but_no_carbon_price_for_stochastic(tmp_path: Path) -> None:
+    """Emissions are accepted with a copper-plate design; a carbon price is refused for stochastic, whose
+    days are cleared ahead on their own offers, with the key that says so."""
+    base = (
+        "name: s\ntime: {start: 2016-06-01, duration: 1d}\n"
+        "grid: {source: simbench, code: 1-LV-rural1--0-sw}\nmarket: {design: %s}\nemissions: %s\n"
+    )
+    assert load_scenario(write(tmp_path, base % ("uniform", "{carbon_price_per_t: 50}"))).emissions
+    assert load_scenario(write(tmp_path, base % ("stochastic", "{}"))).emissions
+    with pytest.raises(ScenarioError, match="carbon_price_per_t is not built for design stochastic"):
+        load_scenario(write(tmp_path, base % ("stochastic", "{carbon_price_per_t: 50}")))

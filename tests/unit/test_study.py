@@ -43,17 +43,22 @@ def test_expansion_is_factorial_times_zip_times_seeds():
 
 
 def test_invalid_combination_names_the_factor_value():
-    """Only design 'uniform' clashes with the emissions section: the message names that value alone."""
+    """Only design 'stochastic' clashes with a carbon price: the message names that value alone."""
     with pytest.raises(ScenarioError) as info:
         plan_study(
             {
                 "name": "x",
                 "base": DEFAULT,
-                "factors": {"ledger.consensus": ["bft", "pos"], "market.design": ["dcopf", "uniform"]},
+                "factors": {
+                    "ledger.consensus": ["bft", "pos"],
+                    "market.design": ["dcopf", "stochastic"],
+                    "emissions.carbon_price_per_t": [50],
+                },
             }
         )
     ((path, msg),) = info.value.problems
-    assert path == "(top level)" and "emissions needs" in msg and msg.endswith("(when market.design=uniform)")
+    assert path == "(top level)" and "not built for design stochastic" in msg
+    assert msg.endswith("(when market.design=stochastic)")
 
 
 def test_field_problem_of_one_value():
