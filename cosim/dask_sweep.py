@@ -135,7 +135,8 @@ def _frame(plan: Plan, rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
         row = rows.get(run.run_id, {"status": "not run", "error": "", "wall_s": np.nan})
         rec: dict[str, Any] = {"run_id": run.run_id}
         rec |= {
-            k: v if isinstance(v, str | int | float | bool) else json.dumps(v) for k, v in run.values.items()
+            k: v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str)
+            for k, v in run.values.items()
         }
         rec |= {"seed": run.seed, "status": row["status"], "error": row.get("error", "") or ""}
         rec["wall_s"] = row.get("wall_s", np.nan)

@@ -146,7 +146,7 @@ def label(value: Any) -> str:
     """A value as it appears in a run id and in messages."""
     if isinstance(value, str | int | float | bool) or value is None:
         return str(value).lower() if isinstance(value, bool) or value is None else str(value)
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
 def run_id(values: dict[str, Any], seed: int) -> str:
