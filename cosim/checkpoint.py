@@ -9,7 +9,8 @@ A core's state is taken by :func:`capture`: an object that pickles is stored who
 attributes are captured one by one, so what cannot be pickled (HiGHS and Pyomo instances, SuperLU factors,
 OpenDP's measurements) is left out and kept as the freshly built run has it. A class lists in
 ``checkpoint_drop`` the attributes that describe such a left-out object (e.g. which parameters a HiGHS
-instance already holds) and must stay fresh too. Hooks: ``before_capture()`` puts a left-out object's
+instance already holds) and must stay fresh too; a class holding such objects, or parts with hooks, declares
+it (even empty) so that it is never stored whole. Hooks: ``before_capture()`` puts a left-out object's
 state into plain data (HiGHS's basis), ``before_restore(fields)`` builds lazily built parts the checkpoint
 holds state of (a power flow per topology), ``after_restore()`` rebuilds what is derived (a Jacobian's
 factors). The ledger's consensus runs as SimPy processes (generators), which cannot be stored:
@@ -52,12 +53,12 @@ def _pickles(obj: Any) -> bool:
 def capture(obj: Any, depth: int = 0) -> tuple[str, Any]:
     """The state of ``obj`` as a tree of ``("value", obj)``, ``("fields", {...})``, ``("items", ...)``
     or ``("skip", None)`` nodes (see the module docstring)."""
-    ours = type(obj).__module__.startswith("cosim.") or hasattr(type(obj), "checkpoint_drop")  # or opted in
+    drop = getattr(type(obj), "checkpoint_drop", None)  # declared (even empty): never stored whole
+    ours = type(obj).__module__.startswith("cosim.") or drop is not None
     hook = getattr(obj, "before_capture", None)
     if ours and callable(hook):
         hook()
-    drop = getattr(type(obj), "checkpoint_drop", ())
-    if not drop and _pickles(obj):
+    if drop is None and _pickles(obj):
         return "value", obj
     if depth >= _MAX_DEPTH:
         return "skip", None
@@ -68,7 +69,7 @@ def capture(obj: Any, depth: int = 0) -> tuple[str, Any]:
     if isinstance(obj, tuple):
         return "tuple", [capture(v, depth + 1) for v in obj]
     if hasattr(obj, "__dict__") and ours:  # never into a library's insides
-        return "fields", {k: capture(v, depth + 1) for k, v in vars(obj).items() if k not in drop}
+        return "fields", {k: capture(v, depth + 1) for k, v in vars(obj).items() if k not in (drop or ())}
     return "skip", None
 
 

@@ -150,6 +150,8 @@ class PersistentModel:
     options : HiGHS options on top of `DEFAULT_OPTIONS` (output is always off)
     """
 
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
+
     def __init__(
         self,
         model: pyo.ConcreteModel,

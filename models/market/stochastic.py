@@ -468,6 +468,8 @@ class StochasticLP:
     of the same structure again (same matrix objects, or equal values) only pushes what changed.
     """
 
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
+
     def __init__(
         self, solver_options: Mapping[str, Any] | None = None, time_limit_s: float | None = None
     ) -> None:
@@ -475,6 +477,13 @@ class StochasticLP:
         self._options, self._time_limit_s = options, time_limit_s
         self._rp, self._ev = _PyomoLP(options, time_limit_s), _PyomoLP(options, time_limit_s)
         self._ws: dict[int, _PyomoLP] = {}  # by scenario when T or W differ by scenario, else one (0)
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        """Create the WS models a checkpoint holds state of (they are otherwise made when first needed)."""
+        kind, ws = fields.get("_ws", ("skip", None))
+        if kind == "items":
+            for key in ws:
+                self._ws.setdefault(key, _PyomoLP(self._options, self._time_limit_s))
 
     @property
     def n_builds(self) -> int:
@@ -745,6 +754,8 @@ class StochasticDayAhead:
     are uncertain; a day with the same ones only pushes the changed bids, scenario quantities and
     balancing prices to the persistent models, which warm-start.
     """
+
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
 
     def __init__(
         self, n_hours: int, n_demand: int, n_supply: int, solver_options: Mapping[str, Any] | None = None
