@@ -8,6 +8,7 @@ suffice; the market of a later issue closes the loop with the same pattern.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -1316,8 +1317,8 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
         for src, attr in routes:
             world.connect(sources[src.split("-")[0]], rec_e, attr)
         world.run(until=(k_to - k_from) * step_s, print_progress=False)
-        world.shutdown()
-        world = None
+        done, world = world, None
+        done.shutdown()
 
     try:
         with sigterm_as_interrupt():
@@ -1334,7 +1335,8 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
                     checkpoint_s += wallclock.perf_counter() - t_ckpt
     except BaseException as exc:
         if world is not None:
-            world.shutdown()
+            with contextlib.suppress(BaseException):  # a second signal while stopping: stop all the same
+                world.shutdown()
         partial = recorder.close(complete=False)
         if bar is not None:
             bar.close()
