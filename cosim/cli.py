@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     length.add_argument("--days", type=float, help="run this many days instead of the scenario's period")
     length.add_argument("--steps", type=int, help="run this many steps instead of the scenario's period")
     run.add_argument("--out", type=Path, help="HDF5 file to write (default: output.path)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint <out>.ckpt (same scenario, seed and code)",
+    )
     run.add_argument("--seed", type=int, help="override the scenario seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--report", action="store_true", help="write the report when the run ends")
@@ -99,8 +104,9 @@ def _run(args: argparse.Namespace) -> int:
     for note in override_notes(scenario, effective(scenario, steps=args.steps, days=args.days)):
         print(f"note: {note}", file=sys.stderr)
     summary = run(
-        scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet
-    )
+        scenario, days=args.days, steps=args.steps, seed=args.seed, out=args.out, progress=not args.quiet,
+        resume=args.resume,
+    )  # fmt: skip
     share = 100 * summary.power_flow_s / summary.wall_s if summary.wall_s else 0.0
     print(
         f"wrote {summary.path}: {summary.n_steps} steps in {summary.wall_s:.1f} s "

@@ -213,6 +213,63 @@ class H5Recorder:
         self._datasets: dict[str, Any] = {}  # open handles: chunks are flushed by _sync, not on release
         self._sync()
 
+    @classmethod
+    def reopen(
+        cls,
+        path: str | Path,
+        series: list[Series],
+        chunk_steps: int,
+        tables: list[Table] | None,
+        n_steps: int,
+        table_rows: dict[str, int],
+        labels: dict[str, str] | None = None,
+        dims: dict[str, tuple[str, ...]] | None = None,
+    ) -> H5Recorder:
+        """The recorder of a resumed run: its ``.partial`` file cut back to ``n_steps`` steps (and each
+        table to its ``table_rows``), appended to from there."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self.chunk_steps = chunk_steps
+        self.series = {s.path: s for s in series}
+        self.labels, self.dims = dict(labels or {}), dict(dims or {})
+        for s in series:
+            if s.columns and s.columns not in self.labels:
+                self.labels[s.columns] = _labels_dim(s.columns)
+        self.tables = {t.path: t for t in tables or []}
+        try:
+            self._file = h5py.File(self.partial_path, "r+")
+        except OSError as exc:
+            raise RecorderError(f"--resume: cannot open {self.partial_path} to continue it ({exc})") from None
+        self._times = []
+        self._file.visititems(
+            lambda name, obj: self._times.append(obj)
+            if isinstance(obj, h5py.Dataset) and obj.attrs.get("source") == "/time" else None
+        )  # fmt: skip
+        for ds in [*(self._file[s.path] for s in series), *self._times]:
+            if ds.shape[0] < n_steps:
+                raise RecorderError(f"--resume: {self.partial_path} holds fewer steps than its checkpoint")
+            ds.resize(n_steps, axis=0)
+        for tpath, t in self.tables.items():
+            for name in [t.row_dim, *(c[0] for c in t.columns)]:
+                self._file[f"{tpath}/{name}"].resize(table_rows[tpath], axis=0)
+        self._rows = {tpath: [] for tpath in self.tables}
+        self._buffers = {
+            s.path: np.empty((chunk_steps, *(() if s.width is None else (s.width,))), dtype=s.dtype)
+            for s in series
+        }
+        self._filled = 0
+        self.n_steps = n_steps
+        self.failed = None
+        self._write_error = False
+        self._datasets = {}
+        self._sync()
+        return self
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows written to each table (after a flush: all rows recorded)."""
+        return {tpath: int(self._file[f"{tpath}/{t.row_dim}"].shape[0]) for tpath, t in self.tables.items()}
+
     def _sync(self) -> None:
         """Flush HDF5's buffers and metadata to disk (the file then opens whatever happens next)."""
         self._file.flush()

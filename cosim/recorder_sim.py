@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.recorder import H5Recorder
 
 META: Meta = {
@@ -17,7 +17,7 @@ META: Meta = {
 }
 
 
-class RecorderSim(mosaik_api_v3.Simulator):
+class RecorderSim(ShiftedSim):
     """Appends one row per step: ``/time`` plus every routed input.
 
     ``routes`` maps ``(full source id, attribute)`` to a dataset path; ``on_step(k)`` is called after
@@ -38,7 +38,9 @@ class RecorderSim(mosaik_api_v3.Simulator):
         start_unix_s: int,
         step_s: int,
         on_step: Callable[[int], None] | None = None,
+        time_offset_s: int = 0,
     ) -> Meta:
+        self.time_offset_s = time_offset_s
         self.recorder, self.routes = recorder, routes
         self.start_unix_s, self.step_s, self.on_step = start_unix_s, step_s, on_step
         return self.meta
@@ -48,13 +50,13 @@ class RecorderSim(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.recorder is not None
-        row: dict[str, Any] = {"time": self.start_unix_s + time}
+        row: dict[str, Any] = {"time": self.start_unix_s + self.time_offset_s + time}
         for attr, sources in inputs["recorder"].items():
             for src, value in sources.items():
                 row[self.routes[(src, attr)]] = value
         self.recorder.append(row)
         if self.on_step is not None:
-            self.on_step(time // self.step_s)
+            self.on_step(self.step_index(time, self.step_s))
         return time + self.step_s
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:

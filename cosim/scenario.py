@@ -1032,6 +1032,18 @@ class OutputConfig(_Section):
     )
     chunk_steps: int = _field("Steps buffered and written per HDF5 chunk", default=256, ge=1)
     compression: Literal["gzip", "lzf", "none"] = _field("HDF5 compression filter", default="gzip")
+    checkpoint_steps: int | Literal["week"] | None = _field(
+        "Steps between checkpoints of every model's state in <output>.ckpt, for `cosim run --resume`: "
+        "'week' (a week of steps, at least 1), a number of steps >= 1, or 0 / null for none",
+        default="week",
+    )
+
+    @field_validator("checkpoint_steps", mode="before")
+    @classmethod
+    def _checkpoint_steps(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 0):
+            raise ValueError(f"{value!r}: give 'week', a number of steps >= 1, or 0 or null for none")
+        return value
 
     @field_validator("path", mode="before")
     @classmethod

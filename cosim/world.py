@@ -8,6 +8,7 @@ suffice; the market of a later issue closes the loop with the same pattern.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -24,6 +25,11 @@ from typing import Any
 import mosaik
 import numpy as np
 
+from cosim.checkpoint import capture as capture_state
+from cosim.checkpoint import checkpoint_path
+from cosim.checkpoint import load as load_checkpoint
+from cosim.checkpoint import restore as restore_state
+from cosim.checkpoint import save as save_checkpoint
 from cosim.errors import CosimError, ScenarioError
 from cosim.models.agents import profiles
 from cosim.models.agents.arbitrage import ArbitragePlanner
@@ -38,6 +44,7 @@ from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
 from cosim.models.ledger.sim import SERIES as LEDGER_SERIES
+from cosim.models.ledger.sim import replay as ledger_replay
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
@@ -1060,6 +1067,7 @@ def run(
     seed: int | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    resume: bool = False,
 ) -> RunSummary:
     """Run a scenario to its end and write its HDF5 file.
 
@@ -1070,6 +1078,7 @@ def run(
     seed : override the scenario seed
     out : override ``output.path``
     progress : show a progress bar (simulated time, steps/s, ETA) on stderr
+    resume : continue from the checkpoint ``<output>.ckpt`` of an interrupted run of the same scenario
 
     Returns
     -------
@@ -1085,10 +1094,10 @@ def run(
         scenario = load_scenario(scenario)
     scenario = effective(scenario, steps=steps, days=days, seed=seed, out=out)
     with claim_output(scenario.output_path, "--out" if out is not None else "output.path"):
-        return _run(scenario, progress)
+        return _run(scenario, progress, resume)
 
 
-def _run(scenario: Scenario, progress: bool) -> RunSummary:
+def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary:
     """Build and run an effective scenario whose output path this process holds."""
     t0 = wallclock.perf_counter()
     step_s, n_steps = scenario.time.step_s, scenario.time.n_steps
@@ -1148,26 +1157,63 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         files = [s.policy for s in scenario.agents.strategic]
         attrs["agents/strategic_policies"] = policy_attrs(strategic, files)
     out_cfg = scenario.output
+    ckpt_path = checkpoint_path(scenario.output_path)
+    every = checkpoint_every(scenario)
+    identity = {"scenario": scenario.to_yaml(), "seed": scenario.seed, "code version": attrs["code_version"]}
+    saved = load_checkpoint(ckpt_path, identity) if resume else None
+    planner = build_planner(scenario, net, fleet) if fleet is not None else None
+    stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
+    cores: dict[str, Any] = {
+        "fleet": fleet, "power_flow": power_flow, "market": market, "events": events, "planner": planner,
+        "strategic": strategic, "emissions": accounting.emissions, "equity": accounting.equity,
+        "release": release, "dp_errors": dp_errors, "stats": (stats, market_stats, ledger_stats),
+    }  # fmt: skip
+    carry: dict[str, Any] = {}
+    ledger_log: list[tuple[int, Any, Any]] = []
+    workload = scenario.ledger.workload if scenario.ledger else None
+    tx_per_s = workload.tx_per_s if workload else 0.0
+    k0 = 0
+    if saved is not None:
+        k0, carry, ledger_log = saved["step"], saved["carry"], saved["ledger_log"]
+        cores = {k: restore_state(cores[k], tree) for k, tree in saved["cores"].items()}
+        fleet, power_flow, market, events = (cores[k] for k in ("fleet", "power_flow", "market", "events"))
+        planner, strategic = cores["planner"], cores["strategic"]
+        release, dp_errors = cores["release"], cores["dp_errors"]
+        accounting.emissions, accounting.equity = cores["emissions"], cores["equity"]
+        stats, market_stats, ledger_stats = cores["stats"]
+        if ledger is not None:
+            ledger_replay(ledger, ledger_log, tx_per_s, step_s, n_steps)
     try:
-        recorder = H5Recorder(
-            scenario.output_path,
-            series,
-            static,
-            attrs,
-            min(out_cfg.chunk_steps, n_steps),
-            out_cfg.compression,
-            tables,
-            labels=LABELS,
-            dims=dimensions(static),
-        )
+        if saved is not None:
+            recorder = H5Recorder.reopen(
+                scenario.output_path, series, min(out_cfg.chunk_steps, n_steps), tables,
+                saved["recorder"]["n_steps"], saved["recorder"]["table_rows"], LABELS, dimensions(static),
+            )  # fmt: skip
+        else:
+            recorder = H5Recorder(
+                scenario.output_path,
+                series,
+                static,
+                attrs,
+                min(out_cfg.chunk_steps, n_steps),
+                out_cfg.compression,
+                tables,
+                labels=LABELS,
+                dims=dimensions(static),
+            )
     except (OSError, RuntimeError) as exc:  # the disk full or gone before the first step
         raise write_failure(
             scenario.output_path.with_name(scenario.output_path.name + ".partial"), exc
         ) from None
-    bar = _progress_bar(n_steps, times_s, step_s) if progress else None
-    stats, market_stats, ledger_stats = SolverStats(), SolverStats(), SolverStats()
-    world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
-    try:
+    bar = _progress_bar(n_steps, times_s, step_s, k0) if progress else None
+    world: Any = None
+    checkpoint_s = 0.0  # wall-clock seconds spent writing checkpoints
+
+    def segment(k_from: int, k_to: int) -> None:
+        """Run steps ``k_from`` .. ``k_to - 1`` in a new mosaik World whose time 0 is step ``k_from``."""
+        nonlocal world
+        offset = k_from * step_s
+        world = mosaik.World(SIM_CONFIG, skip_greetings=True, configure_logging=False)
         rec_sim = world.start(
             "Recorder",
             recorder=recorder,
@@ -1175,11 +1221,11 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
             start_unix_s=int(times_s[0]),
             step_s=step_s,
             on_step=bar,
+            time_offset_s=offset,
         )
         rec_e = rec_sim.Recorder()
         sources: dict[str, Any] = {}
         if fleet is not None:
-            planner = build_planner(scenario, net, fleet)
             agents_sim = world.start(
                 "Agents",
                 fleet=fleet,
@@ -1187,8 +1233,13 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
                 planner=planner,
                 events=events,
                 strategic=strategic,
+                time_offset_s=offset,
+                carry=carry,
             )
-            grid_sim = world.start("Grid", power_flow=power_flow, step_s=step_s, stats=stats, events=events)
+            grid_sim = world.start(
+                "Grid", power_flow=power_flow, step_s=step_s, stats=stats, events=events,
+                time_offset_s=offset, carry=carry,
+            )  # fmt: skip
             fleet_e, grid_e = agents_sim.Fleet(), grid_sim.Grid()
             world.connect(fleet_e, grid_e, "p_mw", "q_mvar")
             if events is not None:
@@ -1197,12 +1248,17 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
                     fleet_e,
                     "grid_forming_mw",
                     time_shifted=True,
-                    initial_data={"grid_forming_mw": np.nan},
+                    initial_data={"grid_forming_mw": carry.get("grid_forming_mw", np.nan)},
                 )
             sources |= {"Agents": fleet_e, "Grid": grid_e}
         if market is not None:
-            market_e = world.start("Market", market=market, step_s=step_s, stats=market_stats).Market()
-            first = next_bids(fleet, market.bidder, 0, planner, events, strategic)
+            market_e = world.start(
+                "Market", market=market, step_s=step_s, stats=market_stats, time_offset_s=offset
+            ).Market()
+            if k_from == 0:
+                first = next_bids(fleet, market.bidder, 0, planner, events, strategic)
+            else:  # what the agents sent at the end of the previous step
+                first = {key: carry["agents"][key] for key in ("bids", "forecast_mw", "grid_forming_mwh")}
             world.connect(
                 fleet_e,
                 market_e,
@@ -1225,6 +1281,7 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
                 equity=accounting.equity,
                 baseline_price_per_mwh=accounting.baseline_price_per_mwh,
                 baseline_export_per_mwh=accounting.baseline_export_per_mwh,
+                time_offset_s=offset,
             ).Accounting()
             world.connect(market_e, acc_e, "detail", ("trades", "market_trades"), "payment", "award_mw")
             world.connect(grid_e, acc_e, "vm_pu", "va_degree")
@@ -1232,19 +1289,26 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         if release is not None:
             per_release = _steps_per_release(scenario)
             dp_e = world.start(
-                "Privacy", release=release, step_s=step_s, errors=dp_errors, steps_per_release=per_release
+                "Privacy",
+                release=release,
+                step_s=step_s,
+                errors=dp_errors,
+                steps_per_release=per_release,
+                time_offset_s=offset,
+                carry=carry,
             ).Privacy()
             world.connect(fleet_e, dp_e, "p_mw")
             sources["Privacy"] = dp_e
         if ledger is not None:
-            workload = scenario.ledger.workload if scenario.ledger else None
             ledger_e = world.start(
                 "Ledger",
                 model=ledger,
                 step_s=step_s,
                 n_steps=n_steps,
-                tx_per_s=workload.tx_per_s if workload else 0.0,
+                tx_per_s=tx_per_s,
                 stats=ledger_stats,
+                time_offset_s=offset,
+                log=ledger_log if every else None,
             ).Ledger()
             if market is not None:
                 world.connect(market_e, ledger_e, "trades")
@@ -1252,10 +1316,27 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
             sources["Ledger"] = ledger_e
         for src, attr in routes:
             world.connect(sources[src.split("-")[0]], rec_e, attr)
+        world.run(until=(k_to - k_from) * step_s, print_progress=False)
+        done, world = world, None
+        done.shutdown()
+
+    try:
         with sigterm_as_interrupt():
-            world.run(until=n_steps * step_s, print_progress=False)
+            for k_from, k_to in segments(k0, n_steps, every):
+                segment(k_from, k_to)
+                if k_to < n_steps:
+                    t_ckpt = wallclock.perf_counter()
+                    recorder.flush()
+                    save_checkpoint(ckpt_path, {
+                        "identity": identity, "step": k_to, "carry": carry, "ledger_log": ledger_log,
+                        "cores": {k: capture_state(v) for k, v in cores.items()},
+                        "recorder": {"n_steps": recorder.n_steps, "table_rows": recorder.table_rows()},
+                    })  # fmt: skip
+                    checkpoint_s += wallclock.perf_counter() - t_ckpt
     except BaseException as exc:
-        world.shutdown()
+        if world is not None:
+            with contextlib.suppress(BaseException):  # a second signal while stopping: stop all the same
+                world.shutdown()
         partial = recorder.close(complete=False)
         if bar is not None:
             bar.close()
@@ -1270,6 +1351,7 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         stopped = CosimError(
             f"run stopped after {recorder.n_steps} of {n_steps} steps ({reason}); "
             f"the steps recorded so far are in {partial}"
+            + (f"; `cosim run ... --resume` continues from {ckpt_path}" if ckpt_path.exists() else "")
         )
         stopped.exit_now = recorder.failed is not None and recorder.failed.exit_now  # type: ignore[attr-defined]
         raise stopped from exc
@@ -1288,6 +1370,7 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
             "n_market_failed": market_stats.n_not_converged,
             "market_s": market_stats.solver_s,
             "ledger_s": ledger_stats.solver_s,
+            "checkpoint_s": checkpoint_s,
         }
         | (
             {"ledger/notes": ledger.engine.notes, "ledger/n_rejected": ledger.n_rejected}
@@ -1297,6 +1380,7 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         | equity_attrs
         | (_privacy_summary(release, dp_errors) if release is not None and dp_routes else {}),
     )
+    ckpt_path.unlink(missing_ok=True)  # the run is whole: nothing to resume
     wall_s = wallclock.perf_counter() - t0
     notes = run_warnings(ledger, release)
     return RunSummary(
@@ -1310,6 +1394,22 @@ def _run(scenario: Scenario, progress: bool) -> RunSummary:
         ledger_stats.solver_s,
         notes,
     )
+
+
+def checkpoint_every(scenario: Scenario) -> int:
+    """Steps between checkpoints (``output.checkpoint_steps``; ``week``: a week of steps); 0 for none."""
+    every = scenario.output.checkpoint_steps
+    if every == "week":
+        return max(1, 7 * 86400 // scenario.time.step_s)
+    return int(every or 0)
+
+
+def segments(k0: int, n_steps: int, every: int) -> list[tuple[int, int]]:
+    """Runs of steps from ``k0`` to ``n_steps``, each ending at a multiple of ``every`` (a checkpoint)."""
+    if not every:
+        return [(k0, n_steps)] if k0 < n_steps else []
+    ends = [*range((k0 // every + 1) * every, n_steps, every), n_steps]
+    return list(zip([k0, *ends[:-1]], ends, strict=True))
 
 
 def run_warnings(ledger: Any, release: Any) -> tuple[str, ...]:
@@ -1330,11 +1430,11 @@ def run_warnings(ledger: Any, release: Any) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int) -> Any:
+def _progress_bar(n_steps: int, times_s: np.ndarray, step_s: int, k0: int = 0) -> Any:
     """A tqdm bar advanced by the recorder; shows simulated date, steps/s and ETA."""
     from tqdm import tqdm
 
-    bar = tqdm(total=n_steps, unit="step", dynamic_ncols=True, mininterval=0.25)
+    bar = tqdm(total=n_steps, initial=k0, unit="step", dynamic_ncols=True, mininterval=0.25)
     every = max(1, 86400 // step_s)
 
     def on_step(k: int) -> None:

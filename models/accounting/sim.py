@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.models.accounting.emissions import EmissionAccounting
 from cosim.models.accounting.equity import EquityAccumulator
+from cosim.models.adapter import ShiftedSim
 
 EMISSION_OUTPUTS = (
     "total_kg",
@@ -44,7 +44,7 @@ META: Meta = {
 }
 
 
-class AccountingSim(mosaik_api_v3.Simulator):
+class AccountingSim(ShiftedSim):
     """Accounts one interval per step.
 
     ``emissions`` (optional) gives the emissions outputs; ``equity`` (optional) is fed the payments and
@@ -66,7 +66,9 @@ class AccountingSim(mosaik_api_v3.Simulator):
         equity: EquityAccumulator | None = None,
         baseline_price_per_mwh: np.ndarray | None = None,
         baseline_export_per_mwh: np.ndarray | None = None,
+        time_offset_s: int = 0,
     ) -> Meta:
+        self.time_offset_s = time_offset_s
         self.step_s, self.dt_h, self.n_bus = step_s, step_s / 3600.0, n_bus
         self.emissions, self.equity = emissions, equity
         self.baseline, self.baseline_export = baseline_price_per_mwh, baseline_export_per_mwh
@@ -79,7 +81,7 @@ class AccountingSim(mosaik_api_v3.Simulator):
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         got = {attr: next(iter(src.values())) for attr, src in inputs.get("accounting", {}).items()}
-        k = time // self.step_s
+        k = self.step_index(time, self.step_s)
         if self.emissions is not None:
             self._out = self._emissions(k, got)
         if self.equity is not None:

@@ -139,6 +139,8 @@ class Fleet:
     times_s : (T,) Unix start time of every step; step_s : step length [s]
     """
 
+    checkpoint_drop = ("_tables", "_pv_pu")  # profiles, built from the scenario: a checkpoint leaves them out
+
     def __init__(
         self,
         table: AgentTable,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet
 from cosim.models.grid.events import EventSchedule
@@ -104,7 +104,7 @@ def _hold_reserve(
     return charge, discharge
 
 
-class AgentsSim(mosaik_api_v3.Simulator):
+class AgentsSim(ShiftedSim):
     """Steps the :class:`Fleet` once per scenario step and publishes its set-points (and bids)."""
 
     def __init__(self) -> None:
@@ -126,20 +126,26 @@ class AgentsSim(mosaik_api_v3.Simulator):
         planner: ArbitragePlanner | None = None,
         events: EventSchedule | None = None,
         strategic: Sequence[Any] = (),
+        time_offset_s: int = 0,
+        carry: dict[str, Any] | None = None,
     ) -> Meta:
         self.fleet, self.bidder, self.planner, self.events = fleet, bidder, planner, events
-        self.strategic = strategic
+        self.strategic, self.time_offset_s = strategic, time_offset_s
+        self.carry = carry if carry is not None else {}
+        self._out = dict(self.carry.get("agents", {}))  # the previous step's outputs, on a resume
+        self._created = False
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
-        if num != 1 or self._out:
+        if num != 1 or self._created:
             raise ValueError("AgentsSim holds exactly one Fleet entity")
+        self._created = True
         return [{"eid": "fleet", "type": model}]
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         fleet = self.fleet
         assert fleet is not None
-        k = time // fleet.step_s
+        k = self.step_index(time, fleet.step_s)
         self._debit_grid_forming(k, inputs.get("fleet", {}).get("grid_forming_mw", {}))
         awards = inputs.get("fleet", {}).get("award_mw", {})
         if self.bidder is None or not awards:
@@ -155,6 +161,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self._out = {"p_mw": setpoints.p_mw, "q_mvar": setpoints.q_mvar, "soc_mwh": setpoints.soc_mwh}
         if self.bidder is not None:
             self._out |= next_bids(fleet, self.bidder, k + 1, self.planner, self.events, self.strategic)
+        self.carry["agents"] = self._out
         return time + fleet.step_s
 
     def _debit_grid_forming(self, k: int, got: dict[str, Any]) -> None:

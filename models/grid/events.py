@@ -77,6 +77,8 @@ class EventSchedule:
     times_s : (T,) Unix start of every step; step_s : step length [s]
     """
 
+    checkpoint_drop = ("net",)  # the network, built from the scenario: a checkpoint leaves it out
+
     def __init__(
         self,
         net: Any,

@@ -124,6 +124,8 @@ class ACPowerFlow:
         Maximum Newton iterations from the warm start.
     """
 
+    checkpoint_drop = ("_net",)  # the network, built from the scenario: a checkpoint leaves them out
+
     def __init__(
         self,
         net: Any,
@@ -152,6 +154,7 @@ class ACPowerFlow:
         # initial warm start: the zero-agent base case solved from flat start
         self._v_warm: ComplexArray | None = None
         self._lu: Any = None  # SuperLU factors of the last Jacobian, reused across iterations and steps
+        self._lu_at: tuple[ComplexArray, ComplexArray] | None = None  # (V, Ibus) it was factorised at
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ok, _, v = self._newton(self._flat_start(self._sbus_base), self._sbus_base, 30)
@@ -323,6 +326,15 @@ class ACPowerFlow:
         s0, s1, s2, s3 = self._j_sel
         return np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
 
+    def after_restore(self) -> None:
+        """Refactorise the reused Jacobian where it was built (SuperLU factors are not in a checkpoint)."""
+        self._lu = None
+        if self._lu_at is not None:
+            try:
+                self._lu = self._factorize(*self._lu_at)
+            except (np.linalg.LinAlgError, RuntimeError):
+                self._lu = self._lu_at = None
+
     def _factorize(self, v: ComplexArray, ibus: ComplexArray) -> Any:
         """SuperLU factors of the Jacobian at ``v``."""
         m, jvals = self._m, self._jacobian_values(v, ibus)
@@ -350,9 +362,10 @@ class ACPowerFlow:
             try:
                 if self._lu is None:
                     self._lu, fresh = self._factorize(v, ibus), True
+                    self._lu_at = (v.copy(), ibus.copy())
                 dx = np.asarray(self._lu.solve(f), dtype=np.float64)
             except (np.linalg.LinAlgError, RuntimeError):
-                self._lu = None
+                self._lu = self._lu_at = None
                 return False, it, v
             va[self._pvpq] -= dx[:npvpq]
             vm[self._pq] -= dx[npvpq:]
@@ -361,10 +374,10 @@ class ACPowerFlow:
             err_new = np.max(np.abs(f_new), initial=0.0)
             finite = bool(np.isfinite(err_new))
             if fresh and not finite:
-                self._lu = None
+                self._lu = self._lu_at = None
                 return False, it, v
             if not fresh and (not finite or err_new > 0.03 * err):
-                self._lu = None  # a stale Jacobian that does not contract: refactorise
+                self._lu = self._lu_at = None  # a stale Jacobian that does not contract: refactorise
                 if not finite or err_new >= err:  # and reject the step
                     va, vm = np.angle(v), np.abs(v)
                     continue

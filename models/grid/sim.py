@@ -11,10 +11,10 @@ import time as wallclock
 from dataclasses import dataclass
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.models.grid.events import EventSchedule
 from cosim.models.grid.powerflow import ACPowerFlow, Limits, PowerFlowResult
 from cosim.models.grid.switching import SwitchingPowerFlow
@@ -59,7 +59,7 @@ def _optional(inputs: dict[str, Any], attr: str) -> np.ndarray | None:
     return np.asarray(next(iter(got.values())), dtype=float) if got else None
 
 
-class GridSim(mosaik_api_v3.Simulator):
+class GridSim(ShiftedSim):
     """Runs one AC power flow per step on the agents' set-points (load convention)."""
 
     def __init__(self) -> None:
@@ -78,8 +78,11 @@ class GridSim(mosaik_api_v3.Simulator):
         step_s: int,
         stats: SolverStats | None = None,
         events: EventSchedule | None = None,
+        time_offset_s: int = 0,
+        carry: dict[str, Any] | None = None,
     ) -> Meta:
         self.power_flow, self.step_s, self.events = power_flow, step_s, events
+        self.time_offset_s, self.carry = time_offset_s, carry if carry is not None else {}
         self.islanded = False
         self.limits = Limits.of(power_flow.net)
         self.stats = stats if stats is not None else SolverStats()
@@ -100,7 +103,7 @@ class GridSim(mosaik_api_v3.Simulator):
             self.result = self.power_flow.solve(np.asarray(p_mw), np.asarray(q_mvar), vm_set, q_set)
         else:
             assert isinstance(self.power_flow, SwitchingPowerFlow)
-            state = self.events.state(time // self.step_s)
+            state = self.events.state(self.step_index(time, self.step_s))
             self.islanded = state.islanded
             self.result = self.power_flow.solve(
                 np.asarray(p_mw), np.asarray(q_mvar), out_branches=state.out_branches,
@@ -109,6 +112,8 @@ class GridSim(mosaik_api_v3.Simulator):
         self.stats.solver_s += wallclock.perf_counter() - t0
         self.stats.n_not_converged += not self.result.converged
         self.n_violations = self.limits.violations(self.result)
+        if self.events is not None:  # what the time-shifted connection to the agents carries
+            self.carry["grid_forming_mw"] = self.result.grid_forming_mw
         return time + self.step_s
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:

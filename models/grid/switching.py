@@ -135,16 +135,27 @@ class SwitchingPowerFlow:
             For a branch that does not exist or an invalid grid-forming column.
         """
         key = (self._normalise_branches(out_branches), self._check_grid_forming(grid_forming))
+        result = self._flow(key).solve(p_mw, q_mvar, vm_set_pu, q_set_mvar)
+        if grid_forming is None:
+            return result
+        return dataclasses.replace(result, import_mw=0.0, grid_forming_mw=result.import_mw)
+
+    def _flow(self, key: _State) -> ACPowerFlow:
+        """The power flow of a topology, built the first time it is needed."""
         flow = self._flows.get(key)
         if flow is None:
             unit = None if key[1] is None else self._elements[key[1]]
             flow = self._flows[key] = ACPowerFlow(
                 state_net(self.net, key[0], unit), self._elements, **self._kwargs
             )
-        result = flow.solve(p_mw, q_mvar, vm_set_pu, q_set_mvar)
-        if grid_forming is None:
-            return result
-        return dataclasses.replace(result, import_mw=0.0, grid_forming_mw=result.import_mw)
+        return flow
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        """Build the topologies a checkpoint holds state of, so that their warm starts are restored."""
+        kind, flows = fields.get("_flows", ("skip", None))
+        if kind == "items":
+            for key in flows:
+                self._flow(key)
 
     # ------------------------------------------------------------------ states
     def _normalise_branches(self, out_branches: Iterable[Branch]) -> frozenset[Branch]:

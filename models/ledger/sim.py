@@ -5,10 +5,10 @@ from __future__ import annotations
 import time as wallclock
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.models.grid.sim import SolverStats
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 
@@ -35,11 +35,32 @@ META: Meta = {
 }
 
 
-class LedgerSim(mosaik_api_v3.Simulator):
+def ledger_step(
+    model: LedgerModel, k: int, trades: Any, p_mw: Any, tx_per_s: float, step_s: int, n_steps: int
+) -> StepOutput:
+    """One step of the ledger on its inputs (the adapter's step, and the replay of a resumed run)."""
+    n = int(model.rng.poisson(tx_per_s * step_s)) if tx_per_s else 0
+    return model.step(k, trades, None if p_mw is None else -np.asarray(p_mw), n, last=k == n_steps - 1)
+
+
+def replay(
+    model: LedgerModel, log: list[tuple[int, Any, Any]], tx_per_s: float, step_s: int, n_steps: int
+) -> None:
+    """Bring a freshly built ledger to a checkpoint's state by re-executing its logged inputs.
+
+    The consensus engine's SimPy processes (generators) cannot be stored; the ledger is deterministic
+    given its seed and inputs, so the replay reaches the very state the checkpointed run had.
+    """
+    for k, trades, p_mw in log:
+        ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps)
+
+
+class LedgerSim(ShiftedSim):
     """Steps the ledger once per co-simulation step.
 
     With a market, ``trades`` (this step's) and ``p_mw`` (agents, load convention) arrive as inputs; in the
-    standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step.
+    standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step. ``log`` (a list the
+    caller keeps) collects each step's inputs for a checkpoint.
     """
 
     def __init__(self) -> None:
@@ -57,9 +78,12 @@ class LedgerSim(mosaik_api_v3.Simulator):
         n_steps: int,
         tx_per_s: float = 0.0,
         stats: SolverStats | None = None,
+        time_offset_s: int = 0,
+        log: list[tuple[int, Any, Any]] | None = None,
     ) -> Meta:
         self.model, self.step_s, self.n_steps, self.tx_per_s = model, step_s, n_steps, tx_per_s
         self.stats = stats if stats is not None else SolverStats()
+        self.time_offset_s, self.log = time_offset_s, log
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -70,14 +94,13 @@ class LedgerSim(mosaik_api_v3.Simulator):
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
         assert self.model is not None
         got = inputs.get("ledger", {})
-        k = time // self.step_s
+        k = self.step_index(time, self.step_s)
         trades = next(iter(got["trades"].values())) if "trades" in got else None
         p_mw = next(iter(got["p_mw"].values())) if "p_mw" in got else None
-        n = int(self.model.rng.poisson(self.tx_per_s * self.step_s)) if self.tx_per_s else 0
+        if self.log is not None:
+            self.log.append((k, trades, None if p_mw is None else np.array(p_mw)))
         t0 = wallclock.perf_counter()
-        out: StepOutput = self.model.step(
-            k, trades, None if p_mw is None else -np.asarray(p_mw), n, last=k == self.n_steps - 1
-        )
+        out = ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps)
         self.stats.solver_s += wallclock.perf_counter() - t0
         self._out = vars(out)
         return time + self.step_s

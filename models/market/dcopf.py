@@ -52,6 +52,8 @@ class WelfareModel:
     time_limit_s : time limit of each solve [s]; reaching it is a failed clearing
     """
 
+    checkpoint_drop = ("_written",)  # what HiGHS holds: a restored run writes all again
+
     def __init__(
         self,
         n_node: int,

@@ -85,6 +85,8 @@ class Market:
     clearing None when it failed) for the accounting of the interval.
     """
 
+    checkpoint_drop = ("net",)  # the network, built from the scenario: a checkpoint leaves them out
+
     def __init__(
         self,
         net: Any,
@@ -185,6 +187,21 @@ class Market:
             network, d_bus, s_bus, contingencies=contingencies, contingency_limit_factor=limit_factor
         )
         return model, step_pos, bus_pos, DCOPF(network, d_bus, s_bus)  # unsecured: the security cost
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        """Build the topologies a checkpoint holds; their models are restored through ``_states`` (the
+        current one's aliases are set again by `after_restore`)."""
+        if fields.get("_states", ("",))[0] != "items":
+            return
+        for key in fields["_states"][1]:
+            self._use_topology(key)
+        for alias in ("model", "_step_pos", "_bus_pos", "_unsecured"):
+            fields.pop(alias, None)
+
+    def after_restore(self) -> None:
+        """The current topology's network model, as the checkpoint had it."""
+        if hasattr(self, "_states"):
+            self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[self._state]
 
     def _use_topology(self, out_branches: frozenset[tuple[str, int]]) -> None:
         """Clear with these branches out of service (a network model built once per set; copper plate: no-op).

@@ -148,6 +148,8 @@ class SCOPF:
     A solver result other than optimal gives a ``Clearing`` with NaN numbers and the solver's status.
     """
 
+    checkpoint_drop = ("_written",)  # what the HiGHS instance holds: a restored run writes all again
+
     def __init__(
         self,
         network: DCNetwork,

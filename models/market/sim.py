@@ -5,10 +5,10 @@ from __future__ import annotations
 import time as wallclock
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.models.grid.sim import SolverStats
 from cosim.models.market.market import Market, MarketResult
 
@@ -92,7 +92,7 @@ def _day_outputs(day: Any, k: int, dt_h: float) -> dict[str, np.ndarray]:
     return {"day_step": np.array([k], np.int64), **money}
 
 
-class MarketSim(mosaik_api_v3.Simulator):
+class MarketSim(ShiftedSim):
     """Clears one interval per step; a trade row carries the step it was cleared for."""
 
     def __init__(self) -> None:
@@ -108,8 +108,9 @@ class MarketSim(mosaik_api_v3.Simulator):
         market: Market,
         step_s: int,
         stats: SolverStats | None = None,
+        time_offset_s: int = 0,
     ) -> Meta:
-        self.market, self.step_s = market, step_s
+        self.market, self.step_s, self.time_offset_s = market, step_s, time_offset_s
         self.stats = stats if stats is not None else SolverStats()
         return self.meta
 
@@ -122,7 +123,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         assert self.market is not None
         (bids,) = inputs["market"]["bids"].values()
         (forecast_mw,) = inputs["market"]["forecast_mw"].values()
-        k = time // self.step_s
+        k = self.step_index(time, self.step_s)
         t0 = wallclock.perf_counter()
         stored = inputs["market"].get("grid_forming_mwh", {})
         stored_mwh = next(iter(stored.values())) if stored else np.inf

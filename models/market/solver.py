@@ -114,8 +114,33 @@ class Solution:
         return float(self.results.incumbent_objective)
 
 
+def get_basis(h: Any) -> tuple[list[int], list[int]] | None:
+    """A highspy instance's current basis (the warm start of its next solve) as plain lists, or None."""
+    b = h.getBasis()
+    if not b.valid:
+        return None
+    return [int(s) for s in b.col_status], [int(s) for s in b.row_status]
+
+
+def set_basis(h: Any, basis: tuple[list[int], list[int]] | None) -> None:
+    """Give a highspy instance a basis taken by `get_basis`."""
+    if basis is None:
+        return
+    import highspy
+
+    b = highspy.HighsBasis()
+    b.col_status = [highspy.HighsBasisStatus(s) for s in basis[0]]
+    b.row_status = [highspy.HighsBasisStatus(s) for s in basis[1]]
+    b.valid = True
+    h.setBasis(b)
+
+
 class PersistentModel:
     """A Pyomo model loaded once into a persistent HiGHS instance and re-solved after public updates.
+
+    In a checkpoint (`cosim.checkpoint`) it keeps HiGHS's basis: after each checkpoint the next solve
+    restarts from that basis, in the checkpointed run as in a resumed one (HiGHS's other warm-start data
+    cannot be stored, so both runs then solve alike).
 
     Parameters
     ----------
@@ -124,6 +149,8 @@ class PersistentModel:
         failed solve
     options : HiGHS options on top of `DEFAULT_OPTIONS` (output is always off)
     """
+
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
 
     def __init__(
         self,
@@ -158,6 +185,20 @@ class PersistentModel:
             cfg.solver_options[key] = value
         self.solver.set_instance(model)
         self.n_solves = 0
+        self._basis: tuple[list[int], list[int]] | None = None  # kept in a checkpoint
+        self.pending_basis: tuple[list[int], list[int]] | None = None  # set before the next solve
+
+    def basis(self) -> tuple[list[int], list[int]] | None:
+        """HiGHS's current basis as plain lists (None before a solve)."""
+        return get_basis(self.solver._solver_model)
+
+    def before_capture(self) -> None:
+        """Keep the basis for a checkpoint; the next solve restarts from it."""
+        self._basis = self.pending_basis = self.basis()
+
+    def after_restore(self) -> None:
+        """The next solve starts from the checkpoint's basis."""
+        self.pending_basis = self._basis
 
     @property
     def time_limit_s(self) -> float:
@@ -190,6 +231,9 @@ class PersistentModel:
     def solve(self) -> Solution:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
+        if self.pending_basis is not None:
+            set_basis(self.solver._solver_model, self.pending_basis)
+            self.pending_basis = None
         # HiGHS's output is off, so there is nothing to capture: Pyomo's documented switch
         # (`CaptureOutputMode`) skips the capture of the process's output streams, whose reader threads
         # cost more than a warm-started solve on a loaded machine; restored right after.

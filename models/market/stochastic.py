@@ -313,12 +313,21 @@ class _PyomoLP:
     (``remove_constraints`` / ``add_constraints``); a changed sparsity pattern or size rebuilds the model.
     """
 
+    checkpoint_drop = ("_key", "_mat", "_vec", "model", "solver", "_x", "_act", "_cost", "_rows")
+
     def __init__(self, options: Mapping[str, Any], time_limit_s: float | None) -> None:
         self.options, self.time_limit_s = dict(options), time_limit_s
         self._key: tuple[Any, ...] | None = None  # matrix inputs the loaded matrix was built from
         self._mat: Any = None  # the loaded matrix (csc, canonical)
         self._vec: dict[str, np.ndarray] = {}
         self.n_builds = 0
+        self._basis: tuple[list[int], list[int]] | None = None  # of the next build, after a checkpoint
+
+    def before_capture(self) -> None:
+        """Keep the basis for a checkpoint; the next load rebuilds the model (a new HiGHS instance) and
+        restarts from that basis, as a resumed run does (HiGHS's other state cannot be stored)."""
+        self._basis = self.solver.basis() if self._mat is not None else None
+        self._key, self._mat = None, None
 
     def load(
         self,
@@ -378,6 +387,7 @@ class _PyomoLP:
         self.model = m
         self._cost, self._rows = list(m.cost.values()), list(m.row.values())
         self.solver = PersistentModel(m, time_limit_s=self.time_limit_s, options=self.options)
+        self.solver.pending_basis, self._basis = self._basis, None
         self._mat = mat
         self._vec = {k: v.copy() for k, v in vec.items()}
         self.n_builds += 1
@@ -458,6 +468,8 @@ class StochasticLP:
     of the same structure again (same matrix objects, or equal values) only pushes what changed.
     """
 
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
+
     def __init__(
         self, solver_options: Mapping[str, Any] | None = None, time_limit_s: float | None = None
     ) -> None:
@@ -465,6 +477,13 @@ class StochasticLP:
         self._options, self._time_limit_s = options, time_limit_s
         self._rp, self._ev = _PyomoLP(options, time_limit_s), _PyomoLP(options, time_limit_s)
         self._ws: dict[int, _PyomoLP] = {}  # by scenario when T or W differ by scenario, else one (0)
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        """Create the WS models a checkpoint holds state of (they are otherwise made when first needed)."""
+        kind, ws = fields.get("_ws", ("skip", None))
+        if kind == "items":
+            for key in ws:
+                self._ws.setdefault(key, _PyomoLP(self._options, self._time_limit_s))
 
     @property
     def n_builds(self) -> int:
@@ -735,6 +754,8 @@ class StochasticDayAhead:
     are uncertain; a day with the same ones only pushes the changed bids, scenario quantities and
     balancing prices to the persistent models, which warm-start.
     """
+
+    checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
 
     def __init__(
         self, n_hours: int, n_demand: int, n_supply: int, solver_options: Mapping[str, Any] | None = None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.models.adapter import ShiftedSim
 from cosim.models.privacy.release import PrivateRelease
 
 OUTPUTS = ("released", "true", "epsilon_spent", "refused")
@@ -18,7 +18,7 @@ META: Meta = {
 }
 
 
-class PrivacySim(mosaik_api_v3.Simulator):
+class PrivacySim(ShiftedSim):
     """Releases each period's per-group consumption sums and active counts, or NaN when the budget refuses.
 
     A period is ``steps_per_release`` steps (1: every step); its release comes with its last step, the
@@ -42,11 +42,15 @@ class PrivacySim(mosaik_api_v3.Simulator):
         step_s: int,
         errors: list[tuple[float, float, float, float]] | None = None,
         steps_per_release: int = 1,
+        time_offset_s: int = 0,
+        carry: dict[str, Any] | None = None,
     ) -> Meta:
         self.release, self.step_s, self.dt_h = release, step_s, step_s / 3600.0
         self.errors, self.evaluate = errors, errors is not None
         self.per_release = int(steps_per_release)
-        self._energy: np.ndarray | None = None  # consumption of the period so far, MWh per agent
+        self.time_offset_s, self.carry = time_offset_s, carry if carry is not None else {}
+        # consumption of the period so far, MWh per agent (carried across segments and checkpoints)
+        self._energy: np.ndarray | None = self.carry.get("privacy_energy_mwh")
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -59,13 +63,17 @@ class PrivacySim(mosaik_api_v3.Simulator):
         # each step's consumption (no negative: an injection is not consumption), summed over the period
         step_mwh = np.clip(np.asarray(p_mw, dtype=float), 0.0, None) * self.dt_h
         self._energy = step_mwh if self._energy is None else self._energy + step_mwh
+        self.carry["privacy_energy_mwh"] = self._energy
         n = self.release.n_group
-        if (time // self.step_s + 1) % self.per_release:  # the period goes on: nothing released yet
+        if (
+            self.step_index(time, self.step_s) + 1
+        ) % self.per_release:  # the period goes on: nothing released yet
             spent = self.release.accountant.epsilon_spent
             nan = np.full(2 * n, np.nan)
             self._out = {"released": nan, "true": nan, "epsilon_spent": spent, "refused": False}
             return time + self.step_s
         consumption_mwh, self._energy = self._energy, None  # clipped to [0, declared] inside
+        self.carry["privacy_energy_mwh"] = None
         result = self.release.release(consumption_mwh)
         true = np.full(2 * n, np.nan)
         if self.evaluate:
