@@ -172,30 +172,9 @@ class WelfareModel:
 
     def write(self, bids: Bids) -> None:
         """Write one interval's bids into the model and the loaded solver (only the values that changed)."""
-        new = {name: np.asarray(getattr(bids, name), dtype=float) for name in BID_PARAMS}
-        for name, value in new.items():
-            shape = self._written[name].shape
-            if value.shape != shape:
-                raise ValueError(f"bids.{name} has shape {value.shape}, the model was built for {shape}")
-        w = self._written
-        moved: list[Any] = []
-        for i in np.flatnonzero(new["demand_mw"] != w["demand_mw"]).tolist():
-            self._d[i].setub(float(new["demand_mw"][i]))
-            moved.append(self._d[i])
-        lo, hi = new["supply_min_mw"], new["supply_max_mw"]
-        for j in np.flatnonzero((lo != w["supply_min_mw"]) | (hi != w["supply_max_mw"])).tolist():
-            self._s[j].setlb(float(lo[j]))
-            self._s[j].setub(float(hi[j]))
-            moved.append(self._s[j])
-        self.solver.update_bounds(moved)
-        costs_changed = False
-        for name in COST_PARAMS:
-            params = self._params[name]
-            for i in np.flatnonzero(new[name] != w[name]).tolist():
-                params[i].set_value(float(new[name][i]))
-                costs_changed = True
-        if costs_changed:
-            self.solver.update_parameters()
+        new = bid_arrays(bids, self._written)
+        self.solver.update_bounds(moved_bounds(self._d, self._s, new, self._written))
+        push_costs(self.solver, self._params, new, self._written)
         self._written = {name: value.copy() for name, value in new.items()}
 
     def solve(self) -> bool:
@@ -215,6 +194,49 @@ class WelfareModel:
         # limit binds. Net congestion price: +mu at the upper (from->to) limit, -mu at the lower one.
         self.last_line_duals = -sol.reduced_costs(self._flow) + 0.0
         return True
+
+
+def bid_arrays(bids: Bids, written: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The bids as float arrays, checked against the shapes the model was built for."""
+    new = {name: np.asarray(getattr(bids, name), dtype=float) for name in BID_PARAMS}
+    for name, value in new.items():
+        if value.shape != written[name].shape:
+            raise ValueError(
+                f"bids.{name} has shape {value.shape}, the model was built for {written[name].shape}"
+            )
+    return new
+
+
+def moved_bounds(
+    d: list[Any], s: list[Any], new: dict[str, np.ndarray], written: dict[str, np.ndarray]
+) -> list[Any]:
+    """Set the demand and supply variables' bounds that changed; return those variables."""
+    moved: list[Any] = []
+    for i in np.flatnonzero(new["demand_mw"] != written["demand_mw"]).tolist():
+        d[i].setub(float(new["demand_mw"][i]))
+        moved.append(d[i])
+    lo, hi = new["supply_min_mw"], new["supply_max_mw"]
+    for j in np.flatnonzero((lo != written["supply_min_mw"]) | (hi != written["supply_max_mw"])).tolist():
+        s[j].setlb(float(lo[j]))
+        s[j].setub(float(hi[j]))
+        moved.append(s[j])
+    return moved
+
+
+def push_costs(
+    solver: PersistentModel,
+    params: dict[str, list[Any]],
+    new: dict[str, np.ndarray],
+    written: dict[str, np.ndarray],
+) -> None:
+    """Set the cost parameters that changed and push them to the solver (once, only if any changed)."""
+    changed = False
+    for name in COST_PARAMS:
+        for i in np.flatnonzero(new[name] != written[name]).tolist():
+            params[name][i].set_value(float(new[name][i]))
+            changed = True
+    if changed:
+        solver.update_parameters()
 
 
 def _nan_clearing(n_price: int, n_d: int, n_s: int, n_br: int, status: str) -> Clearing:

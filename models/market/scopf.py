@@ -53,7 +53,16 @@ import pyomo.environ as pyo
 from pyomo.core.expr import LinearExpression
 
 from cosim.models.market.clearing import Bids, Clearing
-from cosim.models.market.dcopf import BID_PARAMS, COST_PARAMS, _check_buses, _nan_clearing, nodal_clearing
+from cosim.models.market.dcopf import (
+    BID_PARAMS,
+    COST_PARAMS,
+    _check_buses,
+    _nan_clearing,
+    bid_arrays,
+    moved_bounds,
+    nodal_clearing,
+    push_costs,
+)
 from cosim.models.market.network_dc import DCNetwork
 from cosim.models.market.solver import PersistentModel, Solution
 
@@ -344,22 +353,10 @@ class SCOPF:
 
     def write(self, bids: Bids) -> None:
         """Write one interval's bids into the model and the loaded solver (only the values that changed)."""
-        new = {name: np.asarray(getattr(bids, name), dtype=float) for name in BID_PARAMS}
         w = self._written
-        for name, value in new.items():
-            if value.shape != w[name].shape:
-                raise ValueError(
-                    f"bids.{name} has shape {value.shape}, the model was built for {w[name].shape}"
-                )
-        moved: list[Any] = []
-        for i in np.flatnonzero(new["demand_mw"] != w["demand_mw"]).tolist():
-            self._d[i].setub(float(new["demand_mw"][i]))
-            moved.append(self._d[i])
+        new = bid_arrays(bids, w)
         lo, hi = new["supply_min_mw"], new["supply_max_mw"]
-        for j in np.flatnonzero((lo != w["supply_min_mw"]) | (hi != w["supply_max_mw"])).tolist():
-            self._s[j].setlb(float(lo[j]))
-            self._s[j].setub(float(hi[j]))
-            moved.append(self._s[j])
+        moved = moved_bounds(self._d, self._s, new, w)
         # |p_b| <= total offered + total demanded always holds: the bound never binds.
         bound = 1.0 + float(np.sum(np.abs(hi)) + np.sum(np.abs(lo)) + np.sum(new["demand_mw"]))
         if bound > self._p_bound or bound < 0.25 * self._p_bound:
@@ -369,14 +366,7 @@ class SCOPF:
                 v.setub(self._p_bound)
             moved.extend(self._p)
         self.solver.update_bounds(moved)
-        costs_changed = False
-        for name in COST_PARAMS:
-            params = self._params[name]
-            for i in np.flatnonzero(new[name] != w[name]).tolist():
-                params[i].set_value(float(new[name][i]))
-                costs_changed = True
-        if costs_changed:
-            self.solver.update_parameters()
+        push_costs(self.solver, self._params, new, w)
         self._written = {name: value.copy() for name, value in new.items()}
 
     def post_contingency_flows(self, flow: np.ndarray) -> np.ndarray:

@@ -114,6 +114,15 @@ class Solution:
         return float(self.results.incumbent_objective)
 
 
+def _loaded_highs(solver: Highs) -> Any:
+    """The highspy instance Pyomo's persistent solver holds.
+
+    Pyomo 6.10 offers no public accessor for it: this is the code base's one access to a private Pyomo
+    attribute, used only to carry HiGHS's basis across a checkpoint (``cosim run --resume``).
+    """
+    return solver._solver_model
+
+
 def get_basis(h: Any) -> tuple[list[int], list[int]] | None:
     """A highspy instance's current basis (the warm start of its next solve) as plain lists, or None."""
     b = h.getBasis()
@@ -190,7 +199,7 @@ class PersistentModel:
 
     def basis(self) -> tuple[list[int], list[int]] | None:
         """HiGHS's current basis as plain lists (None before a solve)."""
-        return get_basis(self.solver._solver_model)
+        return get_basis(_loaded_highs(self.solver))
 
     def before_capture(self) -> None:
         """Keep the basis for a checkpoint; the next solve restarts from it."""
@@ -232,7 +241,7 @@ class PersistentModel:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
         if self.pending_basis is not None:
-            set_basis(self.solver._solver_model, self.pending_basis)
+            set_basis(_loaded_highs(self.solver), self.pending_basis)
             self.pending_basis = None
         # HiGHS's output is off, so there is nothing to capture: Pyomo's documented switch
         # (`CaptureOutputMode`) skips the capture of the process's output streams, whose reader threads
