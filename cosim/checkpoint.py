@@ -24,9 +24,12 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosim.errors import CosimError
+
+if TYPE_CHECKING:
+    from cosim.scenario import Scenario
 
 FORMAT = 1
 _MAX_DEPTH = 8
@@ -135,3 +138,19 @@ def load(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
             "resume with the scenario, seed and code that started it, or run without --resume"
         )
     return state
+
+
+def checkpoint_every(scenario: Scenario) -> int:
+    """Steps between checkpoints (``output.checkpoint_steps``; ``week``: a week of steps); 0 for none."""
+    every = scenario.output.checkpoint_steps
+    if every == "week":
+        return max(1, 7 * 86400 // scenario.time.step_s)
+    return int(every or 0)
+
+
+def segments(k0: int, n_steps: int, every: int) -> list[tuple[int, int]]:
+    """Runs of steps from ``k0`` to ``n_steps``, each ending at a multiple of ``every`` (a checkpoint)."""
+    if not every:
+        return [(k0, n_steps)] if k0 < n_steps else []
+    ends = [*range((k0 // every + 1) * every, n_steps, every), n_steps]
+    return list(zip([k0, *ends[:-1]], ends, strict=True))

@@ -96,8 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     import logging
 
+    from cosim.overrides import effective, override_notes
     from cosim.scenario import load_scenario
-    from cosim.world import effective, override_notes, run
+    from cosim.world import run
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped run leaves mosaik's tasks pending
     scenario = load_scenario(args.scenario)

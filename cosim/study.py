@@ -256,7 +256,7 @@ def plan_study(
     ScenarioError
         every problem of the study file, of its base scenario, and of each invalid combination.
     """
-    from cosim.world import effective
+    from cosim.overrides import effective
 
     data, source, base_dir = _read(study)
     problems = _key_problems(data)

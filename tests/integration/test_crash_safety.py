@@ -117,7 +117,7 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_run_is_refused(
 
 def test_lock_refuses_before_building(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A held output lock stops a run before any model is built."""
-    monkeypatch.setattr("cosim.world.build_models", _not_built)
+    monkeypatch.setattr("cosim.world.build_all", _not_built)
     out = tmp_path / "l.h5"
     with OutputLock(out, "--out"), pytest.raises(OutputBusy, match="another run is writing"):
         cosim.run(tiny, out=out)
@@ -186,7 +186,7 @@ def test_bad_output_paths_refused_before_building(
     kind: str, tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A directory, an empty or too long path is refused (naming --out) before the models are built."""
-    monkeypatch.setattr("cosim.world.build_models", _not_built)
+    monkeypatch.setattr("cosim.world.build_all", _not_built)
     out = {
         "directory": tmp_path,
         "empty": Path(""),
@@ -207,7 +207,7 @@ def test_read_only_mount_refused(tiny: Path, tmp_path: Path, monkeypatch: pytest
     if mounted.returncode != 0:
         pytest.skip("cannot mount a read-only tmpfs here (needs root)")
     try:
-        monkeypatch.setattr("cosim.world.build_models", _not_built)
+        monkeypatch.setattr("cosim.world.build_all", _not_built)
         with pytest.raises(ScenarioError, match="read-only"):
             cosim.run(tiny, out=ro / "x.h5")
     finally:

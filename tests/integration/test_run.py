@@ -82,8 +82,9 @@ def test_power_balance(default_run: cosim.RunSummary) -> None:
 
 def test_voltages_equal_pandapower_runpp(default_run: cosim.RunSummary) -> None:
     """At sampled steps, recorded voltages and loadings equal pandapower's runpp on the same set-points."""
+    from cosim.models.grid.component import build_models
     from cosim.models.grid.powerflow import set_injections
-    from cosim.world import build_models, load_scenario
+    from cosim.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "default.yaml")
     net, fleet, _, _, _ = build_models(scenario)

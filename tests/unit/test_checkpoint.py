@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cosim.checkpoint import capture, load, restore, save
+from cosim.checkpoint import capture, load, restore, save, segments
 from cosim.errors import CosimError
 from cosim.scenario import OutputConfig
-from cosim.world import segments
 
 
 def test_segments_end_at_checkpoints() -> None:

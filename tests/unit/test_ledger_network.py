@@ -14,6 +14,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from cosim.errors import ScenarioError
+from cosim.models.ledger.component import build_ledger, network_params
 from cosim.models.ledger.consensus import simulate
 from cosim.models.ledger.network import (
     BITCOIN,
@@ -25,7 +26,6 @@ from cosim.models.ledger.network import (
     peer_graph,
 )
 from cosim.scenario import load_scenario
-from cosim.world import build_ledger, network_params
 
 SMALL = dataclasses.replace(BITCOIN, nodes=40, peers=3, jitter_sd_s=0.0)
 

@@ -10,8 +10,8 @@ import pytest
 
 from cosim.cli import main
 from cosim.errors import ScenarioError
+from cosim.overrides import effective, override_notes
 from cosim.scenario import load_scenario
-from cosim.world import effective, override_notes
 from tests.conftest import ROOT
 
 ONE_HOUR = """

@@ -190,7 +190,7 @@ def test_branch_limit_is_an_acopf_key(tmp_path: Path) -> None:
 def test_consensus_energy_is_that_of_the_simulated_network() -> None:
     """ledger_pow: 50 miners of one Antminer S19 Pro each (110 TH/s x 29.5 J/TH = 3,245 W) draw 162.25 kW,
     not Bitcoin's ~3 GW; hash_rate_hps still sets a what-if network; BFT and PoS: 100 W per validator."""
-    from cosim.world import build_ledger
+    from cosim.models.ledger.component import build_ledger
 
     root = Path(__file__).parents[2] / "scenarios"
     pow_ = load_scenario(root / "ledger_pow.yaml")

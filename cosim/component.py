@@ -1,0 +1,147 @@
+"""The component protocol: what each model of a study gives the world that wires them.
+
+A component is one simulator of the study (``models/<name>/component.py``). It builds itself from the
+scenario and the components built before it, declares its part of the HDF5 file (its :class:`Contract`:
+series, tables, static datasets, routes from its outputs, attributes), names the mosaik adapter that runs it
+and that adapter's parameters, the inputs it takes from other components (:class:`Link`), the state a
+checkpoint keeps, and what it adds to the file and the summary at the end of a run. ``cosim.world`` only
+loops over :data:`REGISTRY`; it knows no model by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from cosim.recorder import Series, Table
+    from cosim.scenario import Scenario
+
+# the components in build order (a component may use those before it): name -> module with `build`
+REGISTRY: dict[str, str] = {
+    "agents": "cosim.models.agents.component",
+    "grid": "cosim.models.grid.component",
+    "market": "cosim.models.market.component",
+    "accounting": "cosim.models.accounting.component",
+    "privacy": "cosim.models.privacy.component",
+    "ledger": "cosim.models.ledger.component",
+}
+
+
+def rng_for(seed: int, model: str) -> np.random.Generator:
+    """The one random generator of a model, from the scenario seed and the model's name."""
+    return np.random.default_rng([seed, zlib.crc32(model.encode())])
+
+
+@dataclass
+class Contract:
+    """A component's part of the HDF5 file.
+
+    ``routes`` maps an output attribute of the component's entity to the dataset it is recorded in;
+    ``labels`` names the dimension a static dataset labels (``{"grid/bus/name": "bus"}``); ``dims`` gives
+    the dimension names of static and end-of-run datasets that no labels name by length.
+    """
+
+    series: list[Series] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    static: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __or__(self, other: Contract) -> Contract:
+        """Both contracts in one (the other's routes are its own: merge per component only)."""
+        return Contract(
+            self.series + other.series,
+            self.tables + other.tables,
+            self.static | other.static,
+            self.routes | other.routes,
+            self.attrs | other.attrs,
+            self.labels | other.labels,
+            self.dims | other.dims,
+        )
+
+
+@dataclass(frozen=True)
+class Link:
+    """Inputs of a component: ``attrs`` of the entity of component ``source``.
+
+    An attribute is a name or a ``(source attribute, input attribute)`` pair; a ``time_shifted`` link
+    delivers the value of the previous step, ``initial_data`` at the first step of a segment.
+    """
+
+    source: str
+    attrs: tuple[str | tuple[str, str], ...]
+    time_shifted: bool = False
+    initial_data: dict[str, Any] | None = None
+
+
+class Component:
+    """Base of the components. Subclasses set the class attributes and override what they provide.
+
+    Attributes
+    ----------
+    name : the registry name, also the scenario section and the HDF5 group it mostly writes
+    sim : mosaik ``python`` starter of the adapter (``"module:Class"``)
+    sim_name, entity : the simulator's name in the World and the model of its one entity
+    state_attrs : attributes whose objects a checkpoint captures and a resume restores
+    """
+
+    name: ClassVar[str]
+    sim: ClassVar[str]
+    sim_name: ClassVar[str]
+    entity: ClassVar[str]
+    state_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def ready(self) -> None:
+        """Called once every component is built (for parts that need a component built after this one)."""
+
+    def contract(self, groups: Iterable[str]) -> Contract:
+        """The datasets of this component the run writes, given ``output.groups``."""
+        return Contract()
+
+    def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
+        """Keyword parameters of the adapter's ``init`` for a segment starting at mosaik time ``offset_s``.
+
+        ``carry`` is the run's dict of values carried across segments and checkpoints.
+        """
+        raise NotImplementedError
+
+    def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
+        """Inputs from other components, for a segment starting at step ``k_from``."""
+        return []
+
+    def finish(self, groups: Iterable[str]) -> Contract:
+        """Datasets and attributes added when the run completes (``static`` and ``attrs`` only)."""
+        return Contract()
+
+    def warnings(self) -> list[str]:
+        """What a user must not miss about this component's run (a halted ledger, refused releases)."""
+        return []
+
+    def state(self) -> dict[str, Any]:
+        """The objects a checkpoint captures."""
+        return {a: getattr(self, a) for a in self.state_attrs}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take the objects of a checkpoint (as :func:`cosim.checkpoint.restore` returns them)."""
+        for a, v in state.items():
+            setattr(self, a, v)
+
+
+def build_all(scenario: Scenario) -> dict[str, Component]:
+    """Every component the scenario asks for, built in registry order, by name."""
+    built: dict[str, Component] = {}
+    for name, module in REGISTRY.items():
+        component = importlib.import_module(module).build(scenario, built)
+        if component is not None:
+            built[name] = component
+    for component in built.values():
+        component.ready()
+    return built

@@ -1,0 +1,273 @@
+"""The accounting component: emissions of the dispatch and the equity of bills, from the market's results."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from cosim.component import Component, Contract, Link, rng_for
+from cosim.errors import ScenarioError
+from cosim.models.agents.fleet import Fleet, household_rows
+from cosim.models.grid.network import element_names
+from cosim.models.market.tariff import posted_price
+from cosim.recorder import Series, Table
+from cosim.scenario import Scenario
+
+# (output attribute, unit, per bus?, description) of the /emissions group
+EMISSIONS = (
+    ("total_kg", "kg", False, "CO2 emitted by the dispatch of the interval (imports at the upstream factor)"),
+    ("average_kg_per_mwh", "kg/MWh", False, "total_kg per MWh of cleared demand"),
+    ("upstream_kg", "kg", False, "CO2 of the energy imported from the upstream grid"),
+    ("marginal_kg_per_mwh", "kg/MWh", True, "nodal marginal emission factor, losses included"),
+    ("marginal_lossless_kg_per_mwh", "kg/MWh", True, "nodal marginal emission factor of the DC-OPF"),
+)
+TRADES = Table(
+    "emissions/trades",
+    (("step", np.int64, "1"), ("kg", np.float64, "kg, CO2: + = a carbon cost, - = a credit")),
+    "emissions impact of each trade; row i belongs to row i of /market/trades",
+)
+EQUITY_UNITS = {
+    "energy_bought_mwh": "MWh",
+    "energy_sold_mwh": "MWh",
+    "gini": "1",
+    "gini_bill": "1",
+    "lorenz": "1",
+}
+
+
+def upstream_emissions(scenario: Scenario) -> Any:
+    """The upstream grid's emission factor: a merit-order stack, a series from CSV, or a constant."""
+    from cosim.models.accounting.emissions import UpstreamGrid
+
+    assert scenario.emissions is not None
+    up = scenario.emissions.upstream
+    if up.stack is not None:
+        units = np.array([(u.capacity_mw, u.cost_per_mwh, u.kg_per_mwh) for u in up.stack])
+        return UpstreamGrid.stack(units[:, 0], units[:, 1], units[:, 2], up.base_mw)
+    if up.series_csv is not None:
+        import pandas as pd
+
+        try:
+            series = pd.read_csv(up.series_csv)["kg_per_mwh"].to_numpy(dtype=float)
+        except (KeyError, ValueError, OSError) as exc:
+            raise ScenarioError(
+                [("emissions.upstream.series_csv", f"needs a numeric column kg_per_mwh: {exc}")]
+            ) from None
+        if len(series) < scenario.time.n_steps or not np.isfinite(series).all() or (series < 0).any():
+            raise ScenarioError([(
+                "emissions.upstream.series_csv",
+                f"needs {scenario.time.n_steps} finite, non-negative rows (one per step), has {len(series)}",
+            )])  # fmt: skip
+        return UpstreamGrid.series(series)
+    return UpstreamGrid.constant(527.0 if up.kg_per_mwh is None else up.kg_per_mwh)
+
+
+def element_factors(scenario: Scenario, net: Any, fleet: Fleet, factors: Any) -> np.ndarray:
+    """(n_agent,) emission factor of every agent: its kind's, or its own from ``emissions.elements``.
+
+    Raises
+    ------
+    ScenarioError
+        for a name that is no generating agent of the grid (with the nearest valid names), before the run.
+    """
+    from cosim.models.accounting.emissions import DEMAND_KINDS
+
+    assert scenario.emissions is not None
+    table = fleet.table
+    out = factors.of_kind(table.kind)
+    position = {str(name): i for i, name in enumerate(table.name)}
+    valid = [str(n) for n, k in zip(table.name, table.kind, strict=True) if k not in DEMAND_KINDS]
+    upstream = set(element_names(net.ext_grid, "ext_grid"))
+    problems = []
+    for name, kg_per_mwh in scenario.emissions.elements.items():
+        i = position.get(name)
+        if i is not None and table.kind[i] not in DEMAND_KINDS:
+            out[i] = kg_per_mwh
+            continue
+        if i is not None:
+            why = f"{name!r} is a {table.kind[i]}: it consumes, only generating elements carry a factor"
+        elif name in upstream:
+            why = f"{name!r} is the upstream grid (ext_grid): set emissions.upstream instead"
+        else:
+            nearest = ", ".join(map(repr, difflib.get_close_matches(name, valid, n=3, cutoff=0.0))) or "none"
+            why = f"no generating element named {name!r} in the grid; nearest: {nearest} (as in /agents/name)"
+        problems.append((f"emissions.elements.{name}", why))
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def emissions_network(market_component: Any, net: Any, losses: bool) -> tuple[Any, Any, bool]:
+    """(network, reference DC-OPF or None, losses) the marginal emission factors of a design are taken on.
+
+    ``nodal`` designs (dcopf, central, scopf): the design's own DC network and clearing (losses as asked);
+    ``dc_reference`` (acopf): the DC network of the net and a DC-OPF re-clearing the same bids (nodal
+    factors of the DC approximation); ``system`` (copper plate): one node, the system marginal factor at
+    every bus, no loss adjustment (the clearing has no network to carry losses).
+    """
+    from cosim.models.market.dcopf import DCOPF
+    from cosim.models.market.network_dc import copper_plate, dc_network
+
+    market, kind = market_component.market, market_component.caps.emissions
+    if kind == "nodal":
+        return market.model.network, None, losses
+    if kind == "dc_reference":
+        network = dc_network(net)
+        return network, DCOPF(network, market.bidder.demand_bus, market.bidder.supply_bus), losses
+    return copper_plate(net), None, False
+
+
+class Accounting(Component):
+    """Emissions of every interval's dispatch and trades; the equity of what each household pays."""
+
+    name, sim, sim_name, entity = (
+        "accounting",
+        "cosim.models.accounting.sim:AccountingSim",
+        "Accounting",
+        "Accounting",
+    )
+    state_attrs = ("emissions", "equity")
+
+    def __init__(self, scenario: Scenario, built: dict[str, Any]) -> None:
+        from cosim.models.accounting.emissions import EmissionAccounting, EmissionFactors
+        from cosim.models.accounting.equity import EquityAccumulator, study_month_of_step
+
+        agents, market = built["agents"], built["market"]
+        net, fleet = agents.net, agents.fleet
+        self.scenario, self.step_s, self.n_bus, self.times_s = (
+            scenario,
+            scenario.time.step_s,
+            len(net.bus),
+            fleet.times_s,
+        )
+        self.emissions: Any = None
+        self.equity: Any = None
+        self.baseline_price_per_mwh = self.baseline_export_per_mwh = None
+        self.attrs: dict[str, Any] = {}
+        table = fleet.table
+        if scenario.emissions is not None:
+            em = scenario.emissions
+            factors = EmissionFactors(
+                em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
+                upstream_emissions(scenario),
+            )  # fmt: skip
+            network, reference, losses = emissions_network(market, net, em.losses)
+            self.emissions = EmissionAccounting(
+                net, network, market.market.bidder, table.kind, table.bus, factors,
+                element_factors(scenario, net, fleet, factors), losses=losses, reference=reference,
+            )  # fmt: skip
+            if em.carbon_price_per_t > 0:  # the carbon cost goes on the offers the market clears
+                market.market.carbon = (self.emissions.steps, em.carbon_price_per_t)
+            self.attrs = {
+                "emissions/carbon_price_per_t": em.carbon_price_per_t,
+                "emissions/upstream": factors.upstream.kind,
+                "emissions/elements": json.dumps(em.elements),
+            }
+        if scenario.equity is not None:
+            eq, m = scenario.equity, scenario.market
+            assert m is not None
+            periods = [(p.from_hour, p.price_per_mwh) for p in (eq.baseline_tariff or m.tariff)]
+            flat = [(0.0, m.upstream.import_price_per_mwh)]  # no tariff given: a flat one at the import price
+            self.baseline_price_per_mwh = posted_price(fleet.times_s, periods or flat)
+            if eq.baseline_export_price_per_mwh is not None:
+                self.baseline_export_per_mwh = np.full(len(fleet.times_s), eq.baseline_export_price_per_mwh)
+            self.equity = EquityAccumulator(len(table), study_month_of_step(fleet.times_s))
+            homes = set(household_rows(net, scenario.agents.household_profiles).tolist())
+            loads = [a for a in table.where("load") if net.load.index.get_loc(table.elements[a][1]) in homes]
+            self.beneficiary = np.zeros(len(table), dtype=bool)
+            if loads:
+                chosen = rng_for(scenario.seed, "equity").choice(
+                    loads, size=round(eq.low_income_share * len(loads)), replace=False
+                )
+                self.beneficiary[chosen] = True
+            self.unit_of, self.unit_name = None, table.name
+            if eq.unit == "household" and table.household is not None:
+                self.unit_of, self.unit_name = table.household, table.household_name
+            self.attrs |= {
+                "equity/rule": eq.rule,
+                "equity/levy_per_mwh": eq.levy_per_mwh,
+                "equity/unit": eq.unit,
+            }
+
+    def contract(self, groups: Iterable[str]) -> Contract:
+        groups = set(groups)
+        out = Contract(attrs={k: v for k, v in self.attrs.items() if k.split("/")[0] in groups})
+        if self.emissions is not None and "emissions" in groups:
+            out.series = [
+                Series(f"emissions/{a}", u, np.float64, self.n_bus if per_bus else None, d,
+                       "grid/bus/name" if per_bus else "")
+                for a, u, per_bus, d in EMISSIONS
+            ]  # fmt: skip
+            out.routes = {a: f"emissions/{a}" for a, *_ in EMISSIONS} | {"trades": TRADES.path}
+            out.tables = [TRADES]
+        return out
+
+    def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "step_s": self.step_s, "n_bus": self.n_bus, "emissions": self.emissions, "equity": self.equity,
+            "baseline_price_per_mwh": self.baseline_price_per_mwh,
+            "baseline_export_per_mwh": self.baseline_export_per_mwh, "time_offset_s": offset_s,
+        }  # fmt: skip
+
+    def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
+        return [
+            Link("market", ("detail", ("trades", "market_trades"), "payment", "award_mw")),
+            Link("grid", ("vm_pu", "va_degree")),
+        ]
+
+    def finish(self, groups: Iterable[str]) -> Contract:
+        """The /equity datasets of the whole run (monthly Gini, Lorenz curves, bills per unit)."""
+        from cosim.models.accounting.equity import study_month_of_step, study_outputs
+
+        eq = self.scenario.equity
+        if self.equity is None or eq is None or "equity" not in set(groups):
+            return Contract()
+        unit_of, names = self.unit_of, self.unit_name
+        n_unit = len(names)
+        res = study_outputs(self.equity, self.beneficiary, eq.rule, eq.levy_per_mwh, unit_of, n_unit)
+        month = study_month_of_step(self.times_s)
+        starts = self.times_s[np.searchsorted(month, np.arange(self.equity.n_month))]
+        data = {
+            f"equity/{k}": (np.asarray(v), EQUITY_UNITS.get(k, "$")) for k, v in res.items() if np.ndim(v)
+        }
+        low = np.asarray(self.beneficiary)
+        if unit_of is not None:
+            low = np.bincount(unit_of[unit_of >= 0], low[unit_of >= 0], minlength=n_unit) > 0
+        data["equity/low_income"] = (low, "1")
+        data["equity/unit_name"] = (np.asarray(names, dtype=str), "")
+        data["equity/month_start"] = (starts, "Unix s")
+        labels = {"equity/month_start": "month", "equity/unit_name": "unit"}
+        dims: dict[str, tuple[str, ...]] = {
+            path: ("lorenz_point", "lorenz_axis") if path == "equity/lorenz"
+            else ("month",) if path in ("equity/gini", "equity/gini_bill") else ("unit",)
+            for path in data if path not in labels
+        }  # fmt: skip
+        attrs = {
+            "equity/gini_surplus": res["gini_surplus"], "equity/gini_bill": res["gini_bill_study"],
+            "equity/absolute_gini_surplus": res["absolute_gini_surplus"],
+            "equity/lorenz_shifted": bool(res["lorenz_shifted"]),
+        }  # fmt: skip
+        return Contract(static=data, attrs=attrs, labels=labels, dims=dims)
+
+
+def build(scenario: Scenario, built: dict[str, Any]) -> Accounting | None:
+    """The emissions and equity accounts, or None when the scenario keeps neither (or has no market).
+
+    ``emissions.elements`` is checked against the grid even without a market.
+    """
+    if "agents" in built and scenario.emissions is not None and "market" not in built:
+        from cosim.models.accounting.emissions import EmissionFactors
+
+        em = scenario.emissions
+        factors = EmissionFactors(
+            em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
+            upstream_emissions(scenario),
+        )  # fmt: skip
+        element_factors(scenario, built["agents"].net, built["agents"].fleet, factors)
+    if "market" not in built or (scenario.emissions is None and scenario.equity is None):
+        return None
+    return Accounting(scenario, built)

@@ -1,0 +1,207 @@
+"""The ledger component: the chain that records and settles the trades, its consensus and network."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from cosim.checkpoint import checkpoint_every
+from cosim.component import Component, Contract, Link, rng_for
+from cosim.models.grid.sim import SolverStats
+from cosim.models.ledger.consensus import ENGINES
+from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
+from cosim.models.ledger.network import BITCOIN, GossipParams
+from cosim.models.ledger.sim import SERIES, replay
+from cosim.recorder import Series, Table
+from cosim.scenario import Scenario
+
+UNITS = {"throughput_tps": "1/s", "energy_kwh": "kWh", "n_late": "1", "late_cost": "$"}
+DESCRIPTIONS = {
+    "throughput_tps": "transactions made final in the step per second",
+    "latency_p50_s": "median submit -> inclusion of the transactions made final in the step",
+    "latency_p95_s": "95th percentile submit -> inclusion",
+    "finality_p50_s": "median submit -> finality of the transactions made final in the step",
+    "finality_p95_s": "95th percentile submit -> finality",
+    "energy_kwh": "electricity used by the validators (miners) in the step",
+    "n_late": "trades not final by their deadline (start of delivery), counted at the deadline",
+    "late_cost": "imbalance cost of the cancelled late trades (late_rule cancel)",
+}
+TABLES = (
+    Table("ledger/tx", TX_COLUMNS, "every transaction once its fate is known (final, rejected, or run end)"),
+    Table("ledger/blocks", BLOCK_COLUMNS, "decided blocks: the hash chain (from genesis) and stale forks"),
+    Table(
+        "ledger/votes",
+        VOTE_COLUMNS,
+        "signed votes: BFT commit certificates, PoS checkpoint attestations, the end-of-run head",
+    ),
+)
+GOSSIP_FIELDS = tuple(f.name for f in dataclasses.fields(GossipParams))
+
+
+def nakamoto_coefficient(power: np.ndarray) -> int:
+    """Fewest validators holding more than 1/3 of the voting power (enough to halt finality)."""
+    share = np.sort(power)[::-1] / power.sum()
+    return int(np.searchsorted(np.cumsum(share), 1.0 / 3.0, side="right") + 1)
+
+
+def network_params(scenario: Scenario) -> dict[str, Any]:
+    """The consensus engine's network keywords for the scenario's ``ledger.network`` (preset resolved)."""
+    assert scenario.ledger is not None
+    net = scenario.ledger.network
+    out: dict[str, Any] = {}
+    if net.regions is not None:
+        out |= {"regions": net.regions, "one_way_delay_s": np.asarray(net.one_way_delay_ms) / 1e3}
+    if scenario.ledger.network_preset == "direct":
+        return out | {
+            "jitter_sd_s": 0.005 if net.jitter_sd_s is None else net.jitter_sd_s,
+            "bandwidth_mbps": 100.0 if net.bandwidth_mbps is None else net.bandwidth_mbps,
+        }
+    given = {k: getattr(net, k) for k in GOSSIP_FIELDS if getattr(net, k) is not None}
+    graph_seed = int(rng_for(scenario.seed, "network").integers(2**63))
+    return out | {"gossip": dataclasses.replace(BITCOIN, **given), "graph_seed": graph_seed}
+
+
+def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict[str, Any]] | None:
+    """The scenario's ledger model (consensus engine, keys, contracts) and the attributes describing it."""
+    cfg = scenario.ledger
+    if cfg is None:
+        return None
+    rng = rng_for(scenario.seed, "ledger")
+    n = cfg.validators
+    power = (
+        np.ones(n) if cfg.is_permissioned or cfg.power_sigma == 0 else rng.lognormal(0.0, cfg.power_sigma, n)
+    )
+    common: dict[str, Any] = {"faulty": cfg.faulty} | network_params(scenario)
+    specific: dict[str, dict[str, Any]] = {
+        "pow": {
+            "block_interval_s": cfg.block_interval_s, "confirmations": cfg.confirmations,
+            "hash_rate_hps": cfg.hash_rate_hps or n * cfg.miner_hash_rate_hps,
+            "j_per_hash": cfg.j_per_hash, "hash_share": power,
+        },
+        "pos": {
+            "slot_s": cfg.slot_s, "slots_per_epoch": cfg.slots_per_epoch, "stake": power,
+            "node_power_w": cfg.node_power_w,
+        },
+        "bft": {
+            "voting_power": power, "behaviour": cfg.behaviour, "timeout_commit_s": cfg.timeout_commit_s,
+            "timeout_propose_s": cfg.timeout_propose_s, "create_empty_blocks": cfg.create_empty_blocks,
+            "node_power_w": cfg.node_power_w,
+        },
+    }  # fmt: skip
+    engine = ENGINES[cfg.consensus](
+        n, rng_for(scenario.seed, "consensus"), **common, **specific[cfg.consensus]
+    )
+    gate_s = 0.0 if cfg.workload is not None else cfg.gate_closure_s
+    up = scenario.market.upstream if scenario.market is not None else None
+    model = LedgerModel(
+        engine,
+        n_accounts,
+        rng,
+        epoch_unix_s=scenario.time.start.timestamp() - gate_s,
+        step_s=scenario.time.step_s,
+        gate_closure_s=gate_s,
+        late_rule=cfg.late_rule,
+        meter_delay_s=cfg.meter_delay_s,
+        initial_balance=cfg.initial_balance,
+        gas_limit=cfg.gas_limit,
+        import_price_per_mwh=up.import_price_per_mwh if up else 0.0,
+        export_price_per_mwh=up.export_price_per_mwh if up else 0.0,
+        record_tables=cfg.record_tables,
+    )
+    attrs = {
+        "consensus": cfg.consensus, "validators": n, "faulty": cfg.faulty, "behaviour": cfg.behaviour,
+        "permissioned": cfg.is_permissioned, "nakamoto_coefficient": nakamoto_coefficient(power),
+        "late_rule": cfg.late_rule, "gate_closure_s": gate_s, "power_w": engine.power_w,
+        "network": cfg.network_preset,
+    }  # fmt: skip
+    return model, attrs
+
+
+class Ledger(Component):
+    """Orders, validates and settles the market's trades and the meters' readings on a simulated chain."""
+
+    name, sim, sim_name, entity = "ledger", "cosim.models.ledger.sim:LedgerSim", "Ledger", "Ledger"
+    state_attrs = ("stats", "log")
+
+    def __init__(self, scenario: Scenario, built: dict[str, Any], n_accounts: int) -> None:
+        self.scenario, self.built = scenario, built
+        self.model, self.attrs = build_ledger(scenario, n_accounts)  # type: ignore[misc]
+        assert scenario.ledger is not None
+        workload = scenario.ledger.workload
+        self.tx_per_s = workload.tx_per_s if workload else 0.0
+        self.step_s, self.n_steps = scenario.time.step_s, scenario.time.n_steps
+        self.stats = SolverStats()
+        # every step's inputs, for a checkpoint: the SimPy engine cannot be stored, it is replayed
+        self.log: list[tuple[int, Any, Any]] | None = [] if checkpoint_every(scenario) else None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        replay(self.model, self.log or [], self.tx_per_s, self.step_s, self.n_steps)
+
+    def contract(self, groups: Iterable[str]) -> Contract:
+        if "ledger" not in set(groups):
+            return Contract()
+        series = [
+            Series(
+                f"ledger/{a}",
+                UNITS.get(a, "s"),
+                np.int64 if a == "n_late" else np.float64,
+                None,
+                DESCRIPTIONS[a],
+            )
+            for a in SERIES
+        ]
+        out = Contract(series=series, routes={a: f"ledger/{a}" for a in SERIES})
+        out.attrs = {f"ledger/{k}": v for k, v in self.attrs.items()}
+        if self.model.record_tables:  # the chain, and the registry it is checked against
+            out.tables = list(TABLES)
+            out.routes |= {t.path.split("/")[1]: t.path for t in TABLES}
+            out.static["ledger/genesis"] = (
+                np.array([self.model.genesis_json], dtype=object),
+                "canonical JSON",
+            )
+            out.dims["ledger/genesis"] = ("registry",)
+        return out
+
+    def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": self.model, "step_s": self.step_s, "n_steps": self.n_steps, "tx_per_s": self.tx_per_s,
+            "stats": self.stats, "time_offset_s": offset_s, "log": self.log,
+        }  # fmt: skip
+
+    def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
+        if "market" not in self.built:
+            return []
+        return [Link("market", ("trades",)), Link("agents", ("p_mw",))]
+
+    def finish(self, groups: Iterable[str]) -> Contract:
+        attrs: dict[str, Any] = {"ledger_s": self.stats.solver_s}
+        if "ledger" in set(groups):
+            attrs |= {"ledger/notes": self.model.engine.notes, "ledger/n_rejected": self.model.n_rejected}
+        return Contract(attrs=attrs)
+
+    def warnings(self) -> list[str]:
+        """The ledger lost safety, halted, or finalised nothing."""
+        engine = self.model.engine
+        text = str(getattr(engine, "notes", ""))
+        if "SAFETY LOST" in text:
+            return [f"the ledger lost safety: {text}"]
+        if getattr(engine, "halted", False):
+            return [f"the ledger halted: {text}"]
+        if getattr(engine, "justifies", True) is False:
+            return [f"the ledger finalised nothing: {text}"]
+        return []
+
+
+def build(scenario: Scenario, built: dict[str, Any]) -> Ledger | None:
+    """The ledger, or None without a ledger section; without a grid it runs alone on its workload."""
+    if scenario.ledger is None:
+        return None
+    agents = built.get("agents")
+    if agents is not None:
+        return Ledger(scenario, built, len(agents.fleet.table))
+    assert scenario.ledger.workload is not None  # validated: a ledger without a grid has a workload
+    return Ledger(scenario, built, scenario.ledger.workload.accounts)

@@ -1,0 +1,392 @@
+"""The market component: bidding rules, the design's clearing model built once, and its HDF5 contract."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from cosim.component import Component, Contract, Link, rng_for
+from cosim.errors import ScenarioError
+from cosim.models.agents.fleet import Fleet
+from cosim.models.grid.sim import SolverStats
+from cosim.models.market.bidding import Bidder, BidRules
+from cosim.models.market.market import Market
+from cosim.models.market.sim import DAY_COLUMNS
+from cosim.models.market.tariff import posted_price, utc_seconds
+from cosim.recorder import Series, Table
+from cosim.scenario import Scenario, StochasticConfig
+
+# (output attribute, unit, width: "bus"/"agent"/"battery"/"supplier"/None, description, shown when)
+# "when" names a capability of the design or a part of the market (screens, strategic); None: always
+SERIES: tuple[tuple[str, str, str | None, str, str | None], ...] = (
+    ("price_per_mwh", "$/MWh", "bus", "marginal price of energy per bus (uniform: one value)", None),
+    ("price_q_per_mvarh", "$/Mvarh", "bus", "marginal price of reactive power per bus", "reactive"),
+    ("cleared_mwh", "MWh", None, "energy cleared in the interval", None),
+    ("welfare", "$", None, "bids served minus generation cost, per interval", None),
+    (
+        "cost",
+        "$",
+        None,
+        "generation cost as MATPOWER reports it: variable cost plus the constant terms of "
+        "the committed units, per interval",
+        None,
+    ),
+    ("variable_cost", "$", None, "generation cost without the constant terms, per interval", None),
+    (
+        "vm_pu",
+        "pu",
+        "bus",
+        "acopf: voltage magnitude of the OPF's solution (the grid's set-points)",
+        "reactive",
+    ),
+    (
+        "q_mvar",
+        "Mvar",
+        "bus",
+        "acopf: reactive power the OPF dispatches at each bus, + = injection",
+        "reactive",
+    ),
+    ("congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval", None),
+    ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load", None),
+    ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)", None),
+    (
+        "security_cost",
+        "$",
+        None,
+        "welfare given up for N-1 security against the same bids' DC-OPF",
+        "security",
+    ),
+    ("balancing_cost", "$", None, "deviations from the day-ahead schedule settled in real time", "day_ahead"),
+    ("admm_iterations", "1", None, "ADMM iterations to the stopping rule", "distributed"),
+    (
+        "admm_messages",
+        "1",
+        None,
+        "messages exchanged: price out and quantity back per agent and iteration",
+        "distributed",
+    ),
+    ("award_mw", "MW", "agent", "cleared power, + = consumption", None),
+    ("scheduled_mw", "MW", "agent", "day-ahead schedule, + = consumption", "day_ahead"),
+    ("storage_profit", "$", "battery", "revenue minus cost of every battery in the market", None),
+    ("agent_unserved_mwh", "MWh", "agent", "inelastic demand shed (and all demand an outage cut off)", None),
+    ("agent_curtailed_mwh", "MWh", "agent", "elastic demand not bought at the price", None),
+    ("payment", "$", "agent", "paid in the interval, + = pays", None),
+    ("hhi", "1", None, "Herfindahl-Hirschman index of cleared supply by supplier, 0..10000", "screens"),
+    ("rsi", "1", "supplier", "residual supply index: (capacity - supplier's) / cleared demand", "screens"),
+    ("rsi_min", "1", None, "smallest residual supply index of the interval", "screens"),
+    ("pivotal", "1", "supplier", "supplier is pivotal: its residual supply index is below 1", "screens"),
+    ("strategic_offer_per_mwh", "$/MWh", None, "the strategic player's offer (its MPEC's)", "strategic"),
+    (
+        "strategic_optimal",
+        "1",
+        None,
+        "the MPEC solved to optimality (else the player offered its cost)",
+        "strategic",
+    ),
+    ("strategic_profit", "$", None, "strategic player's profit: LMP x dispatch - true cost", "strategic"),
+    ("competitive_profit", "$", None, "its profit in the same interval offering its true cost", "strategic"),
+    ("lerner_index", "1", None, "(LMP - marginal cost) / LMP at the strategic player's bus", "strategic"),
+    ("welfare_loss", "$", None, "competitive minus strategic welfare, both at true costs", "strategic"),
+)
+COLUMNS: dict[str | None, str] = {
+    "bus": "grid/bus/name",
+    "agent": "agents/name",
+    "battery": "agents/storage_name",
+    "supplier": "market/supplier_name",
+    None: "",
+}
+TRADES = Table(
+    "market/trades",
+    (
+        ("step", np.int64, "1"),
+        ("buyer", np.int64, "agent position, -1 = upstream grid"),
+        ("seller", np.int64, "agent position, -1 = upstream grid"),
+        ("mwh", np.float64, "MWh"),
+        ("price", np.float64, "$/MWh"),
+        ("seller_price", np.float64, "$/MWh"),
+    ),
+    "bilateral trades by merit-order matching; buyer pays price, seller gets seller_price",
+)
+DAY = Table(
+    "market/day",
+    (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS)),
+    "one row per day cleared ahead",
+    dim="day",
+    step_column="day_step",
+)
+ADMM_RESIDUAL = Table(
+    "market/admm_residual",
+    (
+        ("step", np.int64, "1"),
+        ("iteration", np.int64, "1"),
+        ("primal_residual", np.float64, "MW"),
+        ("dual_residual", np.float64, "$/MWh"),
+        ("rho", np.float64, "$/MWh per MW"),
+        ("price", np.float64, "$/MWh"),
+    ),
+    "ADMM residual traces: one row per iteration of every interval",
+    dim="row",
+)
+
+
+def design_of(name: str) -> Any:
+    """Capabilities of a market design (interim: until the design registry lands)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        fixed_demand=name == "central",
+        batteries_bid=name not in ("central", "stochastic"),
+        posted_price=name in ("tou", "dr"),
+        day_ahead=name == "stochastic",
+        reactive=name == "acopf",
+        security=name == "scopf",
+        distributed=name == "admm",
+        dc_network=name in ("dcopf", "central", "scopf"),
+        emissions="nodal"
+        if name in ("dcopf", "central", "scopf")
+        else "dc_reference"
+        if name == "acopf"
+        else "system",
+    )
+
+
+def build_market(scenario: Scenario, net: Any, fleet: Fleet, events: Any = None) -> Market | None:
+    """The scenario's market (bidding rules, design model built once), or None without a market section."""
+    m = scenario.market
+    if m is None:
+        return None
+    caps = design_of(m.design)
+    rules = BidRules(
+        voll_per_mwh=m.voll_per_mwh,
+        inelastic_share=1.0 if caps.fixed_demand else m.inelastic_share,
+        utility_per_mwh=() if caps.fixed_demand else tuple(m.utility_per_mwh),
+        sgen_price_per_mwh=m.sgen_price_per_mwh,
+        battery_charge_price_per_mwh=m.battery_charge_price_per_mwh,
+        battery_discharge_price_per_mwh=m.battery_discharge_price_per_mwh,
+        import_price_per_mwh=m.upstream.import_price_per_mwh,
+        export_price_per_mwh=m.upstream.export_price_per_mwh,
+        max_import_mw=m.upstream.max_import_mw,
+        max_export_mw=m.upstream.max_export_mw,
+        critical_voll_per_mwh=m.critical_voll_per_mwh,
+    )
+    table = fleet.table
+    names = list(table.name)
+    unknown = [n for n in m.critical_loads if n not in names or table.kind[names.index(n)] != "load"]
+    if unknown:
+        raise ScenarioError([("market.critical_loads", f"not load agents of this grid: {unknown}")])
+    bidder = Bidder(
+        net,
+        table.kind,
+        table.bus,
+        table.elements,
+        rules,
+        batteries_bid=caps.batteries_bid,
+        critical=np.isin(table.name.astype(str), m.critical_loads),
+    )
+    p0, q0 = fleet.baseline(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q_ratio = np.nan_to_num(q0 / p0)[np.maximum(bidder.demand_owner, 0)] * (bidder.demand_owner >= 0)
+    posted = None
+    if caps.posted_price:
+        dr = [(utc_seconds(e.start), utc_seconds(e.end), e.price_adder_per_mwh) for e in m.dr_events]
+        tariff = [(p.from_hour, p.price_per_mwh) for p in m.tariff]
+        posted = posted_price(fleet.times_s, tariff, dr)
+    day_ahead = None
+    if caps.day_ahead:
+        from cosim.models.market.day_ahead import DayAheadMarket
+
+        st, step_s = m.stochastic or StochasticConfig(), scenario.time.step_s
+        day_ahead = DayAheadMarket(
+            bidder,
+            lambda k: fleet.baseline(k)[0],
+            table.kind,
+            86400 // step_s,
+            step_s / 3600.0,
+            len(fleet.times_s),
+            st.n_scenarios,
+            st.pv_error_sd,
+            st.load_error_sd,
+            st.error_rho,
+            st.up_price_per_mwh,
+            st.down_price_per_mwh,
+            rng_for(scenario.seed, "forecast"),
+        )
+    strategic = None if m.strategic is None else strategic_player(m.strategic, table, bidder, fleet)
+    try:
+        return Market(
+            net,
+            m.design,
+            bidder,
+            scenario.time.step_s / 3600.0,
+            m.on_failure,
+            q_ratio,
+            posted,
+            contingencies=m.contingencies,
+            contingency_limit_factor=m.contingency_limit_factor,
+            day_ahead=day_ahead,
+            events=events,
+            branch_limit=m.branch_limit,
+            strategic=strategic,
+        )
+    except ValueError as exc:  # e.g. an unknown branch name in contingencies
+        raise ScenarioError([("market.contingencies", str(exc))]) from None
+
+
+def strategic_player(cfg: Any, table: Any, bidder: Bidder, fleet: Fleet) -> tuple[np.ndarray, float, float]:
+    """(supply steps, cap, time limit) of ``market.strategic``'s player, checked against the grid.
+
+    Raises
+    ------
+    ScenarioError
+        for a name that is no generator agent (with the nearest names), or offers the MPEC cannot take.
+    """
+    names = [str(n) for n in table.name]
+    kinds = [str(k) for k in table.kind]
+    valid = [n for n, k in zip(names, kinds, strict=True) if k in ("gen", "sgen", "pv")]
+    if cfg.player not in valid:
+        why = (
+            f"{cfg.player!r} is a {kinds[names.index(cfg.player)]}"
+            if cfg.player in names
+            else f"no agent named {cfg.player!r}"
+        )
+        nearest = (
+            ", ".join(map(repr, difflib.get_close_matches(cfg.player, valid, n=3, cutoff=0.0))) or "none"
+        )
+        raise ScenarioError(
+            [
+                (
+                    "market.strategic.player",
+                    f"{why}: the player must be a generator agent (gen, sgen, pv); nearest: {nearest} "
+                    "(as in /agents/name)",
+                )
+            ]
+        )
+    steps = np.flatnonzero(bidder.supply_owner == names.index(cfg.player))
+    zeros = np.zeros(len(bidder.battery_agents))
+    bids = bidder.bids(fleet.baseline(0)[0], zeros, zeros)
+    if np.any(np.asarray(bids.supply_c2) != 0):
+        raise ScenarioError(
+            [
+                (
+                    "market.strategic",
+                    "the player's MPEC needs linear offers, but the grid's cost data (poly_cost cp2) has "
+                    "quadratic terms: set them to 0 or remove market.strategic",
+                )
+            ]
+        )
+    return steps, cfg.offer_price_max_per_mwh, cfg.time_limit_s
+
+
+class MarketComponent(Component):
+    """Clears the agents' bids every step under the scenario's market design."""
+
+    name, sim, sim_name, entity = "market", "cosim.models.market.sim:MarketSim", "Market", "Market"
+    state_attrs = ("market", "stats")
+
+    def __init__(self, scenario: Scenario, built: dict[str, Any], market: Market) -> None:
+        self.scenario, self.built, self.market = scenario, built, market
+        self.caps = design_of(market.design)
+        self.step_s = scenario.time.step_s
+        self.stats = SolverStats()
+
+    def _shown(self, when: str | None) -> bool:
+        if when in ("screens", "strategic"):
+            return bool(getattr(self.market, when))
+        return when is None or bool(getattr(self.caps, when))
+
+    def contract(self, groups: Iterable[str]) -> Contract:
+        groups, out, market = set(groups), Contract(), self.market
+        table = self.built["agents"].fleet.table
+        if groups & {"agents", "market"}:
+            c1, c2 = market.bidder.producer_cost(len(table))
+            out.static |= {
+                "agents/critical": (
+                    np.asarray(market.bidder.critical, dtype=bool),
+                    "critical load: served first, shed last",
+                ),
+                "agents/cost_per_mwh": (c1, "$/MWh, producer's linear cost (cp1), NaN: no producer"),
+                "agents/cost_per_mw2h": (
+                    c2,
+                    "$/MWh per MW, producer's quadratic cost (cp2), NaN: no producer",
+                ),
+            }
+        if "market" not in groups:
+            return out
+        n_bus = len(self.built["agents"].net.bus)
+        n_battery = len(table.where("battery"))
+        width: dict[str | None, int] = {
+            "bus": n_bus,
+            "agent": len(table),
+            "battery": n_battery,
+            "supplier": len(market.suppliers),
+        }
+        for attr, unit, along, description, when in SERIES:
+            if not self._shown(when):
+                continue
+            dtype = (
+                np.bool_ if attr in ("ok", "pivotal") else np.int64 if attr.startswith("admm") else np.float64
+            )
+            path = f"market/{attr}"
+            if attr in ("storage_profit", "agent_unserved_mwh", "agent_curtailed_mwh"):
+                path = "agents/" + attr.removeprefix("agent_")
+            out.series.append(Series(path, unit, dtype, width.get(along), description, COLUMNS[along]))
+            out.routes[attr] = path
+        out.tables.append(TRADES)
+        out.routes["trades"] = TRADES.path
+        if market.screens:
+            names = [str(n) for n in table.name]
+            suppliers = [names[a] if a >= 0 else "upstream" for a in market.suppliers]
+            out.static["market/supplier_name"] = (
+                np.array(suppliers),
+                "owner of supply steps; upstream = ext_grid",
+            )
+        for table_, when in ((DAY, "day_ahead"), (ADMM_RESIDUAL, "distributed")):
+            if self._shown(when):
+                out.tables.append(table_)
+                out.routes[table_.path.split("/")[1]] = table_.path
+        if self.caps.security:
+            out.attrs |= {
+                "market/secured_outages": json.dumps(list(market.model.contingency_names)),
+                "market/islanding_outages": json.dumps(list(market.model.islanding_names)),
+            }
+        return out
+
+    def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
+        return {"market": self.market, "step_s": self.step_s, "stats": self.stats, "time_offset_s": offset_s}
+
+    def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
+        if k_from == 0:
+            from cosim.models.agents.sim import next_bids
+
+            agents = self.built["agents"]
+            first = next_bids(
+                agents.fleet,
+                self.market.bidder,
+                0,
+                agents.planner,
+                self.built["grid"].events,
+                agents.strategic,
+            )
+        else:  # what the agents sent at the end of the previous step
+            first = {key: carry["agents"][key] for key in ("bids", "forecast_mw", "grid_forming_mwh")}
+        return [
+            Link("agents", ("bids", "forecast_mw", "grid_forming_mwh"), time_shifted=True, initial_data=first)
+        ]
+
+    def finish(self, groups: Iterable[str]) -> Contract:
+        return Contract(
+            attrs={"n_market_failed": self.stats.n_not_converged, "market_s": self.stats.solver_s}
+        )
+
+
+def build(scenario: Scenario, built: dict[str, Any]) -> MarketComponent | None:
+    """The scenario's market, or None without a market section or a grid."""
+    if "grid" not in built:
+        return None
+    agents, grid = built["agents"], built["grid"]
+    market = build_market(scenario, agents.net, agents.fleet, grid.events)
+    return None if market is None else MarketComponent(scenario, built, market)
