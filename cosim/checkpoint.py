@@ -141,8 +141,13 @@ def load(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_every(scenario: Scenario) -> int:
-    """Steps between checkpoints (``output.checkpoint_steps``; ``week``: a week of steps); 0 for none."""
+    """Steps between checkpoints (``output.checkpoint_steps``; ``week``: a week of steps); 0 for none.
+
+    A run with simulators outside the process takes none (their state stays in their processes).
+    """
     every = scenario.output.checkpoint_steps
+    if scenario.orchestration.remote:
+        return 0
     if every == "week":
         return max(1, 7 * 86400 // scenario.time.step_s)
     return int(every or 0)

@@ -14,7 +14,7 @@ import importlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -22,14 +22,22 @@ if TYPE_CHECKING:
     from cosim.recorder import Series, Table
     from cosim.scenario import Scenario
 
-# the components in build order (a component may use those before it): name -> module with `build`
-REGISTRY: dict[str, str] = {
-    "agents": "cosim.models.agents.component",
-    "grid": "cosim.models.grid.component",
-    "market": "cosim.models.market.component",
-    "accounting": "cosim.models.accounting.component",
-    "privacy": "cosim.models.privacy.component",
-    "ledger": "cosim.models.ledger.component",
+
+class Entry(NamedTuple):
+    """A component of the registry: the module with its ``build``, and whether it can leave the process."""
+
+    module: str
+    leaves: bool = False  # its adapter takes plain parameters only: it can run in a process of its own
+
+
+# the components in build order (a component may use those before it)
+REGISTRY: dict[str, Entry] = {
+    "agents": Entry("cosim.models.agents.component"),
+    "grid": Entry("cosim.models.grid.component"),
+    "market": Entry("cosim.models.market.component"),
+    "accounting": Entry("cosim.models.accounting.component"),
+    "privacy": Entry("cosim.models.privacy.component", leaves=True),
+    "ledger": Entry("cosim.models.ledger.component", leaves=True),
 }
 
 
@@ -91,6 +99,7 @@ class Component:
     sim : mosaik ``python`` starter of the adapter (``"module:Class"``)
     sim_name, entity : the simulator's name in the World and the model of its one entity
     state_attrs : attributes whose objects a checkpoint captures and a resume restores
+    reports : the adapter has an output ``summary`` (plain data), read into ``summary`` when the run ends
     """
 
     name: ClassVar[str]
@@ -98,6 +107,8 @@ class Component:
     sim_name: ClassVar[str]
     entity: ClassVar[str]
     state_attrs: ClassVar[tuple[str, ...]] = ()
+    reports: ClassVar[bool] = False
+    summary: dict[str, Any]
 
     def ready(self) -> None:
         """Called once every component is built (for parts that need a component built after this one)."""
@@ -112,6 +123,11 @@ class Component:
         ``carry`` is the run's dict of values carried across segments and checkpoints.
         """
         raise NotImplementedError
+
+    def plain_params(self, offset_s: int) -> dict[str, Any]:
+        """The adapter's parameters as plain data, for an adapter in another process (``REGISTRY`` says which
+        components can leave); it builds its model from them as the world would."""
+        raise NotImplementedError(f"{self.name} cannot leave the process")
 
     def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
         """Inputs from other components, for a segment starting at step ``k_from``."""
@@ -135,11 +151,18 @@ class Component:
             setattr(self, a, v)
 
 
+def plain_scenario(scenario: Scenario) -> dict[str, Any]:
+    """The validated scenario as JSON data for a component in another process (it runs in that process)."""
+    return scenario.model_copy(update={"orchestration": type(scenario.orchestration)()}).model_dump(
+        mode="json"
+    )
+
+
 def build_all(scenario: Scenario) -> dict[str, Component]:
     """Every component the scenario asks for, built in registry order, by name."""
     built: dict[str, Component] = {}
-    for name, module in REGISTRY.items():
-        component = importlib.import_module(module).build(scenario, built)
+    for name, entry in REGISTRY.items():
+        component = importlib.import_module(entry.module).build(scenario, built)
         if component is not None:
             built[name] = component
     for component in built.values():

@@ -28,27 +28,22 @@ class RecorderSim(ShiftedSim):
         super().__init__(META)
         self.recorder: H5Recorder | None = None
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
         recorder: H5Recorder,
         routes: dict[tuple[str, str], str],
         start_unix_s: int,
         step_s: int,
         on_step: Callable[[int], None] | None = None,
-        time_offset_s: int = 0,
-    ) -> Meta:
-        self.time_offset_s = time_offset_s
+    ) -> None:
         self.recorder, self.routes = recorder, routes
         self.start_unix_s, self.step_s, self.on_step = start_unix_s, step_s, on_step
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         return [{"eid": "recorder", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         assert self.recorder is not None
         row: dict[str, Any] = {"time": self.start_unix_s + self.time_offset_s + time}
         for attr, sources in inputs["recorder"].items():

@@ -1054,6 +1054,47 @@ class OutputConfig(_Section):
         return value
 
 
+class OrchestrationConfig(_Section):
+    """Where the simulators run: all in the world's process (default), some in processes of their own."""
+
+    out_of_process: list[str] = _field(
+        "Components started as their own process with mosaik's cmd starter (ledger, privacy); the data "
+        "between them and the world crosses as JSON, and the results are identical",
+        default_factory=list,
+    )
+    connect: dict[str, str] = _field(
+        "Components already running elsewhere, reached with mosaik's connect starter: {name: 'host:port'}; "
+        "start each there with `python -m cosim.remote NAME host:port --remote`",
+        default_factory=dict,
+    )
+
+    @field_validator("out_of_process", "connect")
+    @classmethod
+    def _leaving(cls, value: Any) -> Any:
+        from cosim.component import REGISTRY
+
+        leaving = [n for n, e in REGISTRY.items() if e.leaves]
+        for name in value:
+            if name not in REGISTRY:
+                raise ValueError(f"{name!r} is no component; the components are {', '.join(REGISTRY)}")
+            if not REGISTRY[name].leaves:
+                raise ValueError(
+                    f"{name!r} shares live model objects with the world (its adapter takes them by "
+                    f"reference) and cannot leave the process yet; those that can: {', '.join(leaving)}"
+                )
+        if isinstance(value, dict):
+            for name, addr in value.items():
+                host, _, port = addr.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"{name}: {addr!r} is not host:port (e.g. '10.0.0.5:5678')")
+        return value
+
+    @property
+    def remote(self) -> set[str]:
+        """Names of the components that run outside the world's process."""
+        return set(self.out_of_process) | set(self.connect)
+
+
 class Scenario(_Section):
     """One study: a grid, its agents, a period, and what to record."""
 
@@ -1081,6 +1122,9 @@ class Scenario(_Section):
     events: list[Annotated[IslandEvent | OutageEvent, Field(discriminator="kind")]] = _field(
         "Outages that happen during the study: islanding from the upstream grid, branch outages",
         default_factory=list,
+    )
+    orchestration: OrchestrationConfig = _field(
+        "Which simulators run outside the world's process", default_factory=OrchestrationConfig
     )
 
     @model_validator(mode="after")
@@ -1131,6 +1175,16 @@ class Scenario(_Section):
             raise ValueError("privacy.release_every day needs a time.step that divides a day")
         if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
             raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
+        both = set(self.orchestration.out_of_process) & set(self.orchestration.connect)
+        if both:
+            raise ValueError(f"orchestration: {sorted(both)} both started here and connected to elsewhere")
+        explicit = "checkpoint_steps" in self.output.model_fields_set and self.output.checkpoint_steps
+        if self.orchestration.remote and explicit:
+            raise ValueError(
+                "output.checkpoint_steps with orchestration: a simulator outside the process keeps its state "
+                "there, where checkpoints do not reach; set output.checkpoint_steps: 0 (the default with "
+                "orchestration) or run every simulator in the process"
+            )
         return self
 
     @property

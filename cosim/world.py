@@ -8,6 +8,8 @@ routes every declared output to the recorder, and runs the steps in segments bet
 from __future__ import annotations
 
 import contextlib
+import shlex
+import sys
 import time as wallclock
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,13 @@ from cosim.provenance import code_version, versions
 from cosim.recorder import H5Recorder, Series, write_failure
 from cosim.runguard import claim_output, sigterm_as_interrupt
 from cosim.scenario import Scenario, load_scenario
+from cosim.wire import decode
 
 TIME = Series("time", "Unix s", np.int64, None, "start of each step (UTC)")
+MOSAIK: dict[str, Any] = {
+    "start_timeout": 120,
+    "stop_timeout": 30,
+}  # s; a process of its own on a busy machine
 RECORDER: dict[str, Any] = {"Recorder": {"python": "cosim.recorder_sim:RecorderSim"}}
 
 
@@ -139,7 +146,8 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
         from cosim.progress import progress_bar
 
         bar = progress_bar(n_steps, times_s, step_s, k0)
-    sim_config = RECORDER | {c.sim_name: {"python": c.sim} for c in components.values()}
+    sim_config, wire = _placement(scenario, components)
+    remote = scenario.orchestration.remote
     world: Any = None
     checkpoint_s = 0.0  # wall-clock seconds spent writing checkpoints
 
@@ -147,9 +155,11 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
         """Run steps ``k_from`` .. ``k_to - 1`` in a new mosaik World whose time 0 is step ``k_from``."""
         nonlocal world
         offset = k_from * step_s
-        world = mosaik.World(sim_config, skip_greetings=True, configure_logging=False)
+        world = mosaik.World(sim_config, MOSAIK, skip_greetings=True, configure_logging=False)
         entities = {
-            name: getattr(world.start(c.sim_name, **c.params(offset, carry)), c.entity)()
+            name: getattr(
+                world.start(c.sim_name, **_params(c, name in remote, offset, carry, wire)), c.entity
+            )()
             for name, c in components.items()
         }
         for name, c in components.items():
@@ -167,7 +177,11 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
             for attr, path in contract.routes.items():
                 routes[(entities[name].full_id, attr)] = path
                 world.connect(entities[name], rec_e, attr)
-        world.run(until=(k_to - k_from) * step_s, print_progress=False)
+        world.run(until=(k_to - k_from) * step_s, print_progress=False, shutdown=False)
+        reporting = {entities[name].full_id: c for name, c in components.items() if c.reports}
+        got = world.get_data([entities[c.name] for c in reporting.values()], "summary")
+        for entity, data in got.items():
+            reporting[entity.full_id].summary = decode(data["summary"])
         done, world = world, None
         done.shutdown()
 
@@ -200,6 +214,36 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
     path = recorder.close(complete=True, datasets=final.static, attrs=final.attrs)
     ckpt_path.unlink(missing_ok=True)  # the run is whole: nothing to resume
     return _summary(path, n_steps, wallclock.perf_counter() - t0, final.attrs, components)
+
+
+def _placement(
+    scenario: Scenario, components: dict[str, Component]
+) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """mosaik's sim config (in the process, started as a process, or connected to) and, per component, the
+    outputs it must send as plain data (those a component in another process takes)."""
+    orchestration = scenario.orchestration
+    config: dict[str, Any] = dict(RECORDER)
+    wire: dict[str, set[str]] = {name: set() for name in components}
+    for name, c in components.items():
+        if name in orchestration.connect:
+            config[c.sim_name] = {"connect": orchestration.connect[name]}
+        elif name in orchestration.out_of_process:
+            config[c.sim_name] = {"cmd": f"{shlex.quote(sys.executable)} -m cosim.remote {name} %(addr)s"}
+        else:
+            config[c.sim_name] = {"python": c.sim}
+        if name in orchestration.remote:
+            for link in c.links(0, {}):
+                wire[link.source] |= {a if isinstance(a, str) else a[0] for a in link.attrs}
+    return config, wire
+
+
+def _params(
+    c: Component, remote: bool, offset_s: int, carry: dict[str, Any], wire: dict[str, set[str]]
+) -> dict[str, Any]:
+    """The adapter's parameters: plain data for one in another process, else the live objects."""
+    if remote:
+        return c.plain_params(offset_s)
+    return c.params(offset_s, carry) | {"wire_outputs": sorted(wire[c.name])}
 
 
 def _stopped(exc: BaseException, recorder: H5Recorder, bar: Any, n_steps: int, ckpt_path: Path) -> CosimError:

@@ -55,10 +55,8 @@ class AccountingSim(ShiftedSim):
         super().__init__(META)
         self._out: dict[str, Any] = {}
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
         step_s: int,
         n_bus: int,
@@ -66,20 +64,17 @@ class AccountingSim(ShiftedSim):
         equity: EquityAccumulator | None = None,
         baseline_price_per_mwh: np.ndarray | None = None,
         baseline_export_per_mwh: np.ndarray | None = None,
-        time_offset_s: int = 0,
-    ) -> Meta:
-        self.time_offset_s = time_offset_s
+    ) -> None:
         self.step_s, self.dt_h, self.n_bus = step_s, step_s / 3600.0, n_bus
         self.emissions, self.equity = emissions, equity
         self.baseline, self.baseline_export = baseline_price_per_mwh, baseline_export_per_mwh
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1:
             raise ValueError("AccountingSim holds exactly one Accounting entity")
         return [{"eid": "accounting", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         got = {attr: next(iter(src.values())) for attr, src in inputs.get("accounting", {}).items()}
         k = self.step_index(time, self.step_s)
         if self.emissions is not None:
@@ -114,6 +109,3 @@ class AccountingSim(ShiftedSim):
             "marginal_lossless_kg_per_mwh": acc.mef_kg_per_mwh,
             "trades": {"step": np.full(n, k, dtype=np.int64), "kg": acc.trades.total_kg},
         }
-
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}

@@ -116,25 +116,21 @@ class AgentsSim(ShiftedSim):
         self.strategic: Sequence[Any] = ()
         self._out: dict[str, Any] = {}
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
         fleet: Fleet,
         bidder: Bidder | None = None,
         planner: ArbitragePlanner | None = None,
         events: EventSchedule | None = None,
         strategic: Sequence[Any] = (),
-        time_offset_s: int = 0,
         carry: dict[str, Any] | None = None,
-    ) -> Meta:
+    ) -> None:
         self.fleet, self.bidder, self.planner, self.events = fleet, bidder, planner, events
-        self.strategic, self.time_offset_s = strategic, time_offset_s
+        self.strategic = strategic
         self.carry = carry if carry is not None else {}
         self._out = dict(self.carry.get("agents", {}))  # the previous step's outputs, on a resume
         self._created = False
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self._created:
@@ -142,7 +138,7 @@ class AgentsSim(ShiftedSim):
         self._created = True
         return [{"eid": "fleet", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         fleet = self.fleet
         assert fleet is not None
         k = self.step_index(time, fleet.step_s)
@@ -178,6 +174,3 @@ class AgentsSim(ShiftedSim):
             return
         i = batteries.index(unit)
         fleet.batteries.debit(i, float(delivered_mw) + float(self._out["p_mw"][unit]), fleet.step_s / 3600.0)
-
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}

@@ -9,11 +9,11 @@ import numpy as np
 
 from cosim.component import Component, Contract, Link
 from cosim.errors import ScenarioError
+from cosim.models.adapter import SolverStats
 from cosim.models.agents.fleet import Fleet
 from cosim.models.grid.events import Event, EventSchedule, parse_branch
 from cosim.models.grid.network import element_names
 from cosim.models.grid.powerflow import ACPowerFlow
-from cosim.models.grid.sim import SolverStats
 from cosim.models.grid.switching import SwitchingPowerFlow
 from cosim.recorder import Series
 from cosim.scenario import OutageEvent, Scenario, parse_duration_s

@@ -8,13 +8,12 @@ the voltage-controlled buses and add reactive injections at the others (see `ACP
 from __future__ import annotations
 
 import time as wallclock
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.models.adapter import ShiftedSim
+from cosim.models.adapter import ShiftedSim, SolverStats
 from cosim.models.grid.events import EventSchedule
 from cosim.models.grid.powerflow import ACPowerFlow, Limits, PowerFlowResult
 from cosim.models.grid.switching import SwitchingPowerFlow
@@ -45,14 +44,6 @@ META: Meta = {
 }
 
 
-@dataclass
-class SolverStats:
-    """Counters the adapter keeps for the run summary."""
-
-    solver_s: float = 0.0
-    n_not_converged: int = 0
-
-
 def _optional(inputs: dict[str, Any], attr: str) -> np.ndarray | None:
     """The one value of an optional input attribute as an array, or None when not connected."""
     got = inputs.get(attr)
@@ -69,31 +60,27 @@ class GridSim(ShiftedSim):
         self.result: PowerFlowResult | None = None
         self.stats = SolverStats()
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
         power_flow: ACPowerFlow | SwitchingPowerFlow,
         step_s: int,
         stats: SolverStats | None = None,
         events: EventSchedule | None = None,
-        time_offset_s: int = 0,
         carry: dict[str, Any] | None = None,
-    ) -> Meta:
+    ) -> None:
         self.power_flow, self.step_s, self.events = power_flow, step_s, events
-        self.time_offset_s, self.carry = time_offset_s, carry if carry is not None else {}
+        self.carry = carry if carry is not None else {}
         self.islanded = False
         self.limits = Limits.of(power_flow.net)
         self.stats = stats if stats is not None else SolverStats()
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self.result is not None:
             raise ValueError("GridSim holds exactly one Grid entity")
         return [{"eid": "grid", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         assert self.power_flow is not None
         (p_mw,) = inputs["grid"]["p_mw"].values()
         (q_mvar,) = inputs["grid"]["q_mvar"].values()
@@ -116,14 +103,8 @@ class GridSim(ShiftedSim):
             self.carry["grid_forming_mw"] = self.result.grid_forming_mw
         return time + self.step_s
 
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
+    def output(self, attr: str) -> Any:
         assert self.result is not None
-        values = {
-            "n_voltage_violations": self.n_violations[0],
-            "n_overloads": self.n_violations[1],
-            "islanded": self.islanded,
-        }
-        return {
-            eid: {attr: values[attr] if attr in values else getattr(self.result, attr) for attr in attrs}
-            for eid, attrs in outputs.items()
-        }
+        if attr in ("n_voltage_violations", "n_overloads"):
+            return self.n_violations[attr == "n_overloads"]
+        return self.islanded if attr == "islanded" else getattr(self.result, attr)

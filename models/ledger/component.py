@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from cosim.checkpoint import checkpoint_every
-from cosim.component import Component, Contract, Link, rng_for
-from cosim.models.grid.sim import SolverStats
+from cosim.component import Component, Contract, Link, plain_scenario, rng_for
+from cosim.models.adapter import SolverStats
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
@@ -120,14 +120,28 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     return model, attrs
 
 
+def ledger_warnings(engine: Any) -> list[str]:
+    """What a user must not miss: the ledger lost safety, halted, or finalised nothing."""
+    text = str(getattr(engine, "notes", ""))
+    if "SAFETY LOST" in text:
+        return [f"the ledger lost safety: {text}"]
+    if getattr(engine, "halted", False):
+        return [f"the ledger halted: {text}"]
+    if getattr(engine, "justifies", True) is False:
+        return [f"the ledger finalised nothing: {text}"]
+    return []
+
+
 class Ledger(Component):
     """Orders, validates and settles the market's trades and the meters' readings on a simulated chain."""
 
     name, sim, sim_name, entity = "ledger", "cosim.models.ledger.sim:LedgerSim", "Ledger", "Ledger"
+    reports = True
     state_attrs = ("stats", "log")
 
     def __init__(self, scenario: Scenario, built: dict[str, Any], n_accounts: int) -> None:
         self.scenario, self.built = scenario, built
+        self.n_accounts = n_accounts
         self.model, self.attrs = build_ledger(scenario, n_accounts)  # type: ignore[misc]
         assert scenario.ledger is not None
         workload = scenario.ledger.workload
@@ -172,28 +186,26 @@ class Ledger(Component):
             "stats": self.stats, "time_offset_s": offset_s, "log": self.log,
         }  # fmt: skip
 
+    def plain_params(self, offset_s: int) -> dict[str, Any]:
+        return {
+            "scenario": plain_scenario(self.scenario), "n_accounts": self.n_accounts,
+            "step_s": self.step_s, "n_steps": self.n_steps, "tx_per_s": self.tx_per_s,
+            "time_offset_s": offset_s,
+        }  # fmt: skip
+
     def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
         if "market" not in self.built:
             return []
         return [Link("market", ("trades",)), Link("agents", ("p_mw",))]
 
     def finish(self, groups: Iterable[str]) -> Contract:
-        attrs: dict[str, Any] = {"ledger_s": self.stats.solver_s}
+        attrs: dict[str, Any] = {"ledger_s": self.summary["ledger_s"]}
         if "ledger" in set(groups):
-            attrs |= {"ledger/notes": self.model.engine.notes, "ledger/n_rejected": self.model.n_rejected}
+            attrs |= {"ledger/notes": self.summary["notes"], "ledger/n_rejected": self.summary["n_rejected"]}
         return Contract(attrs=attrs)
 
     def warnings(self) -> list[str]:
-        """The ledger lost safety, halted, or finalised nothing."""
-        engine = self.model.engine
-        text = str(getattr(engine, "notes", ""))
-        if "SAFETY LOST" in text:
-            return [f"the ledger lost safety: {text}"]
-        if getattr(engine, "halted", False):
-            return [f"the ledger halted: {text}"]
-        if getattr(engine, "justifies", True) is False:
-            return [f"the ledger finalised nothing: {text}"]
-        return []
+        return list(self.summary["warnings"])
 
 
 def build(scenario: Scenario, built: dict[str, Any]) -> Ledger | None:

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.models.adapter import ShiftedSim
-from cosim.models.grid.sim import SolverStats
+from cosim.models.adapter import ShiftedSim, SolverStats
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 
 SERIES = (
@@ -29,7 +28,7 @@ META: Meta = {
         "Ledger": {
             "public": True,
             "params": [],
-            "attrs": ["trades", "p_mw", *SERIES, "tx", "blocks", "votes"],
+            "attrs": ["trades", "p_mw", *SERIES, "tx", "blocks", "votes", "summary"],
         }
     },
 }
@@ -60,7 +59,9 @@ class LedgerSim(ShiftedSim):
 
     With a market, ``trades`` (this step's) and ``p_mw`` (agents, load convention) arrive as inputs; in the
     standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step. ``log`` (a list the
-    caller keeps) collects each step's inputs for a checkpoint.
+    caller keeps) collects each step's inputs for a checkpoint. In a process of its own the adapter gets
+    plain parameters, ``scenario`` (the validated scenario as JSON data) and ``n_accounts``, and builds the
+    very ledger the world would. ``summary`` reports what the run's summary needs.
     """
 
     def __init__(self) -> None:
@@ -68,30 +69,33 @@ class LedgerSim(ShiftedSim):
         self.model: LedgerModel | None = None
         self._out: dict[str, Any] = {}
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
-        model: LedgerModel,
         step_s: int,
         n_steps: int,
+        model: LedgerModel | None = None,
+        scenario: dict[str, Any] | None = None,
+        n_accounts: int = 0,
         tx_per_s: float = 0.0,
         stats: SolverStats | None = None,
-        time_offset_s: int = 0,
         log: list[tuple[int, Any, Any]] | None = None,
-    ) -> Meta:
+    ) -> None:
+        if model is None:  # out of process: build it here
+            from cosim.models.ledger.component import build_ledger
+            from cosim.scenario import Scenario
+
+            model = build_ledger(Scenario.model_validate(scenario), n_accounts)[0]  # type: ignore[index]
         self.model, self.step_s, self.n_steps, self.tx_per_s = model, step_s, n_steps, tx_per_s
         self.stats = stats if stats is not None else SolverStats()
-        self.time_offset_s, self.log = time_offset_s, log
-        return self.meta
+        self.log = log
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self._out:
             raise ValueError("LedgerSim holds exactly one Ledger entity")
         return [{"eid": "ledger", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         assert self.model is not None
         got = inputs.get("ledger", {})
         k = self.step_index(time, self.step_s)
@@ -105,5 +109,13 @@ class LedgerSim(ShiftedSim):
         self._out = vars(out)
         return time + self.step_s
 
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}
+    def output(self, attr: str) -> Any:
+        if attr != "summary":
+            return self._out[attr]
+        from cosim.models.ledger.component import ledger_warnings
+
+        assert self.model is not None
+        return {
+            "ledger_s": self.stats.solver_s, "notes": self.model.engine.notes,
+            "n_rejected": self.model.n_rejected, "warnings": ledger_warnings(self.model.engine),
+        }  # fmt: skip

@@ -11,8 +11,8 @@ import numpy as np
 
 from cosim.component import Component, Contract, Link, rng_for
 from cosim.errors import ScenarioError
+from cosim.models.adapter import SolverStats
 from cosim.models.agents.fleet import Fleet
-from cosim.models.grid.sim import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS

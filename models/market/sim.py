@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.models.adapter import ShiftedSim
-from cosim.models.grid.sim import SolverStats
+from cosim.models.adapter import ShiftedSim, SolverStats
 from cosim.models.market.market import Market, MarketResult
 
 OUTPUTS = (
@@ -100,26 +99,22 @@ class MarketSim(ShiftedSim):
         self.market: Market | None = None
         self._out: dict[str, Any] = {}
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
         market: Market,
         step_s: int,
         stats: SolverStats | None = None,
-        time_offset_s: int = 0,
-    ) -> Meta:
-        self.market, self.step_s, self.time_offset_s = market, step_s, time_offset_s
+    ) -> None:
+        self.market, self.step_s = market, step_s
         self.stats = stats if stats is not None else SolverStats()
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1 or self._out:
             raise ValueError("MarketSim holds exactly one Market entity")
         return [{"eid": "market", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         assert self.market is not None
         (bids,) = inputs["market"]["bids"].values()
         (forecast_mw,) = inputs["market"]["forecast_mw"].values()
@@ -138,6 +133,3 @@ class MarketSim(ShiftedSim):
         self._out["storage_profit"] = -result.payment[self.market.bidder.battery_agents]
         self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
         return time + self.step_s
-
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link, rng_for
-from cosim.models.grid.network import element_names
+from cosim.component import Component, Contract, Link, plain_scenario, rng_for
 from cosim.recorder import Series
 from cosim.scenario import Scenario
 from cosim.units import UDUNITS
@@ -23,17 +22,29 @@ def steps_per_release(scenario: Scenario) -> int:
     return 1 if scenario.privacy.release_every == "step" else 86400 // scenario.time.step_s
 
 
-def build_release(scenario: Scenario, net: Any, fleet: Any) -> tuple[Any, np.ndarray]:
-    """The private release of the scenario (groups: the agents' buses) and the names of its series."""
-    from cosim.models.privacy.release import PrivateRelease
+def groups_and_names(scenario: Scenario, net: Any, fleet: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The release group of every agent (its bus, or one group) and the names of the released series."""
+    from cosim.models.grid.network import element_names
 
     cfg = scenario.privacy
     assert cfg is not None
     where = fleet.table.bus if cfg.group_by == "bus" else np.zeros(len(fleet.table), dtype=np.int64)
     buses, groups = np.unique(where, return_inverse=True)
+    bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
+    bus_names = bus_names if cfg.group_by == "bus" else np.array(["grid"])
+    names = [f"{b} consumption_mwh" for b in bus_names] + [f"{b} active_count" for b in bus_names]
+    return groups.astype(np.int64), np.array(names)
+
+
+def build_release(scenario: Scenario, groups: np.ndarray) -> Any:
+    """The scenario's private release over agents in ``groups``."""
+    from cosim.models.privacy.release import PrivateRelease
+
+    cfg = scenario.privacy
+    assert cfg is not None
     mwh_per_kw = steps_per_release(scenario) * scenario.time.step_s / 3600.0 / 1000.0  # kW over a period
-    release = PrivateRelease(
-        groups.astype(np.int64),
+    return PrivateRelease(
+        groups,
         cfg.declared_max_kw * mwh_per_kw,
         cfg.epsilon,
         cfg.budget,
@@ -47,23 +58,21 @@ def build_release(scenario: Scenario, net: Any, fleet: Any) -> tuple[Any, np.nda
         noise=cfg.noise,
         rng=rng_for(scenario.seed, "privacy") if cfg.noise == "seeded" else None,
     )
-    bus_names = np.asarray(element_names(net.bus, "bus"))[net.bus.index.get_indexer(buses)]
-    bus_names = bus_names if cfg.group_by == "bus" else np.array(["grid"])
-    names = [f"{b} consumption_mwh" for b in bus_names] + [f"{b} active_count" for b in bus_names]
-    return release, np.array(names)
 
 
 class Privacy(Component):
     """Releases noisy per-bus consumption sums and active counts within a privacy budget."""
 
     name, sim, sim_name, entity = "privacy", "cosim.models.privacy.sim:PrivacySim", "Privacy", "Privacy"
+    reports = True
     state_attrs = ("release", "errors")
 
     def __init__(self, scenario: Scenario, built: dict[str, Any]) -> None:
         agents = built["agents"]
-        self.cfg, self.step_s = scenario.privacy, scenario.time.step_s
+        self.scenario, self.cfg, self.step_s = scenario, scenario.privacy, scenario.time.step_s
         assert self.cfg is not None
-        self.release, self.names = build_release(scenario, agents.net, agents.fleet)
+        self.groups, self.names = groups_and_names(scenario, agents.net, agents.fleet)
+        self.release = build_release(scenario, self.groups)
         self.per_release = steps_per_release(scenario)
         # evaluated: each release's (sum MAE MWh, sum relative error, count MAE, count relative error)
         self.errors: list[tuple[float, float, float, float]] | None = [] if self.cfg.evaluate else None
@@ -116,6 +125,13 @@ class Privacy(Component):
             "carry": carry,
         }
 
+    def plain_params(self, offset_s: int) -> dict[str, Any]:
+        return {
+            "scenario": plain_scenario(self.scenario), "groups": self.groups.tolist(),
+            "evaluate": self.errors is not None, "step_s": self.step_s, "steps_per_release": self.per_release,
+            "time_offset_s": offset_s,
+        }  # fmt: skip
+
     def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
         return [Link("agents", ("p_mw",))]
 
@@ -123,17 +139,14 @@ class Privacy(Component):
         """Refusals, the budget spent and, when evaluated, the mean errors of the releases."""
         if "privacy" not in set(groups):
             return Contract()
-        attrs: dict[str, Any] = {
-            "privacy/n_refused": self.release.n_refused,
-            "privacy/epsilon_spent": self.release.accountant.epsilon_spent,
-        }
-        if self.errors is not None:  # NaN before the first release
-            mean = np.nanmean(np.asarray(self.errors), axis=0) if self.errors else np.full(4, np.nan)
-            attrs |= {f"privacy/{k}": float(v) for k, v in zip(ERRORS, mean, strict=True)}
+        summary = self.summary
+        attrs = {"privacy/n_refused": summary["n_refused"], "privacy/epsilon_spent": summary["epsilon_spent"]}
+        if summary["mean_errors"] is not None:
+            attrs |= {f"privacy/{k}": float(v) for k, v in zip(ERRORS, summary["mean_errors"], strict=True)}
         return Contract(attrs=attrs)
 
     def warnings(self) -> list[str]:
-        n = int(self.release.n_refused or 0)
+        n = int(self.summary["n_refused"] or 0)
         return [f"{n} private release(s) refused: the privacy budget was spent"] if n else []
 
 

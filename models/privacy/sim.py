@@ -14,7 +14,7 @@ OUTPUTS = ("released", "true", "epsilon_spent", "refused")
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
-    "models": {"Privacy": {"public": True, "params": [], "attrs": ["p_mw", *OUTPUTS]}},
+    "models": {"Privacy": {"public": True, "params": [], "attrs": ["p_mw", *OUTPUTS, "summary"]}},
 }
 
 
@@ -26,39 +26,47 @@ class PrivacySim(ShiftedSim):
 
     Only the released (noisy) values leave this simulator, and ``true`` when the study evaluates the
     release; ``errors`` (a list the caller keeps) collects each release's error metrics
-    ``(sum MAE MWh, sum relative error, count MAE, count relative error)``.
+    ``(sum MAE MWh, sum relative error, count MAE, count relative error)``. In a process of its own the
+    adapter gets plain parameters, ``scenario`` (the validated scenario as JSON data) and ``groups`` (the
+    group of every agent), and builds the very release the world would. ``summary`` reports refusals, the
+    budget spent and the mean errors.
     """
 
     def __init__(self) -> None:
         super().__init__(META)
         self._out: dict[str, Any] = {}
 
-    def init(  # type: ignore[override]
+    def setup(  # type: ignore[override]
         self,
-        sid: str,
-        time_resolution: float = 1.0,
         *,
-        release: PrivateRelease,
         step_s: int,
+        release: PrivateRelease | None = None,
+        scenario: dict[str, Any] | None = None,
+        groups: list[int] | None = None,
+        evaluate: bool = False,
         errors: list[tuple[float, float, float, float]] | None = None,
         steps_per_release: int = 1,
-        time_offset_s: int = 0,
         carry: dict[str, Any] | None = None,
-    ) -> Meta:
+    ) -> None:
+        if release is None:  # out of process: build it here
+            from cosim.models.privacy.component import build_release
+            from cosim.scenario import Scenario
+
+            release = build_release(Scenario.model_validate(scenario), np.asarray(groups, dtype=np.int64))
+            errors = [] if evaluate else None
         self.release, self.step_s, self.dt_h = release, step_s, step_s / 3600.0
         self.errors, self.evaluate = errors, errors is not None
         self.per_release = int(steps_per_release)
-        self.time_offset_s, self.carry = time_offset_s, carry if carry is not None else {}
+        self.carry = carry if carry is not None else {}
         # consumption of the period so far, MWh per agent (carried across segments and checkpoints)
         self._energy: np.ndarray | None = self.carry.get("privacy_energy_mwh")
-        return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         if num != 1:
             raise ValueError("PrivacySim holds exactly one Privacy entity")
         return [{"eid": "privacy", "type": model}]
 
-    def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
+    def advance(self, time: int, inputs: dict[str, Any]) -> int:
         (p_mw,) = inputs["privacy"]["p_mw"].values()
         # each step's consumption (no negative: an injection is not consumption), summed over the period
         step_mwh = np.clip(np.asarray(p_mw, dtype=float), 0.0, None) * self.dt_h
@@ -90,5 +98,13 @@ class PrivacySim(ShiftedSim):
         self._out = {"released": released, "true": true, "epsilon_spent": spent, "refused": result is None}
         return time + self.step_s
 
-    def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        return {eid: {attr: self._out[attr] for attr in attrs} for eid, attrs in outputs.items()}
+    def output(self, attr: str) -> Any:
+        if attr != "summary":
+            return self._out[attr]
+        mean = None
+        if self.errors is not None:  # NaN before the first release
+            mean = np.nanmean(np.asarray(self.errors), axis=0).tolist() if self.errors else [np.nan] * 4
+        return {
+            "n_refused": self.release.n_refused, "epsilon_spent": self.release.accountant.epsilon_spent,
+            "mean_errors": mean,
+        }  # fmt: skip
