@@ -17,6 +17,7 @@ from typing import Any
 
 import mosaik
 import numpy as np
+from mosaik.async_scenario import MosaikConfig
 
 from cosim.checkpoint import capture as capture_state
 from cosim.checkpoint import checkpoint_every, checkpoint_path, segments
@@ -33,10 +34,8 @@ from cosim.scenario import Scenario, load_scenario
 from cosim.wire import decode
 
 TIME = Series("time", "Unix s", np.int64, None, "start of each step (UTC)")
-MOSAIK: dict[str, Any] = {
-    "start_timeout": 120,
-    "stop_timeout": 30,
-}  # s; a process of its own on a busy machine
+# seconds a simulator in a process of its own may take to start and to stop (on a busy machine)
+MOSAIK: MosaikConfig = {"start_timeout": 120, "stop_timeout": 30}
 RECORDER: dict[str, Any] = {"Recorder": {"python": "cosim.recorder_sim:RecorderSim"}}
 
 
