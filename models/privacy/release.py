@@ -77,8 +77,9 @@ Cost
     16 ms for the Gaussian). ``"vector"`` takes 0.5 ms with 1 or 5 groups and 1.2-2.5 ms with 44.
     ``noise="seeded"`` makes no OpenDP invocation per interval: 0.04-0.05 ms with 44 groups, either method.
     ``"zcdp"`` composition adds about 0.1 ms per release (the closed-form conversion takes ~0.04 ms where
-    OpenDP's numerical ``epsilon(delta)`` takes 3-6 ms), and ~0.4 ms more for a release near the budget. Building the measurements
-    takes 20-60 ms (Laplace) or 100-500 ms (Gaussian), cached per bound and budget.
+    OpenDP's numerical ``epsilon(delta)`` takes 3-6 ms), and ~0.4 ms more for a release near the budget.
+    Building the measurements takes 20-60 ms (Laplace) or 100-500 ms (Gaussian), cached per bound and
+    budget.
 """
 
 from __future__ import annotations
