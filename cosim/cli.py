@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--report", action="store_true", help="write the report when the run ends")
+    run.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the cache of parsed SimBench nets"
+    )
 
     sweep = sub.add_parser("sweep", help="run every run of a study file on Dask; write DIR/summary.csv")
     sweep.add_argument("study", type=Path, help="study YAML file (base scenario, factors, seeds)")
@@ -90,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         help="re-check a run's stored chain: hashes, signatures, certificates, receipts (re-executed)",
     )
     verify.add_argument("results", type=Path, help="HDF5 file of a run with a ledger")
+    cache = sub.add_parser("cache", help="the cache of parsed SimBench nets: where it is, or clear it")
+    cache.add_argument("action", choices=("dir", "clear"), help="dir: print its directory; clear: empty it")
     return parser
 
 
@@ -101,6 +106,10 @@ def _run(args: argparse.Namespace) -> int:
     from cosim.world import run
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped run leaves mosaik's tasks pending
+    if args.no_cache:
+        from cosim.models.grid import netcache
+
+        os.environ[netcache.ENV_OFF] = "1"
     scenario = load_scenario(args.scenario)
     for note in override_notes(scenario, effective(scenario, steps=args.steps, days=args.days)):
         print(f"note: {note}", file=sys.stderr)
@@ -268,6 +277,17 @@ def _verify_ledger(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from cosim.models.grid import netcache
+
+    if args.action == "dir":
+        print(netcache.cache_dir())
+        return 0
+    removed = netcache.clear()
+    print(f"removed {len(removed)} file(s) from {netcache.cache_dir()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cosim`` console script."""
     from cosim.errors import CosimError
@@ -288,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
         "verify-ledger": _verify_ledger,
         "train": _train,
+        "cache": _cache,
     }[args.command]
     try:
         return handler(args)

@@ -64,6 +64,33 @@ def constant_tables(net: Any) -> dict[str, ProfileTable]:
     return tables | {"gen_p_mw": constant(net.gen.p_mw * net.gen.scaling)}
 
 
+def _absolute(net: Any, element: str, col: str, relative: list[pd.DataFrame], suffix: str) -> np.ndarray:
+    """SimBench's absolute profile of ``net[element][col]``: its relative profile times the column.
+
+    The same arithmetic as ``simbench.get_absolute_profiles_from_relative_profiles`` (an element without a
+    profile gets a relative profile of 1), without importing simbench: each element's profile is the column
+    ``profile + suffix`` of the first of ``relative`` that has it (simbench merges powerplants before
+    renewables, keeping the first).
+    """
+    elements = net[element]
+    n_rows = max(len(f) for f in relative)
+    rel = np.ones((n_rows, len(elements)))
+    if "profile" in elements.columns:
+        names = (elements["profile"] + suffix).to_numpy(dtype=object)
+        todo = np.array([isinstance(n, str) for n in names], dtype=bool)  # NaN: no profile
+        for frame in relative:
+            here = todo & np.isin(names, frame.columns.to_numpy(dtype=object))
+            if here.any():
+                if len(frame) != n_rows:
+                    raise ValueError(f"{element} profiles have {len(frame)} rows, expected {n_rows}")
+                rel[:, here] = frame[list(names[here])].to_numpy(dtype=float)
+                todo &= ~here
+        if todo.any():
+            missing = sorted(set(names[todo]))
+            raise ValueError(f"{element} profiles {missing} are not in the grid's profiles")
+    return rel * elements[col].to_numpy(dtype=float).reshape(1, -1)
+
+
 def simbench_tables(net: Any) -> dict[str, ProfileTable]:
     """SimBench absolute profiles of loads (p, q) and sgens (p) in MW/Mvar, element scaling applied.
 
@@ -72,19 +99,18 @@ def simbench_tables(net: Any) -> dict[str, ProfileTable]:
     dict with keys ``load_p_mw``, ``load_q_mvar``, ``sgen_p_mw``, ``sgen_q_mvar`` and ``gen_p_mw`` (the last
     two constant at the net's values); columns in the net's row order.
     """
-    import simbench
-
-    absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    profiles = net.profiles
+    sources = {
+        ("load", "p_mw"): ("load_p_mw", [profiles["load"]], "_pload"),
+        ("load", "q_mvar"): ("load_q_mvar", [profiles["load"]], "_qload"),
+        ("sgen", "p_mw"): ("sgen_p_mw", [profiles["powerplants"], profiles["renewables"]], ""),
+    }
     out = {}
-    for (table, col), key in {
-        ("load", "p_mw"): "load_p_mw",
-        ("load", "q_mvar"): "load_q_mvar",
-        ("sgen", "p_mw"): "sgen_p_mw",
-    }.items():
+    for (table, col), (key, relative, suffix) in sources.items():
         elements = net[table]
-        frame = absolute[(table, col)].reindex(columns=elements.index)
+        absolute = _absolute(net, table, col, relative, suffix)
         fixed = elements[col].to_numpy(dtype=float)  # elements without a profile keep their value
-        values = np.where(np.isnan(frame.to_numpy(dtype=float)), fixed, frame.to_numpy(dtype=float))
+        values = np.where(np.isnan(absolute), fixed, absolute)
         out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
     out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)
     out["gen_p_mw"] = constant(net.gen.p_mw * net.gen.scaling)

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandapower as pp
 
+from cosim.models.grid import netcache
+
 # SimBench and pandapower log (and warn) freely while reading nets; keep the run's output clean.
 logging.getLogger("pandapower").setLevel(logging.ERROR)
 logging.getLogger("simbench").setLevel(logging.ERROR)
@@ -17,9 +19,15 @@ logging.getLogger("simbench").setLevel(logging.ERROR)
 
 @functools.lru_cache(maxsize=4)
 def _simbench_net(code: str) -> Any:
-    import simbench
+    """The parsed SimBench net of ``code``: from the on-disk cache (`netcache`), else parsed and cached."""
+    net = netcache.load(code) if netcache.enabled() else None
+    if net is None:
+        import simbench
 
-    return simbench.get_simbench_net(code)
+        net = simbench.get_simbench_net(code)
+        if netcache.enabled():
+            netcache.store(code, net)
+    return net
 
 
 def load_network(source: str, *, code: str = "", case: str = "", path: Path | None = None) -> Any:
@@ -35,7 +43,8 @@ def load_network(source: str, *, code: str = "", case: str = "", path: Path | No
     Returns
     -------
     pandapowerNet
-        a deep copy: callers may modify it (SimBench nets are cached, reading one takes seconds).
+        a deep copy: callers may modify it (SimBench nets are cached in memory and on disk, see
+        `netcache`: parsing one takes seconds).
     """
     if source == "simbench":
         net = copy.deepcopy(_simbench_net(code))

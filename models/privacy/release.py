@@ -47,7 +47,9 @@ Accounting per interval
 Composition over a run
     ``"basic"`` sequential composition adds up epsilons and deltas. ``"zcdp"`` adds up zero-concentrated DP
     parameters ``rho``: the Gaussian's own rho, or ``epsilon**2 / 2`` for pure DP. It then converts the total
-    to ``(epsilon, budget_delta)`` with OpenDP's zCDP-to-approximate-DP conversion. Over thousands of
+    to ``(epsilon, budget_delta)`` with OpenDP's zCDP-to-approximate-DP conversion (Canonne, Kamath and
+    Steinke 2020), evaluated in closed form (`cks20_epsilon`, equal to OpenDP's to 1e-9); OpenDP's own
+    ``delta(epsilon)`` decides every release near or over the budget. Over thousands of
     Gaussian releases this is far tighter than the basic sum. Sums are kept as exact rationals and rounded up
     when reported, so a run never over-spends through floating-point rounding.
 
@@ -74,9 +76,10 @@ Cost
     machine: ``"per_group"`` takes 0.5 ms with 1 group, 1.5 ms with 5 and 8 ms with 44 (Laplace; up to
     16 ms for the Gaussian). ``"vector"`` takes 0.5 ms with 1 or 5 groups and 1.2-2.5 ms with 44.
     ``noise="seeded"`` makes no OpenDP invocation per interval: 0.04-0.05 ms with 44 groups, either method.
-    ``"zcdp"`` composition adds 3-5 ms per release, for OpenDP's numerical ``epsilon(delta)`` that reports
-    the spend. Building the measurements takes 20-60 ms (Laplace) or 100-500 ms (Gaussian), cached per
-    bound and budget.
+    ``"zcdp"`` composition adds about 0.1 ms per release (the closed-form conversion takes ~0.04 ms where
+    OpenDP's numerical ``epsilon(delta)`` takes 3-6 ms), and ~0.4 ms more for a release near the budget.
+    Building the measurements takes 20-60 ms (Laplace) or 100-500 ms (Gaussian), cached per bound and
+    budget.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ Noise = Literal["seeded", "secure"]
 Composition = Literal["basic", "zcdp"]
 SumMethod = Literal["per_group", "vector"]
 UNITS_PER_BOUND = 2**20  # "vector" sums: integer units per group bound D_g (the L1/L2 sensitivity)
+_CLEARLY = 1e-9  # zCDP: a spend this far (relative) below the budget is accepted without asking OpenDP
 _BRACKET = 1e-6  # relative half-width of the search bracket around the theoretical noise scale
 
 log = logging.getLogger(__name__)
@@ -162,8 +166,58 @@ def _zcdp_profile(rho: float) -> Any:
     return _zcdp_reference().map(d_in)
 
 
+def opendp_epsilon_of_rho(rho: float, delta: float) -> float:
+    """The epsilon of ``rho``-zCDP at ``delta`` by OpenDP's own numerical inversion (about 5 ms a call)."""
+    return 0.0 if rho == 0.0 else float(_zcdp_profile(rho).epsilon(delta))
+
+
+_ALPHA_MIN = 1.02  # below, OpenDP's search (alpha >= 1.01) may not reach the optimum: ask OpenDP
+_ROUNDING = 1e-12  # relative allowance for the float error of the few operations of the closed form
+
+
+def cks20_epsilon(rho: float, delta: float) -> tuple[float, float]:
+    """The conversion of ``rho``-zCDP to ``(epsilon, delta)``-DP that OpenDP applies, in closed form.
+
+    Canonne, Kamath and Steinke (2020), Proposition 12 and Corollary 13: for every Renyi order ``alpha > 1``,
+    ``rho``-zCDP implies ``(epsilon(alpha), delta)``-DP with
+
+        epsilon(alpha) = alpha rho + (ln(1/delta) + (alpha - 1) ln(1 - 1/alpha) - ln(alpha)) / (alpha - 1).
+
+    Its derivative is ``rho - ln(1/(alpha delta)) / (alpha - 1)**2``, whose sign is that of the increasing
+    ``rho (alpha - 1)**2 - ln(1/(alpha delta))``: the best order is its root, found here by bisection to
+    adjacent floats (about 60 evaluations, ~20 us). Any order gives a valid bound, so an inexact root only
+    loosens epsilon; the value is then raised by a relative `_ROUNDING` of its terms, so that it stays an
+    upper bound despite float rounding. OpenDP 0.16 inverts the same bound numerically (its
+    ``zCDP_to_approxDP`` profile's ``delta(epsilon)`` minimises over the same orders).
+
+    Returns
+    -------
+    (epsilon, alpha)
+        ``epsilon`` may be negative when ``delta`` is large (then 0 holds); ``alpha`` is the order used.
+    """
+    log_inv_delta = -math.log(delta)
+    lo, hi = 1.0, 2.0
+    while rho * (hi - 1.0) ** 2 < log_inv_delta - math.log(hi):
+        hi *= 2.0
+    while True:
+        mid = lo + (hi - lo) / 2.0
+        if mid in (lo, hi):
+            break
+        if rho * (mid - 1.0) ** 2 < log_inv_delta - math.log(mid):
+            lo = mid
+        else:
+            hi = mid
+    a = hi
+    terms = (a * rho, log_inv_delta / (a - 1.0), math.log((a - 1.0) / a), -math.log(a) / (a - 1.0))
+    epsilon = math.fsum(terms)
+    return epsilon + _ROUNDING * math.fsum(abs(t) for t in terms), a
+
+
 def epsilon_of_rho(rho: float, delta: float) -> float:
-    """The epsilon of ``rho``-zCDP at ``delta`` by OpenDP's conversion.
+    """The epsilon of ``rho``-zCDP at ``delta``, OpenDP's conversion in closed form (`cks20_epsilon`).
+
+    Equal to OpenDP's numerical ``epsilon(delta)`` to a relative 1e-9 (never below it by more), about 250
+    times faster. Falls back to OpenDP when the best Renyi order is too close to 1 for OpenDP's search.
 
     Parameters
     ----------
@@ -177,7 +231,14 @@ def epsilon_of_rho(rho: float, delta: float) -> float:
     float
         ``epsilon`` such that ``rho``-zCDP implies ``(epsilon, delta)``-DP.
     """
-    return 0.0 if rho == 0.0 else float(_zcdp_profile(rho).epsilon(delta))
+    if rho == 0.0:
+        return 0.0
+    if not (math.isfinite(rho) and rho > 0.0 and 0.0 < delta < 1.0):
+        return opendp_epsilon_of_rho(rho, delta)  # OpenDP says what is wrong
+    epsilon, alpha = cks20_epsilon(rho, delta)
+    if alpha < _ALPHA_MIN or alpha > (max(epsilon, 0.0) + 1.0) / (2.0 * rho) + 2.0:
+        return opendp_epsilon_of_rho(rho, delta)  # outside the orders OpenDP searches
+    return max(epsilon, 0.0)
 
 
 class PrivacyAccountant:
@@ -218,7 +279,7 @@ class PrivacyAccountant:
         self._epsilon = Fraction(0)  # exact running sums
         self._delta = Fraction(0)
         self._rho = Fraction(0)
-        self._zcdp_epsilon = (Fraction(0), 0.0)  # (rho, its epsilon): OpenDP's epsilon(delta) takes ~5 ms
+        self._zcdp_epsilon = (Fraction(0), 0.0)  # (rho, its epsilon): the last conversion
 
     @property
     def epsilon_spent(self) -> float:
@@ -262,8 +323,14 @@ class PrivacyAccountant:
         if cost.rho is None:
             raise ValueError("zCDP composition needs the rho of every release")
         rho = _ceil_float(self._rho + Fraction(cost.rho))
-        # (budget_epsilon, budget_delta)-DP holds iff delta(budget_epsilon) <= budget_delta on the profile
-        return rho > 0.0 and float(_zcdp_profile(rho).delta(self.budget_epsilon)) > self.budget_delta
+        if rho == 0.0:
+            return False
+        # clearly inside: the closed form is an upper bound on epsilon (no OpenDP call, ~20 us)
+        if epsilon_of_rho(rho, self.budget_delta) <= self.budget_epsilon * (1.0 - _CLEARLY):
+            return False
+        # near or over the budget, OpenDP decides: (budget_epsilon, budget_delta)-DP holds iff
+        # delta(budget_epsilon) <= budget_delta on its profile
+        return float(_zcdp_profile(rho).delta(self.budget_epsilon)) > self.budget_delta
 
     def charge(self, cost: PrivacyCost) -> None:
         """Charge a release, or refuse it.

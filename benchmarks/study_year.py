@@ -1,0 +1,176 @@
+"""Benchmark: the default study's wall time by simulator, against the same study with only grid and market.
+
+Runs, each in a child process of its own (so its peak memory is its alone):
+
+1. ``study``: the scenario as written (default ``scenarios/default.yaml``: grid, agents, DC-OPF market,
+   BFT ledger, privacy, emissions, equity), for ``--days`` days;
+2. ``core``: the same scenario with ``ledger``, ``privacy``, ``emissions`` and ``equity`` removed (grid,
+   agents and market only), same days.
+
+For each it prints the wall time as the run reports it (``RunSummary.wall_s``: from building the models to
+the closed file), its split by the run's HDF5 attributes ``power_flow_s``, ``market_s``, ``ledger_s`` and
+``checkpoint_s`` (the rest, "other", is set-up, agents, privacy, accounting, recorder and mosaik), the
+set-up time (from the call of ``cosim.world.run`` to the first power flow), the imports, and the child's peak
+resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at its end; 1 MB = 2**20 bytes). Then the
+ratio of the two wall times (issue #17's target: at most 2).
+
+``--setup`` measures the SimBench net cache instead: two 1-day runs of the scenario in a fresh, empty
+cache directory (``COSIM_CACHE_DIR``): the first parses the SimBench CSVs and fills the cache, the second
+reads it. Target: the second starts its first step within 1 s of the imports.
+
+``--checkout DIR`` runs the code of another checkout of this repository (e.g. ``git archive main``
+unpacked) with the installed dependencies: before/after comparisons in one session.
+
+Run from the repository root (a year takes minutes; ``--days 14`` is a quick check)::
+
+    python benchmarks/study_year.py --days 14
+    python benchmarks/study_year.py --setup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SCENARIO = REPO / "scenarios" / "default.yaml"
+STUDY_ONLY = ("ledger", "privacy", "emissions", "equity")  # removed for the grid-and-market run
+RATIO_TARGET = 2.0
+SETUP_TARGET_S = 1.0
+
+# Runs in a fresh interpreter: argv = scenario YAML, days, HDF5 path. Prints one JSON line.
+_CHILD_CODE = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+import h5py
+import cosim.world
+from cosim.models.grid.sim import GridSim
+t_imports = time.perf_counter()
+first = []
+step = GridSim.step
+def timed_step(self, *args, **kwargs):
+    if not first:
+        first.append(time.perf_counter())
+    return step(self, *args, **kwargs)
+GridSim.step = timed_step
+t_run = time.perf_counter()
+summary = cosim.world.run(sys.argv[1], days=float(sys.argv[2]), out=sys.argv[3])
+with h5py.File(summary.path, "r") as f:
+    attrs = {k: float(f.attrs.get(k, 0.0)) for k in ("power_flow_s", "market_s", "ledger_s", "checkpoint_s")}
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps(attrs | {
+    "wall_s": summary.wall_s, "n_steps": summary.n_steps, "imports_s": t_imports - t0,
+    "code": cosim.world.__file__,
+    "setup_s": (first[0] - t_run) if first else float("nan"),
+    "peak_mb": usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024),  # bytes on macOS, else KiB
+}))
+"""
+
+
+def checkout_path(checkout: Path, work: Path) -> Path:
+    """A directory importable as ``cosim`` from a checkout (its ``models/`` and ``analysis/`` inside)."""
+    root = work / "src"
+    shutil.copytree(checkout / "cosim", root / "cosim")
+    shutil.copytree(checkout / "models", root / "cosim" / "models")
+    shutil.copytree(checkout / "analysis", root / "cosim" / "analysis")
+    return root
+
+
+def child(scenario: Path, days: float, out: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run one scenario in a fresh interpreter, in the directory of ``out`` (no ``cosim`` there to shadow)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD_CODE, str(scenario), str(days), str(out)],
+        capture_output=True, text=True, env=env, cwd=out.parent, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"run of {scenario} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def core_scenario(scenario: Path, work: Path) -> Path:
+    """The scenario without ledger, privacy, emissions and equity, written in ``work``."""
+    data = yaml.safe_load(scenario.read_text(encoding="utf-8"))
+    for key in STUDY_ONLY:
+        data.pop(key, None)
+    groups = data.get("output", {}).get("groups")
+    if groups:
+        data["output"]["groups"] = [g for g in groups if g not in STUDY_ONLY]
+    data["name"] = f"{data['name']}_core"
+    path = work / f"{scenario.stem}_core.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """The measurements as a fixed-width table, one column per run."""
+    keys = [
+        ("wall_s", "wall (s)"), ("power_flow_s", "power flow (s)"), ("market_s", "market (s)"),
+        ("ledger_s", "ledger (s)"), ("checkpoint_s", "checkpoints (s)"), ("other_s", "other (s)"),
+        ("setup_s", "set-up to 1st step (s)"), ("imports_s", "imports (s)"), ("peak_mb", "peak RSS (MB)"),
+        ("n_steps", "steps"),
+    ]  # fmt: skip
+    names = list(rows)
+    lines = [f"{'':24}" + "".join(f"{n:>14}" for n in names)]
+    for key, label in keys:
+        cells = []
+        for n in names:
+            v = rows[n].get(key, float("nan"))
+            cells.append(f"{v:>14d}" if isinstance(v, int) else f"{v:>14.2f}")
+        lines.append(f"{label:24}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 when the target of the mode holds, 1 otherwise."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO, help="scenario YAML")
+    parser.add_argument("--days", type=float, default=365.0, help="simulated days of each run (default 365)")
+    parser.add_argument("--setup", action="store_true", help="SimBench cache: cold vs warm set-up")
+    parser.add_argument("--checkout", type=Path, help="run the code of this checkout of the repository")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
+    args = parser.parse_args(argv)
+    scenario = args.scenario.resolve()
+    with tempfile.TemporaryDirectory(prefix="study_year_") as tmp:
+        work = Path(tmp)
+        env = dict(os.environ)
+        if args.checkout is not None:
+            env["PYTHONPATH"] = str(checkout_path(args.checkout.resolve(), work))
+        rows: dict[str, dict[str, Any]] = {}
+        if args.setup:
+            env["COSIM_CACHE_DIR"] = str(work / "cache")
+            env.pop("COSIM_NO_CACHE", None)
+            for name in ("cold cache", "warm cache"):
+                rows[name] = child(scenario, 1.0, work / f"{name[:4]}.h5", env)
+        else:
+            core = core_scenario(scenario, work)
+            rows["study"] = child(scenario, args.days, work / "study.h5", env)
+            rows["grid+market"] = child(core, args.days, work / "core.h5", env)
+        for r in rows.values():
+            parts = ("power_flow_s", "market_s", "ledger_s", "checkpoint_s")
+            r["other_s"] = r["wall_s"] - sum(r[k] for k in parts)
+    print(f"{scenario.name}, {args.days if not args.setup else 1:g} day(s)" + (f", code of {args.checkout}"
+          if args.checkout else ""))  # fmt: skip
+    print(table(rows))
+    print("code: " + ", ".join(sorted({str(r["code"]) for r in rows.values()})))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    if args.setup:
+        warm = rows["warm cache"]["setup_s"]
+        print(f"warm set-up {warm:.2f} s (target <= {SETUP_TARGET_S:g} s)")
+        return 0 if warm <= SETUP_TARGET_S else 1
+    ratio = rows["study"]["wall_s"] / rows["grid+market"]["wall_s"]
+    print(f"study / grid+market wall time: {ratio:.2f} (target <= {RATIO_TARGET:g})")
+    return 0 if ratio <= RATIO_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
