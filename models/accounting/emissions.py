@@ -1,8 +1,8 @@
 """Emissions accounting of a market interval: totals, nodal marginal factors, losses, trades, carbon price.
 
-Pure core (numpy, scipy, and the market's own DC-OPF for the degenerate fall-back); built once per run
-and updated every interval. Units are in the names: power MW, energy MWh, emissions kg CO2, emission
-factors kg CO2/MWh, carbon price $/t CO2, money $/MWh.
+Pure core (numpy, the grid's AC power flow for the loss factors, and the market's own DC-OPF for the
+degenerate fall-back); built once per run and updated every interval. Units are in the names: power
+MW, energy MWh, emissions kg CO2, emission factors kg CO2/MWh, carbon price $/t CO2, money $/MWh.
 
 Emission factors per kind of supply step (:class:`EmissionFactors`, defaults and sources)
 ----------------------------------------------------------------------------------------------
