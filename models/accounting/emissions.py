@@ -1,8 +1,8 @@
 """Emissions accounting of a market interval: totals, nodal marginal factors, losses, trades, carbon price.
 
-Pure core (numpy, scipy, and the market's own DC-OPF for the degenerate fall-back); built once per run
-and updated every interval. Units are in the names: power MW, energy MWh, emissions kg CO2, emission
-factors kg CO2/MWh, carbon price $/t CO2, money $/MWh.
+Pure core (numpy, the grid's AC power flow for the loss factors, and the market's own DC-OPF for the
+degenerate fall-back); built once per run and updated every interval. Units are in the names: power
+MW, energy MWh, emissions kg CO2, emission factors kg CO2/MWh, carbon price $/t CO2, money $/MWh.
 
 Emission factors per kind of supply step (:class:`EmissionFactors`, defaults and sources)
 ----------------------------------------------------------------------------------------------
@@ -70,19 +70,18 @@ value returned is that of the solver's vertex, flagged ``status="tie"`` (a re-so
 arbitrary). Buses of islands without any step get NaN. The factor is within the interval: a battery at
 the margin gives its own factor (0), not that of the energy it will later recharge.
 
-Losses (:class:`LossFactors`, :func:`loss_adjusted`)
------------------------------------------------------
+Losses (:func:`loss_adjusted`)
+------------------------------
 The DC model is lossless. Loss sensitivity factors at the AC operating point: ``dloss_ddemand[b]`` =
 ``dP_loss/dD_b``, MW of extra losses per MW of extra active *withdrawal* at bus ``b`` (load convention,
 as every agent dataset; reactive power held), balanced by the reference (slack) bus, so it is 0 at the
 slack; ``P_loss = sum_i P_i`` over all buses (branch and shunt losses). Positive where more demand
 raises losses (a load at the end of a feeder), negative where it lowers them (a bus with reverse power
-flow towards the slack). From the Newton-Raphson Jacobian ``J`` of the power-flow equations
-``F = [P_calc - P_spec (pv, pq); Q_calc - Q_spec (pq)]`` and the gradient ``g`` of the slack's calculated
-injection w.r.t. the state ``(Va_pvpq, Vm_pq)``: ``J^T y = g``, then ``dP_slack/dP_b = y_b`` for a change
-of *injection* ``P_b``, ``dP_loss/dP_b = 1 + y_b`` and ``dloss_ddemand[b] = -(1 + y_b)`` (one sparse LU
-and one transposed solve per interval). The loss-adjusted marginal factor serves the change of losses
-at the reference bus, from the marginal units that respond there::
+flow towards the slack). The grid's physics lives in the power flow: ``dloss_ddemand = -dloss_dp`` of
+:meth:`ACPowerFlow.loss_sensitivities <cosim.models.grid.powerflow.ACPowerFlow.loss_sensitivities>`
+(the adjoint of the Newton Jacobian, ``J^T lambda = dP_loss/dx``, one sparse LU and one transposed solve
+per interval), taken at the voltages the grid solved. The loss-adjusted marginal factor serves the
+change of losses at the reference bus, from the marginal units that respond there::
 
     dL_b = l_b - sum_j sigma_j X[j, b] l_{n_j}          (losses of the demand and of the response)
     MEF_loss_b = MEF_b + MEF_ref * dL_b / (1 - dL_ref)  (the geometric series of losses of losses)
@@ -111,25 +110,24 @@ as that unit then carries a net carbon cost. ``total`` does not depend on the bu
 consumes in both cases, so only where the energy enters the grid changes; the buyer's terms show how
 it is split between replacing grid supply and delivering across the network.
 
-Carbon price (:func:`carbon_priced`)
-------------------------------------
+Carbon price (:func:`~cosim.models.market.carbon.carbon_priced`, the market's; re-exported here)
+-----------------------------------------------------------------------------------------------
 A cost adder on the bids: ``supply_price + f * carbon_price_per_t / 1000`` and
-``demand_price - g * carbon_price_per_t / 1000`` ($/t -> $/kg), so the clearing responds to it.
+``demand_price - g * carbon_price_per_t / 1000`` ($/t -> $/kg), so the clearing responds to it; the
+factors ``f``, ``g`` are this module's (:meth:`StepFactors.at`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import splu
 
+from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.market.bidding import UPSTREAM
+from cosim.models.market.carbon import carbon_priced  # the market applies it; re-exported here
 from cosim.models.market.clearing import Bids, Clearing
 from cosim.models.market.network_dc import DCNetwork
 
@@ -139,7 +137,6 @@ __all__ = [
     "IntervalAccount",
     "IntervalEmissions",
     "IntervalFactors",
-    "LossFactors",
     "MarginalEmissions",
     "NodalFactors",
     "StepFactors",
@@ -151,7 +148,6 @@ __all__ = [
     "trade_impacts",
 ]
 
-KG_PER_T = 1000.0
 DEMAND_KINDS = ("load", "ev")
 
 
@@ -411,30 +407,6 @@ def interval_emissions(
     )
 
 
-def carbon_priced(
-    bids: Bids,
-    supply_kg_per_mwh: np.ndarray,
-    carbon_price_per_t: float,
-    demand_kg_per_mwh: np.ndarray | None = None,
-) -> Bids:
-    """The bids with a carbon price as a cost adder: ``price + factor * carbon_price_per_t / 1000``.
-
-    Supply prices rise by ``f * cp / 1000`` $/MWh; demand prices fall by ``g * cp / 1000`` (the export
-    step, ``g < 0``, then values exporting more, as it displaces upstream generation). Give the factors
-    the clearing should respond to (``IntervalFactors.supply_marginal_kg_per_mwh`` and
-    ``demand_marginal_kg_per_mwh``, at a forecast import for a stack).
-    """
-    adder = float(carbon_price_per_t) / KG_PER_T
-    demand_price = np.asarray(bids.demand_price, dtype=float)
-    if demand_kg_per_mwh is not None:
-        demand_price = demand_price - np.asarray(demand_kg_per_mwh, dtype=float) * adder
-    return dataclasses.replace(
-        bids,
-        supply_price=np.asarray(bids.supply_price, dtype=float) + np.asarray(supply_kg_per_mwh) * adder,
-        demand_price=demand_price,
-    )
-
-
 # ------------------------------------------------------------------------------ nodal marginal factors
 @dataclass(frozen=True)
 class NodalFactors:
@@ -644,127 +616,6 @@ class MarginalEmissions:
 
 
 # ---------------------------------------------------------------------------------------------- losses
-class LossFactors:
-    """Loss sensitivity factors ``dP_loss/dD_b`` at an AC operating point (built once per net).
-
-    Parameters
-    ----------
-    net : pandapowerNet, the one the AC power flow runs on (its topology and generators' bus types are
-        taken at construction; injections come in with each operating point)
-    """
-
-    def __init__(self, net: Any) -> None:
-        import pandapower as pp
-        from pandapower.pd2ppc import _pd2ppc
-        from pandapower.pf.ppci_variables import _get_pf_variables_from_ppci
-        from pandapower.pypower.makeYbus import makeYbus
-
-        base = copy.deepcopy(net)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                pp.runpp(base, numba=False)  # sets the options the converter needs
-            except pp.LoadflowNotConverged:
-                pass
-            _, ppci = _pd2ppc(base)
-        pf_vars = _get_pf_variables_from_ppci(ppci)
-        base_mva, bus, _, branch = pf_vars[:4]
-        ref, pv, pq = (np.asarray(v, dtype=np.int64) for v in pf_vars[8:11])
-        n = bus.shape[0]
-        ybus, _, _ = makeYbus(base_mva, bus, branch)
-        ycoo = sp.coo_matrix(ybus)
-        y = sp.csr_matrix(
-            (
-                np.r_[ycoo.data, np.zeros(n, dtype=complex)],
-                (np.r_[ycoo.row, np.arange(n)], np.r_[ycoo.col, np.arange(n)]),
-            ),
-            shape=(n, n),
-        )
-        y.sum_duplicates()
-        y.sort_indices()
-        self._n, self._ybus = n, y
-        self._r = np.repeat(np.arange(n), np.diff(y.indptr)).astype(np.int64)
-        self._c = y.indices.astype(np.int64)
-        self._y = y.data.astype(complex)
-        diag = np.flatnonzero(self._r == self._c)
-        self._diag = diag[np.argsort(self._r[diag])]
-        self._ref, self._pvpq, self._pq = ref, np.r_[pv, pq].astype(np.int64), pq
-        npvpq, npq = len(self._pvpq), len(pq)
-        self._npvpq, self._m = npvpq, npvpq + npq
-        pos_pvpq = np.full(n, -1, dtype=np.int64)
-        pos_pvpq[self._pvpq] = np.arange(npvpq)
-        pos_pq = np.full(n, -1, dtype=np.int64)
-        pos_pq[pq] = np.arange(npq) + npvpq
-        r, c = self._r, self._c
-        # Jacobian blocks (Re dS/dVa, Re dS/dVm, Im dS/dVa, Im dS/dVm) on the Ybus pattern
-        blocks = [(pos_pvpq, pos_pvpq), (pos_pvpq, pos_pq), (pos_pq, pos_pvpq), (pos_pq, pos_pq)]
-        self._sel: list[np.ndarray] = []
-        jr, jc = [], []
-        for rmap, cmap in blocks:
-            k = np.flatnonzero((rmap[r] >= 0) & (cmap[c] >= 0))
-            self._sel.append(k)
-            jr.append(rmap[r[k]])
-            jc.append(cmap[c[k]])
-        rows, cols = np.concatenate(jr), np.concatenate(jc)
-        src = sp.csc_matrix((np.arange(len(rows), dtype=float), (rows, cols)), (self._m, self._m))
-        src.sort_indices()
-        self._j_src = src.data.astype(np.int64)
-        self._j_indices, self._j_indptr = src.indices, src.indptr
-        # gradient of the slack buses' P w.r.t. the state: Ybus entries in a ref row
-        is_ref = np.zeros(n, dtype=bool)
-        is_ref[ref] = True
-        self._g_va = np.flatnonzero(is_ref[r] & (pos_pvpq[c] >= 0))
-        self._g_va_pos = pos_pvpq[c[self._g_va]]
-        self._g_vm = np.flatnonzero(is_ref[r] & (pos_pq[c] >= 0))
-        self._g_vm_pos = pos_pq[c[self._g_vm]]
-        # pandapower buses -> ppci buses (net.bus row order)
-        lookup = np.asarray(base._pd2ppc_lookups["bus"], dtype=np.int64)
-        pp_bus = lookup[net.bus.index.to_numpy(dtype=np.int64)]
-        self._bus_ok = (pp_bus >= 0) & (pp_bus < n)
-        self._bus_idx = np.where(self._bus_ok, pp_bus, 0)
-        self.is_slack = np.zeros(len(pp_bus), dtype=bool)
-        self.is_slack[self._bus_ok] = is_ref[self._bus_idx[self._bus_ok]]
-
-    def dloss_ddemand(self, vm_pu: np.ndarray, va_degree: np.ndarray) -> np.ndarray:
-        """(n_bus,) ``dP_loss/dD_b`` [MW/MW] in net.bus row order at the operating point (NaN off service).
-
-        Parameters
-        ----------
-        vm_pu, va_degree : (n_bus,) the AC power flow's voltages in net.bus row order
-            (``PowerFlowResult.vm_pu``, ``va_degree``)
-        """
-        vm_b, va_b = np.asarray(vm_pu, dtype=float), np.asarray(va_degree, dtype=float)
-        ok = self._bus_ok & np.isfinite(vm_b) & np.isfinite(va_b)
-        v = np.zeros(self._n, dtype=complex)
-        v[self._bus_idx[ok]] = vm_b[ok] * np.exp(1j * np.deg2rad(va_b[ok]))
-        ibus = self._ybus @ v
-        vm = np.abs(v)
-        e = v[self._r] * np.conj(self._y * v[self._c])
-        ds_dva = -1j * e
-        ds_dvm = e / np.where(vm[self._c] > 0, vm[self._c], 1.0)
-        d = self._diag
-        ds_dva[d] += 1j * v * np.conj(ibus)
-        ds_dvm[d] += np.conj(ibus) * v / np.where(vm > 0, vm, 1.0)
-        s0, s1, s2, s3 = self._sel
-        jvals = np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
-        out = np.full(len(vm_b), np.nan)
-        ell = np.zeros(self._n)
-        if self._m:
-            jac = sp.csc_matrix(
-                (jvals[self._j_src], self._j_indices, self._j_indptr), shape=(self._m, self._m)
-            )
-            g = np.bincount(self._g_va_pos, ds_dva[self._g_va].real, self._m) + np.bincount(
-                self._g_vm_pos, ds_dvm[self._g_vm].real, self._m
-            )
-            try:
-                y = splu(jac).solve(g, trans="T")
-            except RuntimeError:  # singular Jacobian
-                return out
-            ell[self._pvpq] = -(1.0 + y[: self._npvpq])
-        out[ok] = ell[self._bus_idx[ok]]
-        return out
-
-
 def loss_adjusted(nodal: NodalFactors, dloss_ddemand: np.ndarray, slack: int) -> np.ndarray:
     """(n_bus,) loss-adjusted marginal factors ``MEF_b + MEF_ref dL_b / (1 - dL_ref)`` (module notes).
 
@@ -853,7 +704,8 @@ class EmissionAccounting:
     agent_kind, agent_bus : (n_agent,) ``AgentTable.kind`` and ``AgentTable.bus``
     factors : per-kind factors and the upstream grid
     agent_kg_per_mwh : (n_agent,) per-agent factors overriding the per-kind ones
-    losses : build the loss factors (needs the AC power flow's voltages in :meth:`update`)
+    losses : take the loss factors from an AC power flow of ``net`` (:class:`ACPowerFlow`, built here
+        once; needs the voltages the grid solved in :meth:`update`)
     reference : a DC-OPF on ``network`` that re-clears each interval's bids for the marginal factors, for a
         design whose own clearing is not a DC-OPF on it (acopf: the DC approximation of its dispatch);
         default None: the factors are the sensitivities of the design's own clearing
@@ -878,7 +730,7 @@ class EmissionAccounting:
         self.network, self.reference = network, reference
         self.steps = StepFactors.from_bidder(bidder, agent_kind, factors, agent_kg_per_mwh)
         self.marginal = MarginalEmissions(network, bidder.demand_bus, bidder.supply_bus)
-        self.losses = LossFactors(net) if losses else None
+        self.losses = ACPowerFlow(net, ()) if losses else None
         self.n_agent = len(agent_kind)
         self._bus_pos = network.position_of(net.bus.index.to_numpy())  # net.bus row -> DC position
         # DC position -> a net.bus row (the representative bus of each position)
@@ -921,7 +773,8 @@ class EmissionAccounting:
         dloss_rows = np.full(len(self._bus_pos), np.nan)
         mu = nodal.kg_per_mwh
         if self.losses is not None and vm_pu is not None and va_degree is not None:
-            dloss_rows = self.losses.dloss_ddemand(vm_pu, va_degree)
+            sens = self.losses.loss_sensitivities(vm_pu, va_degree)
+            dloss_rows = 0.0 - sens.dloss_dp  # per MW withdrawn (0.0 - : +0.0 at the slack)
             dloss_pos = dloss_rows[self._pos_row]
             mu = loss_adjusted(nodal, dloss_pos, self.network.slack)
         if trades is not None and len(trades["mwh"]):

@@ -35,7 +35,7 @@ from pandapower.pypower.makeSbus import makeSbus
 from pandapower.pypower.makeYbus import makeYbus
 from scipy.sparse.linalg import splu
 
-__all__ = ["AGENT_TABLES", "ACPowerFlow", "PowerFlowResult", "set_injections"]
+__all__ = ["AGENT_TABLES", "ACPowerFlow", "LossSensitivities", "PowerFlowResult", "set_injections"]
 
 AGENT_TABLES = ("load", "sgen", "storage", "gen")  # pandapower tables an agent element may live in
 _NO_Q_TABLES = ("gen",)  # voltage-controlled: q is a result of the power flow, not a set-point
@@ -64,6 +64,20 @@ class PowerFlowResult:
     import_mw: float  # sum of res_ext_grid.p_mw (positive = import from the upstream grid)
     # islanded only (switching.SwitchingPowerFlow): P of the grid-forming unit, positive = it delivers
     grid_forming_mw: float = float("nan")
+
+
+@dataclass(frozen=True)
+class LossSensitivities:
+    """How the active losses of an AC operating point change with each bus's injection (net.bus row order).
+
+    Injection is generator convention (a load's consumption is ``-P``): one more MW of demand at bus ``b``
+    changes the losses by ``-dloss_dp[b]`` MW. The reference (slack) buses balance every change, so both
+    are 0 there; NaN where the bus is out of service, isolated or without a state.
+    """
+
+    dloss_dp: np.ndarray  # (n_bus,) MW of losses per MW injected, reactive injections held [MW/MW]
+    dloss_dq: np.ndarray  # (n_bus,) MW of losses per Mvar injected at load (PQ) buses, 0 where the
+    # voltage is controlled (slack and gen buses: their reactive power is a result) [MW/Mvar]
 
 
 def _split_elements(net: Any, elements: Sequence[tuple[str, int]]) -> dict[str, tuple[IntArray, IntArray]]:
@@ -155,11 +169,12 @@ class ACPowerFlow:
         self._v_warm: ComplexArray | None = None
         self._lu: Any = None  # SuperLU factors of the last Jacobian, reused across iterations and steps
         self._lu_at: tuple[ComplexArray, ComplexArray] | None = None  # (V, Ibus) it was factorised at
+        self._v_solved: ComplexArray | None = None  # the last converged state (for loss_sensitivities)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ok, _, v = self._newton(self._flat_start(self._sbus_base), self._sbus_base, 30)
         if ok:
-            self._v_warm = v
+            self._v_warm = self._v_solved = v
 
     # ------------------------------------------------------------------ set-up
     def _init_model(
@@ -314,8 +329,8 @@ class ACPowerFlow:
         f = np.concatenate((mis[self._pvpq].real, mis[self._pq].imag))
         return ibus, f
 
-    def _jacobian_values(self, v: ComplexArray, ibus: ComplexArray) -> FloatArray:
-        """Jacobian non-zeros in the concatenated block order of ``_j_sel``."""
+    def _ds_dv(self, v: ComplexArray, ibus: ComplexArray) -> tuple[ComplexArray, ComplexArray]:
+        """``dS/dVa`` and ``dS/dVm`` of the bus injections on the Ybus pattern (``_y_rows``, ``_y_cols``)."""
         vm = np.abs(v)
         e = v[self._y_rows] * np.conj(self._y_data * v[self._y_cols])
         ds_dva = -1j * e
@@ -323,8 +338,14 @@ class ACPowerFlow:
         d = self._y_diag
         ds_dva[d] += 1j * v * np.conj(ibus)
         ds_dvm[d] += np.conj(ibus) * v / vm
+        return ds_dva, ds_dvm
+
+    def _jacobian(self, ds_dva: ComplexArray, ds_dvm: ComplexArray) -> Any:
+        """The Newton Jacobian (CSC, fixed pattern) from the entries of :meth:`_ds_dv`."""
         s0, s1, s2, s3 = self._j_sel
-        return np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
+        jvals = np.concatenate((ds_dva[s0].real, ds_dvm[s1].real, ds_dva[s2].imag, ds_dvm[s3].imag))
+        m = self._m
+        return sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m))
 
     def after_restore(self) -> None:
         """Refactorise the reused Jacobian where it was built (SuperLU factors are not in a checkpoint)."""
@@ -337,8 +358,7 @@ class ACPowerFlow:
 
     def _factorize(self, v: ComplexArray, ibus: ComplexArray) -> Any:
         """SuperLU factors of the Jacobian at ``v``."""
-        m, jvals = self._m, self._jacobian_values(v, ibus)
-        return splu(sp.csc_matrix((jvals[self._j_src], self._j_indices, self._j_indptr), shape=(m, m)))
+        return splu(self._jacobian(*self._ds_dv(v, ibus)))
 
     def _newton(
         self, v_init: ComplexArray, sbus: ComplexArray, max_it: int
@@ -443,8 +463,9 @@ class ACPowerFlow:
                 converged, iters = ok, iters + it2
             if not converged:
                 _log.debug("AC power flow did not converge after %d iterations", iters)
+                self._v_solved = None
                 return self._nan_result(iters)
-            self._v_warm = v
+            self._v_warm = self._v_solved = v
             return self._results(v, sbus, iters)
 
     def _on_buses(self, values: np.ndarray, *, sum_up: bool) -> FloatArray:
@@ -473,6 +494,73 @@ class ACPowerFlow:
         out = v.copy()
         out[at] = vm * np.exp(1j * np.angle(v[at]))
         return out
+
+    # ------------------------------------------------------------------ loss sensitivities
+    def loss_sensitivities(
+        self, vm_pu: np.ndarray | None = None, va_degree: np.ndarray | None = None
+    ) -> LossSensitivities:
+        """Sensitivities of the active losses to each bus's injection, at the last solved state.
+
+        The losses are ``P_loss(x) = sum_i P_i(x)``, the calculated active injections of all buses (branch
+        and shunt losses) at the Newton state ``x = (Va at PV and PQ buses, Vm at PQ buses)``; the
+        power-flow equations ``F(x) = S_calc(x) - S_spec = 0`` tie ``x`` to the specified injections, so
+        ``dx/dS_spec = J^-1`` and ``dP_loss/dS_spec = lambda`` with the adjoint system::
+
+            J^T lambda = dP_loss/dx        (rows: P at PV and PQ buses, then Q at PQ buses)
+
+        one factorisation of this object's own Newton Jacobian (same pattern and entries, at the state)
+        and one transposed solve. The slack buses' injections are free, so the change of losses is
+        balanced there. This is the Jacobian-transpose computation of the incremental transmission
+        losses (reference-bus penalty factors ``1 / (1 - dloss_dp)``): Wood, Wollenberg and Sheble,
+        *Power Generation, Operation, and Control*, 3rd ed., Wiley 2014; as used for the marginal loss
+        factors of locational prices by Litvinov, Zheng, Rosenwald and Shamsollahi, "Marginal loss
+        modeling in LMP calculation", IEEE Trans. Power Systems 19(2), 880-888, 2004.
+
+        Parameters
+        ----------
+        vm_pu, va_degree : np.ndarray, optional
+            ``(n_bus,)`` an operating point to take instead, in net.bus row order (as
+            :class:`PowerFlowResult`, e.g. a power flow of the same net elsewhere); NaN rows are left
+            out. Internal buses without a net.bus row (three-winding transformer star points) keep the
+            last solved state's voltage.
+
+        Returns
+        -------
+        LossSensitivities
+            All NaN when there is no state (the last solve did not converge) or the Jacobian is singular.
+        """
+        nb = len(self._bus_ok)
+        nan = LossSensitivities(np.full(nb, np.nan), np.full(nb, np.nan))
+        if (vm_pu is None) != (va_degree is None):
+            raise ValueError("give both vm_pu and va_degree, or neither (the last solved state)")
+        v, rows = self._v_solved, self._bus_ok
+        if vm_pu is not None and va_degree is not None:
+            vm, va = np.asarray(vm_pu, dtype=np.float64), np.asarray(va_degree, dtype=np.float64)
+            if vm.shape != (nb,) or va.shape != (nb,):
+                raise ValueError(f"expected {nb} bus voltages, got {vm.shape} and {va.shape}")
+            rows = self._bus_ok & np.isfinite(vm) & np.isfinite(va)
+            v = (self._v_solved if self._v_solved is not None else self._flat_start(self._sbus_base)).copy()
+            v[self._bus_idx[rows]] = vm[rows] * np.exp(1j * np.deg2rad(va[rows]))
+        if v is None:
+            return nan
+        n, npvpq = self._n, len(self._pvpq)
+        lam = np.zeros(self._m)
+        with np.errstate(all="ignore"):
+            ds_dva, ds_dvm = self._ds_dv(v, self._ybus @ v)
+            if self._m:
+                grad = np.r_[
+                    np.bincount(self._y_cols, ds_dva.real, n)[self._pvpq],
+                    np.bincount(self._y_cols, ds_dvm.real, n)[self._pq],
+                ]
+                try:
+                    lam = splu(self._jacobian(ds_dva, ds_dvm)).solve(grad, trans="T")
+                except RuntimeError:  # singular Jacobian
+                    return nan
+        dp, dq = np.zeros(n), np.zeros(n)
+        dp[self._pvpq], dq[self._pq] = lam[:npvpq], lam[npvpq:]
+        out_p, out_q = nan.dloss_dp.copy(), nan.dloss_dq.copy()
+        out_p[rows], out_q[rows] = dp[self._bus_idx[rows]], dq[self._bus_idx[rows]]
+        return LossSensitivities(out_p, out_q)
 
     # ------------------------------------------------------------------ results
     def _nan_result(self, iterations: int) -> PowerFlowResult:

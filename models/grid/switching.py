@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandapower as pp
 
-from cosim.models.grid.powerflow import ACPowerFlow, PowerFlowResult
+from cosim.models.grid.powerflow import ACPowerFlow, LossSensitivities, PowerFlowResult
 
 __all__ = ["BRANCH_TABLES", "GRID_FORMING_TABLES", "SwitchingPowerFlow", "state_net"]
 
@@ -89,6 +89,7 @@ class SwitchingPowerFlow:
         intact = ACPowerFlow(net, self._elements, **self._kwargs)  # validates the elements
         self._intact_key: _State = (frozenset(), None)
         self._flows: dict[_State, ACPowerFlow] = {self._intact_key: intact}
+        self._last_key: _State = self._intact_key  # topology of the last solve
 
     @property
     def net(self) -> Any:
@@ -136,9 +137,20 @@ class SwitchingPowerFlow:
         """
         key = (self._normalise_branches(out_branches), self._check_grid_forming(grid_forming))
         result = self._flow(key).solve(p_mw, q_mvar, vm_set_pu, q_set_mvar)
+        self._last_key = key
         if grid_forming is None:
             return result
         return dataclasses.replace(result, import_mw=0.0, grid_forming_mw=result.import_mw)
+
+    def loss_sensitivities(
+        self, vm_pu: np.ndarray | None = None, va_degree: np.ndarray | None = None
+    ) -> LossSensitivities:
+        """:meth:`ACPowerFlow.loss_sensitivities` in the topology of the last :meth:`solve`.
+
+        Islanded, the grid-forming unit's bus is the slack that balances the losses; buses cut off by
+        an outage give NaN.
+        """
+        return self._flows[self._last_key].loss_sensitivities(vm_pu, va_degree)
 
     def _flow(self, key: _State) -> ACPowerFlow:
         """The power flow of a topology, built the first time it is needed."""

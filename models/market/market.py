@@ -244,7 +244,7 @@ class Market:
             when the clearing fails and ``on_failure`` is ``stop``.
         """
         if self.carbon is not None:
-            from cosim.models.accounting.emissions import carbon_priced
+            from cosim.models.market.carbon import carbon_priced
 
             steps, price_per_t = self.carbon
             fac = steps.at(step, self._import_mw)  # the last interval's import sets a stack's margin

@@ -13,7 +13,6 @@ import pytest
 
 from cosim.models.accounting.emissions import (
     EmissionFactors,
-    LossFactors,
     MarginalEmissions,
     NodalFactors,
     StepFactors,
@@ -23,6 +22,7 @@ from cosim.models.accounting.emissions import (
     loss_adjusted,
     trade_impacts,
 )
+from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.market.bidding import UPSTREAM
 from cosim.models.market.clearing import Bids
 from cosim.models.market.dcopf import DCOPF
@@ -218,6 +218,12 @@ def _losses_mw(net) -> float:
     return float(net.res_line.pl_mw.sum() + net.res_trafo.pl_mw.sum())
 
 
+def _dloss_ddemand(net) -> np.ndarray:
+    """Loss factors per MW withdrawn at the net's runpp state, from the AC power flow (net.bus rows)."""
+    res = net.res_bus
+    return -ACPowerFlow(net, ()).loss_sensitivities(res.vm_pu.to_numpy(), res.va_degree.to_numpy()).dloss_dp
+
+
 def _fd_dloss_ddemand(net, buses, delta_mw: float) -> np.ndarray:
     out = []
     for b in buses:
@@ -235,7 +241,7 @@ def test_loss_factors_match_finite_differences_case9() -> None:
     """dP_loss/dD_b from the Jacobian equals pandapower.runpp finite differences on case9 (1e-4)."""
     net = pn.case9()
     pp.runpp(net, tolerance_mva=1e-12, numba=False)
-    ell = LossFactors(net).dloss_ddemand(net.res_bus.vm_pu.to_numpy(), net.res_bus.va_degree.to_numpy())
+    ell = _dloss_ddemand(net)
     fd = _fd_dloss_ddemand(net, net.bus.index, 1e-3)
     np.testing.assert_allclose(ell, fd, atol=1e-4)
     assert ell[0] == 0.0  # the slack balances
@@ -248,12 +254,12 @@ def test_loss_factors_match_finite_differences_simbench_lv() -> None:
 
     net = sb.get_simbench_net("1-LV-semiurb4--0-sw")
     pp.runpp(net, tolerance_mva=1e-12, numba=False)
-    lf = LossFactors(net)
-    ell = lf.dloss_ddemand(net.res_bus.vm_pu.to_numpy(), net.res_bus.va_degree.to_numpy())
+    ell = _dloss_ddemand(net)
+    is_slack = net.bus.index.isin(net.ext_grid.bus)
     rows = np.r_[0 : len(net.bus) : 5]
     fd = _fd_dloss_ddemand(net, net.bus.index[rows], 1e-5)
     np.testing.assert_allclose(ell[rows], fd, atol=1e-4)
-    assert np.all(ell[lf.is_slack] == 0.0) and np.all(ell[~lf.is_slack] > 0.0)  # loads only: more loss
+    assert np.all(ell[is_slack] == 0.0) and np.all(ell[~is_slack] > 0.0)  # loads only: more loss
 
 
 def _feeder():
@@ -276,7 +282,7 @@ def test_loss_adjusted_factor_equals_ac_response_of_the_marginal_unit() -> None:
     net, _, _ = _feeder()
     m = 950.0  # coal upstream at the margin
     network = dc_network(net)
-    ell = LossFactors(net).dloss_ddemand(net.res_bus.vm_pu.to_numpy(), net.res_bus.va_degree.to_numpy())
+    ell = _dloss_ddemand(net)
     nodal = NodalFactors(
         np.full(3, m),
         "sensitivity",
@@ -320,7 +326,7 @@ def test_trade_impacts_credit_for_pv_and_cost_for_loss_raising_trade() -> None:
     nodal, _ = _nodal(network, bids, f)
     assert nodal.status == "sensitivity"
     np.testing.assert_allclose(nodal.kg_per_mwh, m)
-    ell = LossFactors(net).dloss_ddemand(net.res_bus.vm_pu.to_numpy(), net.res_bus.va_degree.to_numpy())
+    ell = _dloss_ddemand(net)
     ell_pos = np.empty(network.n_bus)
     ell_pos[pos] = ell  # net.bus rows -> DC positions
     mu = loss_adjusted(nodal, ell_pos, network.slack)
