@@ -53,11 +53,10 @@ import h5py
 import numpy as np
 
 import cosim
-from cosim.models.grid.component import build_models
+from cosim.cores import build_market, build_models
 from cosim.models.market import stochastic
 from cosim.models.market.admm import ADMMClearing
 from cosim.models.market.auction import UniformAuction
-from cosim.models.market.component import build_market
 from cosim.models.market.stochastic import StochasticDayAhead
 from cosim.overrides import effective
 from cosim.scenario import load_scenario

@@ -32,8 +32,7 @@ class CoreLoop:
     """The cores of one scenario stepped in a run's order: bids, clearing, set-points, power flow."""
 
     def __init__(self, scenario: Scenario | str | Path) -> None:
-        from cosim.models.grid.component import build_models
-        from cosim.models.market.component import build_market
+        from cosim.cores import build_market, build_models
 
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -58,7 +57,7 @@ class CoreLoop:
 
     def reset(self, k: int) -> None:
         """Back to the initial states of charge, a fresh arbitrage planner, at step ``k``."""
-        from cosim.models.agents.component import build_planner
+        from cosim.cores import build_planner
 
         self.fleet.batteries.soc_mwh = self._soc0.copy()
         self.planner = build_planner(self.scenario, self.net, self.fleet)

@@ -154,6 +154,18 @@ class Agents(Component):
             "carry": carry,
         }
 
+    def first_bids(self, k_from: int, carry: dict[str, Any]) -> dict[str, Any]:
+        """The bids the market clears at step ``k_from``: made now for the first step, else what the agents
+        sent at the end of the step before (carried across segments)."""
+        if k_from:
+            return {key: carry["agents"][key] for key in ("bids", "forecast_mw", "grid_forming_mwh")}
+        from cosim.models.agents.sim import next_bids
+
+        events = self.built["grid"].events
+        return next_bids(
+            self.fleet, self.built["market"].market.bidder, 0, self.planner, events, self.strategic
+        )
+
     def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
         out = []
         if self.built["grid"].events is not None:

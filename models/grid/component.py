@@ -10,7 +10,6 @@ import numpy as np
 from cosim.component import Component, Contract, Link
 from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
-from cosim.models.agents.fleet import Fleet
 from cosim.models.grid.events import Event, EventSchedule, parse_branch
 from cosim.models.grid.network import element_names
 from cosim.models.grid.powerflow import ACPowerFlow
@@ -33,7 +32,7 @@ SERIES = (
 DTYPES = {"converged": np.bool_, "n_voltage_violations": np.int64, "n_overloads": np.int64}
 
 
-def build_events(scenario: Scenario, net: Any, fleet: Fleet) -> EventSchedule | None:
+def build_events(scenario: Scenario, net: Any, fleet: Any) -> EventSchedule | None:
     """The scenario's outages with their branches and grid-forming units resolved, or None without events."""
     if not scenario.events:
         return None
@@ -157,13 +156,3 @@ class Grid(Component):
 def build(scenario: Scenario, built: dict[str, Any]) -> Grid | None:
     """The power flow of the agents' grid, or None without a grid."""
     return None if "agents" not in built else Grid(scenario, built)
-
-
-def build_models(scenario: Scenario) -> tuple[Any, Fleet, ACPowerFlow | SwitchingPowerFlow, np.ndarray, Any]:
-    """Network, agent fleet and power flow of a scenario, the step start times (Unix s) and its events."""
-    from cosim.models.agents.component import Agents
-
-    built: dict[str, Any] = {}
-    agents = built["agents"] = Agents(scenario, built)
-    grid = Grid(scenario, built)
-    return agents.net, agents.fleet, grid.power_flow, agents.times_s, grid.events

@@ -12,7 +12,6 @@ import numpy as np
 from cosim.component import Component, Contract, Link, rng_for
 from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
-from cosim.models.agents.fleet import Fleet
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
@@ -154,7 +153,7 @@ def design_of(name: str) -> Any:
     )
 
 
-def build_market(scenario: Scenario, net: Any, fleet: Fleet, events: Any = None) -> Market | None:
+def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -> Market | None:
     """The scenario's market (bidding rules, design model built once), or None without a market section."""
     m = scenario.market
     if m is None:
@@ -236,7 +235,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Fleet, events: Any = None)
         raise ScenarioError([("market.contingencies", str(exc))]) from None
 
 
-def strategic_player(cfg: Any, table: Any, bidder: Bidder, fleet: Fleet) -> tuple[np.ndarray, float, float]:
+def strategic_player(cfg: Any, table: Any, bidder: Bidder, fleet: Any) -> tuple[np.ndarray, float, float]:
     """(supply steps, cap, time limit) of ``market.strategic``'s player, checked against the grid.
 
     Raises
@@ -359,23 +358,9 @@ class MarketComponent(Component):
         return {"market": self.market, "step_s": self.step_s, "stats": self.stats, "time_offset_s": offset_s}
 
     def links(self, k_from: int, carry: dict[str, Any]) -> list[Link]:
-        if k_from == 0:
-            from cosim.models.agents.sim import next_bids
-
-            agents = self.built["agents"]
-            first = next_bids(
-                agents.fleet,
-                self.market.bidder,
-                0,
-                agents.planner,
-                self.built["grid"].events,
-                agents.strategic,
-            )
-        else:  # what the agents sent at the end of the previous step
-            first = {key: carry["agents"][key] for key in ("bids", "forecast_mw", "grid_forming_mwh")}
-        return [
-            Link("agents", ("bids", "forecast_mw", "grid_forming_mwh"), time_shifted=True, initial_data=first)
-        ]
+        first = self.built["agents"].first_bids(k_from, carry)  # the bids cleared at the segment's first step
+        bids = ("bids", "forecast_mw", "grid_forming_mwh")
+        return [Link("agents", bids, time_shifted=True, initial_data=first)]
 
     def finish(self, groups: Iterable[str]) -> Contract:
         return Contract(

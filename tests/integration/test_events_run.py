@@ -137,8 +137,7 @@ def test_line_outage_moves_the_lmps_to_those_of_the_outaged_network(tmp_path: Pa
     on the net with that line out of service, and differ from the first (intact) hour's published LMPs."""
     import copy
 
-    from cosim.models.grid.component import build_models
-    from cosim.models.market.component import build_market
+    from cosim.cores import build_market, build_models
     from cosim.models.market.dcopf import DCOPF
     from cosim.models.market.network_dc import dc_network
     from tests.conftest import ROOT

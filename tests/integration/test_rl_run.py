@@ -70,10 +70,9 @@ def test_strategic_agent_bids_by_its_policy(tmp_path: Path) -> None:
 
 def test_strategic_policy_checked_against_the_agent(tmp_path: Path) -> None:
     """A policy for another agent, or a misspelt agent, is refused before the run, naming the key."""
+    from cosim.cores import build_market, build_models
     from cosim.errors import ScenarioError
     from cosim.learn import build_strategic
-    from cosim.models.grid.component import build_models
-    from cosim.models.market.component import build_market
 
     policy = _idle_policy(tmp_path / "idle.json", BATTERY)
     base = _scenario("tou", "1d")

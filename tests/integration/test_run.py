@@ -82,7 +82,7 @@ def test_power_balance(default_run: cosim.RunSummary) -> None:
 
 def test_voltages_equal_pandapower_runpp(default_run: cosim.RunSummary) -> None:
     """At sampled steps, recorded voltages and loadings equal pandapower's runpp on the same set-points."""
-    from cosim.models.grid.component import build_models
+    from cosim.cores import build_models
     from cosim.models.grid.powerflow import set_injections
     from cosim.scenario import load_scenario
 

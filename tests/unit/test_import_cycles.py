@@ -1,9 +1,7 @@
 """The packages of ``cosim.models`` depend on each other without a cycle (imports inside functions too).
 
-Each package's ``component.py`` is the wiring layer (what ``cosim/world.py`` used to hold: building a
-model from the scenario with the other models already built, its datasets and links); it sits above
-every model core and adapter, so it may import any package. Everything else (cores, ``sim.py``
-adapters) must form an acyclic package graph.
+Every module counts, each package's ``component.py`` included: a component reaches the components built
+before it through the world's ``built`` mapping, not by importing their packages.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from pathlib import Path
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 PREFIX = "cosim.models"
-WIRING = ("component.py",)  # module names of the wiring layer, left out of the graph
 
 
 def _imported_modules(path: Path, root: Path) -> set[str]:
@@ -33,13 +30,12 @@ def _imported_modules(path: Path, root: Path) -> set[str]:
     return out
 
 
-def package_graph(root: Path = MODELS, skip: tuple[str, ...] = WIRING) -> dict[str, set[str]]:
-    """Which ``cosim.models`` package (or top-level module) imports which other ones, from every module
-    but those named in ``skip``."""
+def package_graph(root: Path = MODELS) -> dict[str, set[str]]:
+    """Which ``cosim.models`` package (or top-level module) imports which other ones, from every module."""
     graph: dict[str, set[str]] = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).with_suffix("").parts
-        if rel == ("__init__",) or path.name in skip:
+        if rel == ("__init__",):
             continue
         source = rel[0]
         targets = graph.setdefault(source, set())
@@ -87,11 +83,9 @@ def test_graph_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     (tmp_path / "a" / "x.py").write_text("def f():\n    from cosim.models.b.y import g\n")
     (tmp_path / "b" / "y.py").write_text("from .z import h\nfrom cosim.models import a\n")
     (tmp_path / "b" / "z.py").write_text("import numpy\n")
-    (tmp_path / "b" / "component.py").write_text("from cosim.models.c import w\n")
     graph = package_graph(tmp_path)
     assert graph == {"a": {"b"}, "b": {"a"}}
     assert find_cycle(graph) == ["a", "b", "a"]
-    assert package_graph(tmp_path, skip=())["b"] == {"a", "c"}  # the wiring layer, when asked for
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
@@ -100,4 +94,4 @@ def test_real_graph_has_the_known_dependencies() -> None:
     graph = package_graph()
     assert {"market", "grid"} <= graph["accounting"]
     assert "accounting" not in graph["market"]
-    assert "agents" in package_graph(skip=())["grid"]  # only grid/component.py builds the agents
+    assert "agents" not in graph["grid"] and "market" in graph["agents"]  # agents bid into the market
