@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from cosim.component import Component, Contract, Link, rng_for
-from cosim.errors import ScenarioError
-from cosim.models.agents.fleet import Fleet, household_rows
-from cosim.models.grid.network import element_names
+from cosim.models.agents.fleet import household_rows
+from cosim.models.market.component import element_factors, emission_factors
 from cosim.models.market.tariff import posted_price
 from cosim.recorder import Series, Table
 from cosim.scenario import Scenario
@@ -37,68 +35,6 @@ EQUITY_UNITS = {
     "gini_bill": "1",
     "lorenz": "1",
 }
-
-
-def upstream_emissions(scenario: Scenario) -> Any:
-    """The upstream grid's emission factor: a merit-order stack, a series from CSV, or a constant."""
-    from cosim.models.accounting.emissions import UpstreamGrid
-
-    assert scenario.emissions is not None
-    up = scenario.emissions.upstream
-    if up.stack is not None:
-        units = np.array([(u.capacity_mw, u.cost_per_mwh, u.kg_per_mwh) for u in up.stack])
-        return UpstreamGrid.stack(units[:, 0], units[:, 1], units[:, 2], up.base_mw)
-    if up.series_csv is not None:
-        import pandas as pd
-
-        try:
-            series = pd.read_csv(up.series_csv)["kg_per_mwh"].to_numpy(dtype=float)
-        except (KeyError, ValueError, OSError) as exc:
-            raise ScenarioError(
-                [("emissions.upstream.series_csv", f"needs a numeric column kg_per_mwh: {exc}")]
-            ) from None
-        if len(series) < scenario.time.n_steps or not np.isfinite(series).all() or (series < 0).any():
-            raise ScenarioError([(
-                "emissions.upstream.series_csv",
-                f"needs {scenario.time.n_steps} finite, non-negative rows (one per step), has {len(series)}",
-            )])  # fmt: skip
-        return UpstreamGrid.series(series)
-    return UpstreamGrid.constant(527.0 if up.kg_per_mwh is None else up.kg_per_mwh)
-
-
-def element_factors(scenario: Scenario, net: Any, fleet: Fleet, factors: Any) -> np.ndarray:
-    """(n_agent,) emission factor of every agent: its kind's, or its own from ``emissions.elements``.
-
-    Raises
-    ------
-    ScenarioError
-        for a name that is no generating agent of the grid (with the nearest valid names), before the run.
-    """
-    from cosim.models.accounting.emissions import DEMAND_KINDS
-
-    assert scenario.emissions is not None
-    table = fleet.table
-    out = factors.of_kind(table.kind)
-    position = {str(name): i for i, name in enumerate(table.name)}
-    valid = [str(n) for n, k in zip(table.name, table.kind, strict=True) if k not in DEMAND_KINDS]
-    upstream = set(element_names(net.ext_grid, "ext_grid"))
-    problems = []
-    for name, kg_per_mwh in scenario.emissions.elements.items():
-        i = position.get(name)
-        if i is not None and table.kind[i] not in DEMAND_KINDS:
-            out[i] = kg_per_mwh
-            continue
-        if i is not None:
-            why = f"{name!r} is a {table.kind[i]}: it consumes, only generating elements carry a factor"
-        elif name in upstream:
-            why = f"{name!r} is the upstream grid (ext_grid): set emissions.upstream instead"
-        else:
-            nearest = ", ".join(map(repr, difflib.get_close_matches(name, valid, n=3, cutoff=0.0))) or "none"
-            why = f"no generating element named {name!r} in the grid; nearest: {nearest} (as in /agents/name)"
-        problems.append((f"emissions.elements.{name}", why))
-    if problems:
-        raise ScenarioError(problems)
-    return out
 
 
 def emissions_network(market_component: Any, net: Any, losses: bool) -> tuple[Any, Any, bool]:
@@ -133,7 +69,7 @@ class Accounting(Component):
     state_attrs = ("emissions", "equity")
 
     def __init__(self, scenario: Scenario, built: dict[str, Any]) -> None:
-        from cosim.models.accounting.emissions import EmissionAccounting, EmissionFactors
+        from cosim.models.accounting.emissions import EmissionAccounting
         from cosim.models.accounting.equity import EquityAccumulator, study_month_of_step
 
         agents, market = built["agents"], built["market"]
@@ -151,17 +87,12 @@ class Accounting(Component):
         table = fleet.table
         if scenario.emissions is not None:
             em = scenario.emissions
-            factors = EmissionFactors(
-                em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
-                upstream_emissions(scenario),
-            )  # fmt: skip
+            factors = emission_factors(scenario)
             network, reference, losses = emissions_network(market, net, em.losses)
             self.emissions = EmissionAccounting(
                 net, network, market.market.bidder, table.kind, table.bus, factors,
                 element_factors(scenario, net, fleet, factors), losses=losses, reference=reference,
             )  # fmt: skip
-            if em.carbon_price_per_t > 0:  # the carbon cost goes on the offers the market clears
-                market.market.carbon = (self.emissions.steps, em.carbon_price_per_t)
             self.attrs = {
                 "emissions/carbon_price_per_t": em.carbon_price_per_t,
                 "emissions/upstream": factors.upstream.kind,
@@ -255,19 +186,7 @@ class Accounting(Component):
 
 
 def build(scenario: Scenario, built: dict[str, Any]) -> Accounting | None:
-    """The emissions and equity accounts, or None when the scenario keeps neither (or has no market).
-
-    ``emissions.elements`` is checked against the grid even without a market.
-    """
-    if "agents" in built and scenario.emissions is not None and "market" not in built:
-        from cosim.models.accounting.emissions import EmissionFactors
-
-        em = scenario.emissions
-        factors = EmissionFactors(
-            em.pv_kg_per_mwh, em.sgen_kg_per_mwh, em.gen_kg_per_mwh, em.battery_kg_per_mwh,
-            upstream_emissions(scenario),
-        )  # fmt: skip
-        element_factors(scenario, built["agents"].net, built["agents"].fleet, factors)
+    """The emissions and equity accounts, or None when the scenario keeps neither (both need a market)."""
     if "market" not in built or (scenario.emissions is None and scenario.equity is None):
         return None
     return Accounting(scenario, built)

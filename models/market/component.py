@@ -13,6 +13,7 @@ from cosim.component import Component, Contract, Link, rng_for
 from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
+from cosim.models.market.carbon import DEMAND_KINDS, EmissionFactors, StepFactors, UpstreamGrid
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
@@ -153,6 +154,93 @@ def design_of(name: str) -> Any:
     )
 
 
+def emission_factors(scenario: Scenario) -> EmissionFactors:
+    """The per-kind emission factors and the upstream grid of ``emissions``."""
+    em = scenario.emissions
+    assert em is not None
+    return EmissionFactors(
+        em.pv_kg_per_mwh,
+        em.sgen_kg_per_mwh,
+        em.gen_kg_per_mwh,
+        em.battery_kg_per_mwh,
+        upstream_emissions(scenario),
+    )
+
+
+def upstream_emissions(scenario: Scenario) -> UpstreamGrid:
+    """The upstream grid's emission factor: a merit-order stack, a series from CSV, or a constant."""
+    assert scenario.emissions is not None
+    up = scenario.emissions.upstream
+    if up.stack is not None:
+        units = np.array([(u.capacity_mw, u.cost_per_mwh, u.kg_per_mwh) for u in up.stack])
+        return UpstreamGrid.stack(units[:, 0], units[:, 1], units[:, 2], up.base_mw)
+    if up.series_csv is not None:
+        import pandas as pd
+
+        try:
+            series = pd.read_csv(up.series_csv)["kg_per_mwh"].to_numpy(dtype=float)
+        except (KeyError, ValueError, OSError) as exc:
+            raise ScenarioError(
+                [("emissions.upstream.series_csv", f"needs a numeric column kg_per_mwh: {exc}")]
+            ) from None
+        if len(series) < scenario.time.n_steps or not np.isfinite(series).all() or (series < 0).any():
+            raise ScenarioError([(
+                "emissions.upstream.series_csv",
+                f"needs {scenario.time.n_steps} finite, non-negative rows (one per step), has {len(series)}",
+            )])  # fmt: skip
+        return UpstreamGrid.series(series)
+    return UpstreamGrid.constant(527.0 if up.kg_per_mwh is None else up.kg_per_mwh)
+
+
+def element_factors(scenario: Scenario, net: Any, fleet: Any, factors: EmissionFactors) -> np.ndarray:
+    """(n_agent,) emission factor of every agent: its kind's, or its own from ``emissions.elements``.
+
+    Raises
+    ------
+    ScenarioError
+        for a name that is no generating agent of the grid (with the nearest valid names), before the run.
+    """
+    from cosim.models.grid.network import element_names
+
+    assert scenario.emissions is not None
+    table = fleet.table
+    out = factors.of_kind(table.kind)
+    position = {str(name): i for i, name in enumerate(table.name)}
+    valid = [str(n) for n, k in zip(table.name, table.kind, strict=True) if k not in DEMAND_KINDS]
+    upstream = set(element_names(net.ext_grid, "ext_grid"))
+    problems = []
+    for name, kg_per_mwh in scenario.emissions.elements.items():
+        i = position.get(name)
+        if i is not None and table.kind[i] not in DEMAND_KINDS:
+            out[i] = kg_per_mwh
+            continue
+        if i is not None:
+            why = f"{name!r} is a {table.kind[i]}: it consumes, only generating elements carry a factor"
+        elif name in upstream:
+            why = f"{name!r} is the upstream grid (ext_grid): set emissions.upstream instead"
+        else:
+            nearest = ", ".join(map(repr, difflib.get_close_matches(name, valid, n=3, cutoff=0.0))) or "none"
+            why = f"no generating element named {name!r} in the grid; nearest: {nearest} (as in /agents/name)"
+        problems.append((f"emissions.elements.{name}", why))
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def carbon_price(
+    scenario: Scenario, net: Any, fleet: Any, bidder: Bidder
+) -> tuple[StepFactors, float] | None:
+    """``(factors of the offers, $/t)`` when ``emissions.carbon_price_per_t`` puts a price on the offers."""
+    em = scenario.emissions
+    if em is None:
+        return None
+    factors = emission_factors(scenario)
+    agent_kg_per_mwh = element_factors(scenario, net, fleet, factors)  # checked with or without a price
+    if em.carbon_price_per_t <= 0:
+        return None
+    return StepFactors.from_bidder(bidder, fleet.table.kind, factors, agent_kg_per_mwh), em.carbon_price_per_t
+
+
 def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -> Market | None:
     """The scenario's market (bidding rules, design model built once), or None without a market section."""
     m = scenario.market
@@ -228,6 +316,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -
             contingency_limit_factor=m.contingency_limit_factor,
             day_ahead=day_ahead,
             events=events,
+            carbon=carbon_price(scenario, net, fleet, bidder),
             branch_limit=m.branch_limit,
             strategic=strategic,
         )
