@@ -749,6 +749,7 @@ class StochasticDayAhead:
     ----------
     n_hours, n_demand, n_supply : day size and step layout, fixed for the run
     solver_options : extra HiGHS options
+    time_limit_s : wall-clock limit of every HiGHS solve [s] (default `solver.DEFAULT_TIME_LIMIT_S`)
 
     The structure (matrices) depends only on the day size, the number of scenarios and which steps
     are uncertain; a day with the same ones only pushes the changed bids, scenario quantities and
@@ -758,10 +759,15 @@ class StochasticDayAhead:
     checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
 
     def __init__(
-        self, n_hours: int, n_demand: int, n_supply: int, solver_options: Mapping[str, Any] | None = None
+        self,
+        n_hours: int,
+        n_demand: int,
+        n_supply: int,
+        solver_options: Mapping[str, Any] | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
         self.n_hours, self.n_demand, self.n_supply = int(n_hours), int(n_demand), int(n_supply)
-        self.solver = StochasticLP(solver_options)
+        self.solver = StochasticLP(solver_options, time_limit_s)
         self._masks: tuple[np.ndarray, np.ndarray] | None = None
         self._matrices: tuple[Any, Any, Any] = (None, None, None)
 
