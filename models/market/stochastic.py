@@ -321,12 +321,10 @@ class _PyomoLP:
         self._mat: Any = None  # the loaded matrix (csc, canonical)
         self._vec: dict[str, np.ndarray] = {}
         self.n_builds = 0
-        self._basis: tuple[list[int], list[int]] | None = None  # of the next build, after a checkpoint
 
     def before_capture(self) -> None:
-        """Keep the basis for a checkpoint; the next load rebuilds the model (a new HiGHS instance) and
-        restarts from that basis, as a resumed run does (HiGHS's other state cannot be stored)."""
-        self._basis = self.solver.basis() if self._mat is not None else None
+        """A checkpoint: the next load rebuilds the model (a new HiGHS instance, solved cold), as in the
+        run resumed from it, whose loaded matrix is dropped (``checkpoint_drop``)."""
         self._key, self._mat = None, None
 
     def load(
@@ -387,7 +385,6 @@ class _PyomoLP:
         self.model = m
         self._cost, self._rows = list(m.cost.values()), list(m.row.values())
         self.solver = PersistentModel(m, time_limit_s=self.time_limit_s, options=self.options)
-        self.solver.pending_basis, self._basis = self._basis, None
         self._mat = mat
         self._vec = {k: v.copy() for k, v in vec.items()}
         self.n_builds += 1
