@@ -191,10 +191,11 @@ class PersistentModel:
     def reload(self) -> None:
         """Load the model, as it stands, into a new HiGHS instance: the next solve starts cold (no basis).
 
-        Public Pyomo only (``set_instance`` again); options and time limit are kept.
+        Public Pyomo only (``set_instance`` again); options and time limit are kept. Pyomo's capture of the
+        output stays on here: the new instance prints (e.g. about an empty Hessian) until a solve sets
+        ``output_flag`` off.
         """
-        with _no_output_capture():
-            self.solver.set_instance(self.model)
+        self.solver.set_instance(self.model)
         self.n_reloads += 1
 
     def before_capture(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,17 @@ def test_checkpoint_reloads_the_running_and_the_resumed_solver_alike() -> None:
     assert _iterations(running) == _iterations(resumed) > 0
     xs = [list(s.model.x.values()) for s in (running, resumed)]
     assert np.array_equal(running.solve().values(xs[0]), resumed.solve().values(xs[1]))
+
+
+def test_reload_prints_nothing() -> None:
+    """A reload (a new HiGHS instance, whose output is on until a solve) writes nothing on stdout, not
+    even HiGHS's note on a quadratic objective whose Hessian is all zeros."""
+    code = (
+        "import pyomo.environ as pyo\n"
+        "from cosim.models.market.solver import PersistentModel\n"
+        "m = pyo.ConcreteModel(); m.c2 = pyo.Param(mutable=True, initialize=0.0)\n"
+        "m.x = pyo.Var(bounds=(0, 1)); m.obj = pyo.Objective(expr=m.x + m.c2 * m.x**2)\n"
+        "s = PersistentModel(m); s.solve(); s.before_capture(); s.after_restore(); s.solve()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == ""
