@@ -11,10 +11,11 @@ OpenDP's measurements) is left out and kept as the freshly built run has it. A c
 ``checkpoint_drop`` the attributes that describe such a left-out object (e.g. which parameters a HiGHS
 instance already holds) and must stay fresh too; a class holding such objects, or parts with hooks, declares
 it (even empty) so that it is never stored whole. Hooks: ``before_capture()`` puts a left-out object's
-state into plain data (HiGHS's basis), ``before_restore(fields)`` builds lazily built parts the checkpoint
-holds state of (a power flow per topology), ``after_restore()`` rebuilds what is derived (a Jacobian's
-factors). The ledger's consensus runs as SimPy processes (generators), which cannot be stored:
-it is rebuilt by replaying its logged inputs (`cosim.models.ledger.sim.replay`).
+state into plain data, or resets it to what a resumed run will have (a solver reloaded cold, without
+HiGHS's basis); ``before_restore(fields)`` builds lazily built parts the checkpoint holds state of (a
+power flow per topology); ``after_restore()`` rebuilds what is derived (a Jacobian's factors; a solver
+reloaded cold, as the checkpointed run did). The ledger's consensus runs as SimPy processes (generators),
+which cannot be stored: it is rebuilt by replaying its logged inputs (`cosim.models.ledger.sim.replay`).
 
 The file is a pickle: load only checkpoints your own runs wrote.
 """

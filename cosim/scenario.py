@@ -516,6 +516,14 @@ class MarketConfig(_Section):
         "When clearing fails: continue (agents follow their profiles that step, flagged) or stop",
         default="continue",
     )
+    time_limit_s: float = _field(
+        "Wall-clock limit of every solve of a clearing, whatever the design (HiGHS, the AC-OPF's interior "
+        "point, ADMM's iterations; the strategic player's MPEC has its own strategic.time_limit_s); a "
+        "clearing that reaches it has failed (on_failure applies)",
+        unit="s",
+        default=60.0,
+        gt=0,
+    )
     branch_limit: Literal["mva", "current"] = _field(
         "acopf: what a branch rating limits: mva = apparent power at both ends (MATPOWER's default, "
         "opf.flow_lim 'S'), current = current magnitude (pandapower's default; looser above 1 pu). The DC "

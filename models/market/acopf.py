@@ -42,7 +42,7 @@ from numpy.linalg import LinAlgError
 from pandapower.optimal_powerflow import OPFNotConverged
 
 from cosim.models.market.clearing import Bids, Clearing
-from cosim.models.market.pypower_compat import enable_apparent_power_limits
+from cosim.models.market.pypower_compat import PipsTimeLimit, enable_apparent_power_limits
 
 _SOLVER_OPTIONS = {"delta": 0.0, "calculate_voltage_angles": True}
 BRANCH_LIMITS = {"mva": 0, "current": 2}  # PYPOWER's OPF_FLOW_LIM of each branch_limit
@@ -70,6 +70,10 @@ class ACOPF:
         Reactive limit used for a gen or ext_grid of the net that has none.
     branch_limit
         ``"mva"`` (apparent power, MATPOWER's default) or ``"current"`` (pandapower's default).
+    time_limit_s
+        Wall-clock limit of one clearing [s] (all its PIPS starts together, checked every PIPS
+        iteration: `pypower_compat.PipsTimeLimit`); None: `solver.DEFAULT_TIME_LIMIT_S`. Reaching it
+        is a failed clearing, status ``"time limit"``.
     """
 
     def __init__(
@@ -84,7 +88,15 @@ class ACOPF:
         fixed_demand_price_per_mwh: float | None = None,
         q_limit_mvar: float = 1e4,
         branch_limit: str = "mva",
+        time_limit_s: float | None = None,
     ) -> None:
+        if time_limit_s is None:
+            from cosim.models.market.solver import DEFAULT_TIME_LIMIT_S
+
+            time_limit_s = DEFAULT_TIME_LIMIT_S  # read at construction, as `solver.PersistentModel` does
+        if not time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
+        self.time_limit_s = float(time_limit_s)
         if branch_limit not in BRANCH_LIMITS:
             raise ValueError(f"branch_limit {branch_limit!r} is not one of {sorted(BRANCH_LIMITS)}")
         if branch_limit == "mva":
@@ -164,7 +176,8 @@ class ACOPF:
         -------
         Clearing
             ``status`` is ``"optimal"``, or ``"not converged"`` with NaN results when PIPS fails
-            (including an infeasible clear: too little supply for the fixed demand, voltage or flow limits).
+            (including an infeasible clear: too little supply for the fixed demand, voltage or flow limits),
+            or ``"time limit"`` when the clearing reached ``time_limit_s``.
         """
         self._check(bids)
         net = self.net
@@ -244,18 +257,23 @@ class ACOPF:
 
         Flat first keeps a clearing independent of the history; ``init="results"`` (pandapower restarts
         PIPS from the previous voltages and dispatch, not its multipliers) was no faster on case9/case118
-        and failed on case14, so it is the first fallback.
+        and failed on case14, so it is the first fallback. All the starts share one time limit.
         """
         inits = ["flat"] + (["results"] if self._converged else []) + ["pf"]
-        for init in inits:
-            try:
-                pp.runopp(self.net, init=init, **self._options)
-            except (OPFNotConverged, LinAlgError, pp.LoadflowNotConverged):
-                continue
-            if self.net.OPF_converged:
-                self._converged = True
-                return "optimal"
         self._converged = False
+        with PipsTimeLimit(self.time_limit_s) as limit:
+            for init in inits:
+                if limit.expired():
+                    return "time limit"
+                try:
+                    pp.runopp(self.net, init=init, **self._options)
+                except (OPFNotConverged, LinAlgError, pp.LoadflowNotConverged):
+                    if limit.reached:
+                        return "time limit"
+                    continue
+                if self.net.OPF_converged:
+                    self._converged = True
+                    return "optimal"
         return "not converged"
 
     def _failed(self, status: str) -> Clearing:

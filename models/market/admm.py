@@ -76,8 +76,10 @@ are always computed with the true coefficients.
 Infeasible bids (must-run ``supply_min_mw`` above all demand) give NaN numbers and status
 ``infeasible``, as the central auction gives NaN and the solver's status; nothing is raised (nor when
 the polish fails even with every step free, status ``polish failed``: not seen in testing). Reaching
-``max_iter`` gives ``converged = False`` and status ``max_iter`` (a NaN clearing; the last iterate is kept
-in `ADMMResult`), or raises `ModelNotConverged` with ``raise_on_max_iter``.
+``max_iter``, or the wall-clock ``time_limit_s`` of a clearing (checked before every iteration, so it
+covers the set-up too), gives ``converged = False`` and status ``max_iter`` resp. ``time limit`` (a NaN
+clearing; the last iterate is kept in `ADMMResult`), or raises `ModelNotConverged` with
+``raise_on_max_iter``.
 
 Measured (``ADMMClearing`` defaults, one core): ~200 steps of 71 agents laid out as `Bidder` does (40
 households of 4 steps, 25 PV, 5 batteries, the upstream grid), 10 iterations (median; up to ~60 when the
@@ -87,6 +89,7 @@ export bid sets the price), about 2 ms per interval; 200 random steps, one agent
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,7 +230,7 @@ def _step_arrays(bids: Bids) -> tuple[FloatArray, ...]:
 class ADMMResult:
     """One interval's ADMM clearing with its iteration history (traces have one entry per iteration)."""
 
-    clearing: Clearing  # polished result (status "optimal"), or NaN with status "max_iter"/"infeasible"
+    clearing: Clearing  # polished (status "optimal"), or NaN: "max_iter", "time limit", "infeasible"
     converged: bool  # the stopping rule was met within max_iter
     iterations: int
     primal_residual: FloatArray  # (iterations,) ||r^k|| [MW]
@@ -267,6 +270,8 @@ class ADMMClearing:
         layout is fixed for a run; ``price0`` still overrides the price); else from ``price0`` or the median
         step price, ``rho0`` and no exchange
     raise_on_max_iter : raise `ModelNotConverged` instead of returning a NaN clearing with status ``max_iter``
+        (or ``time limit``)
+    time_limit_s : wall-clock limit of one clearing [s], > 0; None: `solver.DEFAULT_TIME_LIMIT_S`
 
     ``clear(bids)`` has `UniformAuction.clear`'s contract (one price element); ``last_result`` keeps the
     full `ADMMResult` of the last call.
@@ -291,7 +296,15 @@ class ADMMClearing:
         weighted: bool = True,
         warm_start: bool = False,
         raise_on_max_iter: bool = False,
+        time_limit_s: float | None = None,
     ) -> None:
+        if time_limit_s is None:
+            from cosim.models.market.solver import DEFAULT_TIME_LIMIT_S
+
+            time_limit_s = DEFAULT_TIME_LIMIT_S  # read at construction, as `solver.PersistentModel` does
+        if not time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
+        self.time_limit_s = float(time_limit_s)
         self.relaxation, self.weighted = float(relaxation), weighted
         self.demand_owner = None if demand_owner is None else np.asarray(demand_owner, dtype=np.int64)
         self.supply_owner = None if supply_owner is None else np.asarray(supply_owner, dtype=np.int64)
@@ -321,6 +334,7 @@ class ADMMClearing:
 
     def solve(self, bids: Bids, price0: float | None = None) -> ADMMResult:
         """Run ADMM to the stopping rule, polish, and return the clearing with its history."""
+        deadline = time.perf_counter() + self.time_limit_s
         n_d, n_s = len(bids.demand_mw), len(bids.supply_max_mw)
         a, lo, hi, p, c1, c2, quad = _step_arrays(bids)
         g, n_g = self._groups(n_d, n_s)
@@ -351,9 +365,12 @@ class ADMMClearing:
         x, lam = z, np.full(n_g, price)  # (for max_iter = 0)
         alpha = self.relaxation
         hist = np.full((6, self.max_iter), np.nan)
-        converged, k = False, 0
+        converged, timed_out, k = False, False, 0
         tau, last_move = self.tau, 0
         for k in range(self.max_iter):  # noqa: B007 (k is the iteration count after the loop)
+            if time.perf_counter() > deadline:
+                timed_out = True
+                break
             inv_rho = 1.0 / (rho * weight)
             v = z - price * inv_rho
             lam, _ = steps.prox(v, inv_rho)
@@ -380,7 +397,7 @@ class ADMMClearing:
                 if move:
                     rho = rho * tau if move > 0 else rho / tau  # the price is kept (scaled dual / rho)
                     last_move = move
-        n_it = k + 1
+        n_it = k if timed_out else k + 1  # (timed out: iteration k was not done)
         admm_price = price
         q_admm = steps.dispatch(lam, x)
         common = dict(
@@ -399,7 +416,7 @@ class ADMMClearing:
         )
         if not converged:
             res = ADMMResult(
-                clearing=_nan_clearing(n_d, n_s, "max_iter"),
+                clearing=_nan_clearing(n_d, n_s, "time limit" if timed_out else "max_iter"),
                 messages=2 * n_g * n_it,
                 polish_rounds=0,
                 polish_window=np.nan,
@@ -409,10 +426,17 @@ class ADMMClearing:
             )
             if self.raise_on_max_iter:
                 self.last_result = res
-                raise ModelNotConverged(
-                    f"ADMM clearing did not converge in {self.max_iter} iterations "
-                    f"(primal residual {hist[0, n_it - 1]:.3g} MW, dual {hist[1, n_it - 1]:.3g} $/MWh)"
+                within = (
+                    f"its time limit of {self.time_limit_s:g} s ({n_it} iterations)"
+                    if timed_out
+                    else f"{self.max_iter} iterations"
                 )
+                last = (
+                    f" (primal residual {hist[0, n_it - 1]:.3g} MW, dual {hist[1, n_it - 1]:.3g} $/MWh)"
+                    if n_it
+                    else ""
+                )
+                raise ModelNotConverged(f"ADMM clearing did not converge in {within}{last}")
             return self._finish(res)
         self._warm = (admm_price, rho, z)
 

@@ -301,6 +301,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -
             st.up_price_per_mwh,
             st.down_price_per_mwh,
             rng_for(scenario.seed, "forecast"),
+            time_limit_s=m.time_limit_s,
         )
     strategic = None if m.strategic is None else strategic_player(m.strategic, table, bidder, fleet)
     try:
@@ -319,6 +320,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -
             carbon=carbon_price(scenario, net, fleet, bidder),
             branch_limit=m.branch_limit,
             strategic=strategic,
+            time_limit_s=m.time_limit_s,
         )
     except ValueError as exc:  # e.g. an unknown branch name in contingencies
         raise ScenarioError([("market.contingencies", str(exc))]) from None

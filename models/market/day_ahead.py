@@ -53,6 +53,8 @@ class DayAheadMarket:
     n_scenarios, pv_error_sd, load_error_sd, error_rho : the scenario model
     up_price_per_mwh, down_price_per_mwh : balancing prices of the upstream grid
     rng : random generator of forecast errors and scenarios
+    time_limit_s : wall-clock limit of every solve of a day's clearing [s] (default
+        `solver.DEFAULT_TIME_LIMIT_S`); a day that reaches it is a failed clearing
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class DayAheadMarket:
         up_price_per_mwh: float,
         down_price_per_mwh: float,
         rng: np.random.Generator,
+        time_limit_s: float | None = None,
     ) -> None:
         self.bidder, self.baseline_mw, self.dt_h = bidder, baseline_mw, dt_h
         self.steps_per_day, self.n_scenarios, self.n_steps = int(steps_per_day), int(n_scenarios), n_steps
@@ -81,7 +84,7 @@ class DayAheadMarket:
         d_own, s_own = bidder.demand_owner, bidder.supply_owner
         self._d_unc = (d_own >= 0) & np.isin(kind[np.maximum(d_own, 0)], ("load", "ev"))
         self._s_unc = (s_own >= 0) & np.isin(kind[np.maximum(s_own, 0)], ("pv", "sgen"))
-        self.model = StochasticDayAhead(self.steps_per_day, len(d_own), len(s_own))
+        self.model = StochasticDayAhead(self.steps_per_day, len(d_own), len(s_own), time_limit_s=time_limit_s)
         self._day: tuple[int, DayClearing, list[Bids]] | None = None
 
     def _errors(self, n: int) -> np.ndarray:

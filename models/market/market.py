@@ -76,6 +76,9 @@ class Market:
         do not trade, and network designs clear the topology of the step
     strategic : dcopf, scopf: ``(player's supply steps, offer cap $/MWh, time limit s)``: each interval
         the player's offer is replaced by its MPEC's (`strategic.StrategicPlayer`)
+    time_limit_s : wall-clock limit of every solve of a clearing [s] (HiGHS, the AC-OPF's PIPS, ADMM;
+        stochastic: give it to ``day_ahead``); default `solver.DEFAULT_TIME_LIMIT_S`. A clearing that
+        reaches it has failed (status ``time limit``, or HiGHS's ``maxTimeLimit``)
 
     Network designs (dcopf, scopf) also screen market power every interval: HHI, RSI, pivotal suppliers
     (`strategic.supply_screens`) over ``suppliers`` (agent positions of the owners of supply steps, -1 the
@@ -103,7 +106,13 @@ class Market:
         events: Any = None,
         branch_limit: str = "mva",
         strategic: tuple[np.ndarray, float, float] | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
+        from cosim.models.market.solver import DEFAULT_TIME_LIMIT_S
+
+        self.time_limit_s = DEFAULT_TIME_LIMIT_S if time_limit_s is None else float(time_limit_s)
+        if not self.time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
         self.carbon, self._import_mw, self.events = carbon, 0.0, events
         self.last_bids: Bids | None = None
@@ -117,13 +126,15 @@ class Market:
         elif design == "admm":
             from cosim.models.market.admm import ADMMClearing
 
-            self.model = ADMMClearing(bidder.demand_owner, bidder.supply_owner, warm_start=True)
+            self.model = ADMMClearing(
+                bidder.demand_owner, bidder.supply_owner, warm_start=True, time_limit_s=self.time_limit_s
+            )
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
         elif design == "uniform":
             from cosim.models.market.auction import UniformAuction
 
-            self.model = UniformAuction(len(d_bus), len(s_bus))
+            self.model = UniformAuction(len(d_bus), len(s_bus), time_limit_s=self.time_limit_s)
             self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
             self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
         elif design in ("dcopf", "central", "scopf", "acopf"):
@@ -171,22 +182,28 @@ class Market:
             from cosim.models.market.acopf import ACOPF
 
             rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
-            model = ACOPF(net, d_bus, s_bus, demand_q_ratio=q_ratio, branch_limit=branch_limit)
+            model = ACOPF(
+                net, d_bus, s_bus, demand_q_ratio=q_ratio, branch_limit=branch_limit,
+                time_limit_s=self.time_limit_s,
+            )  # fmt: skip
             return model, rows, np.arange(self.n_bus), None
         network = dc_network(net)
         step_pos = network.position_of(np.r_[d_bus, s_bus])
         bus_pos = network.position_of(net.bus.index.to_numpy())
+        limit = self.time_limit_s
         if self.design != "scopf":
-            return DCOPF(network, d_bus, s_bus), step_pos, bus_pos, None
+            return DCOPF(network, d_bus, s_bus, time_limit_s=limit), step_pos, bus_pos, None
         from cosim.models.market.scopf import SCOPF
 
         if contingencies is not None:  # a branch already out is not secured again
             out = {f"{table} {index}" for table, index in out_branches}
             contingencies = [c for c in contingencies if c not in out]
         model = SCOPF(
-            network, d_bus, s_bus, contingencies=contingencies, contingency_limit_factor=limit_factor
-        )
-        return model, step_pos, bus_pos, DCOPF(network, d_bus, s_bus)  # unsecured: the security cost
+            network, d_bus, s_bus, contingencies=contingencies, contingency_limit_factor=limit_factor,
+            time_limit_s=limit,
+        )  # fmt: skip
+        unsecured = DCOPF(network, d_bus, s_bus, time_limit_s=limit)  # the security cost
+        return model, step_pos, bus_pos, unsecured
 
     def before_restore(self, fields: dict[str, Any]) -> None:
         """Build the topologies a checkpoint holds; their models are restored through ``_states`` (the

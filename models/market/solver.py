@@ -18,7 +18,14 @@ fixed unless changed by the calls above, which is what makes a re-solve cost lit
 own warm-started run. Every solve has a time limit (`DEFAULT_TIME_LIMIT_S` unless given); a solve that
 stops at it, or at anything but a proven optimum, is a failed solve (``Solution.ok`` False, its
 ``status`` the termination condition). This module is the only one that imports HiGHS's Python
-bindings, and it does so only through Pyomo.
+bindings, and it does so only through Pyomo's public API (no private attribute of Pyomo's solver).
+
+Checkpoints (`cosim.checkpoint`): HiGHS's warm-start state (its basis, factors) cannot be stored, and a
+resumed run must solve exactly as the uninterrupted run did. So at every checkpoint both runs reload
+their solvers cold (`PersistentModel.reload`: ``set_instance`` again, a new HiGHS instance without a
+basis): the uninterrupted run when its state is captured (``before_capture``), the resumed run when it
+is restored (``after_restore``). From the checkpoint on both solve the same LPs from the same (no)
+start. The cost is one cold solve per model after each checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,42 +122,26 @@ class Solution:
         return float(self.results.incumbent_objective)
 
 
-def _loaded_highs(solver: Highs) -> Any:
-    """The highspy instance Pyomo's persistent solver holds.
+@contextmanager
+def _no_output_capture() -> Iterator[None]:
+    """Skip Pyomo's capture of the process's output streams for the calls inside (HiGHS's output is off).
 
-    Pyomo 6.10 offers no public accessor for it: this is the code base's one access to a private Pyomo
-    attribute, used only to carry HiGHS's basis across a checkpoint (``cosim run --resume``).
+    Pyomo's documented switch (`CaptureOutputMode`): the capture's reader threads cost more than a
+    warm-started solve on a loaded machine; the previous mode is restored on exit.
     """
-    return solver._solver_model
-
-
-def get_basis(h: Any) -> tuple[list[int], list[int]] | None:
-    """A highspy instance's current basis (the warm start of its next solve) as plain lists, or None."""
-    b = h.getBasis()
-    if not b.valid:
-        return None
-    return [int(s) for s in b.col_status], [int(s) for s in b.row_status]
-
-
-def set_basis(h: Any, basis: tuple[list[int], list[int]] | None) -> None:
-    """Give a highspy instance a basis taken by `get_basis`."""
-    if basis is None:
-        return
-    import highspy
-
-    b = highspy.HighsBasis()
-    b.col_status = [highspy.HighsBasisStatus(s) for s in basis[0]]
-    b.row_status = [highspy.HighsBasisStatus(s) for s in basis[1]]
-    b.valid = True
-    h.setBasis(b)
+    capture = pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT
+    pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = CaptureOutputMode.DISABLE
+    try:
+        yield
+    finally:
+        pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = capture
 
 
 class PersistentModel:
     """A Pyomo model loaded once into a persistent HiGHS instance and re-solved after public updates.
 
-    In a checkpoint (`cosim.checkpoint`) it keeps HiGHS's basis: after each checkpoint the next solve
-    restarts from that basis, in the checkpointed run as in a resumed one (HiGHS's other warm-start data
-    cannot be stored, so both runs then solve alike).
+    At a checkpoint (`cosim.checkpoint`) it reloads its solver cold (`reload`), in the checkpointed run
+    (``before_capture``) as in a resumed one (``after_restore``), so that both runs solve alike after it.
 
     Parameters
     ----------
@@ -194,20 +186,25 @@ class PersistentModel:
             cfg.solver_options[key] = value
         self.solver.set_instance(model)
         self.n_solves = 0
-        self._basis: tuple[list[int], list[int]] | None = None  # kept in a checkpoint
-        self.pending_basis: tuple[list[int], list[int]] | None = None  # set before the next solve
+        self.n_reloads = 0
 
-    def basis(self) -> tuple[list[int], list[int]] | None:
-        """HiGHS's current basis as plain lists (None before a solve)."""
-        return get_basis(_loaded_highs(self.solver))
+    def reload(self) -> None:
+        """Load the model, as it stands, into a new HiGHS instance: the next solve starts cold (no basis).
+
+        Public Pyomo only (``set_instance`` again); options and time limit are kept. Pyomo's capture of the
+        output stays on here: the new instance prints (e.g. about an empty Hessian) until a solve sets
+        ``output_flag`` off.
+        """
+        self.solver.set_instance(self.model)
+        self.n_reloads += 1
 
     def before_capture(self) -> None:
-        """Keep the basis for a checkpoint; the next solve restarts from it."""
-        self._basis = self.pending_basis = self.basis()
+        """A checkpoint of the running study: reload cold, as the run resumed from it will."""
+        self.reload()
 
     def after_restore(self) -> None:
-        """The next solve starts from the checkpoint's basis."""
-        self.pending_basis = self._basis
+        """A run resumed from a checkpoint: reload cold, as the checkpointed run did."""
+        self.reload()
 
     @property
     def time_limit_s(self) -> float:
@@ -240,20 +237,11 @@ class PersistentModel:
     def solve(self) -> Solution:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
-        if self.pending_basis is not None:
-            set_basis(_loaded_highs(self.solver), self.pending_basis)
-            self.pending_basis = None
-        # HiGHS's output is off, so there is nothing to capture: Pyomo's documented switch
-        # (`CaptureOutputMode`) skips the capture of the process's output streams, whose reader threads
-        # cost more than a warm-started solve on a loaded machine; restored right after.
-        capture = pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT
-        pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = CaptureOutputMode.DISABLE
         try:
-            res = self.solver.solve(self.model)
+            with _no_output_capture():
+                res = self.solver.solve(self.model)
         except Exception as err:  # noqa: BLE001 - a solver failure is a failed solve, reported
             return Solution(False, f"error: {err}")
-        finally:
-            pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = capture
         tc = res.termination_condition
         if tc != TerminationCondition.convergenceCriteriaSatisfied:
             return Solution(False, tc.name, res)

@@ -321,12 +321,10 @@ class _PyomoLP:
         self._mat: Any = None  # the loaded matrix (csc, canonical)
         self._vec: dict[str, np.ndarray] = {}
         self.n_builds = 0
-        self._basis: tuple[list[int], list[int]] | None = None  # of the next build, after a checkpoint
 
     def before_capture(self) -> None:
-        """Keep the basis for a checkpoint; the next load rebuilds the model (a new HiGHS instance) and
-        restarts from that basis, as a resumed run does (HiGHS's other state cannot be stored)."""
-        self._basis = self.solver.basis() if self._mat is not None else None
+        """A checkpoint: the next load rebuilds the model (a new HiGHS instance, solved cold), as in the
+        run resumed from it, whose loaded matrix is dropped (``checkpoint_drop``)."""
         self._key, self._mat = None, None
 
     def load(
@@ -387,7 +385,6 @@ class _PyomoLP:
         self.model = m
         self._cost, self._rows = list(m.cost.values()), list(m.row.values())
         self.solver = PersistentModel(m, time_limit_s=self.time_limit_s, options=self.options)
-        self.solver.pending_basis, self._basis = self._basis, None
         self._mat = mat
         self._vec = {k: v.copy() for k, v in vec.items()}
         self.n_builds += 1
@@ -749,6 +746,7 @@ class StochasticDayAhead:
     ----------
     n_hours, n_demand, n_supply : day size and step layout, fixed for the run
     solver_options : extra HiGHS options
+    time_limit_s : wall-clock limit of every HiGHS solve [s] (default `solver.DEFAULT_TIME_LIMIT_S`)
 
     The structure (matrices) depends only on the day size, the number of scenarios and which steps
     are uncertain; a day with the same ones only pushes the changed bids, scenario quantities and
@@ -758,10 +756,15 @@ class StochasticDayAhead:
     checkpoint_drop = ()  # holds HiGHS (via Pyomo): captured attribute by attribute, with its hooks
 
     def __init__(
-        self, n_hours: int, n_demand: int, n_supply: int, solver_options: Mapping[str, Any] | None = None
+        self,
+        n_hours: int,
+        n_demand: int,
+        n_supply: int,
+        solver_options: Mapping[str, Any] | None = None,
+        time_limit_s: float | None = None,
     ) -> None:
         self.n_hours, self.n_demand, self.n_supply = int(n_hours), int(n_demand), int(n_supply)
-        self.solver = StochasticLP(solver_options)
+        self.solver = StochasticLP(solver_options, time_limit_s)
         self._masks: tuple[np.ndarray, np.ndarray] | None = None
         self._matrices: tuple[Any, Any, Any] = (None, None, None)
 
