@@ -1,7 +1,8 @@
 """AC power flow core: a lean polar Newton-Raphson on pandapower's own network model.
 
 The network model (admittance matrices, bus types, set-points of non-agent elements) is built once
-by pandapower (``_pd2ppc`` + ``makeYbus``); each step only the bus demand of the agents changes.
+by pandapower (its PYPOWER case through `cosim.models.grid.pp_internals`, then ``makeYbus``); each step
+only the bus demand of the agents changes.
 The Jacobian has a fixed sparsity pattern, so the index maps from Ybus entries into Jacobian
 entries are computed once and each Newton iteration only fills data arrays.
 
@@ -25,8 +26,6 @@ import numpy as np
 import pandapower as pp
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from pandapower.pd2ppc import _pd2ppc
-from pandapower.pf.ppci_variables import _get_pf_variables_from_ppci
 from pandapower.pypower.idx_brch import F_BUS, T_BUS
 from pandapower.pypower.idx_bus import BASE_KV, GS
 from pandapower.pypower.idx_gen import GEN_BUS, GEN_STATUS, PG
@@ -34,6 +33,8 @@ from pandapower.pypower.makeBdc import makeBdc
 from pandapower.pypower.makeSbus import makeSbus
 from pandapower.pypower.makeYbus import makeYbus
 from scipy.sparse.linalg import splu
+
+from cosim.models.grid import pp_internals
 
 __all__ = ["AGENT_TABLES", "ACPowerFlow", "LossSensitivities", "PowerFlowResult", "set_injections"]
 
@@ -163,7 +164,7 @@ class ACPowerFlow:
             pp.runpp(base, numba=False)  # sets base._options; no JIT compile needed here
         except pp.LoadflowNotConverged:
             pass
-        ppc, ppci = _pd2ppc(base)
+        ppc, ppci = pp_internals.to_ppc(base)
         self._init_model(base, ppc, ppci, groups)
         # initial warm start: the zero-agent base case solved from flat start
         self._v_warm: ComplexArray | None = None
@@ -181,7 +182,7 @@ class ACPowerFlow:
         self, base: Any, ppc: dict, ppci: dict, groups: dict[str, tuple[IntArray, IntArray]]
     ) -> None:
         """Precompute admittances, bus types, index maps and result gathers."""
-        pf_vars = _get_pf_variables_from_ppci(ppci)
+        pf_vars = pp_internals.pf_variables(ppci)
         base_mva, bus, gen, branch = pf_vars[:4]
         ref, pv, pq, on, gbus, v0 = pf_vars[8:14]
         self._base_mva = float(base_mva)
@@ -229,7 +230,7 @@ class ACPowerFlow:
         self._bpp_lu = splu(bpp) if len(self._pvpq) else None
 
         # agents -> ppci buses
-        bus_lookup = np.asarray(base._pd2ppc_lookups["bus"], dtype=np.int64)
+        bus_lookup = pp_internals.bus_lookup(base)
         a_rows: list[IntArray] = []
         a_cols: list[IntArray] = []
         for table, (acols, idx) in groups.items():
@@ -254,7 +255,7 @@ class ACPowerFlow:
         self._t_bus = np.real(branch[:, T_BUS]).astype(np.int64)
         self._base_kv_f = bus[self._f_bus, BASE_KV]
         self._base_kv_t = bus[self._t_bus, BASE_KV]
-        lookups = base._pd2ppc_lookups["branch"]
+        lookups = pp_internals.branch_lookups(base)
 
         def _gather(table: str) -> IntArray:
             if table not in lookups or len(base[table]) == 0:

@@ -126,8 +126,7 @@ def dc_network(net: Any) -> DCNetwork:
     DCNetwork
         the slack is the bus of the first in-service ext_grid (pandapower's reference bus).
     """
-    from pandapower.auxiliary import _init_rundcopp_options
-    from pandapower.pd2ppc import _pd2ppc
+    from cosim.models.grid import pp_internals
 
     net = copy.deepcopy(net)
     # The converter in OPF mode needs boolean `controllable` flags (SimBench leaves NaN); they only
@@ -136,13 +135,13 @@ def dc_network(net: Any) -> DCNetwork:
         if table in net and "controllable" in net[table]:
             net[table]["controllable"] = net[table]["controllable"].eq(True)  # NaN -> False
     # The options pandapower.rundcopp sets (its defaults), but no connectivity check: islands are kept.
-    _init_rundcopp_options(
+    pp_internals.init_dc_opf_options(
         net, check_connectivity=False, switch_rx_ratio=0.5, delta=1e-10, trafo3w_losses="hv"
     )
     with warnings.catch_warnings():  # pandapower's own FutureWarnings on SimBench's NaN q limits
         warnings.simplefilter("ignore", FutureWarning)
-        ppc, _ = _pd2ppc(net)
-    lookup = np.asarray(net._pd2ppc_lookups["bus"])
+        ppc, _ = pp_internals.to_ppc(net)
+    lookup = pp_internals.bus_lookup(net)
     base_mva = float(ppc["baseMVA"])
 
     # One node per ppc bus that holds an in-service pandapower bus; its representative is the first
@@ -160,7 +159,7 @@ def dc_network(net: Any) -> DCNetwork:
     n_bus = len(rep)
 
     branch = np.real(ppc["branch"])
-    names_all = _branch_names(net, net._pd2ppc_lookups.get("branch", {}), len(branch))
+    names_all = _branch_names(net, pp_internals.branch_lookups(net), len(branch))
     f_ppc = branch[:, _F_BUS].astype(np.int64)
     t_ppc = branch[:, _T_BUS].astype(np.int64)
     keep = (branch[:, _BR_STATUS] > 0) & np.array(
