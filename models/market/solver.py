@@ -147,9 +147,11 @@ def set_basis(h: Any, basis: tuple[list[int], list[int]] | None) -> None:
 class PersistentModel:
     """A Pyomo model loaded once into a persistent HiGHS instance and re-solved after public updates.
 
-    In a checkpoint (`cosim.checkpoint`) it keeps HiGHS's basis: after each checkpoint the next solve
-    restarts from that basis, in the checkpointed run as in a resumed one (HiGHS's other warm-start data
-    cannot be stored, so both runs then solve alike).
+    In a checkpoint (`cosim.checkpoint`) it keeps HiGHS's basis. After each checkpoint the next solve
+    loads the model into a new HiGHS instance and restarts it from that basis, in the checkpointed run as
+    in a resumed one: HiGHS's other state (its factorisation, edge weights, random generator) cannot be
+    stored, and an instance that has solved before can reach another optimal vertex of a degenerate LP
+    from the same basis (the market of an island: `cosim run --resume` must be bit-identical).
 
     Parameters
     ----------
@@ -196,18 +198,21 @@ class PersistentModel:
         self.n_solves = 0
         self._basis: tuple[list[int], list[int]] | None = None  # kept in a checkpoint
         self.pending_basis: tuple[list[int], list[int]] | None = None  # set before the next solve
+        self._reload = False  # the next solve loads the model into a new HiGHS instance (a checkpoint)
+        self.n_loads = 1  # HiGHS instances loaded so far
 
     def basis(self) -> tuple[list[int], list[int]] | None:
         """HiGHS's current basis as plain lists (None before a solve)."""
         return get_basis(_loaded_highs(self.solver))
 
     def before_capture(self) -> None:
-        """Keep the basis for a checkpoint; the next solve restarts from it."""
+        """Keep the basis for a checkpoint; the next solve restarts from it in a new HiGHS instance."""
         self._basis = self.pending_basis = self.basis()
+        self._reload = True
 
     def after_restore(self) -> None:
-        """The next solve starts from the checkpoint's basis."""
-        self.pending_basis = self._basis
+        """The next solve starts from the checkpoint's basis in a new HiGHS instance."""
+        self.pending_basis, self._reload = self._basis, True
 
     @property
     def time_limit_s(self) -> float:
@@ -240,15 +245,22 @@ class PersistentModel:
     def solve(self) -> Solution:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
-        if self.pending_basis is not None:
-            set_basis(_loaded_highs(self.solver), self.pending_basis)
-            self.pending_basis = None
+        if self._reload:  # after a checkpoint: the model as it is now, in a new instance
+            try:  # (Pyomo captures what a new instance prints before its output is switched off)
+                self.solver.set_instance(self.model)
+            except Exception as err:  # noqa: BLE001 - a solver failure is a failed solve, reported
+                return Solution(False, f"error: {err}")
+            self._reload = False
+            self.n_loads += 1
         # HiGHS's output is off, so there is nothing to capture: Pyomo's documented switch
         # (`CaptureOutputMode`) skips the capture of the process's output streams, whose reader threads
         # cost more than a warm-started solve on a loaded machine; restored right after.
         capture = pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT
         pyomo.common.tee.OVERRIDE_CAPTURE_OUTPUT = CaptureOutputMode.DISABLE
         try:
+            if self.pending_basis is not None:
+                set_basis(_loaded_highs(self.solver), self.pending_basis)
+                self.pending_basis = None
             res = self.solver.solve(self.model)
         except Exception as err:  # noqa: BLE001 - a solver failure is a failed solve, reported
             return Solution(False, f"error: {err}")
