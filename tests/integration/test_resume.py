@@ -98,6 +98,7 @@ VARIANTS: dict[str, Any] = {
     # an island after the checkpoint: its market's LP is degenerate (HiGHS is reloaded at checkpoints)
     "islanding": ("islanding.yaml", {"time": {"start": "2016-06-04T12:00:00"}}),
     "stochastic": ("stochastic.yaml", {}),
+    "scopf": ("mv_rural_scopf.yaml", {}),  # the lazy post-contingency rows added before the checkpoint
 }
 
 
