@@ -157,7 +157,8 @@ class SCOPF:
     A solver result other than optimal gives a ``Clearing`` with NaN numbers and the solver's status.
     """
 
-    checkpoint_drop = ("_written",)  # what the HiGHS instance holds: a restored run writes all again
+    # What the model and its HiGHS instance hold: a restored run writes all again and re-adds the rows.
+    checkpoint_drop = ("_written", "_limit_rows")
 
     def __init__(
         self,
@@ -343,6 +344,25 @@ class SCOPF:
         self._limit_rows.extend(added)
         self._limit_branch.append(np.asarray(branch, dtype=np.int64))
         self._limit_outage.append(np.asarray(outage, dtype=np.int64))
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        """Note how many batches of limit rows the freshly built model already holds (pre-contingency, and
+        every pair with ``constraints="full"``)."""
+        self._n_built = len(self._limit_branch)
+
+    def after_restore(self) -> None:
+        """Re-add the checkpoint's post-contingency rows to the fresh model, in the order they were added,
+        and set the injections' bounds: the model then equals the checkpointed one, row for row."""
+        built = self.__dict__.pop("_n_built")
+        batches = list(zip(self._limit_branch, self._limit_outage, strict=True))[built:]
+        del self._limit_branch[built:], self._limit_outage[built:]
+        column = {int(k): c for c, k in enumerate(self.contingencies)}
+        for branch, outage in batches:
+            self._add_pairs(branch, np.array([column[int(k)] for k in outage], dtype=np.int64))
+        for v in self._p:
+            v.setlb(-self._p_bound)
+            v.setub(self._p_bound)
+        self.solver.update_bounds(self._p)
 
     @property
     def n_security_rows(self) -> int:

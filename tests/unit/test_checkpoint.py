@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyomo.environ as pyo
 import pytest
 
 from cosim.checkpoint import capture, load, restore, save, segments
 from cosim.errors import CosimError
+from cosim.models.market.solver import PersistentModel
 from cosim.scenario import OutputConfig
 
 
@@ -72,3 +74,52 @@ def test_checkpoint_file_is_atomic_and_checked(tmp_path: Path) -> None:
         load(path, {"seed": 2})
     with pytest.raises(CosimError, match="no checkpoint"):
         load(tmp_path / "none.ckpt", {"seed": 1})
+
+
+def _tied_market(n: int) -> tuple[pyo.ConcreteModel, PersistentModel]:
+    """A copper-plate clearing of ``n`` supply and ``n`` demand steps, bounds and prices set per interval."""
+    m = pyo.ConcreteModel()
+    m.S = pyo.RangeSet(0, n - 1)
+    m.supply_price = pyo.Param(m.S, mutable=True, initialize=0.0)
+    m.demand_price = pyo.Param(m.S, mutable=True, initialize=0.0)
+    m.s = pyo.Var(m.S, bounds=(0.0, 0.0))
+    m.d = pyo.Var(m.S, bounds=(0.0, 0.0))
+    m.balance = pyo.Constraint(expr=sum(m.s[j] for j in m.S) == sum(m.d[i] for i in m.S))
+    m.cost = pyo.Objective(expr=sum(m.supply_price[j] * m.s[j] - m.demand_price[j] * m.d[j] for j in m.S))
+    return m, PersistentModel(m)
+
+
+def _clear(m: pyo.ConcreteModel, solver: PersistentModel, interval: np.ndarray) -> bytes:
+    """Write every bound and price of one interval, solve; the dispatch and the price as bytes."""
+    s_mw, s_price, d_mw, d_price = interval
+    for j in m.S:
+        m.s[j].setub(float(s_mw[j]))
+        m.d[j].setub(float(d_mw[j]))
+        m.supply_price[j].set_value(float(s_price[j]))
+        m.demand_price[j].set_value(float(d_price[j]))
+    solver.update_bounds([*m.s.values(), *m.d.values()])
+    solver.update_parameters()
+    sol = solver.solve()
+    assert sol.ok
+    return np.r_[sol.values([*m.s.values(), *m.d.values()]), sol.duals([m.balance])].tobytes()
+
+
+def test_a_restored_solver_reaches_the_same_vertex_of_a_degenerate_lp() -> None:
+    """After a checkpoint, a running HiGHS model and one restored from the checkpoint clear tied offers
+    (many optimal dispatches, as in an island's market) bit for bit alike, interval after interval."""
+    rng = np.random.default_rng(0)
+    n, n_interval, at = 12, 24, 12
+    intervals = [  # quarter-MW steps at few prices: ties everywhere
+        np.array([rng.integers(1, 5, n) * 0.25, rng.integers(1, 4, n) * 10.0,
+                  rng.integers(1, 5, n) * 0.25, rng.integers(2, 6, n) * 10.0])
+        for _ in range(n_interval)
+    ]  # fmt: skip
+    m, running = _tied_market(n)
+    before = [_clear(m, running, x) for x in intervals[:at]]
+    tree = pickle.loads(pickle.dumps(capture(running)))  # the checkpoint, written and read back
+    after = [_clear(m, running, x) for x in intervals[at:]]
+    m2, fresh = _tied_market(n)  # the resumed run builds its model anew
+    resumed = restore(fresh, tree)
+    assert resumed is fresh and len(set(before)) > 1
+    assert [_clear(m2, resumed, x) for x in intervals[at:]] == after
+    assert running.n_reloads == resumed.n_reloads == 1  # each loaded cold into a new HiGHS instance once

@@ -499,3 +499,26 @@ def test_simbench_mv_rural_islanding_outages() -> None:
     assert np.abs(dc.line_flow_mw[trafo]).sum() > 25.0 + 1.0
     assert security_cost(res, dc) > 1.0
     assert np.nanmax(res.price_per_mwh) == pytest.approx(VOLL, abs=1e-6)
+
+
+def test_restored_scopf_keeps_its_lazy_rows() -> None:
+    """A SCOPF restored from a checkpoint holds the post-contingency rows the running one added (the same
+    rows, in the same order) and clears the next intervals bit for bit as the running one."""
+    import pickle
+
+    from cosim.checkpoint import capture, restore
+
+    net, bids = MESH, MESH_BIDS
+    running = SCOPF(net, bids.demand_bus, bids.supply_bus)
+    running.clear(bids)
+    assert running.n_security_rows >= 1
+    tree = pickle.loads(pickle.dumps(capture(running)))
+    scaled = [replace(bids, demand_mw=bids.demand_mw * f) for f in (0.9, 1.05, 0.8)]
+    after = [running.clear(b) for b in scaled]
+    resumed = restore(SCOPF(net, bids.demand_bus, bids.supply_bus), tree)
+    assert resumed.n_security_rows == len(resumed.model.post_limit) > 0
+    for b, want in zip(scaled, after, strict=True):
+        got = resumed.clear(b)
+        assert got.supply_mw.tobytes() == want.supply_mw.tobytes()
+        assert got.price_per_mwh.tobytes() == want.price_per_mwh.tobytes()
+    assert resumed.n_security_rows == running.n_security_rows
