@@ -23,7 +23,7 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("privacy/refused", "1", None, "the release would have exceeded the budget", np.bool_,
             attr="refused"),
     Dataset("privacy/true", _MIXED, "series", "true aggregates", when="evaluate", attr="true",
-            note="the true (clamped) aggregates"),
+            note="clamped"),
     Dataset(COLUMNS, "", "series", "names of the released series", str, kind="static",
             note="`<bus> consumption_mwh`, `<bus> active_count` (`grid` when grouped over the grid)"),
     Dataset("privacy/series_units", "", "series", "the UDUNITS unit of each column of released and true",
