@@ -1,10 +1,12 @@
 """The component protocol: what each model of a study gives the world that wires them.
 
 A component is one simulator of the study (``models/<name>/component.py``). It builds itself from the
-scenario and the components built before it, declares its part of the HDF5 file (its :class:`Contract`:
-series, tables, static datasets, routes from its outputs, attributes), names the mosaik adapter that runs it
-and that adapter's parameters, the inputs it takes from other components (:class:`Link`), the state a
-checkpoint keeps, and what it adds to the file and the summary at the end of a run. ``cosim.world`` only
+scenario and the components built before it, lists every dataset it can write in one table (its module's
+``DATASETS``, rows of :class:`Dataset`, rendered into ``docs/datasets.md``), declares its part of the HDF5
+file from that table (its :class:`Contract`: series, tables, static datasets, routes from its outputs,
+attributes), names the mosaik adapter that runs it and that adapter's parameters, the inputs it takes from
+other components (:class:`Link`), the state a checkpoint keeps, and what it adds to the file and the
+summary at the end of a run. ``cosim.world`` only
 loops over :data:`REGISTRY`; it knows no model by name.
 """
 
@@ -14,7 +16,7 @@ import importlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -46,6 +48,82 @@ def rng_for(seed: int, model: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(model.encode())])
 
 
+class Dataset(NamedTuple):
+    """One dataset a component can write: a row of its ``DATASETS`` table (and of ``docs/datasets.md``).
+
+    Attributes
+    ----------
+    path : HDF5 path without the leading ``/``
+    unit : the unit as the code declares it (stored as UDUNITS-2, :mod:`cosim.units`; a note after the unit
+        is stored as ``comment``)
+    along : the dimension of a per-element series (``"bus"``, ``"agent"``, ...), of a static or end-of-run
+        dataset (two axes: ``"lorenz_point x lorenz_axis"``), or the rows of a table; None: one value per
+        step (series) or per run
+    description : what it holds (stored as a series' ``description``, a table's group ``description``)
+    dtype : element type (``str``: strings)
+    when : what, besides its output group, it is written under ("": always with its group), e.g. ``"design
+        reactive"``, ``"screens"``, ``"events"``, ``"record_tables"``
+    kind : ``series`` (one row per step), ``static`` (written at the start), ``table`` (rows appended as they
+        come; ``columns`` lists them) or ``final`` (written when the run completes)
+    attr : the output attribute of the component's entity it is recorded from (series and tables)
+    note : more for the reader, rendered in the docs only (not stored in the file)
+    columns : a table's ``(name, dtype, unit)`` columns
+    """
+
+    path: str
+    unit: str
+    along: str | None
+    description: str
+    dtype: Any = np.float64
+    when: str = ""
+    kind: Literal["series", "static", "table", "final"] = "series"
+    attr: str = ""
+    note: str = ""
+    columns: tuple[tuple[str, Any, str], ...] = ()
+
+
+# the datasets that label each element dimension: a per-element series names its columns by them
+LABELS = {
+    "bus": "grid/bus/name",
+    "line": "grid/line/name",
+    "trafo": "grid/trafo/name",
+    "agent": "agents/name",
+    "battery": "agents/storage_name",
+    "household": "agents/household_name",
+    "supplier": "market/supplier_name",
+    "series": "privacy/series_name",
+    "unit": "equity/unit_name",
+    "month": "equity/month_start",
+}
+
+
+def dataset(datasets: Iterable[Dataset], path: str) -> Dataset:
+    """The row of ``path`` in a component's ``DATASETS``; KeyError when the table does not list it."""
+    for row in datasets:
+        if row.path == path:
+            return row
+    raise KeyError(f"{path} is not in the component's DATASETS table: add a row for it")
+
+
+def series(datasets: Iterable[Dataset], path: str, width: int | None = None) -> Series:
+    """The :class:`~cosim.recorder.Series` of a ``series`` row, ``width`` columns wide (None: one value)."""
+    from cosim.recorder import Series
+
+    row = dataset(datasets, path)
+    assert row.kind == "series", f"{path} is a {row.kind}, not a series"
+    return Series(path, row.unit, row.dtype, width, row.description, LABELS[row.along] if row.along else "")
+
+
+def table(datasets: Iterable[Dataset], path: str, step_column: str = "") -> Table:
+    """The :class:`~cosim.recorder.Table` of a ``table`` row (its rows along ``along``; ``step_column``:
+    label the rows by the start time of the step in this column)."""
+    from cosim.recorder import Table
+
+    row = dataset(datasets, path)
+    assert row.kind == "table", f"{path} is a {row.kind}, not a table"
+    return Table(path, row.columns, row.description, dim=row.along or "", step_column=step_column)
+
+
 @dataclass
 class Contract:
     """A component's part of the HDF5 file.
@@ -74,6 +152,25 @@ class Contract:
             self.labels | other.labels,
             self.dims | other.dims,
         )
+
+    def record(
+        self, datasets: Iterable[Dataset], path: str, width: int | None = None, step_column: str = ""
+    ) -> None:
+        """Add the series or table ``path`` of ``datasets`` and route its output attribute to it."""
+        row = dataset(datasets, path)
+        if row.kind == "table":
+            self.tables.append(table(datasets, path, step_column))
+        else:
+            self.series.append(series(datasets, path, width))
+        self.routes[row.attr] = path
+
+    def add_static(self, datasets: Iterable[Dataset], arrays: dict[str, Any]) -> None:
+        """Add datasets written whole (at the start, or by ``finish`` at the end), with the units that
+        ``datasets`` declares for them."""
+        for path, data in arrays.items():
+            row = dataset(datasets, path)
+            assert row.kind in ("static", "final"), f"{path} is a {row.kind}, not written whole"
+            self.static[path] = (data, row.unit)
 
 
 @dataclass(frozen=True)
@@ -114,7 +211,8 @@ class Component:
         """Called once every component is built (for parts that need a component built after this one)."""
 
     def contract(self, groups: Iterable[str]) -> Contract:
-        """The datasets of this component the run writes, given ``output.groups``."""
+        """The datasets of this component the run writes, given ``output.groups`` (rows of its ``DATASETS``,
+        added with :meth:`Contract.record` and :meth:`Contract.add_static`)."""
         return Contract()
 
     def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The reference pages in ``docs/`` that are generated from the code, so that they cannot drift from it.
 
 ``python -m cosim.docs`` rewrites them; ``tests/unit/test_docs.py`` fails when a page and the code disagree.
-Today: ``docs/scenario-keys.md``, every YAML key of a scenario with its unit, default, allowed values and
-meaning, read from the pydantic schema (:class:`cosim.scenario.Scenario`).
+``docs/scenario-keys.md``: every YAML key of a scenario with its unit, default, allowed values and meaning,
+read from the pydantic schema (:class:`cosim.scenario.Scenario`); ``docs/datasets.md``: every HDF5 dataset a
+run can write, with its shape, type, unit, condition and meaning, read from the ``DATASETS`` table of each
+component (:data:`cosim.component.REGISTRY`).
 """
 
 from __future__ import annotations
@@ -115,7 +117,112 @@ def scenario_keys_markdown() -> str:
     return _HEADER + "\n".join(rows) + "\n"
 
 
-PAGES = {"scenario-keys.md": scenario_keys_markdown}
+_DATASETS_HEADER = """# HDF5 datasets
+
+Generated from the `DATASETS` table of each component (`models/<name>/component.py`) by
+`python -m cosim.docs`; do not edit by hand (a test compares this page with the code, and a component
+cannot write a dataset its table does not list). Conventions (chunking, CF times, UDUNITS-2 units, money,
+dimension scales) are in the README, "Output: the HDF5 contract".
+
+- **shape**: `time` is the step axis (`/time`); a series is `time` (one value per step) or `time x <dim>`
+  (one column per element, named by the dataset in the `columns` attribute); a static or end-of-run
+  dataset runs along its dimension(s); a table's columns run along its row dimension.
+- **kind**: `series` one row per step; `static` written at the start; `table` rows appended as they come
+  (a group of 1-D column datasets); `final` written when the run completes.
+- **unit**: as the code declares it; the file stores its UDUNITS-2 form in `units` (a note after the unit
+  is stored as `comment`); an empty unit: a string dataset.
+- **written when**: every dataset is written only when its output group is in `output.groups` (the first
+  part of its path, unless said otherwise) and its component runs; *written when* names any further
+  condition: `design <capability>` (the market design has it: `reactive` acopf, `security` scopf,
+  `day_ahead` stochastic, `distributed` admm), `screens` (dcopf, scopf), `strategic` (`market.strategic`),
+  `events`, `emissions`, `equity` (the scenario has that section), `household profiles`
+  (`agents.household_profiles` gives agents a household), `evaluate` (`privacy.evaluate`), `record_tables`
+  (`ledger.record_tables`).
+"""
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _type(dtype: Any) -> str:
+    """A dataset's element type as the page shows it."""
+    import numpy as np
+
+    if dtype in (str, object):
+        return "string"
+    kind = np.dtype(dtype)
+    return f"bytes[{kind.itemsize}]" if kind.kind == "S" else kind.name
+
+
+def _shape(row: Any) -> str:
+    along = row.along or ""
+    if row.kind == "series":
+        return f"`time x {along}`" if along else "`time`"
+    return f"`{along}`" if along else "`1`"
+
+
+def _text(row: Any) -> str:
+    return _md(f"{row.description}; {row.note}" if row.note else row.description)
+
+
+def component_datasets() -> dict[str, tuple[Any, ...]]:
+    """Each component's ``DATASETS`` table, in registry order."""
+    import importlib
+
+    from cosim.component import REGISTRY
+
+    return {name: importlib.import_module(e.module).DATASETS for name, e in REGISTRY.items()}
+
+
+def datasets_markdown() -> str:
+    """The ``docs/datasets.md`` page: the recorder's coordinates, then one section per component."""
+    from cosim.component import LABELS
+    from cosim.world import TIME
+
+    tables = component_datasets()
+    dims = {"time": "`/time`"} | {dim: f"`/{path}`" for dim, path in LABELS.items()}
+    for rows in tables.values():
+        for row in rows:
+            for dim in (row.along or "").split(" x "):
+                if dim and dim not in dims:
+                    dims[dim] = "row numbers 0..N-1" if row.kind == "table" else "positions 0..n-1"
+    dims["day"] = "the start time of each day (Unix s, like `/time`)"
+    lines = [_DATASETS_HEADER, "## Coordinates (the recorder)", ""]
+    lines += [
+        f"`/{TIME.path}` ({_type(TIME.dtype)}, {TIME.units}): {TIME.description}. Every axis of every "
+        "dataset has an HDF5 dimension scale named after its dimension, in the dataset's own group: "
+        "`<group>/time` copies `/time` (and grows with it), `<group>/<dim>` copies the labels of an element "
+        "dimension, `<table>/<row dim>` numbers a table's rows, and an axis without labels is numbered by "
+        "`<group>/<name>_dim<axis>`; where a dimension's name is taken in the group by another dataset, its "
+        "scale is named by the path of its labels joined by `_` (`/agents/agents_household_name`). The "
+        "dimensions:",
+        "",
+        "| dimension | labelled by |",
+        "|---|---|",
+        *(f"| `{dim}` | {label} |" for dim, label in dims.items()),
+        "",
+    ]
+    for name, rows in tables.items():
+        lines += [f"## {name}", "", "| dataset | kind | shape | type | unit | written when | description |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for row in rows:
+            kind_type = "group" if row.kind == "table" else _type(row.dtype)
+            lines.append(
+                f"| `/{row.path}` | {row.kind} | {_shape(row)} | {kind_type} | {_md(row.unit)} | "
+                f"{row.when or 'always'} | {_text(row)} |"
+            )
+        for row in rows:
+            if row.kind != "table":
+                continue
+            lines += ["", f"`/{row.path}` columns (each a 1-D dataset along `{row.along}`):", "",
+                      "| column | type | unit |", "|---|---|---|"]  # fmt: skip
+            lines += [f"| `{c}` | {_type(dtype)} | {_md(unit)} |" for c, dtype, unit in row.columns]
+        lines.append("")
+    return "\n".join(lines)
+
+
+PAGES = {"scenario-keys.md": scenario_keys_markdown, "datasets.md": datasets_markdown}
 
 
 def write_docs(directory: Path = DOCS_DIR) -> list[Path]:

@@ -8,33 +8,55 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link, rng_for
+from cosim.component import Component, Contract, Dataset, Link, dataset, rng_for
 from cosim.models.agents.fleet import household_rows
 from cosim.models.market.component import element_factors, emission_factors
 from cosim.models.market.tariff import posted_price
-from cosim.recorder import Series, Table
 from cosim.scenario import Scenario
 
-# (output attribute, unit, per bus?, description) of the /emissions group
-EMISSIONS = (
-    ("total_kg", "kg", False, "CO2 emitted by the dispatch of the interval (imports at the upstream factor)"),
-    ("average_kg_per_mwh", "kg/MWh", False, "total_kg per MWh of cleared demand"),
-    ("upstream_kg", "kg", False, "CO2 of the energy imported from the upstream grid"),
-    ("marginal_kg_per_mwh", "kg/MWh", True, "nodal marginal emission factor, losses included"),
-    ("marginal_lossless_kg_per_mwh", "kg/MWh", True, "nodal marginal emission factor of the DC-OPF"),
-)
-TRADES = Table(
-    "emissions/trades",
-    (("step", np.int64, "1"), ("kg", np.float64, "kg, CO2: + = a carbon cost, - = a credit")),
-    "emissions impact of each trade; row i belongs to row i of /market/trades",
-)
-EQUITY_UNITS = {
-    "energy_bought_mwh": "MWh",
-    "energy_sold_mwh": "MWh",
-    "gini": "1",
-    "gini_bill": "1",
-    "lorenz": "1",
-}
+_MONEY = "over the study, per unit"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("emissions/total_kg", "kg", None, "CO2 emitted by the dispatch of the interval (imports at the "
+            "upstream factor)", when="emissions", attr="total_kg",
+            note="each supply step x its factor; imports at the upstream's attributed factor"),
+    Dataset("emissions/average_kg_per_mwh", "kg/MWh", None, "total_kg per MWh of cleared demand",
+            when="emissions", attr="average_kg_per_mwh",
+            note="cleared demand: end use, battery charging and export"),
+    Dataset("emissions/upstream_kg", "kg", None, "CO2 of the energy imported from the upstream grid",
+            when="emissions", attr="upstream_kg"),
+    Dataset("emissions/marginal_kg_per_mwh", "kg/MWh", "bus", "nodal marginal emission factor, losses "
+            "included", when="emissions", attr="marginal_kg_per_mwh",
+            note="CO2 caused by one more MWh of demand at the bus"),
+    Dataset("emissions/marginal_lossless_kg_per_mwh", "kg/MWh", "bus", "nodal marginal emission factor of "
+            "the DC-OPF", when="emissions", attr="marginal_lossless_kg_per_mwh"),
+    Dataset("emissions/trades", "", "trade", "emissions impact of each trade; row i belongs to row i of "
+            "/market/trades", when="emissions", kind="table", attr="trades",
+            columns=(("step", np.int64, "1"),
+                     ("kg", np.float64, "kg, CO2: + = a carbon cost, - = a credit"))),
+    Dataset("equity/surplus", "$", "unit", "baseline_cost - net_cost", when="equity", kind="final",
+            note=_MONEY),
+    Dataset("equity/bill", "$", "unit", "paid", when="equity", kind="final", note=_MONEY),
+    Dataset("equity/revenue", "$", "unit", "received", when="equity", kind="final", note=_MONEY),
+    Dataset("equity/net_cost", "$", "unit", "paid net, after the rule", when="equity", kind="final",
+            note=_MONEY),
+    Dataset("equity/baseline_cost", "$", "unit", "what the same energy profile costs under the baseline "
+            "tariff", when="equity", kind="final", note=_MONEY),
+    Dataset("equity/transfer", "$", "unit", "the rule's net transfer", when="equity", kind="final",
+            note=_MONEY),
+    Dataset("equity/energy_bought_mwh", "MWh", "unit", "energy bought", when="equity", kind="final"),
+    Dataset("equity/energy_sold_mwh", "MWh", "unit", "energy sold", when="equity", kind="final"),
+    Dataset("equity/gini", "1", "month", "Gini of each month's surplus", when="equity", kind="final"),
+    Dataset("equity/gini_bill", "1", "month", "Gini of each month's bills", when="equity", kind="final"),
+    Dataset("equity/lorenz", "1", "lorenz_point x lorenz_axis", "Lorenz curve of surplus: population "
+            "share, cumulative share", when="equity", kind="final",
+            note="of surplus - min when the total surplus is not positive: attribute `lorenz_shifted`"),
+    Dataset("equity/low_income", "1", "unit", "the beneficiaries of the rule", np.bool_, "equity", "final",
+            note="a household whose load is flagged"),
+    Dataset("equity/unit_name", "", "unit", "the units compared", str, "equity", "final",
+            note="the households (`equity.unit: household`, default) or every agent (`device`)"),
+    Dataset("equity/month_start", "Unix s", "month", "start of each month of the study", np.int64, "equity",
+            "final"),
+)  # fmt: skip
 
 
 def emissions_network(market_component: Any, net: Any, losses: bool) -> tuple[Any, Any, bool]:
@@ -128,13 +150,9 @@ class Accounting(Component):
         groups = set(groups)
         out = Contract(attrs={k: v for k, v in self.attrs.items() if k.split("/")[0] in groups})
         if self.emissions is not None and "emissions" in groups:
-            out.series = [
-                Series(f"emissions/{a}", u, np.float64, self.n_bus if per_bus else None, d,
-                       "grid/bus/name" if per_bus else "")
-                for a, u, per_bus, d in EMISSIONS
-            ]  # fmt: skip
-            out.routes = {a: f"emissions/{a}" for a, *_ in EMISSIONS} | {"trades": TRADES.path}
-            out.tables = [TRADES]
+            for row in DATASETS:
+                if row.path.startswith("emissions/"):
+                    out.record(DATASETS, row.path, self.n_bus if row.along == "bus" else None)
         return out
 
     def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
@@ -157,32 +175,33 @@ class Accounting(Component):
         eq = self.scenario.equity
         if self.equity is None or eq is None or "equity" not in set(groups):
             return Contract()
-        unit_of, names = self.unit_of, self.unit_name
+        owner, names = self.unit_of, self.unit_name
         n_unit = len(names)
-        res = study_outputs(self.equity, self.beneficiary, eq.rule, eq.levy_per_mwh, unit_of, n_unit)
+        res = study_outputs(self.equity, self.beneficiary, eq.rule, eq.levy_per_mwh, owner, n_unit)
         month = study_month_of_step(self.times_s)
         starts = self.times_s[np.searchsorted(month, np.arange(self.equity.n_month))]
-        data = {
-            f"equity/{k}": (np.asarray(v), EQUITY_UNITS.get(k, "$")) for k, v in res.items() if np.ndim(v)
-        }
         low = np.asarray(self.beneficiary)
-        if unit_of is not None:
-            low = np.bincount(unit_of[unit_of >= 0], low[unit_of >= 0], minlength=n_unit) > 0
-        data["equity/low_income"] = (low, "1")
-        data["equity/unit_name"] = (np.asarray(names, dtype=str), "")
-        data["equity/month_start"] = (starts, "Unix s")
+        if owner is not None:
+            low = np.bincount(owner[owner >= 0], low[owner >= 0], minlength=n_unit) > 0
+        data = {f"equity/{k}": np.asarray(v) for k, v in res.items() if np.ndim(v)} | {
+            "equity/low_income": low,
+            "equity/unit_name": np.asarray(names, dtype=str),
+            "equity/month_start": starts,
+        }
         labels = {"equity/month_start": "month", "equity/unit_name": "unit"}
-        dims: dict[str, tuple[str, ...]] = {
-            path: ("lorenz_point", "lorenz_axis") if path == "equity/lorenz"
-            else ("month",) if path in ("equity/gini", "equity/gini_bill") else ("unit",)
-            for path in data if path not in labels
-        }  # fmt: skip
+        dims = {
+            path: tuple(str(dataset(DATASETS, path).along).split(" x "))
+            for path in data
+            if path not in labels
+        }
         attrs = {
             "equity/gini_surplus": res["gini_surplus"], "equity/gini_bill": res["gini_bill_study"],
             "equity/absolute_gini_surplus": res["absolute_gini_surplus"],
             "equity/lorenz_shifted": bool(res["lorenz_shifted"]),
         }  # fmt: skip
-        return Contract(static=data, attrs=attrs, labels=labels, dims=dims)
+        out = Contract(attrs=attrs, labels=labels, dims=dims)
+        out.add_static(DATASETS, data)
+        return out
 
 
 def build(scenario: Scenario, built: dict[str, Any]) -> Accounting | None:

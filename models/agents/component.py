@@ -8,14 +8,30 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link, rng_for
+from cosim.component import Component, Contract, Dataset, Link, rng_for
 from cosim.errors import ScenarioError
 from cosim.models.agents import profiles
 from cosim.models.agents.arbitrage import ArbitragePlanner
 from cosim.models.agents.fleet import Fleet, build_fleet
 from cosim.models.grid.network import load_network
-from cosim.recorder import Series
 from cosim.scenario import Scenario, SimbenchGrid
+
+_NAMES = "agents or market group"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("agents/name", "", "agent", "agent names", str, _NAMES, "static"),
+    Dataset("agents/bus", "pandapower index", "agent", "bus of each agent", np.int64, _NAMES, "static"),
+    Dataset("agents/kind", "", "agent", "kind of each agent: load, sgen, pv, battery, ev, gen", str, _NAMES,
+            "static"),
+    Dataset("agents/storage_name", "", "battery", "the batteries' agent names", str, _NAMES, "static"),
+    Dataset("agents/household", "1, row of /agents/household_name (-1: none)", "agent",
+            "household behind each agent's meter", np.int64, f"{_NAMES}; household profiles", "static"),
+    Dataset("agents/household_name", "", "household", "household names", str,
+            f"{_NAMES}; household profiles", "static"),
+    Dataset("agents/p_mw", "MW", "agent", "active power, + = consumption", attr="p_mw",
+            note="set-points (load convention: negative = injection); the power flow sees exactly these"),
+    Dataset("agents/q_mvar", "Mvar", "agent", "reactive power, + = consumption", attr="q_mvar"),
+    Dataset("agents/soc_mwh", "MWh", "battery", "energy at step end", attr="soc_mwh"),
+)  # fmt: skip
 
 
 def load_grid(scenario: Scenario) -> Any:
@@ -100,40 +116,25 @@ class Agents(Component):
         table = self.fleet.table
         batteries = table.where("battery")
         if groups & {"agents", "market"}:
-            out.static |= {
-                "agents/name": (table.name.astype(str), ""),
-                "agents/bus": (table.bus, "pandapower index"),
-                "agents/kind": (table.kind.astype(str), ""),
-                "agents/storage_name": (table.name[batteries].astype(str), ""),
+            names = {
+                "agents/name": table.name.astype(str),
+                "agents/bus": table.bus,
+                "agents/kind": table.kind.astype(str),
+                "agents/storage_name": table.name[batteries].astype(str),
             }
             if table.household is not None and table.household_name is not None:
-                out.static["agents/household"] = (
-                    table.household,
-                    "1, row of /agents/household_name (-1: none)",
-                )
-                out.static["agents/household_name"] = (table.household_name.astype(str), "")
+                names |= {"agents/household": table.household,
+                          "agents/household_name": table.household_name.astype(str)}  # fmt: skip
+            out.add_static(DATASETS, names)
             out.labels |= {
                 "agents/name": "agent",
                 "agents/storage_name": "battery",
                 "agents/household_name": "household",
             }
         if "agents" in groups:
-            n = len(table)
-            out.series += [
-                Series("agents/p_mw", "MW", np.float64, n, "active power, + = consumption", "agents/name"),
-                Series(
-                    "agents/q_mvar", "Mvar", np.float64, n, "reactive power, + = consumption", "agents/name"
-                ),
-                Series(
-                    "agents/soc_mwh",
-                    "MWh",
-                    np.float64,
-                    len(batteries),
-                    "energy at step end",
-                    "agents/storage_name",
-                ),
-            ]
-            out.routes |= {a: f"agents/{a}" for a in ("p_mw", "q_mvar", "soc_mwh")}
+            for path in ("agents/p_mw", "agents/q_mvar"):
+                out.record(DATASETS, path, len(table))
+            out.record(DATASETS, "agents/soc_mwh", len(batteries))
         if self.strategic:
             from cosim.learn import policy_attrs
 

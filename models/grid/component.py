@@ -7,29 +7,55 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link
+from cosim.component import Component, Contract, Dataset, Link
 from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
 from cosim.models.grid.events import Event, EventSchedule, parse_branch
 from cosim.models.grid.network import element_names
 from cosim.models.grid.powerflow import ACPowerFlow
 from cosim.models.grid.switching import SwitchingPowerFlow
-from cosim.recorder import Series
 from cosim.scenario import OutageEvent, Scenario, parse_duration_s
 
-# (output attribute, dataset, unit, width: "bus"/"line"/"trafo"/None, description)
-SERIES = (
-    ("vm_pu", "grid/bus/vm_pu", "pu", "bus", "voltage magnitude"),
-    ("va_degree", "grid/bus/va_degree", "degree", "bus", "voltage angle"),
-    ("line_loading_percent", "grid/line/loading_percent", "percent", "line", "current loading"),
-    ("trafo_loading_percent", "grid/trafo/loading_percent", "percent", "trafo", "loading"),
-    ("losses_mw", "grid/losses_mw", "MW", None, "line and transformer losses"),
-    ("import_mw", "grid/import_mw", "MW", None, "power from the external grid"),
-    ("converged", "grid/converged", "1", None, "power flow converged"),
-    ("n_voltage_violations", "grid/n_voltage_violations", "1", None, "buses outside min/max_vm_pu"),
-    ("n_overloads", "grid/n_overloads", "1", None, "lines and trafos above max_loading_percent"),
-)
-DTYPES = {"converged": np.bool_, "n_voltage_violations": np.int64, "n_overloads": np.int64}
+_LABELS = "grid or market group"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("grid/bus/vm_pu", "pu", "bus", "voltage magnitude", attr="vm_pu",
+            note="columns in pandapower bus index order"),
+    Dataset("grid/bus/va_degree", "degree", "bus", "voltage angle", attr="va_degree"),
+    Dataset("grid/line/loading_percent", "percent", "line", "current loading", attr="line_loading_percent",
+            note="pandapower definition (`max_i_ka * df * parallel`)"),
+    Dataset("grid/trafo/loading_percent", "percent", "trafo", "loading", attr="trafo_loading_percent",
+            note="pandapower's current-based definition"),
+    Dataset("grid/losses_mw", "MW", None, "line and transformer losses", attr="losses_mw"),
+    Dataset("grid/import_mw", "MW", None, "power from the external grid", attr="import_mw",
+            note="negative: export"),
+    Dataset("grid/converged", "1", None, "power flow converged", np.bool_, attr="converged",
+            note="when not, the step's grid values are NaN"),
+    Dataset("grid/n_voltage_violations", "1", None, "buses outside min/max_vm_pu", np.int64,
+            attr="n_voltage_violations", note="band of each bus, default 0.95-1.05 pu"),
+    Dataset("grid/n_overloads", "1", None, "lines and trafos above max_loading_percent", np.int64,
+            attr="n_overloads", note="default 100"),
+    Dataset("grid/bus/name", "", "bus", "bus names", str, _LABELS, "static"),
+    Dataset("grid/bus/index", "pandapower index", "bus", "pandapower bus index", np.int64, kind="static"),
+    Dataset("grid/bus/vn_kv", "kV", "bus", "nominal voltage", kind="static"),
+    Dataset("grid/line/name", "", "line", "line names", str, kind="static"),
+    Dataset("grid/line/from_bus", "pandapower index", "line", "from bus", np.int64, kind="static"),
+    Dataset("grid/line/to_bus", "pandapower index", "line", "to bus", np.int64, kind="static"),
+    Dataset("grid/trafo/name", "", "trafo", "transformer names", str, kind="static"),
+    Dataset("grid/trafo/hv_bus", "pandapower index", "trafo", "high-voltage bus", np.int64, kind="static"),
+    Dataset("grid/trafo/lv_bus", "pandapower index", "trafo", "low-voltage bus", np.int64, kind="static"),
+    Dataset("events/kind", "", "event", "island or line_outage", str, "events", "static",
+            note="written whatever `output.groups` holds"),
+    Dataset("events/element", "", "event", "the outaged branch, or the grid-forming unit", str, "events",
+            "static"),
+    Dataset("events/start", "Unix s", "event", "start of the event", np.int64, "events", "static"),
+    Dataset("events/end", "Unix s", "event", "end of the event (exclusive)", np.int64, "events", "static"),
+    Dataset("grid/islanded", "1", None, "the microgrid runs without the upstream grid", np.int8, "events",
+            attr="islanded"),
+    Dataset("grid/grid_forming_mw", "MW", None, "islanded: the slack unit's output", when="events",
+            attr="grid_forming_mw", note="NaN when not islanded"),
+)  # fmt: skip
+# the power flow's series, recorded every step
+SERIES = tuple(row for row in DATASETS if row.kind == "series" and not row.when)
 
 
 def build_events(scenario: Scenario, net: Any, fleet: Any) -> EventSchedule | None:
@@ -93,44 +119,36 @@ class Grid(Component):
     def contract(self, groups: Iterable[str]) -> Contract:
         groups, net, out = set(groups), self.net, Contract()
         if groups & {"grid", "market"}:
-            out.static["grid/bus/name"] = (np.array(element_names(net.bus, "bus"), dtype=str), "")
+            out.add_static(DATASETS, {"grid/bus/name": np.array(element_names(net.bus, "bus"), dtype=str)})
             out.labels |= {"grid/bus/name": "bus", "grid/line/name": "line", "grid/trafo/name": "trafo"}
         if "grid" in groups:
             width = {"bus": len(net.bus), "line": len(net.line), "trafo": len(net.trafo), None: None}
-            for attr, path, unit, along, description in SERIES:
-                columns = f"grid/{along}/name" if along else ""
-                dtype = DTYPES.get(attr, np.float64)
-                out.series.append(Series(path, unit, dtype, width[along], description, columns))
-                out.routes[attr] = path
-            out.static |= {
-                "grid/bus/index": (net.bus.index.to_numpy(), "pandapower index"),
-                "grid/bus/vn_kv": (net.bus.vn_kv.to_numpy(dtype=float), "kV"),
-                "grid/line/name": (np.array(element_names(net.line, "line"), dtype=str), ""),
-                "grid/line/from_bus": (net.line.from_bus.to_numpy(), "pandapower index"),
-                "grid/line/to_bus": (net.line.to_bus.to_numpy(), "pandapower index"),
-                "grid/trafo/name": (np.array(element_names(net.trafo, "trafo"), dtype=str), ""),
-                "grid/trafo/hv_bus": (net.trafo.hv_bus.to_numpy(), "pandapower index"),
-                "grid/trafo/lv_bus": (net.trafo.lv_bus.to_numpy(), "pandapower index"),
+            for row in SERIES:
+                out.record(DATASETS, row.path, width[row.along])
+            static = {
+                "grid/bus/index": net.bus.index.to_numpy(),
+                "grid/bus/vn_kv": net.bus.vn_kv.to_numpy(dtype=float),
+                "grid/line/name": np.array(element_names(net.line, "line"), dtype=str),
+                "grid/line/from_bus": net.line.from_bus.to_numpy(),
+                "grid/line/to_bus": net.line.to_bus.to_numpy(),
+                "grid/trafo/name": np.array(element_names(net.trafo, "trafo"), dtype=str),
+                "grid/trafo/hv_bus": net.trafo.hv_bus.to_numpy(),
+                "grid/trafo/lv_bus": net.trafo.lv_bus.to_numpy(),
             }
+            out.add_static(DATASETS, static)
         if self.events is not None:
             events = self.events.events
-            out.static |= {
-                "events/kind": (np.array([e.kind for e in events]), ""),
-                "events/element": (np.array([e.element for e in events]), ""),
-                "events/start": (np.array([e.start_s for e in events], dtype=np.int64), "Unix s"),
-                "events/end": (np.array([e.end_s for e in events], dtype=np.int64), "Unix s"),
+            static = {
+                "events/kind": np.array([e.kind for e in events]),
+                "events/element": np.array([e.element for e in events]),
+                "events/start": np.array([e.start_s for e in events], dtype=np.int64),
+                "events/end": np.array([e.end_s for e in events], dtype=np.int64),
             }
-            out.dims |= {f"events/{k}": ("event",) for k in ("kind", "element", "start", "end")}
+            out.add_static(DATASETS, static)
+            out.dims |= {path: ("event",) for path in static}
             if "grid" in groups:
-                out.series += [
-                    Series(
-                        "grid/islanded", "1", np.int8, None, "the microgrid runs without the upstream grid"
-                    ),
-                    Series(
-                        "grid/grid_forming_mw", "MW", np.float64, None, "islanded: the slack unit's output"
-                    ),
-                ]
-                out.routes |= {"islanded": "grid/islanded", "grid_forming_mw": "grid/grid_forming_mw"}
+                out.record(DATASETS, "grid/islanded")
+                out.record(DATASETS, "grid/grid_forming_mw")
         return out
 
     def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:

@@ -9,35 +9,51 @@ from typing import Any
 import numpy as np
 
 from cosim.checkpoint import checkpoint_every
-from cosim.component import Component, Contract, Link, plain_scenario, rng_for
+from cosim.component import Component, Contract, Dataset, Link, plain_scenario, rng_for
 from cosim.models.adapter import SolverStats
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
 from cosim.models.ledger.sim import SERIES, replay
-from cosim.recorder import Series, Table
 from cosim.scenario import Scenario
 
-UNITS = {"throughput_tps": "1/s", "energy_kwh": "kWh", "n_late": "1", "late_cost": "$"}
-DESCRIPTIONS = {
-    "throughput_tps": "transactions made final in the step per second",
-    "latency_p50_s": "median submit -> inclusion of the transactions made final in the step",
-    "latency_p95_s": "95th percentile submit -> inclusion",
-    "finality_p50_s": "median submit -> finality of the transactions made final in the step",
-    "finality_p95_s": "95th percentile submit -> finality",
-    "energy_kwh": "electricity used by the validators (miners) in the step",
-    "n_late": "trades not final by their deadline (start of delivery), counted at the deadline",
-    "late_cost": "imbalance cost of the cancelled late trades (late_rule cancel)",
-}
-TABLES = (
-    Table("ledger/tx", TX_COLUMNS, "every transaction once its fate is known (final, rejected, or run end)"),
-    Table("ledger/blocks", BLOCK_COLUMNS, "decided blocks: the hash chain (from genesis) and stale forks"),
-    Table(
-        "ledger/votes",
-        VOTE_COLUMNS,
-        "signed votes: BFT commit certificates, PoS checkpoint attestations, the end-of-run head",
-    ),
-)
+_TABLES = "record_tables"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("ledger/throughput_tps", "1/s", None, "transactions made final in the step per second",
+            attr="throughput_tps"),
+    Dataset("ledger/latency_p50_s", "s", None, "median submit -> inclusion of the transactions made final in "
+            "the step", attr="latency_p50_s", note="NaN: none made final"),
+    Dataset("ledger/latency_p95_s", "s", None, "95th percentile submit -> inclusion", attr="latency_p95_s"),
+    Dataset("ledger/finality_p50_s", "s", None, "median submit -> finality of the transactions made final in "
+            "the step", attr="finality_p50_s"),
+    Dataset("ledger/finality_p95_s", "s", None, "95th percentile submit -> finality", attr="finality_p95_s"),
+    Dataset("ledger/energy_kwh", "kWh", None, "electricity used by the validators (miners) in the step",
+            attr="energy_kwh"),
+    Dataset("ledger/n_late", "1", None, "trades not final by their deadline (start of delivery), counted at "
+            "the deadline", np.int64, attr="n_late", note="counted once, in the step the deadline passes"),
+    Dataset("ledger/late_cost", "$", None, "imbalance cost of the cancelled late trades (late_rule cancel)",
+            attr="late_cost"),
+    Dataset("ledger/tx", "", "tx", "every transaction once its fate is known (final, rejected, or run end)",
+            when=_TABLES, kind="table", attr="tx", columns=TX_COLUMNS,
+            note="still open at the end of the run: `pending`, height -1; `status` is the contract receipt "
+            "(`ok`, `insufficient_balance`, `double_spend`, `out_of_gas`, ...), a gateway rejection "
+            "(`bad_signature`, `replay`) or `pending`"),
+    Dataset("ledger/blocks", "", "block", "decided blocks: the hash chain (from genesis) and stale forks",
+            when=_TABLES, kind="table", attr="blocks", columns=BLOCK_COLUMNS,
+            note="genesis: height 0, proposer -1; PoW's stale blocks lost a fork (hash fields empty); a "
+            "block's transactions are the `/ledger/tx` rows of its height, in row order (its Merkle tree's); "
+            "`signature`: its proposer's Ed25519 signature of `cosim-block:` + the hash bytes"),
+    Dataset("ledger/votes", "", "vote", "signed votes: BFT commit certificates, PoS checkpoint attestations, "
+            "the end-of-run head", when=_TABLES, kind="table", attr="votes", columns=VOTE_COLUMNS,
+            note="`commit`: precommits of validators holding > 2/3 of the voting power over "
+            '`{"type":"precommit","height","block"}`; `attest`: > 2/3 of the stake on an epoch\'s checkpoint '
+            'over `{"type":"attest","epoch","checkpoint"}`; `head`: > 2/3 of the power at the end of the run '
+            'over `{"type":"head","height","block","n_tx"}`; messages are canonical JSON'),
+    Dataset("ledger/genesis", "canonical JSON", "registry", "the genesis registry", object, _TABLES, "static",
+            note="consensus, `epoch_unix_s`, `pow_bits`, PoS `slot_s`/`slots_per_epoch`, `validators` "
+            "([public key hex, power] by index), `meter_keys`, `balances_micro`, `penalty_ppm`, "
+            "`settle_on_meter`, `gas_limit`"),
+)  # fmt: skip
 GOSSIP_FIELDS = tuple(f.name for f in dataclasses.fields(GossipParams))
 
 
@@ -158,25 +174,13 @@ class Ledger(Component):
     def contract(self, groups: Iterable[str]) -> Contract:
         if "ledger" not in set(groups):
             return Contract()
-        series = [
-            Series(
-                f"ledger/{a}",
-                UNITS.get(a, "s"),
-                np.int64 if a == "n_late" else np.float64,
-                None,
-                DESCRIPTIONS[a],
-            )
-            for a in SERIES
-        ]
-        out = Contract(series=series, routes={a: f"ledger/{a}" for a in SERIES})
-        out.attrs = {f"ledger/{k}": v for k, v in self.attrs.items()}
+        out = Contract(attrs={f"ledger/{k}": v for k, v in self.attrs.items()})
+        for a in SERIES:
+            out.record(DATASETS, f"ledger/{a}")
         if self.model.record_tables:  # the chain, and the registry it is checked against
-            out.tables = list(TABLES)
-            out.routes |= {t.path.split("/")[1]: t.path for t in TABLES}
-            out.static["ledger/genesis"] = (
-                np.array([self.model.genesis_json], dtype=object),
-                "canonical JSON",
-            )
+            for path in ("ledger/tx", "ledger/blocks", "ledger/votes"):
+                out.record(DATASETS, path)
+            out.add_static(DATASETS, {"ledger/genesis": np.array([self.model.genesis_json], dtype=object)})
             out.dims["ledger/genesis"] = ("registry",)
         return out
 

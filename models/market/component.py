@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link, rng_for
+from cosim.component import Component, Contract, Dataset, Link, dataset, rng_for
 from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
@@ -17,120 +17,126 @@ from cosim.models.market.carbon import DEMAND_KINDS, EmissionFactors, StepFactor
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
-from cosim.recorder import Series, Table
 from cosim.scenario import Scenario, StochasticConfig
 
-# (output attribute, unit, width: "bus"/"agent"/"battery"/"supplier"/None, description, shown when)
-# "when" names a capability of the design or a part of the market (screens, strategic); None: always
-SERIES: tuple[tuple[str, str, str | None, str, str | None], ...] = (
-    ("price_per_mwh", "$/MWh", "bus", "marginal price of energy per bus (uniform: one value)", None),
-    ("price_q_per_mvarh", "$/Mvarh", "bus", "marginal price of reactive power per bus", "reactive"),
-    ("cleared_mwh", "MWh", None, "energy cleared in the interval", None),
-    ("welfare", "$", None, "bids served minus generation cost, per interval", None),
-    (
-        "cost",
-        "$",
-        None,
-        "generation cost as MATPOWER reports it: variable cost plus the constant terms of "
-        "the committed units, per interval",
-        None,
-    ),
-    ("variable_cost", "$", None, "generation cost without the constant terms, per interval", None),
-    (
-        "vm_pu",
-        "pu",
-        "bus",
-        "acopf: voltage magnitude of the OPF's solution (the grid's set-points)",
-        "reactive",
-    ),
-    (
-        "q_mvar",
-        "Mvar",
-        "bus",
-        "acopf: reactive power the OPF dispatches at each bus, + = injection",
-        "reactive",
-    ),
-    ("congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval", None),
-    ("unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load", None),
-    ("ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)", None),
-    (
-        "security_cost",
-        "$",
-        None,
-        "welfare given up for N-1 security against the same bids' DC-OPF",
-        "security",
-    ),
-    ("balancing_cost", "$", None, "deviations from the day-ahead schedule settled in real time", "day_ahead"),
-    ("admm_iterations", "1", None, "ADMM iterations to the stopping rule", "distributed"),
-    (
-        "admm_messages",
-        "1",
-        None,
-        "messages exchanged: price out and quantity back per agent and iteration",
-        "distributed",
-    ),
-    ("award_mw", "MW", "agent", "cleared power, + = consumption", None),
-    ("scheduled_mw", "MW", "agent", "day-ahead schedule, + = consumption", "day_ahead"),
-    ("storage_profit", "$", "battery", "revenue minus cost of every battery in the market", None),
-    ("agent_unserved_mwh", "MWh", "agent", "inelastic demand shed (and all demand an outage cut off)", None),
-    ("agent_curtailed_mwh", "MWh", "agent", "elastic demand not bought at the price", None),
-    ("payment", "$", "agent", "paid in the interval, + = pays", None),
-    ("hhi", "1", None, "Herfindahl-Hirschman index of cleared supply by supplier, 0..10000", "screens"),
-    ("rsi", "1", "supplier", "residual supply index: (capacity - supplier's) / cleared demand", "screens"),
-    ("rsi_min", "1", None, "smallest residual supply index of the interval", "screens"),
-    ("pivotal", "1", "supplier", "supplier is pivotal: its residual supply index is below 1", "screens"),
-    ("strategic_offer_per_mwh", "$/MWh", None, "the strategic player's offer (its MPEC's)", "strategic"),
-    (
-        "strategic_optimal",
-        "1",
-        None,
-        "the MPEC solved to optimality (else the player offered its cost)",
-        "strategic",
-    ),
-    ("strategic_profit", "$", None, "strategic player's profit: LMP x dispatch - true cost", "strategic"),
-    ("competitive_profit", "$", None, "its profit in the same interval offering its true cost", "strategic"),
-    ("lerner_index", "1", None, "(LMP - marginal cost) / LMP at the strategic player's bus", "strategic"),
-    ("welfare_loss", "$", None, "competitive minus strategic welfare, both at true costs", "strategic"),
-)
-COLUMNS: dict[str | None, str] = {
-    "bus": "grid/bus/name",
-    "agent": "agents/name",
-    "battery": "agents/storage_name",
-    "supplier": "market/supplier_name",
-    None: "",
-}
-TRADES = Table(
-    "market/trades",
-    (
-        ("step", np.int64, "1"),
-        ("buyer", np.int64, "agent position, -1 = upstream grid"),
-        ("seller", np.int64, "agent position, -1 = upstream grid"),
-        ("mwh", np.float64, "MWh"),
-        ("price", np.float64, "$/MWh"),
-        ("seller_price", np.float64, "$/MWh"),
-    ),
-    "bilateral trades by merit-order matching; buyer pays price, seller gets seller_price",
-)
-DAY = Table(
-    "market/day",
-    (("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS)),
-    "one row per day cleared ahead",
-    dim="day",
-    step_column="day_step",
-)
-ADMM_RESIDUAL = Table(
-    "market/admm_residual",
-    (
-        ("step", np.int64, "1"),
-        ("iteration", np.int64, "1"),
-        ("primal_residual", np.float64, "MW"),
-        ("dual_residual", np.float64, "$/MWh"),
-        ("rho", np.float64, "$/MWh per MW"),
-        ("price", np.float64, "$/MWh"),
-    ),
-    "ADMM residual traces: one row per iteration of every interval",
-    dim="row",
-)
+_NAMES = "agents or market group"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("agents/critical", "critical load: served first, shed last", "agent", "the critical loads",
+            np.bool_, _NAMES, "static", note="`market.critical_loads`"),
+    Dataset("agents/cost_per_mwh", "$/MWh, producer's linear cost (cp1), NaN: no producer", "agent",
+            "every producer's linear cost", when=_NAMES, kind="static",
+            note="gen, sgen, pv: `poly_cost` cp1, else `market.sgen_price_per_mwh`; the report's profit of a "
+            "producer is `-payment - (cp1 p + cp2 p²) x step`"),
+    Dataset("agents/cost_per_mw2h", "$/MWh per MW, producer's quadratic cost (cp2), NaN: no producer",
+            "agent", "every producer's quadratic cost", when=_NAMES, kind="static"),
+    Dataset("market/price_per_mwh", "$/MWh", "bus", "marginal price of energy per bus (uniform: one value)",
+            attr="price_per_mwh",
+            note="uniform, tou, dr: one value at every bus; dcopf, central: LMP; acopf: `lam_p`"),
+    Dataset("market/price_q_per_mvarh", "$/Mvarh", "bus", "marginal price of reactive power per bus",
+            when="design reactive", attr="price_q_per_mvarh"),
+    Dataset("market/cleared_mwh", "MWh", None, "energy cleared in the interval", attr="cleared_mwh"),
+    Dataset("market/welfare", "$", None, "bids served minus generation cost, per interval", attr="welfare"),
+    Dataset("market/cost", "$", None, "generation cost as MATPOWER reports it: variable cost plus the "
+            "constant terms of the committed units, per interval", attr="cost",
+            note="the constant terms (`cp0_eur`) of every generator or upstream grid offered in the "
+            "interval, whatever its dispatch; every design"),
+    Dataset("market/variable_cost", "$", None, "generation cost without the constant terms, per interval",
+            attr="variable_cost", note="what the designs minimise"),
+    Dataset("market/vm_pu", "pu", "bus", "acopf: voltage magnitude of the OPF's solution (the grid's "
+            "set-points)", when="design reactive", attr="vm_pu"),
+    Dataset("market/q_mvar", "Mvar", "bus", "acopf: reactive power the OPF dispatches at each bus, + = "
+            "injection", when="design reactive", attr="q_mvar",
+            note="the summed capability of the bus's generators, sgens and external grid; 0 where it has "
+            "none"),
+    Dataset("market/congestion_rent", "$", None, "sum over buses of price * net withdrawal, per interval",
+            attr="congestion_rent",
+            note="the merchandising surplus of locational prices (in acopf it includes the loss rent)"),
+    Dataset("market/unserved_mwh", "MWh", None, "inelastic demand shed at the value of lost load",
+            attr="unserved_mwh"),
+    Dataset("market/ok", "1", None, "the clearing succeeded (else: NaN, agents followed their forecast)",
+            np.bool_, attr="ok", note="batteries idle when it failed"),
+    Dataset("market/security_cost", "$", None, "welfare given up for N-1 security against the same bids' "
+            "DC-OPF", when="design security", attr="security_cost",
+            note="root attributes `market/secured_outages` and `market/islanding_outages` list the outages "
+            "secured and those left out because they island part of the grid"),
+    Dataset("market/balancing_cost", "$", None, "deviations from the day-ahead schedule settled in real "
+            "time", when="design day_ahead", attr="balancing_cost"),
+    Dataset("market/admm_iterations", "1", None, "ADMM iterations to the stopping rule", np.int64,
+            "design distributed", attr="admm_iterations"),
+    Dataset("market/admm_messages", "1", None, "messages exchanged: price out and quantity back per agent "
+            "and iteration", np.int64, "design distributed", attr="admm_messages",
+            note="plus the polishing round"),
+    Dataset("market/award_mw", "MW", "agent", "cleared power, + = consumption", attr="award_mw",
+            note="equals `/agents/p_mw` when the clearing succeeded"),
+    Dataset("market/scheduled_mw", "MW", "agent", "day-ahead schedule, + = consumption",
+            when="design day_ahead", attr="scheduled_mw"),
+    Dataset("agents/storage_profit", "$", "battery", "revenue minus cost of every battery in the market",
+            attr="storage_profit", note="recorded with the market group (`-payment`)"),
+    Dataset("agents/unserved_mwh", "MWh", "agent", "inelastic demand shed (and all demand an outage cut "
+            "off)", attr="agent_unserved_mwh", note="recorded with the market group"),
+    Dataset("agents/curtailed_mwh", "MWh", "agent", "elastic demand not bought at the price",
+            attr="agent_curtailed_mwh", note="recorded with the market group"),
+    Dataset("market/payment", "$", "agent", "paid in the interval, + = pays", attr="payment",
+            note="at the price of the agent's bus"),
+    Dataset("market/hhi", "1", None, "Herfindahl-Hirschman index of cleared supply by supplier, 0..10000",
+            when="screens", attr="hhi",
+            note="`sum_i (100 q_i / sum_j q_j)^2`, NaN when nothing is cleared; screens: dcopf, scopf"),
+    Dataset("market/rsi", "1", "supplier", "residual supply index: (capacity - supplier's) / cleared "
+            "demand", when="screens", attr="rsi",
+            note="`RSI_i = (C - C_i) / D`: C the supply capacity offered in the interval, D the total "
+            "cleared demand (NaN when D = 0)"),
+    Dataset("market/rsi_min", "1", None, "smallest residual supply index of the interval", when="screens",
+            attr="rsi_min"),
+    Dataset("market/pivotal", "1", "supplier", "supplier is pivotal: its residual supply index is below 1",
+            np.bool_, "screens", attr="pivotal"),
+    Dataset("market/strategic_offer_per_mwh", "$/MWh", None, "the strategic player's offer (its MPEC's)",
+            when="strategic", attr="strategic_offer_per_mwh",
+            note="less 0.01 $/MWh where the clearing broke a tie against it"),
+    Dataset("market/strategic_optimal", "1", None, "the MPEC solved to optimality (else the player offered "
+            "its cost)", when="strategic", attr="strategic_optimal"),
+    Dataset("market/strategic_profit", "$", None, "strategic player's profit: LMP x dispatch - true cost",
+            when="strategic", attr="strategic_profit"),
+    Dataset("market/competitive_profit", "$", None, "its profit in the same interval offering its true "
+            "cost", when="strategic", attr="competitive_profit"),
+    Dataset("market/lerner_index", "1", None, "(LMP - marginal cost) / LMP at the strategic player's bus",
+            when="strategic", attr="lerner_index", note="NaN where the LMP is 0"),
+    Dataset("market/welfare_loss", "$", None, "competitive minus strategic welfare, both at true costs",
+            when="strategic", attr="welfare_loss",
+            note="`/market/welfare` and `/market/cost` themselves are at the offers as bid"),
+    Dataset("market/supplier_name", "owner of supply steps; upstream = ext_grid", "supplier",
+            "the suppliers of the screens", str, "screens", "static",
+            note="every agent that owns a supply step, by its agent name, and `upstream` (the external "
+            "grid's import steps)"),
+    Dataset("market/trades", "", "trade", "bilateral trades by merit-order matching; buyer pays price, "
+            "seller gets seller_price", when="", kind="table", attr="trades",
+            note="buyer/seller are agent positions (column of the agent datasets); price and seller_price "
+            "differ across a congested line",
+            columns=(
+                ("step", np.int64, "1"),
+                ("buyer", np.int64, "agent position, -1 = upstream grid"),
+                ("seller", np.int64, "agent position, -1 = upstream grid"),
+                ("mwh", np.float64, "MWh"),
+                ("price", np.float64, "$/MWh"),
+                ("seller_price", np.float64, "$/MWh"),
+            )),
+    Dataset("market/day", "", "day", "one row per day cleared ahead", when="design day_ahead", kind="table",
+            attr="day",
+            note="labelled by each day's start time; `day_step`: its first step; value of the stochastic "
+            "solution, expected value of perfect information, the recourse problem's expected cost, "
+            "wait-and-see, expected cost of the expected-value schedule, expected balancing cost (files "
+            "written before this group have them in `/market`; the report reads both)",
+            columns=(("day_step", np.int64, "1"), *((c, np.float64, "$") for c in DAY_COLUMNS))),
+    Dataset("market/admm_residual", "", "row", "ADMM residual traces: one row per iteration of every "
+            "interval", when="design distributed", kind="table", attr="admm_residual",
+            columns=(
+                ("step", np.int64, "1"),
+                ("iteration", np.int64, "1"),
+                ("primal_residual", np.float64, "MW"),
+                ("dual_residual", np.float64, "$/MWh"),
+                ("rho", np.float64, "$/MWh per MW"),
+                ("price", np.float64, "$/MWh"),
+            )),
+)  # fmt: skip
 
 
 def design_of(name: str) -> Any:
@@ -383,61 +389,43 @@ class MarketComponent(Component):
         self.step_s = scenario.time.step_s
         self.stats = SolverStats()
 
-    def _shown(self, when: str | None) -> bool:
+    def _shown(self, when: str) -> bool:
+        """A dataset written under ``when`` (a row of DATASETS) is written for this market."""
         if when in ("screens", "strategic"):
             return bool(getattr(self.market, when))
-        return when is None or bool(getattr(self.caps, when))
+        return not when or bool(getattr(self.caps, when.removeprefix("design ")))
 
     def contract(self, groups: Iterable[str]) -> Contract:
         groups, out, market = set(groups), Contract(), self.market
         table = self.built["agents"].fleet.table
         if groups & {"agents", "market"}:
             c1, c2 = market.bidder.producer_cost(len(table))
-            out.static |= {
-                "agents/critical": (
-                    np.asarray(market.bidder.critical, dtype=bool),
-                    "critical load: served first, shed last",
-                ),
-                "agents/cost_per_mwh": (c1, "$/MWh, producer's linear cost (cp1), NaN: no producer"),
-                "agents/cost_per_mw2h": (
-                    c2,
-                    "$/MWh per MW, producer's quadratic cost (cp2), NaN: no producer",
-                ),
+            static = {
+                "agents/critical": np.asarray(market.bidder.critical, dtype=bool),
+                "agents/cost_per_mwh": c1,
+                "agents/cost_per_mw2h": c2,
             }
+            out.add_static(DATASETS, static)
         if "market" not in groups:
             return out
-        n_bus = len(self.built["agents"].net.bus)
-        n_battery = len(table.where("battery"))
-        width: dict[str | None, int] = {
-            "bus": n_bus,
+        width: dict[str | None, int | None] = {
+            "bus": len(self.built["agents"].net.bus),
             "agent": len(table),
-            "battery": n_battery,
+            "battery": len(table.where("battery")),
             "supplier": len(market.suppliers),
+            None: None,
         }
-        for attr, unit, along, description, when in SERIES:
-            if not self._shown(when):
-                continue
-            dtype = (
-                np.bool_ if attr in ("ok", "pivotal") else np.int64 if attr.startswith("admm") else np.float64
-            )
-            path = f"market/{attr}"
-            if attr in ("storage_profit", "agent_unserved_mwh", "agent_curtailed_mwh"):
-                path = "agents/" + attr.removeprefix("agent_")
-            out.series.append(Series(path, unit, dtype, width.get(along), description, COLUMNS[along]))
-            out.routes[attr] = path
-        out.tables.append(TRADES)
-        out.routes["trades"] = TRADES.path
+        for row in DATASETS:
+            if row.kind == "series" and self._shown(row.when):
+                out.record(DATASETS, row.path, width[row.along])
+        out.record(DATASETS, "market/trades")
         if market.screens:
             names = [str(n) for n in table.name]
             suppliers = [names[a] if a >= 0 else "upstream" for a in market.suppliers]
-            out.static["market/supplier_name"] = (
-                np.array(suppliers),
-                "owner of supply steps; upstream = ext_grid",
-            )
-        for table_, when in ((DAY, "day_ahead"), (ADMM_RESIDUAL, "distributed")):
-            if self._shown(when):
-                out.tables.append(table_)
-                out.routes[table_.path.split("/")[1]] = table_.path
+            out.add_static(DATASETS, {"market/supplier_name": np.array(suppliers)})
+        for path, step_column in (("market/day", "day_step"), ("market/admm_residual", "")):
+            if self._shown(dataset(DATASETS, path).when):
+                out.record(DATASETS, path, step_column=step_column)
         if self.caps.security:
             out.attrs |= {
                 "market/secured_outages": json.dumps(list(market.model.contingency_names)),

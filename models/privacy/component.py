@@ -7,12 +7,28 @@ from typing import Any
 
 import numpy as np
 
-from cosim.component import Component, Contract, Link, plain_scenario, rng_for
-from cosim.recorder import Series
+from cosim.component import Component, Contract, Dataset, Link, plain_scenario, rng_for
 from cosim.scenario import Scenario
 from cosim.units import UDUNITS
 
 COLUMNS = "privacy/series_name"
+_MIXED = "per column: privacy/series_units"
+DATASETS: tuple[Dataset, ...] = (
+    Dataset("privacy/released", _MIXED, "series", "noisy per-bus sums and active counts (NaN: refused)",
+            attr="released",
+            note="the noisy per-group consumption sums (MWh), then the noisy active counts; NaN rows: "
+            "refused by the budget, or inside a period with `release_every: day` (the day's release is on "
+            "its last step); the only metered data that leaves the privacy simulator"),
+    Dataset("privacy/epsilon_spent", "1", None, "epsilon spent so far (cumulative)", attr="epsilon_spent"),
+    Dataset("privacy/refused", "1", None, "the release would have exceeded the budget", np.bool_,
+            attr="refused"),
+    Dataset("privacy/true", _MIXED, "series", "true aggregates", when="evaluate", attr="true",
+            note="clamped"),
+    Dataset(COLUMNS, "", "series", "names of the released series", str, kind="static",
+            note="`<bus> consumption_mwh`, `<bus> active_count` (`grid` when grouped over the grid)"),
+    Dataset("privacy/series_units", "", "series", "the UDUNITS unit of each column of released and true",
+            str, kind="static", note="`MW h`, `1`"),
+)  # fmt: skip
 ERRORS = ("mae_consumption_mwh", "relative_error_consumption", "mae_count", "relative_error_count")
 
 
@@ -82,21 +98,10 @@ class Privacy(Component):
         assert cfg is not None
         if "privacy" not in set(groups):
             return Contract()
-        n, unit = len(names), "per column: privacy/series_units"
-        series = [
-            Series(
-                "privacy/released",
-                unit,
-                np.float64,
-                n,
-                "noisy per-bus sums and active counts (NaN: refused)",
-                COLUMNS,
-            ),
-            Series("privacy/epsilon_spent", "1", np.float64, None, "epsilon spent so far (cumulative)"),
-            Series("privacy/refused", "1", np.bool_, None, "the release would have exceeded the budget"),
-        ]
-        if cfg.evaluate:
-            series.append(Series("privacy/true", unit, np.float64, n, "true aggregates", COLUMNS))
+        out = Contract(labels={COLUMNS: "series"})
+        for row in DATASETS:
+            if row.kind == "series" and (row.when != "evaluate" or cfg.evaluate):
+                out.record(DATASETS, row.path, len(names) if row.along else None)
         attrs = {
             "privacy/epsilon": cfg.epsilon,
             "privacy/budget": cfg.budget,
@@ -107,13 +112,9 @@ class Privacy(Component):
             "privacy/noise": cfg.noise,
         }
         per_column = np.array([UDUNITS["MWh" if n.endswith("_mwh") else "1"] for n in names])
-        return Contract(
-            series=series,
-            static={COLUMNS: (names, ""), "privacy/series_units": (per_column, "")},
-            routes={s.path.split("/")[1]: s.path for s in series},
-            attrs=attrs,
-            labels={COLUMNS: "series"},
-        )
+        out.add_static(DATASETS, {COLUMNS: names, "privacy/series_units": per_column})
+        out.attrs = attrs
+        return out
 
     def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
         return {
