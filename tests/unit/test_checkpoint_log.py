@@ -124,7 +124,8 @@ def test_recorder_checkpoint_keeps_buffered_steps_without_writing(tmp_path: Path
         run.append(_step(k))
     state = pickle.loads(pickle.dumps(run.checkpoint_state()))
     assert state["n_steps"] == 4 and state["table_rows"] == {"market/trades": 6}
-    assert len(state["buffered"]["time"]) == 2 and len(state["rows"]["market/trades"]) == 2
+    assert list(state["buffered"]["time"]) == [4, 5]
+    assert [list(block["step"]) for block in state["rows"]["market/trades"]] == [[4, 5, 5]]  # one block
     with h5py.File(tmp_path / "run.h5.partial", "r") as f:  # readable: nothing half-written
         assert f["time"].shape == (4,)
     for k in range(6, 9):  # the run went on past a chunk, then was killed
