@@ -7,9 +7,10 @@ chunk), the data the time-shifted connections carry into the next step, the exte
 log, and the state of every model core. The ledger's inputs go to an append-only side file,
 ``<output>.ckpt.log`` (:class:`InputLog`): each checkpoint appends only the entries of its interval.
 
-A core's state is taken by :func:`capture`: an object that pickles is stored whole; otherwise its
-attributes are captured one by one, so what cannot be pickled (HiGHS and Pyomo instances, SuperLU factors,
-OpenDP's measurements) is left out and kept as the freshly built run has it. A class lists in
+A core's state is taken by :func:`capture`: an object that pickles and holds nothing of a solver or engine
+(Pyomo, HiGHS, SimPy, OpenDP, ctypes: never stored, even where they would pickle) is stored whole; otherwise
+its attributes are captured one by one, so what cannot be pickled (HiGHS and Pyomo instances, SuperLU
+factors, OpenDP's measurements) is left out and kept as the freshly built run has it. A class lists in
 ``checkpoint_drop`` the attributes that describe such a left-out object (e.g. which parameters a HiGHS
 instance already holds) and must stay fresh too; a class holding such objects, or parts with hooks, declares
 it (even empty) so that it is never stored whole. Hooks: ``before_capture()`` puts a left-out object's
@@ -138,11 +139,33 @@ class InputLog:
 _FOREIGN = ("pyomo", "highspy", "simpy", "opendp", "ctypes")  # handles into solvers and engines: never stored
 
 
+def _foreign(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] in _FOREIGN
+
+
+class _Sink:
+    """A file that keeps nothing: the trial pickle only asks whether an object pickles."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _Trial(pickle.Pickler):
+    """A pickler that gives up at the first object of a solver or engine (instead of pickling, say, a
+    whole Pyomo model before failing on its solver: several times the cost of the checkpoint itself)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if _foreign(obj):
+            raise pickle.PicklingError(f"{type(obj).__module__} objects are never stored")
+        return NotImplemented
+
+
 def _pickles(obj: Any) -> bool:
-    if type(obj).__module__.split(".")[0] in _FOREIGN:
+    """Whether ``obj`` pickles whole, holding nothing of a solver or engine."""
+    if _foreign(obj):
         return False
     try:
-        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        _Trial(_Sink(), protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     except Exception:  # noqa: BLE001 - anything that does not pickle is left out
         return False
     return True
