@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cosim.checkpoint import InputLog, log_path, remove
+from cosim.checkpoint import InputLog, capture, log_path, remove, restore
 from cosim.errors import CosimError
 from cosim.recorder import H5Recorder, Series, Table
 
@@ -86,6 +86,22 @@ def test_a_short_or_foreign_log_is_refused(tmp_path: Path) -> None:
     fresh.append(_entry(3))
     assert fresh.commit()["bytes"] == path.stat().st_size
     assert _same_entries(list(fresh.entries()), range(3, 4))
+
+
+def test_captured_as_a_core_state_the_log_commits_and_restores_its_extent(tmp_path: Path) -> None:
+    """Captured (the ledger component's state), the log commits its entries and is stored as its extent
+    only; restored into a fresh log, the file is cut back to that extent and reads those entries."""
+    path = tmp_path / "run.h5.ckpt.log"
+    log = InputLog(path)
+    for k in range(5):
+        log.append(_entry(k))
+    tree = pickle.loads(pickle.dumps(capture(log)))
+    assert log.pending == [] and path.stat().st_size == log.n_bytes > 0
+    assert tree == ("fields", {"n_bytes": ("value", log.n_bytes), "n_entries": ("value", 5)})
+    log.append(_entry(5))
+    log.commit()  # after the checkpoint, before a crash
+    fresh = restore(InputLog(path), tree)
+    assert path.stat().st_size == fresh.n_bytes and _same_entries(list(fresh.entries()), range(5))
 
 
 def test_remove_takes_the_checkpoint_and_its_log(tmp_path: Path) -> None:
