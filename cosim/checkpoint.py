@@ -1,13 +1,16 @@
 """Checkpoints of a running study, for ``cosim run FILE --resume`` after a crash or a ``kill -9``.
 
-Every ``output.checkpoint_steps`` steps the run flushes the recorder and writes ``<output>.ckpt`` (a
-temporary file, then ``os.replace``): the step reached, what identifies the run (scenario, seed, code
-version), the recorder's offsets, the data the time-shifted connections carry into the next step, the
-ledger's input log, and the state of every model core.
+Every ``output.checkpoint_steps`` steps the run writes ``<output>.ckpt`` (a temporary file, then
+``os.replace``): the step reached, what identifies the run (scenario, seed, code version), the recorder's
+offsets and the steps it holds in memory (not yet written: the checkpoint never forces a partial HDF5
+chunk), the data the time-shifted connections carry into the next step, the extent of the ledger's input
+log, and the state of every model core. The ledger's inputs go to an append-only side file,
+``<output>.ckpt.log`` (:class:`InputLog`): each checkpoint appends only the entries of its interval.
 
-A core's state is taken by :func:`capture`: an object that pickles is stored whole; otherwise its
-attributes are captured one by one, so what cannot be pickled (HiGHS and Pyomo instances, SuperLU factors,
-OpenDP's measurements) is left out and kept as the freshly built run has it. A class lists in
+A core's state is taken by :func:`capture`: an object that pickles and holds nothing of a solver or engine
+(Pyomo, HiGHS, SimPy, OpenDP, ctypes: never stored, even where they would pickle) is stored whole; otherwise
+its attributes are captured one by one, so what cannot be pickled (HiGHS and Pyomo instances, SuperLU
+factors, OpenDP's measurements) is left out and kept as the freshly built run has it. A class lists in
 ``checkpoint_drop`` the attributes that describe such a left-out object (e.g. which parameters a HiGHS
 instance already holds) and must stay fresh too; a class holding such objects, or parts with hooks, declares
 it (even empty) so that it is never stored whole. Hooks: ``before_capture()`` puts a left-out object's
@@ -17,13 +20,14 @@ power flow per topology); ``after_restore()`` rebuilds what is derived (a Jacobi
 reloaded cold, as the checkpointed run did). The ledger's consensus runs as SimPy processes (generators),
 which cannot be stored: it is rebuilt by replaying its logged inputs (`cosim.models.ledger.sim.replay`).
 
-The file is a pickle: load only checkpoints your own runs wrote.
+The files are pickles: load only checkpoints your own runs wrote.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,7 @@ from cosim.errors import CosimError
 if TYPE_CHECKING:
     from cosim.scenario import Scenario
 
-FORMAT = 1
+FORMAT = 2  # 2: the ledger's inputs in <output>.ckpt.log, the recorder's buffered steps
 _MAX_DEPTH = 8
 
 
@@ -41,14 +45,127 @@ def checkpoint_path(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
+def log_path(checkpoint: Path) -> Path:
+    """The input log beside a checkpoint: ``<output>.ckpt.log``."""
+    return checkpoint.with_name(checkpoint.name + ".log")
+
+
+def remove(checkpoint: Path) -> None:
+    """Remove a checkpoint and its input log (the run is whole: nothing to resume)."""
+    for path in (checkpoint, log_path(checkpoint)):
+        path.unlink(missing_ok=True)
+
+
+class InputLog:
+    """An append-only file of a model's inputs, written incrementally at each checkpoint.
+
+    :meth:`append` keeps an entry in memory; :meth:`commit` (at a checkpoint) appends the entries kept since
+    the previous commit as one pickle frame, syncs the file and returns its extent (bytes and entries),
+    which the checkpoint records. :meth:`reopen` (on resume) cuts the file back to a checkpoint's extent,
+    dropping what a crash after that checkpoint appended, and :meth:`entries` reads the entries up to it.
+    As a core's state (:func:`capture`) the log commits before it is captured, and is captured as its
+    extent alone; restored, it cuts its file back to that extent.
+    """
+
+    checkpoint_drop = ("path", "pending")
+
+    def __init__(self, path: Path, n_bytes: int = 0, n_entries: int = 0) -> None:
+        self.path, self.n_bytes, self.n_entries = path, n_bytes, n_entries
+        self.pending: list[Any] = []
+
+    def before_capture(self) -> None:
+        self.commit()
+
+    def before_restore(self, fields: dict[str, Any]) -> None:
+        self._cut(fields["n_bytes"][1])
+
+    def append(self, entry: Any) -> None:
+        """Keep one entry until the next commit."""
+        self.pending.append(entry)
+
+    def commit(self) -> dict[str, int]:
+        """Append the kept entries to the file (a fresh file at the first commit of a run), synced; the
+        extent to record in the checkpoint."""
+        with open(self.path, "r+b" if self.n_bytes else "wb") as f:
+            f.truncate(self.n_bytes)  # a tail a crash left after the last checkpoint
+            f.seek(self.n_bytes)
+            pickle.dump(self.pending, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+            self.n_bytes = f.tell()
+        self.n_entries += len(self.pending)
+        self.pending = []
+        return {"bytes": self.n_bytes, "entries": self.n_entries}
+
+    @classmethod
+    def reopen(cls, path: Path, extent: dict[str, int]) -> InputLog:
+        """The log of a resumed run: the file cut back to the checkpoint's ``extent``; CosimError when the
+        file is missing or shorter."""
+        log = cls(path, extent["bytes"], extent["entries"])
+        log._cut(extent["bytes"])
+        return log
+
+    def _cut(self, n_bytes: int) -> None:
+        """Cut the file back to ``n_bytes`` (what a checkpoint recorded); CosimError if it is shorter."""
+        size = self.path.stat().st_size if self.path.is_file() else -1
+        if size < n_bytes:
+            raise CosimError(
+                f"--resume: the input log {self.path} is missing or shorter than its checkpoint records "
+                f"({max(size, 0)} of {n_bytes} bytes); {self._advice}"
+            )
+        os.truncate(self.path, n_bytes)
+
+    def entries(self) -> Iterator[Any]:
+        """The committed entries, in order; CosimError if the file does not hold as many as committed."""
+        n = 0
+        try:
+            with open(self.path, "rb") as f:
+                while f.tell() < self.n_bytes:
+                    frame = pickle.load(f)
+                    n += len(frame)
+                    yield from frame
+        except Exception as exc:  # noqa: BLE001 - a truncated, corrupt or foreign file
+            raise CosimError(f"--resume: cannot read the input log {self.path} ({type(exc).__name__}); "
+                             f"{self._advice}") from None  # fmt: skip
+        if n != self.n_entries:
+            raise CosimError(f"--resume: the input log {self.path} holds {n} entries, its checkpoint "
+                             f"{self.n_entries}; {self._advice}")  # fmt: skip
+
+    @property
+    def _advice(self) -> str:
+        return f"delete the checkpoint {self.path.with_suffix('')} and run without --resume"
+
+
 _FOREIGN = ("pyomo", "highspy", "simpy", "opendp", "ctypes")  # handles into solvers and engines: never stored
 
 
+def _foreign(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] in _FOREIGN
+
+
+class _Sink:
+    """A file that keeps nothing: the trial pickle only asks whether an object pickles."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _Trial(pickle.Pickler):
+    """A pickler that gives up at the first object of a solver or engine (instead of pickling, say, a
+    whole Pyomo model before failing on its solver: several times the cost of the checkpoint itself)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if _foreign(obj):
+            raise pickle.PicklingError(f"{type(obj).__module__} objects are never stored")
+        return NotImplemented
+
+
 def _pickles(obj: Any) -> bool:
-    if type(obj).__module__.split(".")[0] in _FOREIGN:
+    """Whether ``obj`` pickles whole, holding nothing of a solver or engine."""
+    if _foreign(obj):
         return False
     try:
-        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        _Trial(_Sink(), protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     except Exception:  # noqa: BLE001 - anything that does not pickle is left out
         return False
     return True

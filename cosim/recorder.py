@@ -224,9 +224,12 @@ class H5Recorder:
         table_rows: dict[str, int],
         labels: dict[str, str] | None = None,
         dims: dict[str, tuple[str, ...]] | None = None,
+        buffered: dict[str, np.ndarray] | None = None,
+        rows: dict[str, list[dict[str, np.ndarray]]] | None = None,
     ) -> H5Recorder:
         """The recorder of a resumed run: its ``.partial`` file cut back to ``n_steps`` steps (and each
-        table to its ``table_rows``), appended to from there."""
+        table to its ``table_rows``), appended to from there; ``buffered`` and ``rows`` are the steps the
+        checkpointed recorder held in memory (see :meth:`checkpoint_state`)."""
         self = cls.__new__(cls)
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
@@ -259,6 +262,10 @@ class H5Recorder:
             for s in series
         }
         self._filled = 0
+        for key, data in (buffered or {}).items():
+            self._buffers[key][: len(data)] = data
+            self._filled = len(data)
+        self._rows |= {tpath: list(kept) for tpath, kept in (rows or {}).items()}
         self.n_steps = n_steps
         self.failed = None
         self._write_error = False
@@ -269,6 +276,20 @@ class H5Recorder:
     def table_rows(self) -> dict[str, int]:
         """Rows written to each table (after a flush: all rows recorded)."""
         return {tpath: int(self._file[f"{tpath}/{t.row_dim}"].shape[0]) for tpath, t in self.tables.items()}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the recorder, for :meth:`reopen`: the steps and table rows in the file
+        (as of the last chunk written) and the steps buffered in memory (less than a chunk).
+
+        Nothing is written: a checkpoint costs no partial chunk (compressed now, then read, completed and
+        compressed again), and the chunks are those of a run without checkpoints.
+        """
+        return {
+            "n_steps": self.n_steps,
+            "table_rows": self.table_rows(),
+            "buffered": {key: buf[: self._filled].copy() for key, buf in self._buffers.items()},
+            "rows": {tpath: _merged(kept) for tpath, kept in self._rows.items()},
+        }
 
     def _sync(self) -> None:
         """Flush HDF5's buffers and metadata to disk (the file then opens whatever happens next)."""
@@ -504,6 +525,13 @@ class H5Recorder:
             os.replace(self.partial_path, self.path)
             return self.path
         return self.partial_path
+
+
+def _merged(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """A table's buffered rows as one block (a column each): written alike, pickled in one go."""
+    if len(rows) < 2:
+        return list(rows)
+    return [{name: np.concatenate([r[name] for r in rows]) for name in rows[0]}]
 
 
 def _labels_dim(columns: str) -> str:

@@ -22,6 +22,7 @@ from mosaik.async_scenario import MosaikConfig
 from cosim.checkpoint import capture as capture_state
 from cosim.checkpoint import checkpoint_every, checkpoint_path, segments
 from cosim.checkpoint import load as load_checkpoint
+from cosim.checkpoint import remove as remove_checkpoint
 from cosim.checkpoint import restore as restore_state
 from cosim.checkpoint import save as save_checkpoint
 from cosim.component import Component, Contract, build_all
@@ -100,7 +101,7 @@ def _open_recorder(scenario: Scenario, whole: Contract, saved: dict[str, Any] | 
             rec = saved["recorder"]
             return H5Recorder.reopen(
                 scenario.output_path, whole.series, chunk, whole.tables, rec["n_steps"], rec["table_rows"],
-                whole.labels, whole.dims,
+                whole.labels, whole.dims, rec["buffered"], rec["rows"],
             )  # fmt: skip
         return H5Recorder(
             scenario.output_path, whole.series, whole.static, whole.attrs, chunk, scenario.output.compression,
@@ -190,12 +191,11 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
                 segment(k_from, k_to)
                 if k_to < n_steps:
                     t_ckpt = wallclock.perf_counter()
-                    recorder.flush()
                     save_checkpoint(ckpt_path, {
                         "identity": identity, "step": k_to, "carry": carry,
                         "components": {name: {k: capture_state(v) for k, v in c.state().items()}
                                        for name, c in components.items()},
-                        "recorder": {"n_steps": recorder.n_steps, "table_rows": recorder.table_rows()},
+                        "recorder": recorder.checkpoint_state(),
                     })  # fmt: skip
                     checkpoint_s += wallclock.perf_counter() - t_ckpt
     except BaseException as exc:
@@ -211,7 +211,7 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
     recorder.labels |= final.labels
     recorder.dims |= final.dims
     path = recorder.close(complete=True, datasets=final.static, attrs=final.attrs)
-    ckpt_path.unlink(missing_ok=True)  # the run is whole: nothing to resume
+    remove_checkpoint(ckpt_path)  # the run is whole: nothing to resume (and the ledger's input log)
     return _summary(path, n_steps, wallclock.perf_counter() - t0, final.attrs, components)
 
 

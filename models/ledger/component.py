@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.checkpoint import checkpoint_every
+from cosim.checkpoint import InputLog, checkpoint_every, checkpoint_path, log_path
 from cosim.component import Component, Contract, Dataset, Link, plain_scenario, rng_for
 from cosim.models.adapter import SolverStats
 from cosim.models.ledger.consensus import ENGINES
@@ -164,12 +164,15 @@ class Ledger(Component):
         self.tx_per_s = workload.tx_per_s if workload else 0.0
         self.step_s, self.n_steps = scenario.time.step_s, scenario.time.n_steps
         self.stats = SolverStats()
-        # every step's inputs, for a checkpoint: the SimPy engine cannot be stored, it is replayed
-        self.log: list[tuple[int, Any, Any]] | None = [] if checkpoint_every(scenario) else None
+        # every step's inputs, appended to <output>.ckpt.log at each checkpoint: the SimPy engine cannot be
+        # stored, a resume replays them
+        log = log_path(checkpoint_path(scenario.output_path))
+        self.log = InputLog(log) if checkpoint_every(scenario) else None
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
-        replay(self.model, self.log or [], self.tx_per_s, self.step_s, self.n_steps)
+        logged = self.log.entries() if self.log is not None else []
+        replay(self.model, logged, self.tx_per_s, self.step_s, self.n_steps)
 
     def contract(self, groups: Iterable[str]) -> Contract:
         if "ledger" not in set(groups):

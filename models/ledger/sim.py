@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time as wallclock
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
+from cosim.checkpoint import InputLog
 from cosim.models.adapter import ShiftedSim, SolverStats
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 
@@ -43,7 +45,7 @@ def ledger_step(
 
 
 def replay(
-    model: LedgerModel, log: list[tuple[int, Any, Any]], tx_per_s: float, step_s: int, n_steps: int
+    model: LedgerModel, log: Iterable[tuple[int, Any, Any]], tx_per_s: float, step_s: int, n_steps: int
 ) -> None:
     """Bring a freshly built ledger to a checkpoint's state by re-executing its logged inputs.
 
@@ -58,10 +60,11 @@ class LedgerSim(ShiftedSim):
     """Steps the ledger once per co-simulation step.
 
     With a market, ``trades`` (this step's) and ``p_mw`` (agents, load convention) arrive as inputs; in the
-    standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step. ``log`` (a list the
-    caller keeps) collects each step's inputs for a checkpoint. In a process of its own the adapter gets
-    plain parameters, ``scenario`` (the validated scenario as JSON data) and ``n_accounts``, and builds the
-    very ledger the world would. ``summary`` reports what the run's summary needs.
+    standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step. ``log`` (the run's
+    :class:`~cosim.checkpoint.InputLog`) collects each step's inputs for the checkpoints. In a process of its
+    own the adapter gets plain parameters, ``scenario`` (the validated scenario as JSON data) and
+    ``n_accounts``, and builds the very ledger the world would. ``summary`` reports what the run's summary
+    needs.
     """
 
     def __init__(self) -> None:
@@ -79,7 +82,7 @@ class LedgerSim(ShiftedSim):
         n_accounts: int = 0,
         tx_per_s: float = 0.0,
         stats: SolverStats | None = None,
-        log: list[tuple[int, Any, Any]] | None = None,
+        log: InputLog | None = None,
     ) -> None:
         if model is None:  # out of process: build it here
             from cosim.models.ledger.component import build_ledger

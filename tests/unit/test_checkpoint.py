@@ -124,3 +124,15 @@ def test_a_restored_solver_reaches_the_same_vertex_of_a_degenerate_lp() -> None:
     assert [_clear(m2, resumed, x) for x in intervals[at:]] == after
     # reloaded cold at the capture; the resumed one (whose count is restored) again at the restore
     assert (running.n_reloads, resumed.n_reloads) == (1, 2)
+
+
+def test_capture_never_stores_a_solver_inside_a_picklable_container() -> None:
+    """A dict holding a Pyomo model (which would pickle) is captured item by item: the model is left out
+    as soon as the trial pickle meets it, the plain entries are stored."""
+    import pyomo.environ as pyo
+
+    model = pyo.ConcreteModel()
+    model.x = pyo.Var(range(50))
+    pickle.dumps(model)  # Pyomo models do pickle: only the rule keeps it out
+    kind, items = capture({"model": model, "soc": np.ones(2)})
+    assert kind == "items" and items["model"] == ("skip", None) and items["soc"][0] == "value"
