@@ -256,7 +256,8 @@ _DESIGNS_HEADER = """# Market designs
 
 Generated from the registry `models/market/designs.py` by `python -m cosim.docs`; do not edit by hand (a
 test compares this page with the code). `market.design` takes one of these names. Scenario validation, the
-world (datasets, wiring, emission factors) and the report read a design's capabilities, never its name.
+market component (bid rules, datasets, wiring, emission factors) and the report read a design's
+capabilities, never its name.
 
 | design | what it is | what its physics leave out | clearing model |
 |---|---|---|---|

@@ -17,9 +17,6 @@ from cosim.scenario import MarketConfig, load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "models/market/designs.py"
-# files whose name switches are being moved onto the registry's capabilities (the world's market code,
-# moving to models/market/component.py); each must still hold some, else it comes off this list
-PENDING = {"cosim/world.py"}
 
 
 def _is_name(node: ast.AST) -> bool:
@@ -87,8 +84,7 @@ def test_the_scan_finds_every_kind_of_name_switch() -> None:
 
 
 def test_no_design_name_switch_outside_the_registry() -> None:
-    """No source file but the registry decides anything by a design's name (the pending files still do
-    and must be cleared, then taken off the list)."""
+    """No source file but the registry decides anything by a design's name."""
     hits: dict[str, list[str]] = {}
     for root in ("cosim", "models", "analysis"):
         for path in sorted((REPO / root).rglob("*.py")):
@@ -97,9 +93,7 @@ def test_no_design_name_switch_outside_the_registry() -> None:
                 found = name_switches(path.read_text(encoding="utf-8"))
                 if found:
                     hits[rel] = found
-    assert set(hits) - PENDING == set(), {k: v for k, v in hits.items() if k not in PENDING}
-    cleared = {p for p in PENDING if (REPO / p).exists() and p not in hits}
-    assert not cleared, f"{cleared} no longer switch on design names: take them off PENDING"
+    assert hits == {}, f"design names compared outside {REGISTRY}: read its capabilities instead"
 
 
 def test_registry_is_the_schema_of_market_design() -> None:
