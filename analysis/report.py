@@ -22,6 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
+from cosim.models.market.designs import DESIGNS, Design
+
 from . import bidding_report, ledger_report, market_power_report, society_report, uncertainty_report
 from .common import CHUNK, Arr, Fig, Section, findings, fmt, money, num, page, render_section, save, table
 from .common import Stats as _Stats
@@ -37,11 +39,11 @@ _f = fmt
 
 V_LIMITS = (0.95, 1.05)  # pu; bus limits are not in the file
 MARKET_FIGS = ("price_duration.png", "lmp_heatmap.png", "market_volume.png", "ac_gap.png")
-PHYSICS = {
-    "uniform": "approximate physics: copper plate, no network, no losses, no voltage or line limits",
-    "dcopf": "approximate physics: linearised lossless DC flows, line limits, no voltage or reactive power",
-    "acopf": "AC physics in the market too, but cleared on forecasts: gaps show forecast and model mismatch",
-}
+
+
+def _registered(name: str) -> Design | None:
+    """The market design of that name from the registry, None for an unknown one (an old file)."""
+    return DESIGNS.get(name)
 
 
 def _ints(ds: h5py.Dataset | None) -> Arr:
@@ -359,9 +361,10 @@ def plot_lmp_heatmap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     what = "daily mean" if daily else "per step"
     equal = ""
     if m["uniform"]:
+        spec = _registered(m["design"])
         equal = (
-            "\nuniform design: one price for all buses, rows are equal"
-            if m["design"] == "uniform"
+            f"\n{m['design']} design: copper plate, one price for all buses, rows are equal"
+            if spec is not None and not spec.capabilities.network
             else "\nsame price at every bus in every step (no congestion): rows are equal"
         )
     ax.set(
@@ -432,11 +435,11 @@ def plot_ac_gap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(10, 8), layout="tight")
     axes = fig.subplots(3, 1, sharex=True)
     long_run = _long(d, 30)
-    design = m["design"]
+    design, registered = m["design"], _registered(m["design"])
     lo, hi = V_LIMITS
     losses = (
         "Grid losses (the market models them)"
-        if design == "acopf"
+        if registered is not None and registered.capabilities.losses
         else "Grid losses a lossless market ignores"
     )
     fin = np.abs(d["losses"][np.isfinite(d["losses"])])
@@ -458,8 +461,9 @@ def plot_ac_gap(d: dict[str, Any], m: dict[str, Any]) -> Figure:
             ax.set_ylim(-0.5, max(1.0, top) + 0.5)
         ax.set(title=title, ylabel=unit)
         ax.legend(loc="best", fontsize=8)
+    physics = "unknown market design" if registered is None else registered.physics
     fig.suptitle(
-        f"What the {design} market's physics missed\n{PHYSICS.get(design, 'unknown market design')}",
+        f"What the {design} market's physics missed\n{physics}",
         fontsize=11,
     )
     axes[2].set_xlabel("time (UTC)")

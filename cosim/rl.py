@@ -23,6 +23,7 @@ from pettingzoo import ParallelEnv
 
 from cosim.bidder_view import AgentView, default_price_max
 from cosim.errors import ScenarioError
+from cosim.models.market.designs import design
 from cosim.scenario import Scenario, load_scenario
 
 EPISODE_DAYS = {"day": 1, "week": 7}
@@ -38,8 +39,9 @@ class CoreLoop:
             scenario = load_scenario(scenario)
         if scenario.market is None:
             raise ScenarioError([("market", "a learning bidder needs a market section")])
-        if scenario.market.design == "stochastic":
-            raise ScenarioError([("market.design", "stochastic clears whole days ahead: use another design")])
+        if design(scenario.market.design).capabilities.day_ahead:
+            why = f"{scenario.market.design} clears whole days ahead: use a design cleared step by step"
+            raise ScenarioError([("market.design", why)])
         self.scenario = scenario
         self.net, self.fleet, self.power_flow, self.times_s, self.events = build_models(scenario)
         market = build_market(scenario, self.net, self.fleet, self.events)
@@ -98,7 +100,7 @@ class CoreLoop:
 
 def _view(loop: CoreLoop, name: str, price_max: float | None, n_lags: int, where: str) -> AgentView:
     bidder = loop.market.bidder
-    cap = price_max or default_price_max(bidder, getattr(loop.market, "posted_price_per_mwh", None))
+    cap = price_max or default_price_max(bidder, loop.market.posted_price_per_mwh)
     table = loop.fleet.table
     names = [str(n) for n in table.name]
     bus_pos = loop.bus_pos(names.index(name)) if name in names else 0

@@ -29,6 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from cosim.errors import ScenarioError
 from cosim.models.ledger.presets import BITCOIN
+from cosim.models.market.designs import DESIGN_HELP, DESIGN_KEYS, DesignName, design, designs_with
 from cosim.runguard import path_problem
 from cosim.scenario_io import read_yaml
 
@@ -443,17 +444,7 @@ class StrategicConfig(_Section):
 class MarketConfig(_Section):
     """Market clearing every step: bids and offers from the agents, a design, awards as set-points."""
 
-    design: Literal["uniform", "dcopf", "acopf", "central", "tou", "dr", "scopf", "admm", "stochastic"] = (
-        _field(
-            "uniform: copper-plate double auction; dcopf: DC-OPF with LMPs; acopf: AC-OPF with active and "
-            "reactive prices; central: cost-minimising dispatch of fixed demand (DC-OPF, batteries idle); "
-            "tou: agents respond to a posted time-of-use tariff; dr: tou plus demand-response events; "
-            "scopf: DC-OPF secure against every single branch outage (preventive N-1); admm: the uniform "
-            "double auction cleared decentrally (agents solve their own problems, a coordinator sets the "
-            "price); stochastic: each day cleared ahead against PV and load scenarios (copper plate, "
-            "batteries out), deviations settled in real time at balancing prices"
-        )
-    )
+    design: DesignName = _field(DESIGN_HELP)
     voll_per_mwh: float = _field(
         "Value of lost load: the bid of inelastic demand, the price of shedding it",
         unit="$/MWh",
@@ -537,31 +528,31 @@ class MarketConfig(_Section):
             raise ValueError("battery_discharge_price_per_mwh must be above battery_charge_price_per_mwh")
         if not self.utility_per_mwh and self.inelastic_share < 1:
             raise ValueError("utility_per_mwh needs at least one step unless inelastic_share is 1")
-        if self.design in ("tou", "dr"):
+        caps = design(self.design).capabilities
+        if "tariff" in caps.requires:
             hours = [p.from_hour for p in self.tariff]
             if not hours or hours[0] != 0 or hours != sorted(set(hours)):
                 raise ValueError(
                     f"design {self.design} needs a tariff whose periods start at hour 0, in order"
                 )
-        if self.design == "dr" and not self.dr_events:
-            raise ValueError("design dr needs at least one entry in dr_events")
-        if self.dr_events and self.design != "dr":
-            raise ValueError("dr_events are only used by design dr")
-        if self.branch_limit != "mva" and self.design != "acopf":
-            raise ValueError("branch_limit is only used by design acopf (DC designs limit active power)")
-        if self.design != "scopf" and (
-            self.contingencies is not None or self.contingency_limit_factor != 1.0
-        ):
-            raise ValueError("contingencies and contingency_limit_factor are only used by design scopf")
+        if "dr_events" in caps.requires and not self.dr_events:
+            raise ValueError(f"design {self.design} needs at least one entry in dr_events")
+        for key, default in DESIGN_KEYS.items():
+            if getattr(self, key) != default and key not in caps.accepts:
+                users = " or ".join(designs_with(key))
+                raise ValueError(
+                    f"{key} is only used by design {users}, not {self.design}: set market.design to "
+                    f"{users}, or remove market.{key}"
+                )
         if self.critical_voll_per_mwh < self.voll_per_mwh:
             raise ValueError(
                 "critical_voll_per_mwh must be at least voll_per_mwh: critical loads are shed last"
             )
-        if self.battery_bidding == "arbitrage" and self.design in ("central", "stochastic"):
+        if self.battery_bidding == "arbitrage" and not caps.batteries_bid:
             raise ValueError(
                 f"battery_bidding: arbitrage needs a design where batteries bid, not {self.design}"
             )
-        if self.design == "stochastic":
+        if caps.day_ahead:
             st = self.stochastic or StochasticConfig()
             if st.up_price_per_mwh < self.upstream.import_price_per_mwh:
                 raise ValueError("stochastic.up_price_per_mwh must be at least upstream.import_price_per_mwh")
@@ -569,13 +560,6 @@ class MarketConfig(_Section):
                 raise ValueError(
                     "stochastic.down_price_per_mwh must be at most upstream.export_price_per_mwh"
                 )
-        elif self.stochastic is not None:
-            raise ValueError("the stochastic section is only used by design stochastic")
-        if self.strategic is not None and self.design not in ("dcopf", "scopf"):
-            raise ValueError(
-                f"strategic needs a network design (dcopf or scopf) whose clearing the player anticipates, "
-                f"not {self.design}: set market.design to dcopf or scopf, or remove market.strategic"
-            )
         return self
 
 
@@ -1150,15 +1134,18 @@ class Scenario(_Section):
             raise ValueError("ledger records market trades: add a market section, or give ledger.workload")
         if self.emissions is not None and self.market is None:
             raise ValueError("emissions accounts what the market dispatches: add a market section")
+        name = None if self.market is None else self.market.design
+        caps = None if name is None else design(name).capabilities
         if (
             self.emissions is not None
             and self.emissions.carbon_price_per_t > 0
-            and self.market is not None
-            and self.market.design == "stochastic"
+            and caps
+            and not caps.carbon_price
         ):
             raise ValueError(
-                "emissions.carbon_price_per_t is not built for design stochastic (its days are cleared "
-                "ahead on the scenarios' own offers): set it to 0 or use another design"
+                f"emissions.carbon_price_per_t is not built for design {name} (it clears on "
+                f"offers of its own, not the agents' bids; designs that take it: "
+                f"{', '.join(designs_with('carbon_price'))}): set it to 0 or use another design"
             )
         if self.privacy is not None and self.grid is None:
             raise ValueError("privacy releases metered data of the agents: it needs a grid")
@@ -1169,20 +1156,21 @@ class Scenario(_Section):
                 "events with market.strategic are not built: the player's MPEC is built for the intact "
                 "network; remove the events or market.strategic"
             )
-        if self.events and self.market is not None and self.market.design == "stochastic":
+        if self.events and caps is not None and not caps.outages:
             raise ValueError(
-                "events with design stochastic are not built: its days are cleared ahead on the intact grid"
+                f"events with design {name} are not built: it clears on the intact grid "
+                f"(designs that clear outages: {', '.join(designs_with('outages'))})"
             )
         islands = [e for e in self.events if e.kind == "island"]
-        if islands and (self.market is None or self.market.design in ("acopf", "tou", "dr", "stochastic")):
+        if islands and (caps is None or not caps.islanding):
             raise ValueError(
-                "an island event needs a market that can balance the microgrid alone (uniform, dcopf, "
-                "central, scopf or admm): the local price decides who is served"
+                f"an island event needs a market that can balance the microgrid alone "
+                f"({', '.join(designs_with('islanding'))}): the local price decides who is served"
             )
         if self.privacy is not None and self.privacy.release_every == "day" and 86400 % self.time.step_s:
             raise ValueError("privacy.release_every day needs a time.step that divides a day")
-        if self.market is not None and self.market.design == "stochastic" and 86400 % self.time.step_s:
-            raise ValueError("design stochastic clears whole days ahead: time.step must divide a day")
+        if caps is not None and caps.day_ahead and 86400 % self.time.step_s:
+            raise ValueError(f"design {name} clears whole days ahead: time.step must divide a day")
         both = set(self.orchestration.out_of_process) & set(self.orchestration.connect)
         if both:
             raise ValueError(f"orchestration: {sorted(both)} both started here and connected to elsewhere")

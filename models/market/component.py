@@ -14,6 +14,7 @@ from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.carbon import DEMAND_KINDS, EmissionFactors, StepFactors, UpstreamGrid
+from cosim.models.market.designs import Capabilities, design
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
@@ -139,25 +140,9 @@ DATASETS: tuple[Dataset, ...] = (
 )  # fmt: skip
 
 
-def design_of(name: str) -> Any:
-    """Capabilities of a market design (interim: until the design registry lands)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(
-        fixed_demand=name == "central",
-        batteries_bid=name not in ("central", "stochastic"),
-        posted_price=name in ("tou", "dr"),
-        day_ahead=name == "stochastic",
-        reactive=name == "acopf",
-        security=name == "scopf",
-        distributed=name == "admm",
-        dc_network=name in ("dcopf", "central", "scopf"),
-        emissions="nodal"
-        if name in ("dcopf", "central", "scopf")
-        else "dc_reference"
-        if name == "acopf"
-        else "system",
-    )
+def design_of(name: str) -> Capabilities:
+    """Capabilities of a market design, from the registry (`cosim.models.market.designs`)."""
+    return design(name).capabilities
 
 
 def emission_factors(scenario: Scenario) -> EmissionFactors:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from cosim.errors import ModelNotConverged
+from cosim.models.market import designs
 from cosim.models.market.bidding import UPSTREAM, Bidder, merit_order_trades
+from cosim.models.market.clearers import DayAheadClearer, Setup
 from cosim.models.market.clearing import Bids, Clearing, fixed_cost
 
 
@@ -59,28 +61,27 @@ class Market:
     Parameters
     ----------
     net : pandapower net (its buses index the price vectors)
-    design : ``uniform``, ``dcopf``, ``acopf``, ``central`` (DC-OPF of fixed demand), ``tou``, ``dr``,
-        ``scopf`` (N-1 secure DC-OPF), ``admm`` (the uniform auction cleared decentrally) or ``stochastic``
-        (day-ahead against scenarios, settled in real time: give ``day_ahead``)
+    design : a name of `designs.DESIGNS` (its `designs.Capabilities` decide what the market does; its
+        clearing model is built by the design, `clearers.Clearer`)
     bidder : the run's step layout
     dt_h : interval length [h]
     on_failure : ``continue`` or ``stop``
-    demand_q_ratio : (n_demand,) q/p of each demand step (acopf)
-    posted_price_per_mwh : (T,) the tariff of every step (tou, dr)
+    demand_q_ratio : (n_demand,) q/p of each demand step (reactive designs)
+    posted_price_per_mwh : (T,) the tariff of every step (posted-price designs)
     carbon : ``(StepFactors, carbon_price_per_t)``: offers carry their marginal emissions at that price
-    contingencies, contingency_limit_factor : scopf: the secured branch outages (names, default all) and the
-        post-contingency limit as a multiple of the rating
-    day_ahead : stochastic: the `DayAheadMarket` that clears the days
-    branch_limit : acopf: ``mva`` (apparent power, MATPOWER's default) or ``current`` branch limits
+    contingencies, contingency_limit_factor : security-constrained designs: the secured branch outages
+        (names, default all) and the post-contingency limit as a multiple of the rating
+    day_ahead : day-ahead designs: the `DayAheadMarket` that clears the days
+    branch_limit : reactive designs: ``mva`` (apparent power, MATPOWER's default) or ``current`` limits
     events : `EventSchedule` of the run's outages: unconnected agents (and, islanded, the upstream grid)
         do not trade, and network designs clear the topology of the step
-    strategic : dcopf, scopf: ``(player's supply steps, offer cap $/MWh, time limit s)``: each interval
-        the player's offer is replaced by its MPEC's (`strategic.StrategicPlayer`)
+    strategic : designs that take a strategic player: ``(player's supply steps, offer cap $/MWh, time
+        limit s)``: each interval the player's offer is replaced by its MPEC's (`strategic.StrategicPlayer`)
     time_limit_s : wall-clock limit of every solve of a clearing [s] (HiGHS, the AC-OPF's PIPS, ADMM;
         stochastic: give it to ``day_ahead``); default `solver.DEFAULT_TIME_LIMIT_S`. A clearing that
         reaches it has failed (status ``time limit``, or HiGHS's ``maxTimeLimit``)
 
-    Network designs (dcopf, scopf) also screen market power every interval: HHI, RSI, pivotal suppliers
+    Designs with ``screens`` also screen market power every interval: HHI, RSI, pivotal suppliers
     (`strategic.supply_screens`) over ``suppliers`` (agent positions of the owners of supply steps, -1 the
     upstream grid).
 
@@ -114,132 +115,45 @@ class Market:
         if not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be positive, got {time_limit_s}")
         self.design, self.bidder, self.dt_h, self.on_failure = design, bidder, dt_h, on_failure
+        self.capabilities = caps = designs.design(design).capabilities
         self.carbon, self._import_mw, self.events = carbon, 0.0, events
         self.last_bids: Bids | None = None
         self.last_clearing: Clearing | None = None
         self.n_bus, self.net = len(net.bus), net
-        d_bus, s_bus = bidder.demand_bus, bidder.supply_bus
-        self.model: Any
-        if design == "stochastic":
-            assert day_ahead is not None
-            self.model = day_ahead
-        elif design == "admm":
-            from cosim.models.market.admm import ADMMClearing
-
-            self.model = ADMMClearing(
-                bidder.demand_owner, bidder.supply_owner, warm_start=True, time_limit_s=self.time_limit_s
-            )
-            self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
-            self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
-        elif design == "uniform":
-            from cosim.models.market.auction import UniformAuction
-
-            self.model = UniformAuction(len(d_bus), len(s_bus), time_limit_s=self.time_limit_s)
-            self._step_pos = np.zeros(len(d_bus) + len(s_bus), dtype=np.int64)
-            self._bus_pos = np.zeros(self.n_bus, dtype=np.int64)
-        elif design in ("dcopf", "central", "scopf", "acopf"):
-            self._network_args = (demand_q_ratio, contingencies, contingency_limit_factor, branch_limit)
-            self._state: frozenset[tuple[str, int]] = frozenset()
-            self._states = {self._state: self._network_model(net)}
-            self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[self._state]
-        elif design in ("tou", "dr"):
-            from cosim.models.market.tariff import PostedPrice
-
-            assert posted_price_per_mwh is not None
-            self.posted_price_per_mwh = posted_price_per_mwh
-            self.model = PostedPrice(bidder.demand_owner == UPSTREAM, bidder.supply_owner == UPSTREAM)
-            self._step_pos = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
-            self._bus_pos = np.arange(self.n_bus)
-        else:
-            raise ValueError(f"market design {design!r} is not built")
-        self.screens = design in ("dcopf", "scopf")
+        self.posted_price_per_mwh = posted_price_per_mwh if caps.posted_price else None
+        setup = Setup(
+            net, bidder, demand_q_ratio, posted_price_per_mwh, contingencies, contingency_limit_factor,
+            day_ahead, branch_limit, self.time_limit_s,
+        )  # fmt: skip
+        self.clearer = designs.design(design).build(setup)
+        self.screens = caps.screens
         owners = bidder.supply_owner
         self.suppliers = np.r_[np.unique(owners[owners >= 0]), [UPSTREAM] * bool(np.any(owners == UPSTREAM))]
         self._supplier_of_step = np.searchsorted(np.r_[self.suppliers[self.suppliers >= 0], np.inf], owners)
         self._supplier_of_step[owners == UPSTREAM] = len(self.suppliers) - 1
         self.strategic: Any = None
         if strategic is not None:
-            if design not in ("dcopf", "scopf"):
-                raise ValueError(f"a strategic player needs design dcopf or scopf, not {design!r}")
+            if not caps.strategic:
+                users = " or ".join(designs.designs_with("strategic"))
+                raise ValueError(f"a strategic player needs design {users}, not {design!r}")
             from cosim.models.market.strategic import StrategicMPEC, StrategicPlayer, limit_rows
 
             steps, cap, time_limit_s = strategic
             network = self.model.network
-            rows = limit_rows(network, self.model if design == "scopf" else None)
-            mpec = StrategicMPEC(network, d_bus, s_bus, steps, cap, rows, time_limit_s)
+            rows = limit_rows(network, self.model if caps.security else None)
+            mpec = StrategicMPEC(
+                network, bidder.demand_bus, bidder.supply_bus, steps, cap, rows, time_limit_s
+            )
             self.strategic = StrategicPlayer(mpec)
 
-    def _network_model(
-        self, net: Any, out_branches: frozenset[tuple[str, int]] = frozenset()
-    ) -> tuple[Any, np.ndarray, np.ndarray, Any]:
-        """(model, step positions, bus positions, unsecured DC-OPF of scopf) of the design on ``net``."""
-        from cosim.models.market.dcopf import DCOPF
-        from cosim.models.market.network_dc import dc_network
-
-        q_ratio, contingencies, limit_factor, branch_limit = self._network_args
-        d_bus, s_bus = self.bidder.demand_bus, self.bidder.supply_bus
-        if self.design == "acopf":
-            from cosim.models.market.acopf import ACOPF
-
-            rows = net.bus.index.get_indexer(np.r_[d_bus, s_bus])
-            model = ACOPF(
-                net, d_bus, s_bus, demand_q_ratio=q_ratio, branch_limit=branch_limit,
-                time_limit_s=self.time_limit_s,
-            )  # fmt: skip
-            return model, rows, np.arange(self.n_bus), None
-        network = dc_network(net)
-        step_pos = network.position_of(np.r_[d_bus, s_bus])
-        bus_pos = network.position_of(net.bus.index.to_numpy())
-        limit = self.time_limit_s
-        if self.design != "scopf":
-            return DCOPF(network, d_bus, s_bus, time_limit_s=limit), step_pos, bus_pos, None
-        from cosim.models.market.scopf import SCOPF
-
-        if contingencies is not None:  # a branch already out is not secured again
-            out = {f"{table} {index}" for table, index in out_branches}
-            contingencies = [c for c in contingencies if c not in out]
-        model = SCOPF(
-            network, d_bus, s_bus, contingencies=contingencies, contingency_limit_factor=limit_factor,
-            time_limit_s=limit,
-        )  # fmt: skip
-        unsecured = DCOPF(network, d_bus, s_bus, time_limit_s=limit)  # the security cost
-        return model, step_pos, bus_pos, unsecured
-
-    def before_restore(self, fields: dict[str, Any]) -> None:
-        """Build the topologies a checkpoint holds; their models are restored through ``_states`` (the
-        current one's aliases are set again by `after_restore`)."""
-        if fields.get("_states", ("",))[0] != "items":
-            return
-        for key in fields["_states"][1]:
-            self._use_topology(key)
-        for alias in ("model", "_step_pos", "_bus_pos", "_unsecured"):
-            fields.pop(alias, None)
-
-    def after_restore(self) -> None:
-        """The current topology's network model, as the checkpoint had it."""
-        if hasattr(self, "_states"):
-            self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[self._state]
-
-    def _use_topology(self, out_branches: frozenset[tuple[str, int]]) -> None:
-        """Clear with these branches out of service (a network model built once per set; copper plate: no-op).
-
-        An island keeps the network model: lossless DC flows of a balanced dispatch do not depend on
-        which bus is the slack.
-        """
-        if not hasattr(self, "_states") or out_branches == self._state:
-            return
-        if out_branches not in self._states:
-            from cosim.models.grid.switching import state_net
-
-            self._states[out_branches] = self._network_model(
-                state_net(self.net, out_branches, None), out_branches
-            )
-        self._state = out_branches
-        self.model, self._step_pos, self._bus_pos, self._unsecured = self._states[out_branches]
+    @property
+    def model(self) -> Any:
+        """The design's optimisation model of the current topology (the day-ahead market of stochastic)."""
+        return self.clearer.model
 
     def _per_bus(self, values: np.ndarray | None) -> np.ndarray:
         """A clearing's per-bus state (acopf) in net.bus order; NaN for designs without one."""
-        return np.full(self.n_bus, np.nan) if values is None else self._per(values, self._bus_pos)
+        return np.full(self.n_bus, np.nan) if values is None else self._per(values, self.clearer.bus_pos)
 
     def _per(self, price: np.ndarray, pos: np.ndarray) -> np.ndarray:
         out = np.full(len(pos), np.nan)
@@ -271,18 +185,17 @@ class Market:
         offered = bids
         if self.events is not None:
             state = self.events.state(step)
-            self._use_topology(state.out_branches)
+            self.clearer.use_topology(state.out_branches)
             blackout = state.islanded and grid_forming_mwh <= 1e-12
             connected = np.zeros_like(state.connected) if blackout else state.connected
             bids = self.bidder.restricted(bids, connected, state.islanded)
-        if self.design == "stochastic":
-            return self._settle(self.model.interval(step, forecast_mw), forecast_mw, step)
-        if self.design in ("tou", "dr"):
-            clearing: Clearing = self.model.clear(bids, float(self.posted_price_per_mwh[step]), self.n_bus)
-        elif self.strategic is not None:
-            bids, clearing, play = self.strategic.play(bids, self.model.clear)
+        if self.capabilities.day_ahead:
+            assert isinstance(self.clearer, DayAheadClearer)
+            return self._settle(self.clearer.interval(step, forecast_mw), forecast_mw, step)
+        if self.strategic is not None:
+            bids, clearing, play = self.strategic.play(bids, lambda b: self.clearer.clear(b, step))
         else:
-            clearing = self.model.clear(bids)
+            clearing = self.clearer.clear(bids, step)
         self.last_bids, self.last_clearing = bids, clearing if clearing.status == "optimal" else None
         if self.carbon is not None and self.last_clearing is not None:
             self._import_mw = self.carbon[0].import_mw(clearing.supply_mw, clearing.demand_mw)
@@ -294,7 +207,7 @@ class Market:
                 )
             return self._failed(forecast_mw)
         dt = self.dt_h
-        price_at = self._per(clearing.price_per_mwh, self._step_pos)
+        price_at = self._per(clearing.price_per_mwh, self.clearer.step_pos)
         n_d = len(bids.demand_bus)
         d_step, s_step, mw = merit_order_trades(
             clearing.demand_mw, bids.demand_price, clearing.supply_mw, bids.supply_price
@@ -302,12 +215,8 @@ class Market:
         b = self.bidder
         q_price = clearing.price_q_per_mvarh
         unserved, curtailed = b.shortfall_mw(offered, clearing)
-        security, fixed = np.nan, fixed_cost(bids)
-        if self.design == "scopf":
-            from cosim.models.market.scopf import security_cost
-
-            security = security_cost(clearing, self._unsecured.clear(bids)) * dt
-        extra: dict[str, Any] = {}
+        fixed = fixed_cost(bids)
+        extra = self.clearer.extra(bids, clearing, dt)
         if self.screens:
             from cosim.models.market.strategic import supply_screens
 
@@ -315,7 +224,7 @@ class Market:
                 self._supplier_of_step, len(self.suppliers), bids.supply_max_mw, clearing.supply_mw,
                 float(np.sum(clearing.demand_mw)),
             )  # fmt: skip
-            extra = {
+            extra |= {
                 "hhi": hhi,
                 "rsi": rsi,
                 "rsi_min": float(np.min(rsi, initial=np.inf)),
@@ -333,10 +242,10 @@ class Market:
             }
         return MarketResult(
             ok=True,
-            price_per_mwh=self._per(clearing.price_per_mwh, self._bus_pos),
+            price_per_mwh=self._per(clearing.price_per_mwh, self.clearer.bus_pos),
             price_q_per_mvarh=np.full(self.n_bus, np.nan)
             if q_price is None
-            else self._per(q_price, self._bus_pos),
+            else self._per(q_price, self.clearer.bus_pos),
             award_mw=b.awards(clearing),
             payment=b.payments(clearing, price_at, dt),
             cleared_mwh=float(np.sum(clearing.demand_mw)) * dt,
@@ -354,8 +263,6 @@ class Market:
                 "price": price_at[d_step],
                 "seller_price": price_at[n_d + s_step],
             },
-            security_cost=security,
-            admm=self.model.last_result if self.design == "admm" else None,
             vm_pu=self._per_bus(clearing.vm_pu),
             q_mvar=self._per_bus(clearing.q_mvar),
             **extra,
@@ -368,7 +275,7 @@ class Market:
         if not day.status.startswith("optimal"):  # "optimal; EEV: ...": the schedule stands, a measure failed
             if self.on_failure == "stop":
                 raise ModelNotConverged(
-                    f"market design 'stochastic' failed for the day of step {step}: {day.status} "
+                    f"market design {self.design!r} failed for the day of step {step}: {day.status} "
                     "(set market.on_failure: continue to go on with the agents' own behaviour)"
                 )
             return self._failed(forecast_mw)

@@ -173,3 +173,15 @@ def test_default_run_file_is_documented(default_run: Any) -> None:
     with h5py.File(default_run.path) as f:
         f.visititems(check)
     assert len(seen) > 100
+
+
+def test_readme_design_table_is_current() -> None:
+    """The README's "Market designs and what they can do" table equals the one the registry renders."""
+    from cosim.docs import README, README_MARKERS, design_capabilities_table, readme_with_designs
+
+    text = README.read_text(encoding="utf-8")
+    assert readme_with_designs(text) == text, (
+        "README.md's design table is out of date: run `python -m cosim.docs`"
+    )
+    start, end = README_MARKERS
+    assert design_capabilities_table() in text.split(start, 1)[1].split(end, 1)[0]
