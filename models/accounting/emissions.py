@@ -514,6 +514,8 @@ class EmissionAccounting:
         self.network, self.reference = network, reference
         self.steps = StepFactors.from_bidder(bidder, agent_kind, factors, agent_kg_per_mwh)
         self.marginal = MarginalEmissions(network, bidder.demand_bus, bidder.supply_bus)
+        # outages: the marginal factors on the network of each topology the market cleared on
+        self._topologies: dict[int, tuple[DCNetwork, MarginalEmissions]] = {}
         self.losses = ACPowerFlow(net, ()) if losses else None
         self.n_agent = len(agent_kind)
         self._bus_pos = network.position_of(net.bus.index.to_numpy())  # net.bus row -> DC position
@@ -522,6 +524,17 @@ class EmissionAccounting:
         self.agent_node = network.position_of(agent_bus) if len(agent_bus) else np.zeros(0, np.int64)
         self._owner = self.steps.supply_owner
         self._own = self._owner >= 0
+
+    def _marginal_on(self, network: DCNetwork | None) -> MarginalEmissions:
+        """The marginal factors of the topology the clearing ran on (built once per topology)."""
+        if network is None or network is self.network or self.reference is not None:
+            return self.marginal
+        if not np.array_equal(network.bus, self.network.bus):
+            raise ValueError("the market's network of an outage has other buses than the intact one")
+        if id(network) not in self._topologies:
+            marginal = MarginalEmissions(network, self.marginal.demand_bus, self.marginal.supply_bus)
+            self._topologies[id(network)] = (network, marginal)  # the network kept: its id stays its own
+        return self._topologies[id(network)][1]
 
     def update(
         self,
@@ -532,6 +545,7 @@ class EmissionAccounting:
         vm_pu: np.ndarray | None = None,
         va_degree: np.ndarray | None = None,
         trades: dict[str, np.ndarray] | None = None,
+        network: DCNetwork | None = None,
     ) -> IntervalAccount:
         """Account one interval.
 
@@ -542,6 +556,8 @@ class EmissionAccounting:
         dt_h : interval length [h]
         vm_pu, va_degree : the AC power flow's voltages at the interval's operating point (net.bus rows)
         trades : ``MarketResult.trades`` (``buyer``, ``seller``: agent positions or ``UPSTREAM``; ``mwh``)
+        network : the DC network the market cleared on when it is not the intact one (an outage): the
+            marginal factors are taken on it (the same buses, other branches)
         """
         st = self.steps
         fac = st.at(step, st.import_mw(clearing.supply_mw, clearing.demand_mw))
@@ -549,7 +565,7 @@ class EmissionAccounting:
         agent_kg = np.bincount(self._owner[self._own], em.supply_kg[self._own], self.n_agent)
         upstream_kg = float(np.sum(em.supply_kg[st.upstream_supply]))
         margin = clearing if self.reference is None else self.reference.clear(bids)
-        nodal = self.marginal.nodal(
+        nodal = self._marginal_on(network).nodal(
             bids, margin, fac.supply_marginal_kg_per_mwh, fac.demand_marginal_kg_per_mwh
         )
         n_pos = self.network.n_bus

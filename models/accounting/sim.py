@@ -88,7 +88,7 @@ class AccountingSim(ShiftedSim):
 
     def _emissions(self, k: int, got: dict[str, Any]) -> dict[str, Any]:
         assert self.emissions is not None
-        bids, clearing = got["detail"]
+        bids, clearing, network = got["detail"]
         trades = got["market_trades"]
         if clearing is None:  # the clearing failed: nothing dispatched by the market to account
             nan_bus = np.full(self.n_bus, np.nan)
@@ -98,7 +98,7 @@ class AccountingSim(ShiftedSim):
                 "trades": {"step": np.zeros(0, np.int64), "kg": np.zeros(0)},
             }  # fmt: skip
         acc = self.emissions.update(
-            k, bids, clearing, self.dt_h, got.get("vm_pu"), got.get("va_degree"), trades
+            k, bids, clearing, self.dt_h, got.get("vm_pu"), got.get("va_degree"), trades, network
         )
         n = len(trades["mwh"])
         return {

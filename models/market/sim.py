@@ -131,5 +131,7 @@ class MarketSim(ShiftedSim):
         self._out |= {"trades": trades} | _admm_outputs(result.admm, k)
         self._out["day"] = _day_outputs(result.day, k, self.step_s / 3600.0)
         self._out["storage_profit"] = -result.payment[self.market.bidder.battery_agents]
-        self._out["detail"] = (self.market.last_bids, self.market.last_clearing)  # for the accounting
+        # for the accounting: what was cleared, and the DC network of the topology it was cleared on
+        network = getattr(self.market.model, "network", None)
+        self._out["detail"] = (self.market.last_bids, self.market.last_clearing, network)
         return time + self.step_s
