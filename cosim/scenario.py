@@ -578,7 +578,8 @@ class NetworkConfig(_Section):
     )
     regions: list[str] | None = _field(
         "Region names; validators (bitcoin: all graph nodes) are placed round-robin. Default: us-east, "
-        "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see docs/models.md)",
+        "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see "
+        "docs/models.md)",
         None,
         min_length=1,
     )
