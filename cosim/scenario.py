@@ -568,7 +568,7 @@ class NetworkConfig(_Section):
 
     ``direct``: every message goes straight to every validator (region delay + jitter + size/bandwidth).
     ``bitcoin``: gossip over a seeded random peer graph, calibrated to measured Bitcoin block propagation
-    (Decker & Wattenhofer 2013). The keys left out take the preset's values (see README).
+    (Decker & Wattenhofer 2013). The keys left out take the preset's values (see docs/models.md).
     """
 
     preset: Literal["bitcoin", "direct"] | None = _field(
@@ -578,7 +578,8 @@ class NetworkConfig(_Section):
     )
     regions: list[str] | None = _field(
         "Region names; validators (bitcoin: all graph nodes) are placed round-robin. Default: us-east, "
-        "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see README)",
+        "us-west, eu-west, ap-northeast, ap-southeast (delays from WonderNetwork ping medians, see "
+        "docs/models.md)",
         None,
         min_length=1,
     )

@@ -84,7 +84,7 @@ VOTE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("height", np.int64, "block height"),
     ("kind", "S8", "commit (BFT certificate), attest (PoS checkpoint) or head (end of run)"),
     ("validator", np.int64, "validator index"),
-    ("signature", "S128", "Ed25519 hex over the vote message (see README)"),
+    ("signature", "S128", "Ed25519 hex over the vote message (see docs/datasets.md)"),
 )
 
 

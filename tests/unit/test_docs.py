@@ -175,13 +175,40 @@ def test_default_run_file_is_documented(default_run: Any) -> None:
     assert len(seen) > 100
 
 
-def test_readme_design_table_is_current() -> None:
-    """The README's "Market designs and what they can do" table equals the one the registry renders."""
-    from cosim.docs import README, README_MARKERS, design_capabilities_table, readme_with_designs
+def test_models_page_design_table_is_current() -> None:
+    """docs/models.md's "Market designs and what they can do" table equals the one the registry renders."""
+    from cosim.docs import MODELS_PAGE, README_MARKERS, design_capabilities_table, readme_with_designs
 
-    text = README.read_text(encoding="utf-8")
+    text = MODELS_PAGE.read_text(encoding="utf-8")
     assert readme_with_designs(text) == text, (
-        "README.md's design table is out of date: run `python -m cosim.docs`"
+        "docs/models.md's design table is out of date: run `python -m cosim.docs`"
     )
     start, end = README_MARKERS
     assert design_capabilities_table() in text.split(start, 1)[1].split(end, 1)[0]
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    import re
+
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_stay_in_the_repository_and_resolve() -> None:
+    """Every relative link of README.md and docs/ names a file of the repository (and a heading it has)."""
+    import re
+
+    root = DOCS_DIR.parent
+    pages = [root / "README.md", *sorted(DOCS_DIR.glob("*.md"))]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in text and "../shared" not in text, page.name
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.is_relative_to(root) and linked.exists(), f"{page.name}: {target}"
+            if anchor:
+                assert anchor in _anchors(linked.read_text(encoding="utf-8")), f"{page.name}: {target}"

@@ -162,7 +162,7 @@ STUDIES = sorted((ROOT / "scenarios" / "studies").glob("*.yaml"))
 
 
 def test_study_library_is_complete():
-    """The library ships the five studies the README describes, each with a header comment."""
+    """The library ships the five studies docs/studies.md describes, each with a header comment."""
     assert [p.stem for p in STUDIES] == [
         "carbon_fairness",
         "consensus",
