@@ -14,7 +14,7 @@ from cosim.errors import ScenarioError
 from cosim.models.adapter import SolverStats
 from cosim.models.market.bidding import Bidder, BidRules
 from cosim.models.market.carbon import DEMAND_KINDS, EmissionFactors, StepFactors, UpstreamGrid
-from cosim.models.market.designs import Capabilities, design
+from cosim.models.market.designs import design
 from cosim.models.market.market import Market
 from cosim.models.market.sim import DAY_COLUMNS
 from cosim.models.market.tariff import posted_price, utc_seconds
@@ -140,11 +140,6 @@ DATASETS: tuple[Dataset, ...] = (
 )  # fmt: skip
 
 
-def design_of(name: str) -> Capabilities:
-    """Capabilities of a market design, from the registry (`cosim.models.market.designs`)."""
-    return design(name).capabilities
-
-
 def emission_factors(scenario: Scenario) -> EmissionFactors:
     """The per-kind emission factors and the upstream grid of ``emissions``."""
     em = scenario.emissions
@@ -237,7 +232,7 @@ def build_market(scenario: Scenario, net: Any, fleet: Any, events: Any = None) -
     m = scenario.market
     if m is None:
         return None
-    caps = design_of(m.design)
+    caps = design(m.design).capabilities
     rules = BidRules(
         voll_per_mwh=m.voll_per_mwh,
         inelastic_share=1.0 if caps.fixed_demand else m.inelastic_share,
@@ -370,7 +365,7 @@ class MarketComponent(Component):
 
     def __init__(self, scenario: Scenario, built: dict[str, Any], market: Market) -> None:
         self.scenario, self.built, self.market = scenario, built, market
-        self.caps = design_of(market.design)
+        self.caps = design(market.design).capabilities
         self.step_s = scenario.time.step_s
         self.stats = SolverStats()
 
