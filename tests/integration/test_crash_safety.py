@@ -24,7 +24,7 @@ from cosim.runguard import OutputBusy, OutputLock
 CHUNK = 24
 TINY = """
 name: tiny
-time: {start: 2016-01-01T00:00:00, duration: 1y, step: 1h}
+time: {start: 2016-01-01T00:00:00, duration: 4y, step: 1h}
 grid: {source: pandapower, case: case9}
 output: {chunk_steps: 24}
 """
@@ -32,7 +32,8 @@ output: {chunk_steps: 24}
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
-    """A fast study (a 9-bus case, no market) of a year of hours, written in chunks of 24 steps."""
+    """A fast study (a 9-bus case, no market) of four years of hours, written in chunks of 24 steps: it runs
+    for about a minute (one year now ends in ~10 s, which a test's signal could come too late for)."""
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(TINY))
     return path
