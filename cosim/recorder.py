@@ -21,7 +21,7 @@ import errno
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,15 +139,8 @@ class H5Recorder:
         labels: dict[str, str] | None = None,
         dims: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self._declare(path, chunk_steps, series, tables, labels, dims)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.chunk_steps = chunk_steps
-        self.series = {s.path: s for s in series}
-        self.labels, self.dims = dict(labels or {}), dict(dims or {})
-        for s in series:
-            if s.columns and s.columns not in self.labels:
-                self.labels[s.columns] = _labels_dim(s.columns)
         if series and "time" not in self.series:
             raise ValueError("the series must include 'time' (Unix s of each step), the time coordinate")
         self._file = h5py.File(self.partial_path, "w", track_order=True)
@@ -180,7 +173,6 @@ class H5Recorder:
             if s.path != "time":
                 axes = ("time",) if s.width is None else ("time", self.labels.get(s.columns, ""))
                 self._attach(s.path, axes)
-        self.tables = {t.path: t for t in tables or []}
         for t in self.tables.values():
             group = self._group(t.path)
             if t.description:
@@ -213,6 +205,26 @@ class H5Recorder:
         self._datasets: dict[str, Any] = {}  # open handles: chunks are flushed by _sync, not on release
         self._sync()
 
+    def _declare(
+        self,
+        path: str | Path,
+        chunk_steps: int,
+        series: Sequence[Series],
+        tables: Sequence[Table] | None,
+        labels: dict[str, str] | None,
+        dims: dict[str, tuple[str, ...]] | None,
+    ) -> None:
+        """What the file holds: its paths, series, tables, and the dimension labels of both."""
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self.chunk_steps = chunk_steps
+        self.series = {s.path: s for s in series}
+        self.labels, self.dims = dict(labels or {}), dict(dims or {})
+        for s in series:
+            if s.columns and s.columns not in self.labels:
+                self.labels[s.columns] = _labels_dim(s.columns)
+        self.tables = {t.path: t for t in tables or []}
+
     @classmethod
     def reopen(
         cls,
@@ -231,15 +243,7 @@ class H5Recorder:
         table to its ``table_rows``), appended to from there; ``buffered`` and ``rows`` are the steps the
         checkpointed recorder held in memory (see :meth:`checkpoint_state`)."""
         self = cls.__new__(cls)
-        self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.name + ".partial")
-        self.chunk_steps = chunk_steps
-        self.series = {s.path: s for s in series}
-        self.labels, self.dims = dict(labels or {}), dict(dims or {})
-        for s in series:
-            if s.columns and s.columns not in self.labels:
-                self.labels[s.columns] = _labels_dim(s.columns)
-        self.tables = {t.path: t for t in tables or []}
+        self._declare(path, chunk_steps, series, tables, labels, dims)
         try:
             self._file = h5py.File(self.partial_path, "r+")
         except OSError as exc:
