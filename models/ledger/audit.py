@@ -31,20 +31,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
 
 from cosim.models.ledger.chain import (
     GENESIS_PREV,
     Block,
     Transaction,
-    _is_hex,
-    _public_key,
     canonical,
     meets_target,
     merkle_root,
     receipt_leaf,
     required_signers,
     sha256_hex,
+    signature_ok,
     transaction_from_record,
     transaction_record,
     verify_signatures,
@@ -105,17 +103,6 @@ def attest_message(epoch: int, block_hash: str) -> bytes:
 def head_message(height: int, block_hash: str, n_tx: int) -> bytes:
     """What the validators sign at the end of a run: the head and the number of transactions in the chain."""
     return canonical({"type": "head", "height": int(height), "block": block_hash, "n_tx": int(n_tx)})
-
-
-def signature_ok(pub_hex: str, sig_hex: str, message: bytes) -> bool:
-    """Whether ``sig_hex`` is a valid Ed25519 signature of ``message`` by ``pub_hex``."""
-    if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
-        return False
-    try:
-        _public_key(pub_hex).verify(bytes.fromhex(sig_hex), message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------------------ verification

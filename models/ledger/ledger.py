@@ -42,6 +42,9 @@ from cosim.models.ledger.chain import (
     receipt_leaf,
     required_signers,
     sha256_hex,
+    sign_all,
+    sign_messages,
+    verify_all,
     verify_signatures,
 )
 from cosim.models.ledger.consensus import Consensus, certificate
@@ -231,7 +234,7 @@ class LedgerModel:
         energy = np.bincount(inv, mwh[p2p])
         paid = np.bincount(inv, mwh[p2p] * np.asarray(trades["price"])[p2p])
         got = np.bincount(inv, mwh[p2p] * np.asarray(trades["seller_price"])[p2p])
-        out = []
+        jobs, costs = [], []
         b_of, s_of = np.divmod(pairs, len(self.address))
         for b, s, e, pay, get in zip(b_of.tolist(), s_of.tolist(), energy, paid, got, strict=True):
             wh = round(e * MICRO)
@@ -242,36 +245,41 @@ class LedgerModel:
                 "price_micro_per_mwh": round(pay / e * MICRO), "trade_ref": "p2p",
             }  # fmt: skip
             tx = Transaction("trade", payload, self.address[b], self._next_nonce(self.address[b]))
-            cost = (self.import_price - self.export_price) * e - pay + get
-            out.append((tx.signed(self.wallets[b], self.wallets[s]), float(cost)))
-        return out
+            jobs.append((tx, (self.wallets[b], self.wallets[s])))
+            costs.append(float((self.import_price - self.export_price) * e - pay + get))
+        return list(zip(sign_all(jobs), costs, strict=True))
 
     def meter_tx(self, owner: int, step: int, wh: int) -> Transaction:
         """The meter of ``owner`` signs its export in interval ``step`` (Wh)."""
+        return sign_all([self._meter_job(owner, step, wh)])[0]
+
+    def _meter_job(self, owner: int, step: int, wh: int) -> tuple[Transaction, tuple[KeyPair]]:
+        """The unsigned reading of ``meter_tx`` and the meter key that signs it."""
         meter = self.meters[owner]
         payload = {"owner": self.address[owner], "step": int(step), "wh": int(wh)}
-        return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)).signed(
-            meter
-        )
+        return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)), (meter,)
 
     def transfer_txs(self, n: int) -> list[Transaction]:
         """``n`` signed transfers between random accounts (the standalone workload)."""
         src = self.rng.integers(len(self.address), size=n)
         dst = (src + self.rng.integers(1, max(len(self.address), 2), size=n)) % len(self.address)
         amount = self.rng.integers(1, 1000, size=n)
-        out = []
+        jobs = []
         for i, j, a in zip(src.tolist(), dst.tolist(), amount.tolist(), strict=True):
             payload = {"to": self.address[j], "amount_micro": a}
             tx = Transaction("transfer", payload, self.address[i], self._next_nonce(self.address[i]))
-            out.append(tx.signed(self.wallets[i]))
-        return out
+            jobs.append((tx, (self.wallets[i],)))
+        return sign_all(jobs)
 
-    def admit(self, tau: float, tx: Transaction) -> bool:
-        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded."""
+    def admit(self, tau: float, tx: Transaction, signatures_ok: bool | None = None) -> bool:
+        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded.
+
+        ``signatures_ok``: the verdict of ``verify_all`` on ``tx`` when the caller checked a batch at once.
+        """
         status = None
         if tx.tx_id in self.seen:
             status = "replay"
-        elif not verify_signatures(tx, required_signers(tx)):
+        elif not (verify_signatures(tx, required_signers(tx)) if signatures_ok is None else signatures_ok):
             status = "bad_signature"
         if status is None:
             self._queue(tau, tx)
@@ -297,21 +305,31 @@ class LedgerModel:
         """
         t0, until = k * self.step_s, (k + 1) * self.step_s
         if trades is not None:
-            due = [(tx.tx_id, cost) for tx, cost in self.trade_txs(k, trades) if self.admit(t0, tx)]
-            if due:
-                heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
-                self._seq += 1
+            signed = self.trade_txs(k, trades)
+            readings: list[Transaction] = []
             if export_mw is not None:
                 on_chain = np.asarray(trades["buyer"]) >= 0
-                read_at = until + self.gate_closure_s + self.meter_delay_s
+                jobs = []
                 for s in np.unique(np.asarray(trades["seller"])[on_chain]).tolist():
                     if s >= 0:
                         wh = round(max(float(export_mw[s]), 0.0) * self.step_s / 3600.0 * MICRO)
-                        self.admit(read_at, self.meter_tx(s, k, wh))
+                        jobs.append(self._meter_job(s, k, wh))
+                readings = sign_all(jobs)
+            # one batch of signature checks; admitted one by one in the same order as before
+            ok = verify_all([tx for tx, _ in signed] + readings)
+            admitted = [self.admit(t0, tx, v) for (tx, _), v in zip(signed, ok, strict=False)]
+            due = [(tx.tx_id, cost) for (tx, cost), yes in zip(signed, admitted, strict=True) if yes]
+            if due:
+                heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
+                self._seq += 1
+            read_at = until + self.gate_closure_s + self.meter_delay_s
+            for tx, v in zip(readings, ok[len(signed) :], strict=True):
+                self.admit(read_at, tx, v)
         if n_transfers:
             at = np.sort(self.rng.uniform(t0, until, n_transfers)).tolist()
-            for tau, tx in zip(at, self.transfer_txs(n_transfers), strict=True):
-                self.admit(tau, tx)
+            transfers = self.transfer_txs(n_transfers)
+            for tau, tx, v in zip(at, transfers, verify_all(transfers), strict=True):
+                self.admit(tau, tx, v)
         n_late, late_cost = 0, 0.0
         while self.deadlines and self.deadlines[0][0] <= until:
             tau, _, due = heapq.heappop(self.deadlines)
@@ -399,24 +417,32 @@ class LedgerModel:
         )  # fmt: skip
         if not self.record_tables:  # nobody could check the signatures
             return
-        signature = self.validator_keys[block.proposer].sign(audit.block_message(sealed.hash)).hex()
-        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas,
-                        signature)  # fmt: skip
+        votes: tuple[str, Any, bytes] | None = None
         if self.engine.mechanism == "bft":
-            self._votes(
-                block.height, "commit", block.signers, audit.commit_message(block.height, sealed.hash)
-            )
+            votes = "commit", block.signers, audit.commit_message(block.height, sealed.hash)
         elif self.engine.mechanism == "pos" and np.isfinite(final_s):
             epoch = audit.pos_epoch(block.time_s, self.engine)
             if after is None or audit.pos_epoch(after.time_s, self.engine) != epoch:  # the checkpoint
                 attesters = certificate(
                     np.flatnonzero(self.engine.honest), self.power, 2 / 3 * self.power.sum()
                 )
-                self._votes(block.height, "attest", attesters, audit.attest_message(epoch, sealed.hash))
+                votes = "attest", attesters, audit.attest_message(epoch, sealed.hash)
+        # the proposer's signature and the votes in one batch
+        proposer = (self.validator_keys[block.proposer], audit.block_message(sealed.hash))
+        signature, *vote_sigs = sign_messages([proposer, *self._vote_jobs(votes)])
+        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas,
+                        signature)  # fmt: skip
+        if votes is not None:
+            self._vote_rows(block.height, votes, vote_sigs)
 
-    def _votes(self, height: int, kind: str, signers: Any, message: bytes) -> None:
-        for v in signers:
-            self.vote_rows.rows.append((height, kind, int(v), self.validator_keys[v].sign(message).hex()))
+    def _vote_jobs(self, votes: tuple[str, Any, bytes] | None) -> list[tuple[KeyPair, bytes]]:
+        """What the validators of ``votes`` (kind, signers, message) sign."""
+        return [] if votes is None else [(self.validator_keys[v], votes[2]) for v in votes[1]]
+
+    def _vote_rows(self, height: int, votes: tuple[str, Any, bytes], signatures: list[str]) -> None:
+        kind, signers, _ = votes
+        for v, sig in zip(signers, signatures, strict=True):
+            self.vote_rows.rows.append((height, kind, int(v), sig))
 
     def _sign_head(self) -> None:
         """End of the run: a quorum of validators (the first by index, faulty ones too) signs the head."""
@@ -425,7 +451,8 @@ class LedgerModel:
         head = self.chain.blocks[-1]
         n_tx = sum(len(b.tx_ids) for b in self.chain.blocks)
         signers = certificate(np.arange(len(self.power)), self.power, 2 / 3 * self.power.sum())
-        self._votes(head.height, "head", signers, audit.head_message(head.height, head.hash, n_tx))
+        votes = "head", signers, audit.head_message(head.height, head.hash, n_tx)
+        self._vote_rows(head.height, votes, sign_messages(self._vote_jobs(votes)))
 
     def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
         """Stored Unix times of ledger times (NaN when not included or not final)."""
@@ -439,9 +466,8 @@ class LedgerModel:
             return
         sigs = canonical([list(s) for s in tx.signatures]).decode()
         self.tx_rows.rows.append(
-            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs, *times, height,
-             gas, status)
-        )  # fmt: skip
+            (tx.tx_id, tx.kind, tx.sender, tx.nonce, tx.payload_json, sigs, *times, height, gas, status)
+        )
 
     def _block_row(
         self,
