@@ -79,15 +79,18 @@ class _Failure(Exception):
 class GasMeter:
     """Gas counter that raises ``OutOfGas`` past ``limit`` (then ``used == limit``, as in the EVM)."""
 
+    __slots__ = ("limit", "used")
+
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
     def charge(self, gas: int) -> None:
         """Consume ``gas``."""
-        if self.used + gas > self.limit:
+        used = self.used + gas
+        if used > self.limit:
             self.used = self.limit
             raise OutOfGas(f"needs more than the limit of {self.limit} gas")
-        self.used += gas
+        self.used = used
 
 
 @dataclass(frozen=True)
@@ -230,13 +233,17 @@ class Ledger:
 
     def _sload(self, table: dict[str, V], key: str, gas: GasMeter) -> V | None:
         """Metered read."""
-        gas.charge(G_SLOAD)
+        if gas.used + G_SLOAD > gas.limit:  # (``GasMeter.charge`` inlined: the hottest call of a block)
+            gas.charge(G_SLOAD)
+        gas.used += G_SLOAD
         return table.get(key)
 
     def _sstore(self, table: dict[str, V], key: str, value: V, gas: GasMeter, slots: int = 1) -> None:
         """Metered, journaled write."""
-        gas.charge(slots * (G_SSTORE_RESET if key in table else G_SSTORE_SET))
-        self._put(table, key, value)
+        old = table.get(key, _MISSING)
+        gas.charge(slots * (G_SSTORE_SET if old is _MISSING else G_SSTORE_RESET))
+        self._undo.append((table, key, old))
+        table[key] = value
 
     def _log(self, event: dict[str, Any], gas: GasMeter) -> None:
         """Metered event."""

@@ -27,6 +27,7 @@ validators signs the head (the ``/ledger/votes`` rows). The validator keys come 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -362,8 +363,8 @@ class LedgerModel:
             self.submitted.append(tx)
             due.append(max(tau, self.engine.env.now))
         self.submit_tau += due
-        grow = len(self.submitted) - len(self.final_tau)
-        if grow > 0:
+        if len(self.submitted) > len(self.final_tau):  # grow by doubling: a copy per call grew with the run
+            grow = max(len(self.final_tau), len(self.submitted) - len(self.final_tau), 1024)
             self.include_tau = np.concatenate([self.include_tau, np.full(grow, np.nan)])
             self.final_tau = np.concatenate([self.final_tau, np.full(grow, np.nan)])
             self.height = np.concatenate([self.height, np.full(grow, -1, dtype=np.int64)])
@@ -402,12 +403,13 @@ class LedgerModel:
         txs = self.submitted[lo:hi]
         gas, leaves = 0, []
         self.final_tau[lo:hi][self.final_tau[lo:hi] > until] = np.nan
-        for i, tx in enumerate(txs, start=lo):
+        include, final = self.include_tau[lo:hi].tolist(), self.final_tau[lo:hi].tolist()
+        for tx, submit, inc, fin in zip(txs, self.submit_tau[lo:hi], include, final, strict=True):
             receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
             gas += receipt.gas_used
-            self.executed_final.append(self.final_tau[i] - self.submit_tau[i])
-            self.executed_latency.append(self.include_tau[i] - self.submit_tau[i])
-            times = self._unix(self.submit_tau[i], self.include_tau[i], self.final_tau[i])
+            self.executed_final.append(fin - submit)
+            self.executed_latency.append(inc - submit)
+            times = self._unix(submit, inc, fin)
             leaves.append(receipt_leaf(tx.tx_id, receipt.status, receipt.gas_used, *times))
             self._tx_row(tx, times, block.height, receipt.gas_used, receipt.status)
         final_s = self.epoch_unix_s + block.final_s if block.final_s <= until else np.nan
@@ -457,7 +459,7 @@ class LedgerModel:
     def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
         """Stored Unix times of ledger times (NaN when not included or not final)."""
         unix = self.epoch_unix_s
-        return unix + submit, unix + include, unix + (final if np.isfinite(final) else np.nan)
+        return unix + submit, unix + include, unix + (final if math.isfinite(final) else math.nan)
 
     def _tx_row(
         self, tx: Transaction, times: tuple[float, float, float], height: int, gas: int, status: str
