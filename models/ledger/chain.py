@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from typing import Any, TypeVar
@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import numpy as np
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import BadSignatureError, CryptoError
+
+from cosim.errors import CosimError
 
 GENESIS_PREV = "0" * 64
 Record = dict[str, str | int | float]
@@ -33,18 +35,40 @@ def canonical(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode()
 
 
-# Signature threads: Ed25519 in libsodium releases the GIL, so a batch of signatures (a step's trades, a
-# block's votes) is split over this many threads, the calling one included. Results keep their order.
-SIGNATURE_THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+ENV_THREADS = "COSIM_SIGNATURE_THREADS"
+
+
+def _signature_threads() -> int:
+    """``$COSIM_SIGNATURE_THREADS`` (1: none besides the caller), else 2 if this process may use 2 cores."""
+    text = os.environ.get(ENV_THREADS, "").strip()
+    if text:
+        if not (text.isdigit() and int(text) >= 1):
+            raise CosimError(f"{ENV_THREADS}={text!r}: must be a whole number >= 1 (1 turns the threads off)")
+        return int(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(2, cores)
+
+
+# Signature threads: Ed25519 in libsodium releases the GIL, so a batch of signatures (a step's trades and
+# readings, a block's votes) is split over this many threads, the calling one included; results keep
+# their order, so they are the same with any number of threads.
+SIGNATURE_THREADS: int | None = None  # None: from the environment, at the first batch
 _MIN_PER_THREAD = 4  # smaller batches run in the calling thread: a hand-off costs about one signature
 _pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> int:
+    global SIGNATURE_THREADS
+    if SIGNATURE_THREADS is None:
+        SIGNATURE_THREADS = _signature_threads()
+    return SIGNATURE_THREADS
 
 
 def _executor() -> ThreadPoolExecutor:
     """The signature worker threads of this process (a forked child makes its own)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max(SIGNATURE_THREADS - 1, 1), "cosim-ed25519"))
+        _pool = (os.getpid(), ThreadPoolExecutor(max(_threads() - 1, 1), "cosim-ed25519"))
     return _pool[1]
 
 
@@ -55,7 +79,7 @@ def _map_chunk(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]`` split over ``SIGNATURE_THREADS`` threads (calls that release the GIL)."""
     n = len(items)
-    threads = min(SIGNATURE_THREADS, n // _MIN_PER_THREAD)
+    threads = min(_threads(), n // _MIN_PER_THREAD)
     if threads <= 1:
         return _map_chunk(fn, items)
     cut = [n * i // threads for i in range(threads + 1)]
@@ -65,6 +89,15 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     for future in rest:
         out += future.result()
     return out
+
+
+def in_background(fn: Callable[[T], R], items: Sequence[T]) -> Future[list[R]]:
+    """``[fn(x) for x in items]`` on a signature thread while the caller goes on (at once without threads)."""
+    if _threads() > 1 and items:
+        return _executor().submit(_map_chunk, fn, items)
+    done: Future[list[R]] = Future()
+    done.set_result(_map_chunk(fn, items))
+    return done
 
 
 def sha256_hex(data: bytes) -> str:
@@ -114,6 +147,11 @@ class KeyPair:
 def sign_messages(jobs: Sequence[tuple[KeyPair, bytes]]) -> list[str]:
     """Hex signatures of each ``(key, message)``, the batch split over the signature threads."""
     return parallel_map(_sign_hex, jobs)
+
+
+def sign_messages_later(jobs: Sequence[tuple[KeyPair, bytes]]) -> Future[list[str]]:
+    """``sign_messages`` on a signature thread while the caller goes on."""
+    return in_background(_sign_hex, jobs)
 
 
 def _sign_hex(job: tuple[KeyPair, bytes]) -> str:
@@ -176,6 +214,19 @@ def sign_all(jobs: Sequence[tuple[Transaction, Sequence[KeyPair]]]) -> list[Tran
 
 def _signed(job: tuple[Transaction, Sequence[KeyPair]]) -> Transaction:
     return job[0].signed(*job[1])
+
+
+def sign_and_check(jobs: Sequence[tuple[Transaction, Sequence[KeyPair]]]) -> list[tuple[Transaction, bool]]:
+    """Each ``(tx, keys)`` signed (``tx.signed(*keys)``), with the gateway's verdict on the signed transaction
+    (``verify_signatures`` against ``required_signers``): one batch over the signature threads."""
+    for tx, _ in jobs:
+        tx.signing_bytes()
+    return parallel_map(_signed_and_checked, jobs)
+
+
+def _signed_and_checked(job: tuple[Transaction, Sequence[KeyPair]]) -> tuple[Transaction, bool]:
+    tx = job[0].signed(*job[1])
+    return tx, verify_signatures(tx, required_signers(tx))
 
 
 def required_signers(tx: Transaction) -> set[str]:

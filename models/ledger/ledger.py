@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,7 +45,9 @@ from cosim.models.ledger.chain import (
     required_signers,
     sha256_hex,
     sign_all,
+    sign_and_check,
     sign_messages,
+    sign_messages_later,
     verify_all,
     verify_signatures,
 )
@@ -203,6 +206,7 @@ class LedgerModel:
         self.executed_latency: list[float] = []
         self._n_blocks = self._n_ranges = self._seq = 0
         self.n_rejected = 0
+        self._unsigned: list[tuple[list[tuple[list[Any], int]], Future[list[str]]]] = []  # rows, signatures
         self.tx_rows, self.block_rows, self.vote_rows = (
             _Rows(TX_COLUMNS),
             _Rows(BLOCK_COLUMNS),
@@ -220,7 +224,14 @@ class LedgerModel:
         self._seq += 1
 
     def trade_txs(self, step: int, trades: dict[str, np.ndarray]) -> list[tuple[Transaction, float]]:
-        """Signed on-chain trades of interval ``step`` (one per buyer-seller pair) and their imbalance cost.
+        """``_trade_jobs`` signed."""
+        jobs, costs = self._trade_jobs(step, trades)
+        return list(zip(sign_all(jobs), costs, strict=True))
+
+    def _trade_jobs(
+        self, step: int, trades: dict[str, np.ndarray]
+    ) -> tuple[list[tuple[Transaction, tuple[KeyPair, ...]]], list[float]]:
+        """Unsigned on-chain trades of interval ``step`` (one per buyer-seller pair) and their imbalance cost.
 
         ``trades`` has agent positions ``buyer`` and ``seller`` (-1: upstream grid), ``mwh``, ``price`` (paid
         by the buyer) and ``seller_price`` ($/MWh). The cost is what the pair pays extra if the trade is
@@ -229,7 +240,7 @@ class LedgerModel:
         buyer, seller, mwh = (np.asarray(trades[k]) for k in ("buyer", "seller", "mwh"))
         p2p = (buyer >= 0) & (seller >= 0) & (mwh > 0)
         if not p2p.any():
-            return []
+            return [], []
         pair = buyer[p2p].astype(np.int64) * len(self.address) + seller[p2p]
         pairs, inv = np.unique(pair, return_inverse=True)
         energy = np.bincount(inv, mwh[p2p])
@@ -248,13 +259,13 @@ class LedgerModel:
             tx = Transaction("trade", payload, self.address[b], self._next_nonce(self.address[b]))
             jobs.append((tx, (self.wallets[b], self.wallets[s])))
             costs.append(float((self.import_price - self.export_price) * e - pay + get))
-        return list(zip(sign_all(jobs), costs, strict=True))
+        return jobs, costs
 
     def meter_tx(self, owner: int, step: int, wh: int) -> Transaction:
         """The meter of ``owner`` signs its export in interval ``step`` (Wh)."""
         return sign_all([self._meter_job(owner, step, wh)])[0]
 
-    def _meter_job(self, owner: int, step: int, wh: int) -> tuple[Transaction, tuple[KeyPair]]:
+    def _meter_job(self, owner: int, step: int, wh: int) -> tuple[Transaction, tuple[KeyPair, ...]]:
         """The unsigned reading of ``meter_tx`` and the meter key that signs it."""
         meter = self.meters[owner]
         payload = {"owner": self.address[owner], "step": int(step), "wh": int(wh)}
@@ -306,26 +317,28 @@ class LedgerModel:
         """
         t0, until = k * self.step_s, (k + 1) * self.step_s
         if trades is not None:
-            signed = self.trade_txs(k, trades)
-            readings: list[Transaction] = []
+            jobs, costs = self._trade_jobs(k, trades)
+            n_trades = len(jobs)
             if export_mw is not None:
                 on_chain = np.asarray(trades["buyer"]) >= 0
-                jobs = []
                 for s in np.unique(np.asarray(trades["seller"])[on_chain]).tolist():
                     if s >= 0:
                         wh = round(max(float(export_mw[s]), 0.0) * self.step_s / 3600.0 * MICRO)
                         jobs.append(self._meter_job(s, k, wh))
-                readings = sign_all(jobs)
-            # one batch of signature checks; admitted one by one in the same order as before
-            ok = verify_all([tx for tx, _ in signed] + readings)
-            admitted = [self.admit(t0, tx, v) for (tx, _), v in zip(signed, ok, strict=False)]
-            due = [(tx.tx_id, cost) for (tx, cost), yes in zip(signed, admitted, strict=True) if yes]
+            # the step's trades and readings signed, and their signatures checked, in one batch; then
+            # admitted one by one (the gateway's verdicts) in the same order as one at a time
+            signed = sign_and_check(jobs)
+            due = [
+                (tx.tx_id, cost)
+                for (tx, ok), cost in zip(signed[:n_trades], costs, strict=True)
+                if self.admit(t0, tx, ok)
+            ]
             if due:
                 heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
                 self._seq += 1
             read_at = until + self.gate_closure_s + self.meter_delay_s
-            for tx, v in zip(readings, ok[len(signed) :], strict=True):
-                self.admit(read_at, tx, v)
+            for tx, ok in signed[n_trades:]:
+                self.admit(read_at, tx, ok)
         if n_transfers:
             at = np.sort(self.rng.uniform(t0, until, n_transfers)).tolist()
             transfers = self.transfer_txs(n_transfers)
@@ -429,13 +442,16 @@ class LedgerModel:
                     np.flatnonzero(self.engine.honest), self.power, 2 / 3 * self.power.sum()
                 )
                 votes = "attest", attesters, audit.attest_message(epoch, sealed.hash)
-        # the proposer's signature and the votes in one batch
+        # the proposer's signature and the votes: made on a signature thread while the next block executes,
+        # written into their rows (signature: the last column) before the step returns them
         proposer = (self.validator_keys[block.proposer], audit.block_message(sealed.hash))
-        signature, *vote_sigs = sign_messages([proposer, *self._vote_jobs(votes)])
-        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas,
-                        signature)  # fmt: skip
+        jobs = [proposer, *self._vote_jobs(votes)]
+        rows = [(self.block_rows.rows, len(self.block_rows.rows))]
+        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas)
         if votes is not None:
-            self._vote_rows(block.height, votes, vote_sigs)
+            rows += [(self.vote_rows.rows, len(self.vote_rows.rows) + j) for j in range(len(jobs) - 1)]
+            self._vote_rows(block.height, votes, [""] * (len(jobs) - 1))
+        self._unsigned.append((rows, sign_messages_later(jobs)))
 
     def _vote_jobs(self, votes: tuple[str, Any, bytes] | None) -> list[tuple[KeyPair, bytes]]:
         """What the validators of ``votes`` (kind, signers, message) sign."""
@@ -494,6 +510,13 @@ class LedgerModel:
             (height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain, signature)
         )
 
+    def _fill_signatures(self) -> None:
+        """Write the signatures made in the background into their rows."""
+        for rows, signatures in self._unsigned:
+            for (table, i), sig in zip(rows, signatures.result(), strict=True):
+                table[i] = (*table[i][:-1], sig)
+        self._unsigned.clear()
+
     def _report(self, until: float, n_late: int, late_cost: float, last: bool) -> StepOutput:
         if last:  # what never reached a final block: pending
             for i in range(len(self.submitted)):
@@ -503,6 +526,7 @@ class LedgerModel:
             for tau, _, tx in sorted(self.queue):
                 self._tx_row(tx, self._unix(tau, np.nan, np.nan), -1, 0, "pending")
             self.queue.clear()
+        self._fill_signatures()
         final = np.asarray(self.executed_final)
         final = final[np.isfinite(final)]
         latency = np.asarray(self.executed_latency)
