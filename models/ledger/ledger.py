@@ -248,7 +248,7 @@ class LedgerModel:
         got = np.bincount(inv, mwh[p2p] * np.asarray(trades["seller_price"])[p2p])
         jobs, costs = [], []
         b_of, s_of = np.divmod(pairs, len(self.address))
-        for b, s, e, pay, get in zip(b_of.tolist(), s_of.tolist(), energy, paid, got, strict=True):
+        for b, s, e, pay, get in zip(*(a.tolist() for a in (b_of, s_of, energy, paid, got)), strict=True):
             wh = round(e * MICRO)
             if wh == 0:
                 continue
