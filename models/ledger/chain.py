@@ -9,23 +9,95 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError, CryptoError
+
+from cosim.errors import CosimError
 
 GENESIS_PREV = "0" * 64
 Record = dict[str, str | int | float]
+T = TypeVar("T")
+R = TypeVar("R")
+# what json.dumps(obj, sort_keys=True, separators=(",", ":")) builds on every call, built once
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
 
 
 def canonical(obj: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return _ENCODER.encode(obj).encode()
+
+
+ENV_THREADS = "COSIM_SIGNATURE_THREADS"
+
+
+def _signature_threads() -> int:
+    """``$COSIM_SIGNATURE_THREADS`` (1: none besides the caller), else 2 if this process may use 2 cores."""
+    text = os.environ.get(ENV_THREADS, "").strip()
+    if text:
+        if not (text.isdigit() and int(text) >= 1):
+            raise CosimError(f"{ENV_THREADS}={text!r}: must be a whole number >= 1 (1 turns the threads off)")
+        return int(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(2, cores)
+
+
+# Signature threads: Ed25519 in libsodium releases the GIL, so a batch of signatures (a step's trades and
+# readings, a block's votes) is split over this many threads, the calling one included; results keep
+# their order, so they are the same with any number of threads.
+SIGNATURE_THREADS: int | None = None  # None: from the environment, at the first batch
+_MIN_PER_THREAD = 4  # smaller batches run in the calling thread: a hand-off costs about one signature
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> int:
+    global SIGNATURE_THREADS
+    if SIGNATURE_THREADS is None:
+        SIGNATURE_THREADS = _signature_threads()
+    return SIGNATURE_THREADS
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The signature worker threads of this process (a forked child makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max(_threads() - 1, 1), "cosim-ed25519"))
+    return _pool[1]
+
+
+def _map_chunk(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    return [fn(x) for x in items]
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in items]`` split over ``SIGNATURE_THREADS`` threads (calls that release the GIL)."""
+    n = len(items)
+    threads = min(_threads(), n // _MIN_PER_THREAD)
+    if threads <= 1:
+        return _map_chunk(fn, items)
+    cut = [n * i // threads for i in range(threads + 1)]
+    pool = _executor()
+    rest = [pool.submit(_map_chunk, fn, items[lo:hi]) for lo, hi in zip(cut[1:-1], cut[2:], strict=True)]
+    out = _map_chunk(fn, items[: cut[1]])
+    for future in rest:
+        out += future.result()
+    return out
+
+
+def in_background(fn: Callable[[T], R], items: Sequence[T]) -> Future[list[R]]:
+    """``[fn(x) for x in items]`` on a signature thread while the caller goes on (at once without threads)."""
+    if _threads() > 1 and items:
+        return _executor().submit(_map_chunk, fn, items)
+    done: Future[list[R]] = Future()
+    done.set_result(_map_chunk(fn, items))
+    return done
 
 
 def sha256_hex(data: bytes) -> str:
@@ -43,16 +115,19 @@ def _is_hex(text: str, n_bytes: int) -> bool:
 
 @dataclass(frozen=True)
 class KeyPair:
-    """An Ed25519 key pair."""
+    """An Ed25519 key pair (libsodium through PyNaCl; RFC 8032, so a seed gives the same keys and
+    signatures as any other implementation).
 
-    private: Ed25519PrivateKey
+    ``public``: the raw 32-byte public key; ``secret``: libsodium's 64-byte secret key (seed + public key).
+    """
+
+    public: bytes
+    secret: bytes = field(repr=False)
 
     @classmethod
     def generate(cls, seed: bytes | None = None) -> KeyPair:
         """Key pair from a 32-byte seed (deterministic) or, without one, from the OS entropy."""
-        if seed is None:
-            return cls(Ed25519PrivateKey.generate())
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        return cls(*crypto_sign_seed_keypair(os.urandom(32) if seed is None else seed))
 
     @classmethod
     def from_rng(cls, rng: np.random.Generator) -> KeyPair:
@@ -62,12 +137,25 @@ class KeyPair:
     @cached_property
     def public_hex(self) -> str:
         """Raw 32-byte public key as hex: the account address."""
-        raw = serialization.Encoding.Raw
-        return self.private.public_key().public_bytes(raw, serialization.PublicFormat.Raw).hex()
+        return self.public.hex()
 
     def sign(self, data: bytes) -> bytes:
         """64-byte Ed25519 signature of ``data``."""
-        return self.private.sign(data)
+        return crypto_sign(data, self.secret)[:64]
+
+
+def sign_messages(jobs: Sequence[tuple[KeyPair, bytes]]) -> list[str]:
+    """Hex signatures of each ``(key, message)``, the batch split over the signature threads."""
+    return parallel_map(_sign_hex, jobs)
+
+
+def sign_messages_later(jobs: Sequence[tuple[KeyPair, bytes]]) -> Future[list[str]]:
+    """``sign_messages`` on a signature thread while the caller goes on."""
+    return in_background(_sign_hex, jobs)
+
+
+def _sign_hex(job: tuple[KeyPair, bytes]) -> str:
+    return job[0].sign(job[1]).hex()
 
 
 @dataclass(frozen=True)
@@ -103,6 +191,11 @@ class Transaction:
         """SHA-256 hex of ``signing_bytes()``."""
         return sha256_hex(self.signing_bytes())
 
+    @cached_property
+    def payload_json(self) -> str:
+        """Canonical JSON of the payload (what the ``payload`` column stores)."""
+        return canonical(self.payload).decode()
+
     def signed(self, *keys: KeyPair) -> Transaction:
         """Copy with the signatures of ``keys`` appended."""
         data = self.signing_bytes()
@@ -110,6 +203,30 @@ class Transaction:
         out = Transaction(self.kind, self.payload, self.sender, self.nonce, self.signatures + new)
         out.__dict__["_signing_bytes"] = data  # same body: keep the cached bytes
         return out
+
+
+def sign_all(jobs: Sequence[tuple[Transaction, Sequence[KeyPair]]]) -> list[Transaction]:
+    """``tx.signed(*keys)`` of each ``(tx, keys)``, the batch split over the signature threads."""
+    for tx, _ in jobs:
+        tx.signing_bytes()  # the canonical JSON here, so the threads only sign
+    return parallel_map(_signed, jobs)
+
+
+def _signed(job: tuple[Transaction, Sequence[KeyPair]]) -> Transaction:
+    return job[0].signed(*job[1])
+
+
+def sign_and_check(jobs: Sequence[tuple[Transaction, Sequence[KeyPair]]]) -> list[tuple[Transaction, bool]]:
+    """Each ``(tx, keys)`` signed (``tx.signed(*keys)``), with the gateway's verdict on the signed transaction
+    (``verify_signatures`` against ``required_signers``): one batch over the signature threads."""
+    for tx, _ in jobs:
+        tx.signing_bytes()
+    return parallel_map(_signed_and_checked, jobs)
+
+
+def _signed_and_checked(job: tuple[Transaction, Sequence[KeyPair]]) -> tuple[Transaction, bool]:
+    tx = job[0].signed(*job[1])
+    return tx, verify_signatures(tx, required_signers(tx))
 
 
 def required_signers(tx: Transaction) -> set[str]:
@@ -121,22 +238,39 @@ def required_signers(tx: Transaction) -> set[str]:
 
 
 @lru_cache(maxsize=65_536)
-def _public_key(pub_hex: str) -> Ed25519PublicKey:
-    """Decoded public key (cached: an account signs many transactions)."""
-    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex))
+def _public_key(pub_hex: str) -> bytes:
+    """Raw public key of its hex (cached: an account signs many transactions)."""
+    return bytes.fromhex(pub_hex)
+
+
+def signature_ok(pub_hex: str, sig_hex: str, message: bytes) -> bool:
+    """Whether ``sig_hex`` is a valid Ed25519 signature of ``message`` by ``pub_hex`` (both canonical hex)."""
+    if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
+        return False
+    try:
+        crypto_sign_open(bytes.fromhex(sig_hex) + message, _public_key(pub_hex))
+    except (BadSignatureError, CryptoError, ValueError):
+        return False
+    return True
 
 
 def verify_signatures(tx: Transaction, required: set[str]) -> bool:
     """Whether every attached signature is valid (canonical hex) and every key of ``required`` signed."""
     data = tx.signing_bytes()
-    for pub_hex, sig_hex in tx.signatures:
-        if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
-            return False
-        try:
-            _public_key(pub_hex).verify(bytes.fromhex(sig_hex), data)
-        except (InvalidSignature, ValueError):
-            return False
+    if not all(signature_ok(pub_hex, sig_hex, data) for pub_hex, sig_hex in tx.signatures):
+        return False
     return required <= {pub for pub, _ in tx.signatures}
+
+
+def verify_all(txs: Sequence[Transaction]) -> list[bool]:
+    """``verify_signatures(tx, required_signers(tx))`` of each, the batch split over the signature threads."""
+    for tx in txs:
+        tx.signing_bytes()
+    return parallel_map(_verified, txs)
+
+
+def _verified(tx: Transaction) -> bool:
+    return verify_signatures(tx, required_signers(tx))
 
 
 def merkle_root(tx_ids: Sequence[str]) -> str:
@@ -332,7 +466,7 @@ def transaction_record(tx: Transaction) -> Record:
     return {
         "tx_id": tx.tx_id,
         "kind": tx.kind,
-        "payload": canonical(tx.payload).decode(),
+        "payload": tx.payload_json,
         "sender": tx.sender,
         "nonce": tx.nonce,
         "signatures": canonical([list(s) for s in tx.signatures]).decode(),

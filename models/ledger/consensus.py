@@ -540,43 +540,40 @@ class Tendermint(Consensus):
                     prop_at = self.net.broadcast(p, HEADER_BYTES, start_s)
                 else:
                     prop_at = np.full(n, np.inf)
-                # prevote
-                pv_s, pv_v = np.full(n, np.inf), np.full(n, NIL)
-                for i in hon:
-                    deadline = enter[i] + t_prop
-                    if prop_at[i] <= deadline:
-                        v = int(prop_v[i])
-                        if prop_vr < 0:
-                            ok = locked_r[i] < 0 or locked_v[i] == v
-                        else:
-                            ok = (prop_vr, v) in polkas and (locked_r[i] <= prop_vr or locked_v[i] == v)
-                        pv_s[i], pv_v[i] = max(enter[i], prop_at[i]), v if ok else NIL
-                    else:
-                        pv_s[i] = deadline
+                # prevote (honest validators, all at once): for the proposal if it came by the deadline and
+                # the lock allows it, else nil at the deadline
+                deadline = enter + t_prop
+                got = honest & (prop_at <= deadline)
+                if prop_vr < 0:
+                    ok = (locked_r < 0) | (locked_v == prop_v)
+                else:
+                    polka_vs = [v for r, v in polkas if r == prop_vr]
+                    ok = np.isin(prop_v, polka_vs) & ((locked_r <= prop_vr) | (locked_v == prop_v))
+                pv_s = np.where(got, np.maximum(enter, prop_at), np.where(honest, deadline, np.inf))
+                pv_v = np.where(got & ok, prop_v, NIL)
                 split = self.equivocating and not honest[p]
                 arrival, value = self._votes(pv_s, pv_v, split)
                 any_s = _quorum_s(arrival, power, need)
                 t_pv = t_prevote + rnd * t_delta
                 pc_s, pc_v = np.where(honest, any_s + t_pv, np.inf), np.full(n, NIL)
-                for v in {int(x) for x in pv_v[hon] if x >= 0}:
+                for v in {x for x in pv_v[hon].tolist() if x >= 0}:
                     polka_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need)
                     if np.isfinite(polka_s[hon]).any():
                         polkas.add((rnd, v))
-                    for i in hon:
-                        if polka_s[i] <= any_s[i] + t_pv:
-                            pc_s[i], pc_v[i] = max(pv_s[i], polka_s[i]), v
-                            locked_v[i], locked_r[i] = v, rnd
-                        if np.isfinite(polka_s[i]):
-                            valid_v[i], valid_r[i] = v, rnd
+                    lock = honest & (polka_s <= any_s + t_pv)  # a polka in time: precommit it and lock
+                    pc_s[lock], pc_v[lock] = np.maximum(pv_s, polka_s)[lock], v
+                    locked_v[lock], locked_r[lock] = v, rnd
+                    seen = honest & np.isfinite(polka_s)
+                    valid_v[seen], valid_r[seen] = v, rnd
                 # precommit
                 arrival, value = self._votes(pc_s, pc_v, split)
                 any_pc_s = _quorum_s(arrival, power, need)
                 commit_s, commit_v = np.full(n, np.inf), np.full(n, NIL)
-                for v in {int(x) for x in pc_v[hon] if x >= 0}:
+                for v in {x for x in pc_v[hon].tolist() if x >= 0}:
                     c_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need)
                     first = honest & (c_s < commit_s)
                     commit_s[first], commit_v[first] = c_s[first], v
-                committed = {int(x) for x in commit_v[hon] if x >= 0}
+                committed = {x for x in commit_v[hon].tolist() if x >= 0}
                 if len(committed) > 1:
                     self._stop(
                         f"bft: SAFETY LOST at height {height} (faulty power >= 1/3 equivocating): "

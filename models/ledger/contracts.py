@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 from cosim.models.ledger.chain import Transaction, canonical, required_signers, verify_signatures
@@ -79,15 +79,18 @@ class _Failure(Exception):
 class GasMeter:
     """Gas counter that raises ``OutOfGas`` past ``limit`` (then ``used == limit``, as in the EVM)."""
 
+    __slots__ = ("limit", "used")
+
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
     def charge(self, gas: int) -> None:
         """Consume ``gas``."""
-        if self.used + gas > self.limit:
+        used = self.used + gas
+        if used > self.limit:
             self.used = self.limit
             raise OutOfGas(f"needs more than the limit of {self.limit} gas")
-        self.used += gas
+        self.used = used
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,11 @@ class Receipt:
     status: Status
     gas_used: int
     error: str | None = None
+
+
+def _parties(p: Promise) -> tuple[str, str, int, int, int]:
+    """The fields of a promise that never change (``dataclasses.replace`` is slow on the hot path)."""
+    return p.seller, p.buyer, p.step, p.wh, p.price_micro_per_mwh
 
 
 def _valid_payload(tx: Transaction) -> str | None:
@@ -230,13 +238,17 @@ class Ledger:
 
     def _sload(self, table: dict[str, V], key: str, gas: GasMeter) -> V | None:
         """Metered read."""
-        gas.charge(G_SLOAD)
+        if gas.used + G_SLOAD > gas.limit:  # (``GasMeter.charge`` inlined: the hottest call of a block)
+            gas.charge(G_SLOAD)
+        gas.used += G_SLOAD
         return table.get(key)
 
     def _sstore(self, table: dict[str, V], key: str, value: V, gas: GasMeter, slots: int = 1) -> None:
         """Metered, journaled write."""
-        gas.charge(slots * (G_SSTORE_RESET if key in table else G_SSTORE_SET))
-        self._put(table, key, value)
+        old = table.get(key, _MISSING)
+        gas.charge(slots * (G_SSTORE_SET if old is _MISSING else G_SSTORE_RESET))
+        self._undo.append((table, key, old))
+        table[key] = value
 
     def _log(self, event: dict[str, Any], gas: GasMeter) -> None:
         """Metered event."""
@@ -299,7 +311,7 @@ class Ledger:
             raise _Failure("double_spend", f"promise already {promise.status}")
         buyer_micro = (self._sload(self.balances, promise.buyer, gas) or 0) + promise.escrow_micro
         self._sstore(self.balances, promise.buyer, buyer_micro, gas)
-        done = replace(promise, escrow_micro=0, status="cancelled")
+        done = Promise(*_parties(promise), 0, "cancelled", promise.delivered_wh)
         self._sstore(self.promises, token, done, gas, slots=PROMISE_SLOTS)
         self._log({"event": "Cancel", "token": token}, gas)
 
@@ -318,7 +330,7 @@ class Ledger:
         paid = promise.escrow_micro * delivered // promise.wh
         refund = promise.escrow_micro - paid
         status: Literal["settled", "cancelled"] = "settled" if delivered else "cancelled"
-        done = replace(promise, escrow_micro=0, status=status, delivered_wh=delivered)
+        done = Promise(*_parties(promise), 0, status, delivered)
         self._sstore(self.promises, token, done, gas, slots=PROMISE_SLOTS)
         self._sstore(self.allocated_wh, key, allocated + delivered, gas)
         buyer_credit = self._sload(self.credits_wh, promise.buyer, gas) or 0

@@ -27,6 +27,8 @@ validators signs the head (the ``/ledger/votes`` rows). The validator keys come 
 from __future__ import annotations
 
 import heapq
+import math
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +44,11 @@ from cosim.models.ledger.chain import (
     receipt_leaf,
     required_signers,
     sha256_hex,
+    sign_all,
+    sign_and_check,
+    sign_messages,
+    sign_messages_later,
+    verify_all,
     verify_signatures,
 )
 from cosim.models.ledger.consensus import Consensus, certificate
@@ -199,6 +206,7 @@ class LedgerModel:
         self.executed_latency: list[float] = []
         self._n_blocks = self._n_ranges = self._seq = 0
         self.n_rejected = 0
+        self._unsigned: list[tuple[list[tuple[list[Any], int]], Future[list[str]]]] = []  # rows, signatures
         self.tx_rows, self.block_rows, self.vote_rows = (
             _Rows(TX_COLUMNS),
             _Rows(BLOCK_COLUMNS),
@@ -216,7 +224,14 @@ class LedgerModel:
         self._seq += 1
 
     def trade_txs(self, step: int, trades: dict[str, np.ndarray]) -> list[tuple[Transaction, float]]:
-        """Signed on-chain trades of interval ``step`` (one per buyer-seller pair) and their imbalance cost.
+        """``_trade_jobs`` signed."""
+        jobs, costs = self._trade_jobs(step, trades)
+        return list(zip(sign_all(jobs), costs, strict=True))
+
+    def _trade_jobs(
+        self, step: int, trades: dict[str, np.ndarray]
+    ) -> tuple[list[tuple[Transaction, tuple[KeyPair, ...]]], list[float]]:
+        """Unsigned on-chain trades of interval ``step`` (one per buyer-seller pair) and their imbalance cost.
 
         ``trades`` has agent positions ``buyer`` and ``seller`` (-1: upstream grid), ``mwh``, ``price`` (paid
         by the buyer) and ``seller_price`` ($/MWh). The cost is what the pair pays extra if the trade is
@@ -225,15 +240,15 @@ class LedgerModel:
         buyer, seller, mwh = (np.asarray(trades[k]) for k in ("buyer", "seller", "mwh"))
         p2p = (buyer >= 0) & (seller >= 0) & (mwh > 0)
         if not p2p.any():
-            return []
+            return [], []
         pair = buyer[p2p].astype(np.int64) * len(self.address) + seller[p2p]
         pairs, inv = np.unique(pair, return_inverse=True)
         energy = np.bincount(inv, mwh[p2p])
         paid = np.bincount(inv, mwh[p2p] * np.asarray(trades["price"])[p2p])
         got = np.bincount(inv, mwh[p2p] * np.asarray(trades["seller_price"])[p2p])
-        out = []
+        jobs, costs = [], []
         b_of, s_of = np.divmod(pairs, len(self.address))
-        for b, s, e, pay, get in zip(b_of.tolist(), s_of.tolist(), energy, paid, got, strict=True):
+        for b, s, e, pay, get in zip(*(a.tolist() for a in (b_of, s_of, energy, paid, got)), strict=True):
             wh = round(e * MICRO)
             if wh == 0:
                 continue
@@ -242,36 +257,41 @@ class LedgerModel:
                 "price_micro_per_mwh": round(pay / e * MICRO), "trade_ref": "p2p",
             }  # fmt: skip
             tx = Transaction("trade", payload, self.address[b], self._next_nonce(self.address[b]))
-            cost = (self.import_price - self.export_price) * e - pay + get
-            out.append((tx.signed(self.wallets[b], self.wallets[s]), float(cost)))
-        return out
+            jobs.append((tx, (self.wallets[b], self.wallets[s])))
+            costs.append(float((self.import_price - self.export_price) * e - pay + get))
+        return jobs, costs
 
     def meter_tx(self, owner: int, step: int, wh: int) -> Transaction:
         """The meter of ``owner`` signs its export in interval ``step`` (Wh)."""
+        return sign_all([self._meter_job(owner, step, wh)])[0]
+
+    def _meter_job(self, owner: int, step: int, wh: int) -> tuple[Transaction, tuple[KeyPair, ...]]:
+        """The unsigned reading of ``meter_tx`` and the meter key that signs it."""
         meter = self.meters[owner]
         payload = {"owner": self.address[owner], "step": int(step), "wh": int(wh)}
-        return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)).signed(
-            meter
-        )
+        return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)), (meter,)
 
     def transfer_txs(self, n: int) -> list[Transaction]:
         """``n`` signed transfers between random accounts (the standalone workload)."""
         src = self.rng.integers(len(self.address), size=n)
         dst = (src + self.rng.integers(1, max(len(self.address), 2), size=n)) % len(self.address)
         amount = self.rng.integers(1, 1000, size=n)
-        out = []
+        jobs = []
         for i, j, a in zip(src.tolist(), dst.tolist(), amount.tolist(), strict=True):
             payload = {"to": self.address[j], "amount_micro": a}
             tx = Transaction("transfer", payload, self.address[i], self._next_nonce(self.address[i]))
-            out.append(tx.signed(self.wallets[i]))
-        return out
+            jobs.append((tx, (self.wallets[i],)))
+        return sign_all(jobs)
 
-    def admit(self, tau: float, tx: Transaction) -> bool:
-        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded."""
+    def admit(self, tau: float, tx: Transaction, signatures_ok: bool | None = None) -> bool:
+        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded.
+
+        ``signatures_ok``: the verdict of ``verify_all`` on ``tx`` when the caller checked a batch at once.
+        """
         status = None
         if tx.tx_id in self.seen:
             status = "replay"
-        elif not verify_signatures(tx, required_signers(tx)):
+        elif not (verify_signatures(tx, required_signers(tx)) if signatures_ok is None else signatures_ok):
             status = "bad_signature"
         if status is None:
             self._queue(tau, tx)
@@ -297,21 +317,33 @@ class LedgerModel:
         """
         t0, until = k * self.step_s, (k + 1) * self.step_s
         if trades is not None:
-            due = [(tx.tx_id, cost) for tx, cost in self.trade_txs(k, trades) if self.admit(t0, tx)]
-            if due:
-                heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
-                self._seq += 1
+            jobs, costs = self._trade_jobs(k, trades)
+            n_trades = len(jobs)
             if export_mw is not None:
                 on_chain = np.asarray(trades["buyer"]) >= 0
-                read_at = until + self.gate_closure_s + self.meter_delay_s
                 for s in np.unique(np.asarray(trades["seller"])[on_chain]).tolist():
                     if s >= 0:
                         wh = round(max(float(export_mw[s]), 0.0) * self.step_s / 3600.0 * MICRO)
-                        self.admit(read_at, self.meter_tx(s, k, wh))
+                        jobs.append(self._meter_job(s, k, wh))
+            # the step's trades and readings signed, and their signatures checked, in one batch; then
+            # admitted one by one (the gateway's verdicts) in the same order as one at a time
+            signed = sign_and_check(jobs)
+            due = [
+                (tx.tx_id, cost)
+                for (tx, ok), cost in zip(signed[:n_trades], costs, strict=True)
+                if self.admit(t0, tx, ok)
+            ]
+            if due:
+                heapq.heappush(self.deadlines, (t0 + self.gate_closure_s, self._seq, due))
+                self._seq += 1
+            read_at = until + self.gate_closure_s + self.meter_delay_s
+            for tx, ok in signed[n_trades:]:
+                self.admit(read_at, tx, ok)
         if n_transfers:
             at = np.sort(self.rng.uniform(t0, until, n_transfers)).tolist()
-            for tau, tx in zip(at, self.transfer_txs(n_transfers), strict=True):
-                self.admit(tau, tx)
+            transfers = self.transfer_txs(n_transfers)
+            for tau, tx, v in zip(at, transfers, verify_all(transfers), strict=True):
+                self.admit(tau, tx, v)
         n_late, late_cost = 0, 0.0
         while self.deadlines and self.deadlines[0][0] <= until:
             tau, _, due = heapq.heappop(self.deadlines)
@@ -344,8 +376,8 @@ class LedgerModel:
             self.submitted.append(tx)
             due.append(max(tau, self.engine.env.now))
         self.submit_tau += due
-        grow = len(self.submitted) - len(self.final_tau)
-        if grow > 0:
+        if len(self.submitted) > len(self.final_tau):  # grow by doubling: a copy per call grew with the run
+            grow = max(len(self.final_tau), len(self.submitted) - len(self.final_tau), 1024)
             self.include_tau = np.concatenate([self.include_tau, np.full(grow, np.nan)])
             self.final_tau = np.concatenate([self.final_tau, np.full(grow, np.nan)])
             self.height = np.concatenate([self.height, np.full(grow, -1, dtype=np.int64)])
@@ -384,12 +416,13 @@ class LedgerModel:
         txs = self.submitted[lo:hi]
         gas, leaves = 0, []
         self.final_tau[lo:hi][self.final_tau[lo:hi] > until] = np.nan
-        for i, tx in enumerate(txs, start=lo):
+        include, final = self.include_tau[lo:hi].tolist(), self.final_tau[lo:hi].tolist()
+        for tx, submit, inc, fin in zip(txs, self.submit_tau[lo:hi], include, final, strict=True):
             receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
             gas += receipt.gas_used
-            self.executed_final.append(self.final_tau[i] - self.submit_tau[i])
-            self.executed_latency.append(self.include_tau[i] - self.submit_tau[i])
-            times = self._unix(self.submit_tau[i], self.include_tau[i], self.final_tau[i])
+            self.executed_final.append(fin - submit)
+            self.executed_latency.append(inc - submit)
+            times = self._unix(submit, inc, fin)
             leaves.append(receipt_leaf(tx.tx_id, receipt.status, receipt.gas_used, *times))
             self._tx_row(tx, times, block.height, receipt.gas_used, receipt.status)
         final_s = self.epoch_unix_s + block.final_s if block.final_s <= until else np.nan
@@ -399,24 +432,35 @@ class LedgerModel:
         )  # fmt: skip
         if not self.record_tables:  # nobody could check the signatures
             return
-        signature = self.validator_keys[block.proposer].sign(audit.block_message(sealed.hash)).hex()
-        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas,
-                        signature)  # fmt: skip
+        votes: tuple[str, Any, bytes] | None = None
         if self.engine.mechanism == "bft":
-            self._votes(
-                block.height, "commit", block.signers, audit.commit_message(block.height, sealed.hash)
-            )
+            votes = "commit", block.signers, audit.commit_message(block.height, sealed.hash)
         elif self.engine.mechanism == "pos" and np.isfinite(final_s):
             epoch = audit.pos_epoch(block.time_s, self.engine)
             if after is None or audit.pos_epoch(after.time_s, self.engine) != epoch:  # the checkpoint
                 attesters = certificate(
                     np.flatnonzero(self.engine.honest), self.power, 2 / 3 * self.power.sum()
                 )
-                self._votes(block.height, "attest", attesters, audit.attest_message(epoch, sealed.hash))
+                votes = "attest", attesters, audit.attest_message(epoch, sealed.hash)
+        # the proposer's signature and the votes: made on a signature thread while the next block executes,
+        # written into their rows (signature: the last column) before the step returns them
+        proposer = (self.validator_keys[block.proposer], audit.block_message(sealed.hash))
+        jobs = [proposer, *self._vote_jobs(votes)]
+        rows = [(self.block_rows.rows, len(self.block_rows.rows))]
+        self._block_row(sealed, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes, gas)
+        if votes is not None:
+            rows += [(self.vote_rows.rows, len(self.vote_rows.rows) + j) for j in range(len(jobs) - 1)]
+            self._vote_rows(block.height, votes, [""] * (len(jobs) - 1))
+        self._unsigned.append((rows, sign_messages_later(jobs)))
 
-    def _votes(self, height: int, kind: str, signers: Any, message: bytes) -> None:
-        for v in signers:
-            self.vote_rows.rows.append((height, kind, int(v), self.validator_keys[v].sign(message).hex()))
+    def _vote_jobs(self, votes: tuple[str, Any, bytes] | None) -> list[tuple[KeyPair, bytes]]:
+        """What the validators of ``votes`` (kind, signers, message) sign."""
+        return [] if votes is None else [(self.validator_keys[v], votes[2]) for v in votes[1]]
+
+    def _vote_rows(self, height: int, votes: tuple[str, Any, bytes], signatures: list[str]) -> None:
+        kind, signers, _ = votes
+        for v, sig in zip(signers, signatures, strict=True):
+            self.vote_rows.rows.append((height, kind, int(v), sig))
 
     def _sign_head(self) -> None:
         """End of the run: a quorum of validators (the first by index, faulty ones too) signs the head."""
@@ -425,12 +469,13 @@ class LedgerModel:
         head = self.chain.blocks[-1]
         n_tx = sum(len(b.tx_ids) for b in self.chain.blocks)
         signers = certificate(np.arange(len(self.power)), self.power, 2 / 3 * self.power.sum())
-        self._votes(head.height, "head", signers, audit.head_message(head.height, head.hash, n_tx))
+        votes = "head", signers, audit.head_message(head.height, head.hash, n_tx)
+        self._vote_rows(head.height, votes, sign_messages(self._vote_jobs(votes)))
 
     def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
         """Stored Unix times of ledger times (NaN when not included or not final)."""
         unix = self.epoch_unix_s
-        return unix + submit, unix + include, unix + (final if np.isfinite(final) else np.nan)
+        return unix + submit, unix + include, unix + (final if math.isfinite(final) else math.nan)
 
     def _tx_row(
         self, tx: Transaction, times: tuple[float, float, float], height: int, gas: int, status: str
@@ -439,9 +484,8 @@ class LedgerModel:
             return
         sigs = canonical([list(s) for s in tx.signatures]).decode()
         self.tx_rows.rows.append(
-            (tx.tx_id, tx.kind, tx.sender, tx.nonce, canonical(tx.payload).decode(), sigs, *times, height,
-             gas, status)
-        )  # fmt: skip
+            (tx.tx_id, tx.kind, tx.sender, tx.nonce, tx.payload_json, sigs, *times, height, gas, status)
+        )
 
     def _block_row(
         self,
@@ -466,6 +510,13 @@ class LedgerModel:
             (height, time_unix, proposer, n_tx, gas, size, sealed is None, *chain, signature)
         )
 
+    def _fill_signatures(self) -> None:
+        """Write the signatures made in the background into their rows."""
+        for rows, signatures in self._unsigned:
+            for (table, i), sig in zip(rows, signatures.result(), strict=True):
+                table[i] = (*table[i][:-1], sig)
+        self._unsigned.clear()
+
     def _report(self, until: float, n_late: int, late_cost: float, last: bool) -> StepOutput:
         if last:  # what never reached a final block: pending
             for i in range(len(self.submitted)):
@@ -475,6 +526,7 @@ class LedgerModel:
             for tau, _, tx in sorted(self.queue):
                 self._tx_row(tx, self._unix(tau, np.nan, np.nan), -1, 0, "pending")
             self.queue.clear()
+        self._fill_signatures()
         final = np.asarray(self.executed_final)
         final = final[np.isfinite(final)]
         latency = np.asarray(self.executed_latency)
