@@ -1,4 +1,4 @@
-"""The PYPOWER case of `pp_internals.to_ppc` (numpy in place of pandapower's JIT loops) is pandapower's own."""
+"""`pp_internals.to_ppc` (numpy in place of pandapower's JIT loops) gives pandapower's own PYPOWER case."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cosim.models.grid import pp_internals
 
 
 def _isolated(net: Any) -> Any:
-    """``net`` with a line out of service that cuts a bus off (with its load) and an element out of service."""
+    """``net`` with a bus (and its load) cut off by an out-of-service line, and a load out of service."""
     net = copy.deepcopy(net)
     bus = pp.create_bus(net, vn_kv=net.bus.vn_kv.iloc[-1])
     pp.create_load(net, bus, p_mw=0.01)
