@@ -155,7 +155,9 @@ class ACPowerFlow:
         self._n_agent = len(self._elements)
         groups = _split_elements(net, self._elements)
 
-        base = copy.deepcopy(net)
+        base = copy.copy(net)  # the net's tables, not its year-long profiles (a SimBench net's), deep-copied
+        base.pop("profiles", None)
+        base = copy.deepcopy(base)
         for table, (_, idx) in groups.items():
             base[table].loc[idx, ["p_mw"] if table in _NO_Q_TABLES else ["p_mw", "q_mvar"]] = 0.0
             base[table].loc[idx, "scaling"] = 1.0
