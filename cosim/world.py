@@ -129,7 +129,7 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
     }  # fmt: skip
     ckpt_path, every = checkpoint_path(scenario.output_path), checkpoint_every(scenario)
     identity = {
-        "scenario": scenario.to_yaml(),
+        "scenario": whole.attrs["scenario_yaml"],
         "seed": scenario.seed,
         "code version": whole.attrs["code_version"],
     }
