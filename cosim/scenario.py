@@ -224,6 +224,10 @@ class SimbenchGrid(_Section):
     @field_validator("code")
     @classmethod
     def _known(cls, code: str) -> str:
+        from cosim.models.grid import netcache
+
+        if netcache.enabled() and netcache.entry_path(code).is_file():
+            return code  # SimBench parsed it before (under the installed versions): no need to import it
         import simbench
 
         codes = simbench.collect_all_simbench_codes()

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandapower as pp
 import scipy.sparse as sp
 from numpy.typing import NDArray
 from pandapower.pypower.idx_brch import F_BUS, T_BUS
@@ -156,14 +155,13 @@ class ACPowerFlow:
         self._n_agent = len(self._elements)
         groups = _split_elements(net, self._elements)
 
-        base = copy.deepcopy(net)
+        base = copy.copy(net)  # the net's tables, not its year-long profiles (a SimBench net's), deep-copied
+        base.pop("profiles", None)
+        base = copy.deepcopy(base)
         for table, (_, idx) in groups.items():
             base[table].loc[idx, ["p_mw"] if table in _NO_Q_TABLES else ["p_mw", "q_mvar"]] = 0.0
             base[table].loc[idx, "scaling"] = 1.0
-        try:
-            pp.runpp(base, numba=False)  # sets base._options; no JIT compile needed here
-        except pp.LoadflowNotConverged:
-            pass
+        pp_internals.init_pf_options(base)  # runpp's options, without its power flow (set-up time)
         ppc, ppci = pp_internals.to_ppc(base)
         self._init_model(base, ppc, ppci, groups)
         # initial warm start: the zero-agent base case solved from flat start

@@ -123,6 +123,28 @@ def test_damaged_entry_is_rebuilt(
     assert netcache.load(CODE) is not None  # rewritten whole
 
 
+def test_validation_of_a_cached_code_does_not_import_simbench(cache_dir: Path) -> None:
+    """A scenario whose SimBench code has a cache entry validates in a fresh interpreter without importing
+    SimBench (importing it costs a run ~0.3 s, on top of pandapower); an unknown code is still refused."""
+    netcache.store(CODE, pn.example_simple())
+    code = textwrap.dedent(f"""
+        import sys
+        from cosim.scenario import SimbenchGrid
+        SimbenchGrid(source="simbench", code={CODE!r})
+        assert "simbench" not in sys.modules, "validation imported simbench"
+        try:
+            SimbenchGrid(source="simbench", code="1-LV-nowhere--0-sw")
+        except ValueError as err:
+            assert "unknown SimBench code" in str(err), err
+        else:
+            raise AssertionError("an unknown code was accepted")
+        print("ok")
+    """)
+    env = dict(os.environ) | {netcache.ENV_DIR: str(cache_dir)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_no_cache_neither_reads_nor_writes(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     """COSIM_NO_CACHE=1: the net is parsed and nothing is written."""
     calls = _fake_parser(monkeypatch)
