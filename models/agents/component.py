@@ -55,7 +55,11 @@ def step_times_s(scenario: Scenario) -> np.ndarray:
 
 
 def build_fleet_of(scenario: Scenario, net: Any, times_s: np.ndarray) -> Fleet:
-    """The agents of the grid with their profiles (SimBench's, or constant loads and clear-sky PV)."""
+    """The agents of the grid with their profiles (SimBench's, or constant loads and clear-sky PV).
+
+    The profiles keep only the rows of the run's steps, and ``net`` loses its ``profiles`` frames (the power
+    flow and the market copy the net: they need none).
+    """
     g, t, pv_cfg = scenario.grid, scenario.time, scenario.agents.pv
     simbench = isinstance(g, SimbenchGrid)
     tables = profiles.simbench_tables(net) if simbench else profiles.constant_tables(net)
@@ -67,6 +71,9 @@ def build_fleet_of(scenario: Scenario, net: Any, times_s: np.ndarray) -> Fleet:
         if pv_cfg.profile is not None:
             raise ScenarioError([("agents.pv.profile", "only SimBench grids ship named PV profiles")])
         pv_pu = profiles.clear_sky_pv_pu(t.start.year, pv_cfg.latitude_deg)
+    # memory in proportion to the run: only the rows its steps read; the net's profile frames go
+    tables, pv_pu = profiles.sliced(tables, times_s, t.step_s), pv_pu.sliced(times_s, t.step_s)
+    net.pop("profiles", None)
     try:
         return build_fleet(
             net, scenario.agents, rng_for(scenario.seed, "agents"), tables, pv_pu, times_s, t.step_s

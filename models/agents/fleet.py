@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandapower as pp
+import pandas as pd
 
 from cosim.models.agents.profiles import ProfileTable
 from cosim.models.grid.network import element_names
@@ -268,18 +269,17 @@ def build_fleet(
 
     load_names, sgen_names = element_names(net.load, "load"), element_names(net.sgen, "sgen")
     home_bus = net.load["bus"].to_numpy()
-    pv_idx = [
-        pp.create_sgen(net, home_bus[h], p_mw=k / 1000.0, name=f"{load_names[h]} PV", type="PV")
-        for h, k in zip(pv_homes, pv_kwp, strict=True)
-    ]
+    pv_idx = add_elements(
+        net, "sgen", home_bus[pv_homes], [f"{load_names[h]} PV" for h in pv_homes], p_mw=pv_kwp / 1000.0,
+        type="PV",
+    )  # fmt: skip
     cap_mwh = cfg.battery.capacity_kwh / 1000.0
-    bat_idx = [
-        pp.create_storage(
-            net, home_bus[h], p_mw=0.0, max_e_mwh=cap_mwh, name=f"{load_names[h]} battery", type="battery"
-        )
-        for h in bat_homes
-    ]
-    ev_idx = [pp.create_load(net, home_bus[h], p_mw=0.0, name=f"{load_names[h]} EV") for h in ev_homes]
+    bat_idx = add_elements(
+        net, "storage", home_bus[bat_homes], [f"{load_names[h]} battery" for h in bat_homes],
+        p_mw=np.zeros(n_bat), max_e_mwh=cap_mwh, type="battery",
+    )  # fmt: skip
+    ev_idx = add_elements(net, "load", home_bus[ev_homes], [f"{load_names[h]} EV" for h in ev_homes],
+                          p_mw=np.zeros(n_ev))  # fmt: skip
 
     elements = (
         [("load", int(i)) for i in loads]
@@ -306,7 +306,11 @@ def build_fleet(
         + [f"{load_names[h]} EV" for h in ev_homes]
     )
     names = _unique(names)
-    buses = np.array([int(net[t].at[i, "bus"]) for t, i in elements], dtype=np.int64)
+    buses = np.concatenate(
+        [net[t].bus.to_numpy(dtype=np.int64)[net[t].index.get_indexer(i)] for t, i in
+         (("load", loads), ("sgen", sgens), ("gen", gens), ("sgen", pv_idx), ("storage", bat_idx),
+          ("load", ev_idx))]
+    )  # fmt: skip
     home_of_row = {int(r): k for k, r in enumerate(homes)}  # net.load row -> household number
     # the grid's own loads (heat pumps, EV chargers) and generators at a bus with exactly one household
     # are behind that household's meter (a SimBench bus is a house connection)
@@ -358,6 +362,30 @@ def build_fleet(
         departure_h=rng.normal(e.departure_hour_mean, e.departure_hour_sd, n_ev) % 24.0,
     )
     return Fleet(table, tables, pv_pu, pv_kwp, batteries, evs, times_s, step_s)
+
+
+_CREATE = {"sgen": pp.create_sgen, "storage": pp.create_storage, "load": pp.create_load}
+
+
+def add_elements(
+    net: Any, table: str, buses: np.ndarray, names: list[str], p_mw: np.ndarray, **fixed: Any
+) -> np.ndarray:
+    """Add one ``table`` element per bus to ``net``, as many ``pandapower.create_<table>`` calls would.
+
+    The first is created by pandapower; the others copy its row with their own ``bus``, ``name`` and
+    ``p_mw`` (pandapower's own vectorised ``create_sgens`` etc. store some columns as objects, and one call
+    per element takes seconds for thousands). ``fixed`` are the keyword arguments shared by all.
+    Returns the new elements' indices.
+    """
+    if not len(buses):
+        return np.array([], dtype=np.int64)
+    first = int(_CREATE[table](net, int(buses[0]), p_mw=float(p_mw[0]), name=names[0], **fixed))
+    frame = net[table]
+    rest = frame.loc[[first] * (len(buses) - 1)].copy()
+    rest.index = pd.Index(first + 1 + np.arange(len(buses) - 1), dtype=frame.index.dtype)
+    rest["bus"], rest["name"], rest["p_mw"] = buses[1:], names[1:], np.asarray(p_mw[1:], dtype=float)
+    net[table] = pd.concat([frame, rest.astype(frame.dtypes.to_dict())])
+    return net[table].index.to_numpy()[-len(buses) :].astype(np.int64)
 
 
 def _unique(names: list[str]) -> list[str]:

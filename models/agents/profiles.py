@@ -4,6 +4,10 @@ A :class:`ProfileTable` holds 15-minute (or constant) rows and answers, for a si
 mean of the rows inside that step. Rows are indexed by time elapsed since 1 January of the step's
 year, wrapping at the table's end (SimBench's profiles are for 2016, a leap year of 35,136 rows).
 Sign convention: all powers in load convention (positive = consumption), as pandapower loads.
+
+Memory is in proportion to the run, not to the year of every element: a SimBench table holds each
+distinct relative profile once (a few dozen columns, whatever the number of elements) with a factor per
+element, and `ProfileTable.sliced` keeps only the rows the run's steps read.
 """
 
 from __future__ import annotations
@@ -18,35 +22,100 @@ import pandas as pd
 SIMBENCH_ROW_S = 900
 
 
+def cycle_rows(times_s: np.ndarray, step_s: int, row_s: int, n_rows: int) -> np.ndarray:
+    """Rows (n_steps, rows_per_step) of a table of ``n_rows`` rows of ``row_s`` seconds that each step reads.
+
+    A step starting at ``times_s`` (Unix s) reads the rows from its time since 1 January of its year on,
+    wrapping at ``n_rows``.
+    """
+    times_s = np.asarray(times_s, dtype=np.int64)
+    years = pd.to_datetime(times_s, unit="s", utc=True).year.to_numpy()
+    year_start = np.array(
+        [dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp() for y in np.unique(years)], dtype=np.int64
+    )[np.searchsorted(np.unique(years), years)]
+    first = (times_s - year_start) // row_s
+    per_step = max(1, round(step_s / row_s))
+    return (first[:, None] + np.arange(per_step)[None, :]) % n_rows
+
+
 @dataclass(frozen=True)
 class ProfileTable:
     """Rows of values per element; ``row_s=0`` marks a constant table of one row.
 
+    Element ``j`` at row ``r`` is ``base[r, column[j]] * factor[j]`` (``factor[j]`` itself where that
+    product is NaN), times ``scaling[j]``; without ``column``, ``factor`` and ``scaling`` it is
+    ``base[r, j]``.
+
     Attributes
     ----------
-    values : (n_rows, n_elements) array, e.g. MW
+    base : (n_stored, n_columns) array, e.g. MW, or per unit when ``factor`` is given
     row_s : seconds each row covers (900 for SimBench), 0 when constant
+    column : (n_elements,) int, the base column of each element; None: column j is element j
+    factor : (n_elements,) multiplier of each element's column (e.g. its MW), or None
+    scaling : (n_elements,) multiplier applied last (pandapower's ``scaling``), or None
+    stored : sorted full-table rows that ``base`` holds (see `sliced`); None: every row
+    n_rows : rows of the full table, where row indices wrap (0: ``len(base)``)
     """
 
-    values: np.ndarray
+    base: np.ndarray
     row_s: int
+    column: np.ndarray | None = None
+    factor: np.ndarray | None = None
+    scaling: np.ndarray | None = None
+    stored: np.ndarray | None = None
+    n_rows: int = 0
+
+    @property
+    def cycle(self) -> int:
+        """Rows of the full table (the wrap-around length)."""
+        return self.n_rows or len(self.base)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The stored rows per element, dense (n_stored, n_elements): for tests and small tables."""
+        return self.at(np.arange(len(self.base)))
 
     def rows_for(self, times_s: np.ndarray, step_s: int) -> np.ndarray:
-        """Row indices (n_steps, rows_per_step) covering each step that starts at ``times_s`` (Unix s)."""
+        """Row positions (n_steps, rows_per_step) covering each step that starts at ``times_s`` (Unix s)."""
         times_s = np.asarray(times_s, dtype=np.int64)
         if self.row_s == 0:
             return np.zeros((len(times_s), 1), dtype=np.int64)
-        years = pd.to_datetime(times_s, unit="s", utc=True).year.to_numpy()
-        year_start = np.array(
-            [dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp() for y in np.unique(years)], dtype=np.int64
-        )[np.searchsorted(np.unique(years), years)]
-        first = (times_s - year_start) // self.row_s
-        per_step = max(1, round(step_s / self.row_s))
-        return (first[:, None] + np.arange(per_step)[None, :]) % len(self.values)
+        rows = cycle_rows(times_s, step_s, self.row_s, self.cycle)
+        if self.stored is None:
+            return rows
+        pos = np.minimum(np.searchsorted(self.stored, rows), len(self.stored) - 1)
+        if len(self.stored) == 0 or not np.array_equal(self.stored[pos], rows):
+            raise ValueError("a step reads profile rows outside the period this table was sliced to")
+        return pos
+
+    def sliced(self, times_s: np.ndarray, step_s: int) -> ProfileTable:
+        """The same table holding only the rows that the steps starting at ``times_s`` read."""
+        if self.row_s == 0:
+            return self
+        full = self if self.stored is None else None
+        if full is None:
+            raise ValueError("slice a table once, from its full rows")
+        keep = np.unique(cycle_rows(times_s, step_s, self.row_s, self.cycle))
+        return ProfileTable(
+            np.ascontiguousarray(self.base[keep]), self.row_s, self.column, self.factor, self.scaling, keep,
+            self.cycle,
+        )  # fmt: skip
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """The elements' values at the stored row positions ``rows`` -> (len(rows), n_elements)."""
+        v = self.base[rows]
+        if self.column is not None:
+            v = v[:, self.column]
+        if self.factor is not None:
+            v = v * self.factor
+            v = np.where(np.isnan(v), self.factor, v)
+        if self.scaling is not None:
+            v = v * self.scaling
+        return v
 
     def mean(self, rows: np.ndarray) -> np.ndarray:
         """Mean over the rows of one step -> (n_elements,)."""
-        return self.values[rows].mean(axis=0)
+        return self.at(rows).mean(axis=0)
 
 
 def constant(values: np.ndarray) -> ProfileTable:
@@ -64,17 +133,23 @@ def constant_tables(net: Any) -> dict[str, ProfileTable]:
     return tables | {"gen_p_mw": constant(net.gen.p_mw * net.gen.scaling)}
 
 
-def _absolute(net: Any, element: str, col: str, relative: list[pd.DataFrame], suffix: str) -> np.ndarray:
-    """SimBench's absolute profile of ``net[element][col]``: its relative profile times the column.
+def _relative(
+    net: Any, element: str, relative: list[pd.DataFrame], suffix: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct relative profile of ``net[element]`` once, and the column of each element.
 
-    The same arithmetic as ``simbench.get_absolute_profiles_from_relative_profiles`` (an element without a
-    profile gets a relative profile of 1), without importing simbench: each element's profile is the column
-    ``profile + suffix`` of the first of ``relative`` that has it (simbench merges powerplants before
-    renewables, keeping the first).
+    Each element's profile is the column ``profile + suffix`` of the first of ``relative`` that has it
+    (simbench merges powerplants before renewables, keeping the first); an element without a profile
+    reads the last column, all ones.
+
+    Returns
+    -------
+    base : (n_rows, n_profiles + 1) relative values; column : (n_elements,) int
     """
     elements = net[element]
     n_rows = max(len(f) for f in relative)
-    rel = np.ones((n_rows, len(elements)))
+    columns: list[np.ndarray] = []
+    column = np.full(len(elements), -1, dtype=np.int64)  # -1: no profile, the ones column
     if "profile" in elements.columns:
         names = (elements["profile"] + suffix).to_numpy(dtype=object)
         todo = np.array([isinstance(n, str) for n in names], dtype=bool)  # NaN: no profile
@@ -83,16 +158,24 @@ def _absolute(net: Any, element: str, col: str, relative: list[pd.DataFrame], su
             if here.any():
                 if len(frame) != n_rows:
                     raise ValueError(f"{element} profiles have {len(frame)} rows, expected {n_rows}")
-                rel[:, here] = frame[list(names[here])].to_numpy(dtype=float)
+                distinct, inverse = np.unique(names[here].astype(str), return_inverse=True)
+                column[here] = len(columns) + inverse
+                columns += [frame[name].to_numpy(dtype=float) for name in distinct]
                 todo &= ~here
         if todo.any():
             missing = sorted(set(names[todo]))
             raise ValueError(f"{element} profiles {missing} are not in the grid's profiles")
-    return rel * elements[col].to_numpy(dtype=float).reshape(1, -1)
+    base = np.column_stack([*columns, np.ones(n_rows)])
+    column[column < 0] = len(columns)
+    return base, column
 
 
 def simbench_tables(net: Any) -> dict[str, ProfileTable]:
     """SimBench absolute profiles of loads (p, q) and sgens (p) in MW/Mvar, element scaling applied.
+
+    The same arithmetic as ``simbench.get_absolute_profiles_from_relative_profiles`` (an element without a
+    profile gets a relative profile of 1; a NaN value is the element's own), without importing simbench
+    and without the dense year of every element: each table holds the distinct relative profiles.
 
     Returns
     -------
@@ -108,13 +191,19 @@ def simbench_tables(net: Any) -> dict[str, ProfileTable]:
     out = {}
     for (table, col), (key, relative, suffix) in sources.items():
         elements = net[table]
-        absolute = _absolute(net, table, col, relative, suffix)
-        fixed = elements[col].to_numpy(dtype=float)  # elements without a profile keep their value
-        values = np.where(np.isnan(absolute), fixed, absolute)
-        out[key] = ProfileTable(values * elements["scaling"].to_numpy(dtype=float), SIMBENCH_ROW_S)
+        base, column = _relative(net, table, relative, suffix)
+        factor = elements[col].to_numpy(dtype=float)
+        out[key] = ProfileTable(
+            base, SIMBENCH_ROW_S, column, factor, elements["scaling"].to_numpy(dtype=float)
+        )
     out["sgen_q_mvar"] = constant(net.sgen.q_mvar * net.sgen.scaling)
     out["gen_p_mw"] = constant(net.gen.p_mw * net.gen.scaling)
     return out
+
+
+def sliced(tables: dict[str, ProfileTable], times_s: np.ndarray, step_s: int) -> dict[str, ProfileTable]:
+    """Every table holding only the rows that the steps starting at ``times_s`` read."""
+    return {key: table.sliced(times_s, step_s) for key, table in tables.items()}
 
 
 def simbench_pv_pu(net: object, name: str | None) -> ProfileTable | None:
