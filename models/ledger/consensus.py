@@ -415,9 +415,7 @@ class ProofOfStake(Consensus):
                 hi = self.pool.take(lo, proposer, env.now, self.block_tx_limit)
                 checkpoint = -(-slot // self.slots_per_epoch)
                 t_fin = (checkpoint + 2) * epoch_s + mean_delay_s if self.justifies else np.inf
-                block = Block(
-                    self.n_blocks + 1, env.now, proposer, hi - lo, _size(hi - lo), False, lo, t_fin
-                )
+                block = Block(self.n_blocks + 1, env.now, proposer, hi - lo, _size(hi - lo), False, lo, t_fin)
                 self._decide(block, t_fin)
                 lo = hi
             slot += 1

@@ -229,6 +229,7 @@ class LedgerModel:
         self.deadlines: list[tuple[float, int, list[tuple[str, float]]]] = []  # (tau, seq, [(tx id, $)])
         self.to_execute: list[Any] = []  # decided canonical blocks, in height order
         self.index_of: dict[str, int] = {}
+        self._cancel_step: dict[str, int] = {}  # cancel id -> step of its trade (keep_history=False)
         self.include_tau, self.final_tau = np.full(0, np.nan), np.full(0, np.nan)
         self.height = np.full(0, -1, dtype=np.int64)
         self.executed_final: list[float] = []
@@ -386,7 +387,7 @@ class LedgerModel:
                         self._cancel(tau, self.submitted[idx])
         self._run(until)
         if not self.keep_history:
-            self._forget()
+            self._forget(k)
         if last:
             self.engine.close()
             self._collect(until, close=True)
@@ -396,7 +397,8 @@ class LedgerModel:
     def _cancel(self, tau: float, trade: Transaction) -> None:
         buyer = self.account_of[trade.payload["buyer"]]
         tx = Transaction("cancel", {"token": trade.tx_id}, trade.sender, self._next_nonce(trade.sender))
-        self.admit(tau, tx.signed(self.wallets[buyer]))
+        if self.admit(tau, tx.signed(self.wallets[buyer])) and not self.keep_history:
+            self._cancel_step[tx.tx_id] = trade.payload["step"]
 
     def _run(self, until: float) -> None:
         """Submit the queued transactions due by ``until``, advance the engine, execute what is final."""
@@ -505,9 +507,16 @@ class LedgerModel:
         votes = "head", signers, audit.head_message(head.height, head.hash, n_tx)
         self._vote_rows(head.height, votes, sign_messages(self._vote_jobs(votes)))
 
-    def _forget(self) -> None:
-        """Drop the transactions executed and past their deadline (their rows are out; with
-        keep_history=False): memory in proportion to what is not final yet, not to the run."""
+    def _forget(self, k: int) -> None:
+        """After step ``k`` (with keep_history=False): drop the transactions executed and past their
+        deadline (their rows are out), and the contract state of the intervals no transaction still to
+        come or to execute refers to: memory in proportion to what is not final yet, not to the run."""
+        pending = [tx for *_, tx in self.queue] + self.submitted[self._executed - self._base :]
+        steps = [self._step_of(tx) for tx in pending]
+        steps += [
+            self._step_of(self.submitted[self.index_of[due[0][0]] - self._base]) for *_, due in self.deadlines
+        ]
+        self.state.forget_steps(min([k + 1, *(s for s in steps if s is not None)]))
         keep = self._executed  # the first not executed, or the first a pending deadline still checks
         for _, _, due in self.deadlines:
             keep = min([keep, *(self.index_of[tx_id] for tx_id, _ in due)])
@@ -516,10 +525,17 @@ class LedgerModel:
             return
         for tx in self.submitted[:cut]:
             del self.index_of[tx.tx_id]
+            self._cancel_step.pop(tx.tx_id, None)
         del self.submitted[:cut], self.submit_tau[:cut]
         self.include_tau, self.final_tau = self.include_tau[cut:].copy(), self.final_tau[cut:].copy()
         self.height = self.height[cut:].copy()
         self._base = keep
+
+    def _step_of(self, tx: Transaction) -> int | None:
+        """The delivery interval a transaction refers to (None for a transfer)."""
+        if tx.kind == "cancel":
+            return self._cancel_step[tx.tx_id]
+        return tx.payload["step"] if tx.kind in ("trade", "meter") else None
 
     def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
         """Stored Unix times of ledger times (NaN when not included or not final)."""
