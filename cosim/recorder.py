@@ -51,6 +51,12 @@ def _quiet_release() -> Iterator[None]:
         sys.unraisablehook = previous
 
 
+CHUNK_CACHE_BYTES = 0
+"""HDF5's chunk cache of each dataset the recorder writes. None: the series are written a whole chunk at
+a time and the tables append to their last chunk once per ``chunk_steps``, so a cache saves little (that
+chunk is read back once), while HDF5's default (1 MiB per dataset, kept for the whole run) grows with the
+run up to a megabyte for every one of the file's datasets."""
+
 SPACE_MARGIN_BYTES = 2**20
 """Space reserved beyond twice the next chunk's raw size; when it cannot be had, the run stops cleanly."""
 
@@ -143,7 +149,7 @@ class H5Recorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if series and "time" not in self.series:
             raise ValueError("the series must include 'time' (Unix s of each step), the time coordinate")
-        self._file = h5py.File(self.partial_path, "w", track_order=True)
+        self._file = h5py.File(self.partial_path, "w", track_order=True, rdcc_nbytes=CHUNK_CACHE_BYTES)
         self._file.attrs["complete"] = False
         self._set_attrs(attrs)
         filters: dict[str, Any] = {}
@@ -245,7 +251,7 @@ class H5Recorder:
         self = cls.__new__(cls)
         self._declare(path, chunk_steps, series, tables, labels, dims)
         try:
-            self._file = h5py.File(self.partial_path, "r+")
+            self._file = h5py.File(self.partial_path, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as exc:
             raise RecorderError(f"--resume: cannot open {self.partial_path} to continue it ({exc})") from None
         self._times = []
