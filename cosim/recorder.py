@@ -51,6 +51,16 @@ def _quiet_release() -> Iterator[None]:
         sys.unraisablehook = previous
 
 
+CHUNK_CACHE_BYTES = 0
+"""HDF5's chunk cache of each dataset the recorder writes. None: the series are written a whole chunk at
+a time and the tables append to their last chunk once per ``chunk_steps``, so a cache saves little (that
+chunk is read back once), while HDF5's default (1 MiB per dataset, kept for the whole run) grows with the
+run up to a megabyte for every one of the file's datasets."""
+
+TABLE_ROWS_BUFFERED = 4096
+"""A table whose buffered rows reach this many is written before its steps' chunk is full, so a busy table
+(a ledger's transactions: ~1.3 kB a row) holds at most about 5 MB in memory, whatever ``chunk_steps``."""
+
 SPACE_MARGIN_BYTES = 2**20
 """Space reserved beyond twice the next chunk's raw size; when it cannot be had, the run stops cleanly."""
 
@@ -143,7 +153,7 @@ class H5Recorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if series and "time" not in self.series:
             raise ValueError("the series must include 'time' (Unix s of each step), the time coordinate")
-        self._file = h5py.File(self.partial_path, "w", track_order=True)
+        self._file = h5py.File(self.partial_path, "w", track_order=True, rdcc_nbytes=CHUNK_CACHE_BYTES)
         self._file.attrs["complete"] = False
         self._set_attrs(attrs)
         filters: dict[str, Any] = {}
@@ -245,7 +255,7 @@ class H5Recorder:
         self = cls.__new__(cls)
         self._declare(path, chunk_steps, series, tables, labels, dims)
         try:
-            self._file = h5py.File(self.partial_path, "r+")
+            self._file = h5py.File(self.partial_path, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as exc:
             raise RecorderError(f"--resume: cannot open {self.partial_path} to continue it ({exc})") from None
         self._times = []
@@ -391,6 +401,10 @@ class H5Recorder:
         self._filled += 1
         if self._filled == self.chunk_steps:
             self.flush()
+            return
+        for key, rows in self._rows.items():  # a busy table (a ledger's transactions) goes ahead of its steps
+            if sum(len(next(iter(r.values()), ())) for r in rows) >= TABLE_ROWS_BUFFERED:
+                self._write_now(key)
 
     def flush(self) -> None:
         """Write the buffered steps to the file and flush it to disk; RecorderError when writing fails."""
@@ -458,6 +472,19 @@ class H5Recorder:
         finally:
             os.close(fd)
 
+    def _write_now(self, path: str) -> None:
+        """Write the buffered rows of table ``path`` before the steps' chunk is full (memory bound)."""
+        if self.failed is not None:
+            return
+        self._check_space(0)
+        try:
+            self._write_table(path, self._rows[path])
+            self._sync()
+        except (OSError, RuntimeError) as exc:
+            self.failed = write_failure(self.partial_path, exc)
+            self._abandon()
+            raise self.failed from None
+
     def _write_chunk(self, n: int) -> None:
         for key, buf in self._buffers.items():
             ds = self._dataset(key)
@@ -467,22 +494,29 @@ class H5Recorder:
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = self._buffers["time"][:n]
         for path, rows in self._rows.items():
-            table = self.tables[path]
-            for name, _, _ in table.columns:
-                data = np.concatenate([r[name] for r in rows])
-                ds = self._dataset(f"{path}/{name}")
-                start = ds.shape[0]
-                ds.resize(start + len(data), axis=0)
-                ds[start:] = data
-            scale = self._file[f"{path}/{table.row_dim}"]
-            start = scale.shape[0]
-            scale.resize(ds.shape[0], axis=0)
-            if table.step_column:
-                steps = self._file[f"{path}/{table.step_column}"][start:]
-                scale[start:] = self._file["time"][()][steps]
-            else:
-                scale[start:] = np.arange(start, ds.shape[0])
-            rows.clear()
+            self._write_table(path, rows)
+
+    def _write_table(self, path: str, rows: list[dict[str, np.ndarray]]) -> None:
+        """Append a table's buffered ``rows`` (and their row labels) to the file; empties ``rows``."""
+        if not rows:  # all written ahead of the steps (``TABLE_ROWS_BUFFERED``)
+            return
+        table = self.tables[path]
+        for name, _, _ in table.columns:
+            data = np.concatenate([r[name] for r in rows])
+            ds = self._dataset(f"{path}/{name}")
+            start = ds.shape[0]
+            ds.resize(start + len(data), axis=0)
+            ds[start:] = data
+        scale = self._file[f"{path}/{table.row_dim}"]
+        start = scale.shape[0]
+        scale.resize(ds.shape[0], axis=0)
+        if table.step_column:
+            steps = self._file[f"{path}/{table.step_column}"][start:]
+            written = self._file["time"][()]  # the steps not written yet are in the buffer
+            scale[start:] = np.concatenate([written, self._buffers["time"][: self._filled]])[steps]
+        else:
+            scale[start:] = np.arange(start, ds.shape[0])
+        rows.clear()
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""

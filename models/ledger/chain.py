@@ -376,25 +376,46 @@ def _block_problem(block: Block, index: int, prev_hash: str) -> str | None:
 
 
 class Chain:
-    """Append-only list of blocks, with the transactions they carry."""
+    """Append-only list of blocks, with the transactions they carry.
 
-    def __init__(self) -> None:
-        self.blocks: list[Block] = []
-        self.txs: dict[str, Transaction] = {}
+    ``history=False`` keeps only the head block (its hash and height are all that later blocks need) and
+    the count of transactions; the blocks go to storage as they are sealed (the co-simulation's
+    ``/ledger`` tables, which ``verify-ledger`` checks), so the memory does not grow with the chain.
+    """
+
+    def __init__(self, history: bool = True) -> None:
+        self.history = history
+        self.blocks: list[Block] = []  # all blocks, or with history=False the head only
+        self.txs: dict[str, Transaction] = {}  # empty with history=False
+        self._dropped, self._dropped_tx = 0, 0  # blocks (and their transactions) no longer held
 
     @property
     def head_hash(self) -> str:
         """Hash of the last block (``GENESIS_PREV`` when empty)."""
         return self.blocks[-1].hash if self.blocks else GENESIS_PREV
 
+    @property
+    def n_blocks(self) -> int:
+        """Blocks appended so far (the height of the next block)."""
+        return self._dropped + len(self.blocks)
+
+    @property
+    def n_tx(self) -> int:
+        """Transactions in the blocks appended so far."""
+        return self._dropped_tx + sum(len(b.tx_ids) for b in self.blocks)
+
     def append(self, block: Block) -> None:
         """Append ``block`` after checking its height, link, time order and Merkle root (``ValueError``)."""
-        problem = _block_problem(block, len(self.blocks), self.head_hash)
+        problem = _block_problem(block, self.n_blocks, self.head_hash)
         if problem is None and self.blocks and block.time_s < self.blocks[-1].time_s:
             problem = f"block {block.height}: time goes backwards"
         if problem is not None:
             raise ValueError(problem)
         self.blocks.append(block)
+        if not self.history:
+            self._dropped += len(self.blocks) - 1
+            self._dropped_tx += sum(len(b.tx_ids) for b in self.blocks[:-1])
+            del self.blocks[:-1]
 
     def seal(
         self, txs: Iterable[Transaction], time_s: float, proposer: str, pow_bits: int = 0, **header: Any
@@ -403,16 +424,17 @@ class Chain:
         (receipts_root, gas_used, size_bytes, final_s); ``pow_bits``: mine it to that target."""
         txs = list(txs)
         ids = tuple(tx.tx_id for tx in txs)
-        block = Block(
-            len(self.blocks), float(time_s), proposer, self.head_hash, merkle_root(ids), ids, **header
-        )
+        block = Block(self.n_blocks, float(time_s), proposer, self.head_hash, merkle_root(ids), ids, **header)
         block = mine(block, pow_bits)
         self.append(block)
-        self.txs.update(zip(ids, txs, strict=True))
+        if self.history:
+            self.txs.update(zip(ids, txs, strict=True))
         return block
 
     def verify(self) -> tuple[bool, str | None]:
-        """``verify_chain`` on this chain."""
+        """``verify_chain`` on this chain (ValueError without its history: verify the stored tables)."""
+        if not self.history:
+            raise ValueError("this chain keeps no history (history=False): verify the blocks where stored")
         return verify_chain(self.blocks, self.txs)
 
 

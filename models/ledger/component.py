@@ -126,6 +126,7 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
         import_price_per_mwh=up.import_price_per_mwh if up else 0.0,
         export_price_per_mwh=up.export_price_per_mwh if up else 0.0,
         record_tables=cfg.record_tables,
+        keep_history=False,  # the run's tables hold the chain: memory bounded by what is not final
     )
     attrs = {
         "consensus": cfg.consensus, "validators": n, "faulty": cfg.faulty, "behaviour": cfg.behaviour,

@@ -167,8 +167,9 @@ class Consensus:
             self.honest[rng.choice(validators, size=faulty, replace=False)] = False
         # entry nodes from a stream of their own, so submitting in pieces draws the same nodes
         self.pool = _Mempool(self.net, self.honest, np.random.default_rng(rng.integers(2**63)))
-        self.blocks: list[Block] = []
+        self.blocks: list[Block] = []  # decided since the last ``drain`` (all of them if never drained)
         self.ranges: list[Range] = []
+        self.n_blocks = self.n_stale = 0  # blocks decided so far, and how many of them stale
         self.power_w = 0.0  # mean electric power of the whole validator set (W)
         self.notes = ""
         self._arrival = self.env.event()
@@ -196,19 +197,33 @@ class Consensus:
     def close(self) -> None:
         """End of the run: decide the blocks still open (PoW: the best chain wins)."""
 
+    def drain(self) -> tuple[list[Block], list[Range]]:
+        """The blocks and ranges decided since the last call, forgotten here: a caller that takes them as
+        they come (the co-simulation's ledger) keeps the engine's memory bounded. ``blocks`` and ``ranges``
+        then hold only what was decided since."""
+        out = self.blocks, self.ranges
+        self.blocks, self.ranges = [], []
+        return out
+
     def finalized_height(self, at_s: float) -> int:
-        """Highest canonical block final by ``at_s``."""
+        """Highest canonical block final by ``at_s`` (among the blocks not drained)."""
         return max((b.height for b in self.blocks if not b.stale and b.final_s <= at_s), default=0)
 
     def _decide(self, block: Block, tx_final_s: float | np.ndarray) -> None:
         """Record a canonical block and the timings of its transactions."""
-        self.blocks.append(block)
+        self._add(block)
         lo, hi = block.first_tx, block.first_tx + block.n_tx
         if np.ndim(tx_final_s) == 0:
             self.ranges.append(Range(lo, hi, block.time_s, float(tx_final_s), block.height))
         else:
             for k, fin in enumerate(np.asarray(tx_final_s).tolist()):
                 self.ranges.append(Range(lo + k, lo + k + 1, block.time_s, fin, block.height))
+
+    def _add(self, block: Block) -> None:
+        """Record a decided block (canonical or stale)."""
+        self.blocks.append(block)
+        self.n_blocks += 1
+        self.n_stale += block.stale
 
 
 def _size(n_tx: int) -> int:
@@ -291,7 +306,7 @@ class ProofOfWork(Consensus):
             self.miner_of.append(m)
             self.hi_of.append(hi)
             if self.height_of[b] <= self.height_of[self.final_block]:  # on a branch already lost
-                self.blocks.append(Block(self.height_of[b], env.now, m, hi - lo, _size(hi - lo), True, lo))
+                self._add(Block(self.height_of[b], env.now, m, hi - lo, _size(hi - lo), True, lo))
             else:
                 self.at_height.setdefault(self.height_of[b], []).append(b)
             self.pending.append((b, self.net.broadcast(m, _size(hi - lo))))
@@ -318,7 +333,7 @@ class ProofOfWork(Consensus):
             for s in self.at_height[self.height_of[b]]:
                 if s != b:
                     lo_s, n_s = self.hi_of[self.parent[s]], self.hi_of[s] - self.hi_of[self.parent[s]]
-                    self.blocks.append(
+                    self._add(
                         Block(
                             self.height_of[s], self.time_of[s], self.miner_of[s], n_s, _size(n_s), True, lo_s
                         )
@@ -334,9 +349,8 @@ class ProofOfWork(Consensus):
         self._finalize(self.height_of[self.best], np.inf)
 
     def _update_notes(self) -> None:
-        n_stale = sum(b.stale for b in self.blocks)
-        rate = n_stale / max(len(self.blocks), 1)
-        self.notes = f"pow: {len(self.blocks)} blocks decided, {n_stale} stale ({rate:.2%})"
+        rate = self.n_stale / max(self.n_blocks, 1)
+        self.notes = f"pow: {self.n_blocks} blocks decided, {self.n_stale} stale ({rate:.2%})"
         if self.n_deep_reorgs:
             self.notes += f"; {self.n_deep_reorgs} reorganisations deeper than {self.confirmations} blocks"
 
@@ -401,9 +415,7 @@ class ProofOfStake(Consensus):
                 hi = self.pool.take(lo, proposer, env.now, self.block_tx_limit)
                 checkpoint = -(-slot // self.slots_per_epoch)
                 t_fin = (checkpoint + 2) * epoch_s + mean_delay_s if self.justifies else np.inf
-                block = Block(
-                    len(self.blocks) + 1, env.now, proposer, hi - lo, _size(hi - lo), False, lo, t_fin
-                )
+                block = Block(self.n_blocks + 1, env.now, proposer, hi - lo, _size(hi - lo), False, lo, t_fin)
                 self._decide(block, t_fin)
                 lo = hi
             slot += 1

@@ -192,6 +192,24 @@ class Ledger:
         }  # fmt: skip
         return hashlib.sha256(canonical(state)).hexdigest()
 
+    def forget_steps(self, before: int) -> None:
+        """Drop the state of the delivery intervals before step ``before`` that no later transaction can
+        read: their readings, allocations, open-token lists, trade references and closed promises (minted
+        ones hold escrow and stay). Only for a caller that knows no transaction referring to those steps
+        is still to come (the co-simulation's ledger, once all of them are executed): the memory then
+        stays in proportion to the open intervals, not to the run."""
+
+        def old(key: str, field: int) -> bool:
+            return int(key.split("|")[field]) < before
+
+        for table in (self.readings_wh, self.allocated_wh, self.open_tokens):
+            for key in [k for k in table if old(k, 1)]:
+                del table[key]
+        for key in [k for k in self.trade_refs if old(k, 2)]:
+            del self.trade_refs[key]
+        for token in [t for t, p in self.promises.items() if p.step < before and p.status != "minted"]:
+            del self.promises[token]
+
     # ---------------------------------------------------------------- execution
     def apply(self, tx: Transaction, gas_limit: int = 1_000_000, signatures_checked: bool = False) -> Receipt:
         """Validate and execute ``tx`` atomically under ``gas_limit``.

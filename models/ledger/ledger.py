@@ -112,6 +112,24 @@ class StepOutput:
     votes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class SeenIds:
+    """The ids of the transactions admitted so far (SHA-256 hex), kept as 32-byte digests: the gateway
+    rejects a replayed id forever, in about half the memory of the hex strings."""
+
+    def __init__(self) -> None:
+        self._digests: set[bytes] = set()
+
+    def __contains__(self, tx_id: str) -> bool:
+        return bytes.fromhex(tx_id) in self._digests
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def add(self, tx_id: str) -> None:
+        """Remember ``tx_id``."""
+        self._digests.add(bytes.fromhex(tx_id))
+
+
 class _Rows:
     """Rows of a table collected during a step, returned as column arrays."""
 
@@ -150,6 +168,12 @@ class LedgerModel:
     initial_balance : genesis balance of every account ($)
     gas_limit : gas limit of each transaction
     import_price_per_mwh, export_price_per_mwh : the upstream prices a cancelled trade settles at
+    record_tables : collect the rows of the tx, block and vote tables (and sign the blocks)
+    keep_history : keep every transaction, block and contract event in memory (``chain``, ``state.events``);
+        False (a co-simulation, whose tables hold all of it) keeps only what later steps need: the
+        transactions not yet executed or still awaiting their deadline, the head of the chain, and the ids
+        of the transactions admitted (as 32-byte digests, to reject replays), so the memory does not grow
+        with the number of final transactions (see ``docs/architecture.md``)
     """
 
     def __init__(
@@ -168,11 +192,12 @@ class LedgerModel:
         import_price_per_mwh: float = 0.0,
         export_price_per_mwh: float = 0.0,
         record_tables: bool = True,
+        keep_history: bool = True,
     ) -> None:
         self.engine, self.rng = engine, rng
         self.epoch_unix_s, self.step_s = float(epoch_unix_s), float(step_s)
         self.gate_closure_s, self.late_rule, self.meter_delay_s = gate_closure_s, late_rule, meter_delay_s
-        self.gas_limit, self.record_tables = gas_limit, record_tables
+        self.gas_limit, self.record_tables, self.keep_history = gas_limit, record_tables, keep_history
         self.import_price, self.export_price = import_price_per_mwh, export_price_per_mwh
         self.wallets = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
         self.meters = [KeyPair.from_rng(rng) for _ in range(n_accounts)]
@@ -190,21 +215,26 @@ class LedgerModel:
             engine, self.epoch_unix_s, [k.public_hex for k in self.validator_keys], self.power, self.state,
             gas_limit,
         )  # fmt: skip
-        self.chain = Chain()
+        self.chain = Chain(history=keep_history)
         self.chain.seal([], epoch_unix_s, "genesis", receipts_root=sha256_hex(self.genesis_json.encode()))
         self.nonce: dict[str, int] = {}
-        self.seen: set[str] = set()
+        self.seen = SeenIds()
         self.queue: list[tuple[float, int, Transaction]] = []  # (tau, seq, tx) not yet submitted
-        self.submitted: list[Transaction] = []  # in the engine's order
+        # Submitted transactions in the engine's order, from the engine's index ``_base`` on (with
+        # keep_history=False, those executed and past their deadline are dropped: ``_forget``); the
+        # per-transaction lists and arrays below run alongside, ``index_of`` maps an id to the engine's index
+        self._base = 0
+        self.submitted: list[Transaction] = []
         self.submit_tau: list[float] = []
         self.deadlines: list[tuple[float, int, list[tuple[str, float]]]] = []  # (tau, seq, [(tx id, $)])
         self.to_execute: list[Any] = []  # decided canonical blocks, in height order
         self.index_of: dict[str, int] = {}
+        self._cancel_step: dict[str, int] = {}  # cancel id -> step of its trade (keep_history=False)
         self.include_tau, self.final_tau = np.full(0, np.nan), np.full(0, np.nan)
         self.height = np.full(0, -1, dtype=np.int64)
         self.executed_final: list[float] = []
         self.executed_latency: list[float] = []
-        self._n_blocks = self._n_ranges = self._seq = 0
+        self._executed = self._seq = 0  # engine index of the first transaction not executed
         self.n_rejected = 0
         self._unsigned: list[tuple[list[tuple[list[Any], int]], Future[list[str]]]] = []  # rows, signatures
         self.tx_rows, self.block_rows, self.vote_rows = (
@@ -349,13 +379,15 @@ class LedgerModel:
             tau, _, due = heapq.heappop(self.deadlines)
             self._run(tau)
             for tx_id, cost in due:
-                idx = self.index_of[tx_id]
+                idx = self.index_of[tx_id] - self._base
                 if not self.final_tau[idx] <= tau:
                     n_late += 1
                     if self.late_rule == "cancel":
                         late_cost += cost
                         self._cancel(tau, self.submitted[idx])
         self._run(until)
+        if not self.keep_history:
+            self._forget(k)
         if last:
             self.engine.close()
             self._collect(until, close=True)
@@ -365,14 +397,15 @@ class LedgerModel:
     def _cancel(self, tau: float, trade: Transaction) -> None:
         buyer = self.account_of[trade.payload["buyer"]]
         tx = Transaction("cancel", {"token": trade.tx_id}, trade.sender, self._next_nonce(trade.sender))
-        self.admit(tau, tx.signed(self.wallets[buyer]))
+        if self.admit(tau, tx.signed(self.wallets[buyer])) and not self.keep_history:
+            self._cancel_step[tx.tx_id] = trade.payload["step"]
 
     def _run(self, until: float) -> None:
         """Submit the queued transactions due by ``until``, advance the engine, execute what is final."""
         due: list[float] = []
         while self.queue and self.queue[0][0] <= until:
             tau, _, tx = heapq.heappop(self.queue)
-            self.index_of[tx.tx_id] = len(self.submitted)
+            self.index_of[tx.tx_id] = self._base + len(self.submitted)
             self.submitted.append(tx)
             due.append(max(tau, self.engine.env.now))
         self.submit_tau += due
@@ -388,17 +421,17 @@ class LedgerModel:
     def _collect(self, until: float, close: bool = False) -> None:
         """Take the engine's new ranges and blocks; execute the canonical blocks final by ``until`` (all when
         closing: their transactions not final by ``until`` get no finality time)."""
-        for lo, hi, include, final, height in self.engine.ranges[self._n_ranges :]:
+        blocks, ranges = self.engine.drain()
+        for lo, hi, include, final, height in ranges:
+            lo, hi = lo - self._base, hi - self._base
             self.include_tau[lo:hi], self.final_tau[lo:hi], self.height[lo:hi] = include, final, height
-        self._n_ranges = len(self.engine.ranges)
-        for block in self.engine.blocks[self._n_blocks :]:
+        for block in blocks:
             if block.stale:
                 self._block_row(
                     None, block.height, block.time_s, block.proposer, block.n_tx, block.size_bytes
                 )
             else:
                 self.to_execute.append(block)
-        self._n_blocks = len(self.engine.blocks)
         done = 0
         for j, block in enumerate(self.to_execute):
             if block.final_s > until and not close:
@@ -412,7 +445,8 @@ class LedgerModel:
         """Apply a canonical block's transactions to the contract state, append it to the hash chain (its
         header committing to the receipts), sign it and its certificate; ``after``: the next block to
         execute, if known (a PoS block is its epoch's checkpoint when ``after`` is in a later epoch)."""
-        lo, hi = block.first_tx, block.first_tx + block.n_tx
+        self._executed = block.first_tx + block.n_tx
+        lo, hi = block.first_tx - self._base, self._executed - self._base
         txs = self.submitted[lo:hi]
         gas, leaves = 0, []
         self.final_tau[lo:hi][self.final_tau[lo:hi] > until] = np.nan
@@ -425,6 +459,8 @@ class LedgerModel:
             times = self._unix(submit, inc, fin)
             leaves.append(receipt_leaf(tx.tx_id, receipt.status, receipt.gas_used, *times))
             self._tx_row(tx, times, block.height, receipt.gas_used, receipt.status)
+        if not self.keep_history:
+            self.state.events.clear()  # the log of the block's receipts: its rows are in the tx table
         final_s = self.epoch_unix_s + block.final_s if block.final_s <= until else np.nan
         sealed = self.chain.seal(
             txs, self.epoch_unix_s + block.time_s, f"validator-{block.proposer}", self.pow_bits,
@@ -466,11 +502,40 @@ class LedgerModel:
         """End of the run: a quorum of validators (the first by index, faulty ones too) signs the head."""
         if not self.record_tables:
             return
-        head = self.chain.blocks[-1]
-        n_tx = sum(len(b.tx_ids) for b in self.chain.blocks)
+        head, n_tx = self.chain.blocks[-1], self.chain.n_tx
         signers = certificate(np.arange(len(self.power)), self.power, 2 / 3 * self.power.sum())
         votes = "head", signers, audit.head_message(head.height, head.hash, n_tx)
         self._vote_rows(head.height, votes, sign_messages(self._vote_jobs(votes)))
+
+    def _forget(self, k: int) -> None:
+        """After step ``k`` (with keep_history=False): drop the transactions executed and past their
+        deadline (their rows are out), and the contract state of the intervals no transaction still to
+        come or to execute refers to: memory in proportion to what is not final yet, not to the run."""
+        pending = [tx for *_, tx in self.queue] + self.submitted[self._executed - self._base :]
+        steps = [self._step_of(tx) for tx in pending]
+        steps += [
+            self._step_of(self.submitted[self.index_of[due[0][0]] - self._base]) for *_, due in self.deadlines
+        ]
+        self.state.forget_steps(min([k + 1, *(s for s in steps if s is not None)]))
+        keep = self._executed  # the first not executed, or the first a pending deadline still checks
+        for _, _, due in self.deadlines:
+            keep = min([keep, *(self.index_of[tx_id] for tx_id, _ in due)])
+        cut = keep - self._base
+        if cut <= 0:
+            return
+        for tx in self.submitted[:cut]:
+            del self.index_of[tx.tx_id]
+            self._cancel_step.pop(tx.tx_id, None)
+        del self.submitted[:cut], self.submit_tau[:cut]
+        self.include_tau, self.final_tau = self.include_tau[cut:].copy(), self.final_tau[cut:].copy()
+        self.height = self.height[cut:].copy()
+        self._base = keep
+
+    def _step_of(self, tx: Transaction) -> int | None:
+        """The delivery interval a transaction refers to (None for a transfer)."""
+        if tx.kind == "cancel":
+            return self._cancel_step[tx.tx_id]
+        return tx.payload["step"] if tx.kind in ("trade", "meter") else None
 
     def _unix(self, submit: float, include: float, final: float) -> tuple[float, float, float]:
         """Stored Unix times of ledger times (NaN when not included or not final)."""

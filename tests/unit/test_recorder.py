@@ -148,3 +148,34 @@ def test_a_table_column_may_not_take_the_row_dimension_name(tmp_path: Path) -> N
     table = Table("market/trades", (("trade", np.int64, "1"),))
     with pytest.raises(ValueError, match="row dimension"):
         H5Recorder(tmp_path / "x.h5", [Series("time", "Unix s", np.int64)], {}, {}, tables=[table])
+
+
+def test_a_busy_table_is_written_before_its_chunk_of_steps_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table's rows go to the file once TABLE_ROWS_BUFFERED are held (memory bound), labelled by the start
+    of their step even when that step's time is still buffered; the file equals a run holding them all."""
+    import cosim.recorder
+    from cosim.recorder import Table
+
+    def run(path: Path, bound: int) -> list[int]:
+        monkeypatch.setattr(cosim.recorder, "TABLE_ROWS_BUFFERED", bound)
+        table = Table("ledger/tx", (("step", np.int64, "1"), ("wh", np.int64, "W h")), step_column="step")
+        rec = H5Recorder(path, [Series("time", "Unix s", np.int64)], {}, {}, chunk_steps=64, tables=[table])
+        written = []
+        for k in range(40):
+            rec.append({"time": 1000 + 60 * k, "ledger/tx": {"step": np.full(k, k), "wh": np.arange(k)}})
+            written.append(rec.table_rows()["ledger/tx"])
+        rec.close(complete=True)
+        return written
+
+    held = run(tmp_path / "held.h5", 10**9)
+    bounded = run(tmp_path / "bounded.h5", 100)
+    assert (
+        held[-1] == 0 < bounded[20]
+    )  # held: nothing written before the close; bounded: while the run went on
+    assert all(b - sum(range(k + 1)) > -100 for k, b in enumerate(bounded))  # never 100 rows or more held
+    with h5py.File(tmp_path / "held.h5") as a, h5py.File(tmp_path / "bounded.h5") as b:
+        for name in ("step", "wh", "tx"):
+            np.testing.assert_array_equal(a[f"ledger/tx/{name}"][:], b[f"ledger/tx/{name}"][:])
+        np.testing.assert_array_equal(b["ledger/tx/tx"][:], 1000 + 60 * b["ledger/tx/step"][:])
