@@ -36,22 +36,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCENARIO = REPO / "scenarios" / "mvlv_rural.yaml"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from study_year import FIRST_STEP_CLOCK  # noqa: E402  (a sibling script, not a package)
+
 DEFAULT_GRIDS = ("1-LV-rural3--0-sw", "1-MVLV-rural-all-0-sw", "1-MVLV-semiurb-all-0-sw")
 
 # Runs in a fresh interpreter: argv = scenario YAML, steps, HDF5 path. Prints one JSON line.
-_CHILD_CODE = """
-import json, resource, sys, time
-import h5py
-import cosim.world
-from cosim.models.grid.sim import GridSim
-first = []
-step = GridSim.step
-def timed_step(self, *args, **kwargs):
-    if not first:
-        first.append(time.perf_counter())
-    return step(self, *args, **kwargs)
-GridSim.step = timed_step
-t_run = time.perf_counter()
+_CHILD_CODE = (
+    FIRST_STEP_CLOCK
+    + """
 summary = cosim.world.run(sys.argv[1], steps=int(sys.argv[2]), out=sys.argv[3])
 t_end = time.perf_counter()
 with h5py.File(summary.path, "r") as f:
@@ -65,6 +58,7 @@ print(json.dumps(attrs | {
     "peak_mb": usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024),  # bytes on macOS, else KiB
 }))
 """
+)
 
 
 def variant(scenario: Path, code: str, ledger: bool, work: Path) -> Path:

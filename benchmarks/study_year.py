@@ -47,8 +47,9 @@ STUDY_ONLY = ("ledger", "privacy", "emissions", "equity")  # removed for the gri
 RATIO_TARGET = 2.0
 SETUP_TARGET_S = 1.0
 
-# Runs in a fresh interpreter: argv = scenario YAML, days, HDF5 path. Prints one JSON line.
-_CHILD_CODE = """
+# The start of a child's code (also benchmarks/scale.py's): imports timed, the first step's time kept in
+# ``first`` by a wrapper of the grid's step, ``t_run`` just before the run.
+FIRST_STEP_CLOCK = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 import h5py
@@ -63,6 +64,11 @@ def timed_step(self, *args, **kwargs):
     return step(self, *args, **kwargs)
 GridSim.step = timed_step
 t_run = time.perf_counter()
+"""
+# Runs in a fresh interpreter: argv = scenario YAML, days, HDF5 path. Prints one JSON line.
+_CHILD_CODE = (
+    FIRST_STEP_CLOCK
+    + """
 summary = cosim.world.run(sys.argv[1], days=float(sys.argv[2]), out=sys.argv[3])
 with h5py.File(summary.path, "r") as f:
     attrs = {k: float(f.attrs.get(k, 0.0)) for k in ("power_flow_s", "market_s", "ledger_s", "checkpoint_s")}
@@ -74,6 +80,7 @@ print(json.dumps(attrs | {
     "peak_mb": usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024),  # bytes on macOS, else KiB
 }))
 """
+)
 
 
 def checkout_path(checkout: Path, work: Path) -> Path:
