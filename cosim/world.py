@@ -177,7 +177,7 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
             for attr, path in contract.routes.items():
                 routes[(entities[name].full_id, attr)] = path
                 world.connect(entities[name], rec_e, attr)
-        world.run(until=(k_to - k_from) * step_s, print_progress=False, shutdown=False, lazy_stepping=False)
+        world.run(until=(k_to - k_from) * step_s, print_progress=False, shutdown=False)
         reporting = {entities[name].full_id: c for name, c in components.items() if c.reports}
         got = world.get_data([entities[c.name] for c in reporting.values()], "summary")
         for entity, data in got.items():
