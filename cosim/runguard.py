@@ -96,16 +96,34 @@ def claim_output(path: Path, key: str = "output.path") -> OutputLock:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, a job scheduler's stop) stops the run as Ctrl-C does."""
+    """Within the block, SIGTERM (``kill``, a job scheduler's stop) stops the run as Ctrl-C does.
+
+    Both signals are also remembered: mosaik's ``World.run`` catches a KeyboardInterrupt raised in its own
+    coroutine and returns as if the segment had ended, so the world calls :func:`raise_if_stopped` after
+    each segment to stop all the same.
+    """
+    _stops.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt("SIGTERM")
+        _stops.append(("SIGTERM",) if signum == signal.SIGTERM else ())
+        raise KeyboardInterrupt(*_stops[-1])
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+        _stops.clear()
+
+
+_stops: list[tuple[str, ...]] = []  # the KeyboardInterrupt arguments of the stop signals received
+
+
+def raise_if_stopped() -> None:
+    """Raise again the KeyboardInterrupt of a stop signal received in the block (one mosaik swallowed)."""
+    if _stops:
+        raise KeyboardInterrupt(*_stops[-1])

@@ -30,7 +30,7 @@ from cosim.errors import CosimError
 from cosim.overrides import effective
 from cosim.provenance import code_version, versions
 from cosim.recorder import H5Recorder, Series, write_failure
-from cosim.runguard import claim_output, sigterm_as_interrupt
+from cosim.runguard import claim_output, raise_if_stopped, sigterm_as_interrupt
 from cosim.scenario import Scenario, load_scenario
 from cosim.wire import decode
 
@@ -178,6 +178,7 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
                 routes[(entities[name].full_id, attr)] = path
                 world.connect(entities[name], rec_e, attr)
         world.run(until=(k_to - k_from) * step_s, print_progress=False, shutdown=False)
+        raise_if_stopped()  # a stop signal mosaik caught ends the run, not just the segment
         reporting = {entities[name].full_id: c for name, c in components.items() if c.reports}
         got = world.get_data([entities[c.name] for c in reporting.values()], "summary")
         for entity, data in got.items():

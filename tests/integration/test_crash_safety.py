@@ -116,6 +116,27 @@ def test_sigterm_stops_like_ctrl_c_and_a_second_run_is_refused(
     assert not out.exists() and not out.with_name("t.h5.lock").exists()
 
 
+def test_a_stop_signal_mosaik_swallows_still_stops_the_run(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM landing in mosaik's own coroutine (it catches KeyboardInterrupt and returns) stops the run."""
+    import mosaik.scheduler
+
+    real = mosaik.scheduler.run
+
+    async def signalled(*args: object, **kwargs: object) -> None:
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)  # raises in this coroutine: mosaik logs "canceled", returns
+
+    monkeypatch.setattr(mosaik.scheduler, "run", signalled)
+    scenario = tmp_path / "week.yaml"  # two segments: without the fix, the second runs and the file completes
+    scenario.write_text(tiny.read_text().replace("duration: 4y", "duration: 8d"))
+    out = tmp_path / "w.h5"
+    with pytest.raises(CosimError, match=r"after 168 of 192 steps \(interrupted by SIGTERM\)"):
+        cosim.run(scenario, out=out)
+    assert not out.exists() and out.with_name("w.h5.partial").exists()
+
+
 def test_lock_refuses_before_building(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A held output lock stops a run before any model is built."""
     monkeypatch.setattr("cosim.world.build_all", _not_built)
