@@ -94,6 +94,9 @@ def claim_output(path: Path, key: str = "output.path") -> OutputLock:
     return OutputLock(path, key)
 
 
+_stops: list[tuple[str, ...]] = []  # the KeyboardInterrupt arguments of the stop signals received
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, a job scheduler's stop) stops the run as Ctrl-C does.
@@ -118,9 +121,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         for sig, before in previous.items():
             signal.signal(sig, before)
         _stops.clear()
-
-
-_stops: list[tuple[str, ...]] = []  # the KeyboardInterrupt arguments of the stop signals received
 
 
 def raise_if_stopped() -> None:
