@@ -187,7 +187,9 @@ def _cluster(workers: int | None, scheduler: Any, n_runs: int) -> tuple[Any, Any
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
-            silence_logs=logging.ERROR,
+            # a run's failure comes back through its future into the summary; what the workers log
+            # themselves is noise, e.g. a heartbeat's traceback when Ctrl-C closes the scheduler first
+            silence_logs=logging.CRITICAL,
         )
     finally:
         signal.signal(signal.SIGINT, handler)
