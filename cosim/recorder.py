@@ -236,6 +236,7 @@ class H5Recorder:
                 self.labels[s.columns] = _labels_dim(s.columns)
         self.tables = {t.path: t for t in tables or []}
         self._expected = frozenset(self.series) | frozenset(self.tables)  # the keys of a step's values
+        self._scales: dict[tuple[str, str], h5py.Dataset] = {}  # (group, dimension) -> its scale
 
     @classmethod
     def reopen(
@@ -359,11 +360,18 @@ class H5Recorder:
             ds.dims[axis].attach_scale(self._scale(group, dim, ds.shape[axis]))
 
     def _scale(self, group: str, dim: str, size: int) -> h5py.Dataset:
-        """The scale of dimension ``dim`` in ``group``, created on first use.
+        """The scale of dimension ``dim`` in ``group``, created on first use (and then kept at hand: the
+        file's series share a few scales, and looking one up in HDF5 costs more than the attaching).
 
         ``time`` copies ``/time`` and grows with it; a labelled dimension copies its labels; any other
         is the positions 0..size-1.
         """
+        if (group, dim) not in self._scales:
+            self._scales[group, dim] = self._find_scale(group, dim, size)
+        return self._scales[group, dim]
+
+    def _find_scale(self, group: str, dim: str, size: int) -> h5py.Dataset:
+        """The scale of :meth:`_scale`, looked up in the file or created."""
         source = "time" if dim == "time" else next((p for p, d in self.labels.items() if d == dim), None)
         path = f"{group}/{dim}" if group else dim
         if path in self._file and self._file[path].attrs.get("CLASS") != b"DIMENSION_SCALE":
