@@ -204,6 +204,7 @@ class H5Recorder:
         for key in static:
             self._attach(key, self._static_dims(key))
         self._rows: dict[str, list[dict[str, np.ndarray]]] = {path: [] for path in self.tables}
+        self._pending = dict.fromkeys(self.tables, 0)  # rows buffered per table (in ``_rows``)
         self._buffers = {
             s.path: np.empty((chunk_steps, *(() if s.width is None else (s.width,))), dtype=s.dtype)
             for s in series
@@ -234,6 +235,8 @@ class H5Recorder:
             if s.columns and s.columns not in self.labels:
                 self.labels[s.columns] = _labels_dim(s.columns)
         self.tables = {t.path: t for t in tables or []}
+        self._expected = frozenset(self.series) | frozenset(self.tables)  # the keys of a step's values
+        self._scales: dict[tuple[str, str], h5py.Dataset] = {}  # (group, dimension) -> its scale
 
     @classmethod
     def reopen(
@@ -280,6 +283,7 @@ class H5Recorder:
             self._buffers[key][: len(data)] = data
             self._filled = len(data)
         self._rows |= {tpath: list(kept) for tpath, kept in (rows or {}).items()}
+        self._pending = {tpath: sum(map(_n_rows, kept)) for tpath, kept in self._rows.items()}
         self.n_steps = n_steps
         self.failed = None
         self._write_error = False
@@ -356,11 +360,18 @@ class H5Recorder:
             ds.dims[axis].attach_scale(self._scale(group, dim, ds.shape[axis]))
 
     def _scale(self, group: str, dim: str, size: int) -> h5py.Dataset:
-        """The scale of dimension ``dim`` in ``group``, created on first use.
+        """The scale of dimension ``dim`` in ``group``, created on first use (and then kept at hand: the
+        file's series share a few scales, and looking one up in HDF5 costs more than the attaching).
 
         ``time`` copies ``/time`` and grows with it; a labelled dimension copies its labels; any other
         is the positions 0..size-1.
         """
+        if (group, dim) not in self._scales:
+            self._scales[group, dim] = self._find_scale(group, dim, size)
+        return self._scales[group, dim]
+
+    def _find_scale(self, group: str, dim: str, size: int) -> h5py.Dataset:
+        """The scale of :meth:`_scale`, looked up in the file or created."""
         source = "time" if dim == "time" else next((p for p, d in self.labels.items() if d == dim), None)
         path = f"{group}/{dim}" if group else dim
         if path in self._file and self._file[path].attrs.get("CLASS") != b"DIMENSION_SCALE":
@@ -388,22 +399,23 @@ class H5Recorder:
 
     def append(self, values: dict[str, Any]) -> None:
         """Record one step; ``values`` must name every series."""
-        expected = self._buffers.keys() | self.tables.keys()
-        if values.keys() != expected:
-            missing = sorted(expected - set(values))
-            extra = sorted(set(values) - expected)
+        if values.keys() != self._expected:
+            missing = sorted(self._expected - set(values))
+            extra = sorted(set(values) - self._expected)
             raise KeyError(f"step values do not match the declared series: missing {missing}, extra {extra}")
         row = self._filled
         for key, buf in self._buffers.items():
             buf[row] = values[key]
+        pending = self._pending
         for key, rows in self._rows.items():
             rows.append(values[key])
+            pending[key] += _n_rows(values[key])
         self._filled += 1
         if self._filled == self.chunk_steps:
             self.flush()
             return
-        for key, rows in self._rows.items():  # a busy table (a ledger's transactions) goes ahead of its steps
-            if sum(len(next(iter(r.values()), ())) for r in rows) >= TABLE_ROWS_BUFFERED:
+        for key, n in pending.items():  # a busy table (a ledger's transactions) goes ahead of its steps
+            if n >= TABLE_ROWS_BUFFERED:
                 self._write_now(key)
 
     def flush(self) -> None:
@@ -517,6 +529,7 @@ class H5Recorder:
         else:
             scale[start:] = np.arange(start, ds.shape[0])
         rows.clear()
+        self._pending[path] = 0
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
@@ -563,6 +576,11 @@ class H5Recorder:
             os.replace(self.partial_path, self.path)
             return self.path
         return self.partial_path
+
+
+def _n_rows(block: dict[str, np.ndarray]) -> int:
+    """Rows in one step's block of a table (the length of its first column; 0 without columns)."""
+    return len(next(iter(block.values()), ()))
 
 
 def _merged(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

@@ -179,3 +179,32 @@ def test_a_busy_table_is_written_before_its_chunk_of_steps_is_full(
         for name in ("step", "wh", "tx"):
             np.testing.assert_array_equal(a[f"ledger/tx/{name}"][:], b[f"ledger/tx/{name}"][:])
         np.testing.assert_array_equal(b["ledger/tx/tx"][:], 1000 + 60 * b["ledger/tx/step"][:])
+
+
+def test_a_resumed_recorder_counts_the_table_rows_it_took_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows a checkpoint kept in memory count towards TABLE_ROWS_BUFFERED after a resume: the reopened
+    recorder writes them as soon as one more step's rows reach the bound, not a chunk of steps later."""
+    import cosim.recorder
+    from cosim.recorder import Table
+
+    monkeypatch.setattr(cosim.recorder, "TABLE_ROWS_BUFFERED", 10)
+    table = Table("ledger/tx", (("step", np.int64, "1"),), step_column="step")
+    series = [Series("time", "Unix s", np.int64)]
+    rec = H5Recorder(tmp_path / "r.h5", series, {}, {}, chunk_steps=64, tables=[table])
+    for k in range(3):
+        rec.append({"time": k, "ledger/tx": {"step": np.full(3, k)}})  # 9 rows held: below the bound
+    state = rec.checkpoint_state()
+    rec.close(complete=False)
+    assert state["table_rows"]["ledger/tx"] == 0
+    again = H5Recorder.reopen(
+        tmp_path / "r.h5", series, 64, [table], state["n_steps"], state["table_rows"],
+        buffered=state["buffered"], rows=state["rows"],
+    )  # fmt: skip
+    again.append({"time": 3, "ledger/tx": {"step": np.full(1, 3)}})  # the 10th row
+    assert again.table_rows()["ledger/tx"] == 10
+    again.close(complete=True)
+    with h5py.File(tmp_path / "r.h5") as f:
+        np.testing.assert_array_equal(f["ledger/tx/step"][:], [0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
+        np.testing.assert_array_equal(f["ledger/tx/tx"][:], f["ledger/tx/step"][:])
