@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,28 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circula
 def canonical(obj: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace."""
     return _ENCODER.encode(obj).encode()
+
+
+def _plain(text: str) -> bool:
+    """Whether the JSON of ``text`` is ``text`` in quotes (printable ASCII without quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _json_float(x: float) -> str:
+    """``json`` text of a float (``NaN``, ``Infinity``, ``-Infinity`` or ``float.__repr__``)."""
+    if x != x:
+        return "NaN"
+    if x in (math.inf, -math.inf):
+        return "Infinity" if x > 0 else "-Infinity"
+    return float.__repr__(x)
+
+
+def signatures_json(signatures: Sequence[tuple[str, str]]) -> str:
+    """Canonical JSON ``[[public key hex, signature hex], ...]`` of a transaction's signatures (what the
+    ``signatures`` column stores), formatted directly when every field is plain text."""
+    if all(_plain(pub) and _plain(sig) for pub, sig in signatures):
+        return "[" + ",".join(f'["{pub}","{sig}"]' for pub, sig in signatures) + "]"
+    return canonical([list(s) for s in signatures]).decode()
 
 
 ENV_THREADS = "COSIM_SIGNATURE_THREADS"
@@ -193,8 +216,12 @@ class Transaction:
 
     @cached_property
     def payload_json(self) -> str:
-        """Canonical JSON of the payload (what the ``payload`` column stores)."""
-        return canonical(self.payload).decode()
+        """Canonical JSON of the payload (what the ``payload`` column stores): the part of
+        ``signing_bytes()`` between its keys ``payload`` and ``sender`` (sorted keys; inside a JSON string
+        a quote is always escaped, so ``,"payload":`` and ``,"sender":`` occur there only as keys)."""
+        body = self.signing_bytes()
+        lo = body.index(b',"payload":') + len(b',"payload":')
+        return body[lo : body.rindex(b',"sender":')].decode()
 
     def signed(self, *keys: KeyPair) -> Transaction:
         """Copy with the signatures of ``keys`` appended."""
@@ -238,17 +265,22 @@ def required_signers(tx: Transaction) -> set[str]:
 
 
 @lru_cache(maxsize=65_536)
-def _public_key(pub_hex: str) -> bytes:
-    """Raw public key of its hex (cached: an account signs many transactions)."""
-    return bytes.fromhex(pub_hex)
+def _public_key(pub_hex: str) -> bytes | None:
+    """Raw public key of its hex, None unless canonical hex of 32 bytes (cached: an account signs many
+    transactions)."""
+    return bytes.fromhex(pub_hex) if _is_hex(pub_hex, 32) else None
 
 
 def signature_ok(pub_hex: str, sig_hex: str, message: bytes) -> bool:
     """Whether ``sig_hex`` is a valid Ed25519 signature of ``message`` by ``pub_hex`` (both canonical hex)."""
-    if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
+    public = _public_key(pub_hex)
+    if public is None or len(sig_hex) != 128:
         return False
     try:
-        crypto_sign_open(bytes.fromhex(sig_hex) + message, _public_key(pub_hex))
+        signature = bytes.fromhex(sig_hex)
+        if signature.hex() != sig_hex:  # canonical: lower case, no whitespace
+            return False
+        crypto_sign_open(signature + message, public)
     except (BadSignatureError, CryptoError, ValueError):
         return False
     return True
@@ -300,6 +332,9 @@ def receipt_leaf(
     Times are the stored Unix seconds (NaN as ``NaN``), so a block header commits to everything the
     ``/ledger/tx`` row of a transaction in the chain says.
     """
+    if _plain(tx_id) and _plain(status):  # the canonical JSON formatted directly (as ``canonical`` would)
+        times = ",".join(_json_float(float(t)) for t in (submit_s, include_s, final_s))
+        return sha256_hex(f'["{tx_id}","{status}",{int(gas_used)},{times}]'.encode())
     return sha256_hex(
         canonical([tx_id, status, int(gas_used), float(submit_s), float(include_s), float(final_s)])
     )
@@ -491,7 +526,7 @@ def transaction_record(tx: Transaction) -> Record:
         "payload": tx.payload_json,
         "sender": tx.sender,
         "nonce": tx.nonce,
-        "signatures": canonical([list(s) for s in tx.signatures]).decode(),
+        "signatures": signatures_json(tx.signatures),
     }
 
 

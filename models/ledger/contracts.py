@@ -52,6 +52,7 @@ Status = Literal[
 ]
 V = TypeVar("V")
 _MISSING = object()
+_APPENDED = object()  # journal mark: the write appended to a list (the revert pops it)
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "trade": {
@@ -165,9 +166,9 @@ class Ledger:
         self.allocated_wh: dict[str, int] = {}  # "seller|step" -> Wh credited to buyers
         self.credits_wh: dict[str, int] = {}
         self.settle_on_meter = settle_on_meter
-        self.open_tokens: dict[str, tuple[str, ...]] = {}  # "seller|step" -> promises to settle on reading
+        self.open_tokens: dict[str, list[str]] = {}  # "seller|step" -> promises to settle on reading
         self.events: list[dict[str, Any]] = []
-        self._undo: list[tuple[dict[str, Any], str, object]] = []
+        self._undo: list[tuple[Any, str, object]] = []  # (table, key, old value) or (list, "", _APPENDED)
         self._handlers: dict[str, Callable[[Transaction, GasMeter], None]] = {
             "trade": self._trade, "meter": self._meter, "settle": self._settle, "cancel": self._cancel,
             "transfer": self._transfer,
@@ -237,7 +238,9 @@ class Ledger:
             self._put(self.nonces, tx.sender, tx.nonce)  # account nonce: part of the intrinsic gas
         except (OutOfGas, _Failure) as err:
             for table, key, old in reversed(self._undo):
-                if old is _MISSING:
+                if old is _APPENDED:
+                    table.pop()
+                elif old is _MISSING:
                     del table[key]
                 else:
                     table[key] = old
@@ -267,6 +270,17 @@ class Ledger:
         gas.charge(slots * (G_SSTORE_SET if old is _MISSING else G_SSTORE_RESET))
         self._undo.append((table, key, old))
         table[key] = value
+
+    def _sappend(self, table: dict[str, list[V]], key: str, value: V, gas: GasMeter) -> None:
+        """Metered, journaled append to the list at ``key`` (gas as a write of the whole slot). In place:
+        re-writing a copy grew with the list, quadratic in the trades of one seller in one step."""
+        items = table.get(key)
+        if items is None:
+            self._sstore(table, key, [value], gas)
+            return
+        gas.charge(G_SSTORE_RESET)
+        self._undo.append((items, "", _APPENDED))
+        items.append(value)
 
     def _log(self, event: dict[str, Any], gas: GasMeter) -> None:
         """Metered event."""
@@ -298,9 +312,8 @@ class Ledger:
         self._sstore(self.trade_refs, ref, token, gas)
         if self.settle_on_meter:
             key = f"{p['seller']}|{p['step']}"
-            self._sstore(
-                self.open_tokens, key, (*(self._sload(self.open_tokens, key, gas) or ()), token), gas
-            )
+            self._sload(self.open_tokens, key, gas)
+            self._sappend(self.open_tokens, key, token, gas)
         self._log({"event": "Mint", "token": token, "buyer": p["buyer"], "seller": p["seller"]}, gas)
 
     def _meter(self, tx: Transaction, gas: GasMeter) -> None:
