@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
@@ -36,24 +35,15 @@ def canonical(obj: Any) -> bytes:
     return _ENCODER.encode(obj).encode()
 
 
-def _plain(text: str) -> bool:
+def plain_json(text: str) -> bool:
     """Whether the JSON of ``text`` is ``text`` in quotes (printable ASCII without quote or backslash)."""
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def _json_float(x: float) -> str:
-    """``json`` text of a float (``NaN``, ``Infinity``, ``-Infinity`` or ``float.__repr__``)."""
-    if x != x:
-        return "NaN"
-    if x in (math.inf, -math.inf):
-        return "Infinity" if x > 0 else "-Infinity"
-    return float.__repr__(x)
 
 
 def signatures_json(signatures: Sequence[tuple[str, str]]) -> str:
     """Canonical JSON ``[[public key hex, signature hex], ...]`` of a transaction's signatures (what the
     ``signatures`` column stores), formatted directly when every field is plain text."""
-    if all(_plain(pub) and _plain(sig) for pub, sig in signatures):
+    if all(plain_json(pub) and plain_json(sig) for pub, sig in signatures):
         return "[" + ",".join(f'["{pub}","{sig}"]' for pub, sig in signatures) + "]"
     return canonical([list(s) for s in signatures]).decode()
 
@@ -181,6 +171,24 @@ def _sign_hex(job: tuple[KeyPair, bytes]) -> str:
     return job[0].sign(job[1]).hex()
 
 
+class _Once(Generic[R]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one on every first access, a cost
+    per transaction): the value computed at the first access is stored in the instance's ``__dict__``."""
+
+    def __init__(self, fn: Callable[[Any], R]) -> None:
+        self.fn, self.name = fn, fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> R:
+        if obj is None:
+            return self  # type: ignore[return-value]  # (the descriptor itself, on the class)
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class Transaction:
     """A signed state-transition request.
@@ -204,17 +212,17 @@ class Transaction:
         """Canonical bytes of everything except the signatures (computed once: do not mutate ``payload``)."""
         return self._signing_bytes
 
-    @cached_property
+    @_Once
     def _signing_bytes(self) -> bytes:
         body = {"kind": self.kind, "payload": self.payload, "sender": self.sender, "nonce": self.nonce}
         return canonical(body)
 
-    @cached_property
+    @_Once
     def tx_id(self) -> str:
         """SHA-256 hex of ``signing_bytes()``."""
         return sha256_hex(self.signing_bytes())
 
-    @cached_property
+    @_Once
     def payload_json(self) -> str:
         """Canonical JSON of the payload (what the ``payload`` column stores): the part of
         ``signing_bytes()`` between its keys ``payload`` and ``sender`` (sorted keys; inside a JSON string
@@ -332,9 +340,6 @@ def receipt_leaf(
     Times are the stored Unix seconds (NaN as ``NaN``), so a block header commits to everything the
     ``/ledger/tx`` row of a transaction in the chain says.
     """
-    if _plain(tx_id) and _plain(status):  # the canonical JSON formatted directly (as ``canonical`` would)
-        times = ",".join(_json_float(float(t)) for t in (submit_s, include_s, final_s))
-        return sha256_hex(f'["{tx_id}","{status}",{int(gas_used)},{times}]'.encode())
     return sha256_hex(
         canonical([tx_id, status, int(gas_used), float(submit_s), float(include_s), float(final_s)])
     )

@@ -35,7 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
-from cosim.models.ledger.chain import Transaction, canonical, required_signers, verify_signatures
+from cosim.models.ledger.chain import (
+    Transaction,
+    canonical,
+    plain_json,
+    required_signers,
+    verify_signatures,
+)
 
 G_TX = 21_000  # intrinsic gas per transaction (G_transaction)
 G_TXDATA = 16  # per byte of the canonical transaction (G_txdatanonzero, EIP-2028)
@@ -120,6 +126,22 @@ class Receipt:
 def _parties(p: Promise) -> tuple[str, str, int, int, int]:
     """The fields of a promise that never change (``dataclasses.replace`` is slow on the hot path)."""
     return p.seller, p.buyer, p.step, p.wh, p.price_micro_per_mwh
+
+
+def _json_len(event: dict[str, Any]) -> int:
+    """``len(canonical(event))``, counted without encoding when every key and value is plain text or an int
+    (the events of the contracts): braces, a colon per item, commas between, quotes around text."""
+    n = 2 * len(event) + 1
+    for key, value in event.items():
+        if type(key) is not str or not plain_json(key):
+            return len(canonical(event))
+        if type(value) is str and plain_json(value):
+            n += len(key) + len(value) + 4
+        elif type(value) is int:
+            n += len(key) + 2 + len(str(value))
+        else:
+            return len(canonical(event))
+    return n if event else 2
 
 
 def _valid_payload(tx: Transaction) -> str | None:
@@ -284,7 +306,7 @@ class Ledger:
 
     def _log(self, event: dict[str, Any], gas: GasMeter) -> None:
         """Metered event."""
-        gas.charge(G_LOG + G_LOGDATA * len(canonical(event)))
+        gas.charge(G_LOG + G_LOGDATA * _json_len(event))
         self.events.append(event)
 
     def _move(self, src: str, dst: str, amount_micro: int, gas: GasMeter) -> None:
