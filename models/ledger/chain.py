@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
@@ -33,6 +33,19 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circula
 def canonical(obj: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace."""
     return _ENCODER.encode(obj).encode()
+
+
+def plain_json(text: str) -> bool:
+    """Whether the JSON of ``text`` is ``text`` in quotes (printable ASCII without quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def signatures_json(signatures: Sequence[tuple[str, str]]) -> str:
+    """Canonical JSON ``[[public key hex, signature hex], ...]`` of a transaction's signatures (what the
+    ``signatures`` column stores), formatted directly when every field is plain text."""
+    if all(plain_json(pub) and plain_json(sig) for pub, sig in signatures):
+        return "[" + ",".join(f'["{pub}","{sig}"]' for pub, sig in signatures) + "]"
+    return canonical([list(s) for s in signatures]).decode()
 
 
 ENV_THREADS = "COSIM_SIGNATURE_THREADS"
@@ -158,6 +171,24 @@ def _sign_hex(job: tuple[KeyPair, bytes]) -> str:
     return job[0].sign(job[1]).hex()
 
 
+class _Once(Generic[R]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one on every first access, a cost
+    per transaction): the value computed at the first access is stored in the instance's ``__dict__``."""
+
+    def __init__(self, fn: Callable[[Any], R]) -> None:
+        self.fn, self.name = fn, fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> R:
+        if obj is None:
+            return self  # type: ignore[return-value]  # (the descriptor itself, on the class)
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class Transaction:
     """A signed state-transition request.
@@ -181,20 +212,24 @@ class Transaction:
         """Canonical bytes of everything except the signatures (computed once: do not mutate ``payload``)."""
         return self._signing_bytes
 
-    @cached_property
+    @_Once
     def _signing_bytes(self) -> bytes:
         body = {"kind": self.kind, "payload": self.payload, "sender": self.sender, "nonce": self.nonce}
         return canonical(body)
 
-    @cached_property
+    @_Once
     def tx_id(self) -> str:
         """SHA-256 hex of ``signing_bytes()``."""
         return sha256_hex(self.signing_bytes())
 
-    @cached_property
+    @_Once
     def payload_json(self) -> str:
-        """Canonical JSON of the payload (what the ``payload`` column stores)."""
-        return canonical(self.payload).decode()
+        """Canonical JSON of the payload (what the ``payload`` column stores): the part of
+        ``signing_bytes()`` between its keys ``payload`` and ``sender`` (sorted keys; inside a JSON string
+        a quote is always escaped, so ``,"payload":`` and ``,"sender":`` occur there only as keys)."""
+        body = self.signing_bytes()
+        lo = body.index(b',"payload":') + len(b',"payload":')
+        return body[lo : body.rindex(b',"sender":')].decode()
 
     def signed(self, *keys: KeyPair) -> Transaction:
         """Copy with the signatures of ``keys`` appended."""
@@ -238,17 +273,22 @@ def required_signers(tx: Transaction) -> set[str]:
 
 
 @lru_cache(maxsize=65_536)
-def _public_key(pub_hex: str) -> bytes:
-    """Raw public key of its hex (cached: an account signs many transactions)."""
-    return bytes.fromhex(pub_hex)
+def _public_key(pub_hex: str) -> bytes | None:
+    """Raw public key of its hex, None unless canonical hex of 32 bytes (cached: an account signs many
+    transactions)."""
+    return bytes.fromhex(pub_hex) if _is_hex(pub_hex, 32) else None
 
 
 def signature_ok(pub_hex: str, sig_hex: str, message: bytes) -> bool:
     """Whether ``sig_hex`` is a valid Ed25519 signature of ``message`` by ``pub_hex`` (both canonical hex)."""
-    if not (_is_hex(pub_hex, 32) and _is_hex(sig_hex, 64)):
+    public = _public_key(pub_hex)
+    if public is None or len(sig_hex) != 128:
         return False
     try:
-        crypto_sign_open(bytes.fromhex(sig_hex) + message, _public_key(pub_hex))
+        signature = bytes.fromhex(sig_hex)
+        if signature.hex() != sig_hex:  # canonical: lower case, no whitespace
+            return False
+        crypto_sign_open(signature + message, public)
     except (BadSignatureError, CryptoError, ValueError):
         return False
     return True
@@ -491,7 +531,7 @@ def transaction_record(tx: Transaction) -> Record:
         "payload": tx.payload_json,
         "sender": tx.sender,
         "nonce": tx.nonce,
-        "signatures": canonical([list(s) for s in tx.signatures]).decode(),
+        "signatures": signatures_json(tx.signatures),
     }
 
 

@@ -50,12 +50,13 @@ class Block(NamedTuple):
 
 
 class Range(NamedTuple):
-    """Transactions ``[lo, hi)`` included at ``include_s`` in block ``height``, final at ``final_s``."""
+    """Transactions ``[lo, hi)`` included at ``include_s`` in block ``height``, final at ``final_s`` (one time
+    for all, or an array of ``hi - lo``, one per transaction)."""
 
     lo: int
     hi: int
     include_s: float
-    final_s: float
+    final_s: float | np.ndarray
     height: int
 
 
@@ -213,11 +214,8 @@ class Consensus:
         """Record a canonical block and the timings of its transactions."""
         self._add(block)
         lo, hi = block.first_tx, block.first_tx + block.n_tx
-        if np.ndim(tx_final_s) == 0:
-            self.ranges.append(Range(lo, hi, block.time_s, float(tx_final_s), block.height))
-        else:
-            for k, fin in enumerate(np.asarray(tx_final_s).tolist()):
-                self.ranges.append(Range(lo + k, lo + k + 1, block.time_s, fin, block.height))
+        final = float(tx_final_s) if np.ndim(tx_final_s) == 0 else np.asarray(tx_final_s, dtype=float)
+        self.ranges.append(Range(lo, hi, block.time_s, final, block.height))
 
     def _add(self, block: Block) -> None:
         """Record a decided block (canonical or stale)."""

@@ -35,7 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
-from cosim.models.ledger.chain import Transaction, canonical, required_signers, verify_signatures
+from cosim.models.ledger.chain import (
+    Transaction,
+    canonical,
+    plain_json,
+    required_signers,
+    verify_signatures,
+)
 
 G_TX = 21_000  # intrinsic gas per transaction (G_transaction)
 G_TXDATA = 16  # per byte of the canonical transaction (G_txdatanonzero, EIP-2028)
@@ -52,6 +58,7 @@ Status = Literal[
 ]
 V = TypeVar("V")
 _MISSING = object()
+_APPENDED = object()  # journal mark: the write appended to a list (the revert pops it)
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "trade": {
@@ -121,6 +128,22 @@ def _parties(p: Promise) -> tuple[str, str, int, int, int]:
     return p.seller, p.buyer, p.step, p.wh, p.price_micro_per_mwh
 
 
+def _json_len(event: dict[str, Any]) -> int:
+    """``len(canonical(event))``, counted without encoding when every key and value is plain text or an int
+    (the events of the contracts): braces, a colon per item, commas between, quotes around text."""
+    n = 2 * len(event) + 1
+    for key, value in event.items():
+        if type(key) is not str or not plain_json(key):
+            return len(canonical(event))
+        if type(value) is str and plain_json(value):
+            n += len(key) + len(value) + 4
+        elif type(value) is int:
+            n += len(key) + 2 + len(str(value))
+        else:
+            return len(canonical(event))
+    return n if event else 2
+
+
 def _valid_payload(tx: Transaction) -> str | None:
     """Why the payload of ``tx`` does not fit its kind's schema (exact keys, types, signs)."""
     schema = SCHEMAS[tx.kind]
@@ -165,9 +188,9 @@ class Ledger:
         self.allocated_wh: dict[str, int] = {}  # "seller|step" -> Wh credited to buyers
         self.credits_wh: dict[str, int] = {}
         self.settle_on_meter = settle_on_meter
-        self.open_tokens: dict[str, tuple[str, ...]] = {}  # "seller|step" -> promises to settle on reading
+        self.open_tokens: dict[str, list[str]] = {}  # "seller|step" -> promises to settle on reading
         self.events: list[dict[str, Any]] = []
-        self._undo: list[tuple[dict[str, Any], str, object]] = []
+        self._undo: list[tuple[Any, str, object]] = []  # (table, key, old value) or (list, "", _APPENDED)
         self._handlers: dict[str, Callable[[Transaction, GasMeter], None]] = {
             "trade": self._trade, "meter": self._meter, "settle": self._settle, "cancel": self._cancel,
             "transfer": self._transfer,
@@ -237,7 +260,9 @@ class Ledger:
             self._put(self.nonces, tx.sender, tx.nonce)  # account nonce: part of the intrinsic gas
         except (OutOfGas, _Failure) as err:
             for table, key, old in reversed(self._undo):
-                if old is _MISSING:
+                if old is _APPENDED:
+                    table.pop()
+                elif old is _MISSING:
                     del table[key]
                 else:
                     table[key] = old
@@ -268,9 +293,20 @@ class Ledger:
         self._undo.append((table, key, old))
         table[key] = value
 
+    def _sappend(self, table: dict[str, list[V]], key: str, value: V, gas: GasMeter) -> None:
+        """Metered, journaled append to the list at ``key`` (gas as a write of the whole slot). In place:
+        re-writing a copy grew with the list, quadratic in the trades of one seller in one step."""
+        items = table.get(key)
+        if items is None:
+            self._sstore(table, key, [value], gas)
+            return
+        gas.charge(G_SSTORE_RESET)
+        self._undo.append((items, "", _APPENDED))
+        items.append(value)
+
     def _log(self, event: dict[str, Any], gas: GasMeter) -> None:
         """Metered event."""
-        gas.charge(G_LOG + G_LOGDATA * len(canonical(event)))
+        gas.charge(G_LOG + G_LOGDATA * _json_len(event))
         self.events.append(event)
 
     def _move(self, src: str, dst: str, amount_micro: int, gas: GasMeter) -> None:
@@ -298,9 +334,8 @@ class Ledger:
         self._sstore(self.trade_refs, ref, token, gas)
         if self.settle_on_meter:
             key = f"{p['seller']}|{p['step']}"
-            self._sstore(
-                self.open_tokens, key, (*(self._sload(self.open_tokens, key, gas) or ()), token), gas
-            )
+            self._sload(self.open_tokens, key, gas)
+            self._sappend(self.open_tokens, key, token, gas)
         self._log({"event": "Mint", "token": token, "buyer": p["buyer"], "seller": p["seller"]}, gas)
 
     def _meter(self, tx: Transaction, gas: GasMeter) -> None:

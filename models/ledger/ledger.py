@@ -39,7 +39,6 @@ from cosim.models.ledger.chain import (
     Chain,
     KeyPair,
     Transaction,
-    canonical,
     merkle_root,
     receipt_leaf,
     required_signers,
@@ -48,6 +47,7 @@ from cosim.models.ledger.chain import (
     sign_and_check,
     sign_messages,
     sign_messages_later,
+    signatures_json,
     verify_all,
     verify_signatures,
 )
@@ -547,7 +547,7 @@ class LedgerModel:
     ) -> None:
         if not self.record_tables:
             return
-        sigs = canonical([list(s) for s in tx.signatures]).decode()
+        sigs = signatures_json(tx.signatures)
         self.tx_rows.rows.append(
             (tx.tx_id, tx.kind, tx.sender, tx.nonce, tx.payload_json, sigs, *times, height, gas, status)
         )

@@ -19,7 +19,9 @@ from cosim.models.ledger.chain import (
     Transaction,
     block_from_record,
     block_record,
+    canonical,
     merkle_root,
+    signatures_json,
     transaction_from_record,
     transaction_record,
     verify_chain,
@@ -174,3 +176,30 @@ def test_any_single_change_of_a_record_is_detected(
     else:
         assert problem.startswith("tx "), problem
         assert name == "tx_id" or records[i]["tx_id"] in problem or f"record {i}" in problem, problem
+
+
+JSON_TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["ab" * 32, 'a"b', "a\\b", ""]
+)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=JSON_TEXT, payload=st.dictionaries(JSON_TEXT, JSON_VALUE, max_size=4), sender=JSON_TEXT)
+def test_payload_json_is_the_canonical_json_of_the_payload(
+    kind: str, payload: dict[str, Any], sender: str
+) -> None:
+    """The payload column cut out of the signing bytes equals canonical(payload), whatever the texts hold."""
+    tx = Transaction(kind, payload, sender, 3)
+    assert tx.payload_json == canonical(payload).decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(signatures=st.lists(st.tuples(JSON_TEXT, JSON_TEXT), max_size=3))
+def test_signatures_json_is_canonical(signatures: list[tuple[str, str]]) -> None:
+    """The signatures column formatted directly equals canonical JSON of the pairs, for any text."""
+    assert signatures_json(tuple(signatures)) == canonical([list(s) for s in signatures]).decode()

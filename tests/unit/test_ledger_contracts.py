@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cosim.models.ledger.chain import KeyPair, Transaction
-from cosim.models.ledger.contracts import G_TX, Ledger
+from cosim.models.ledger.chain import KeyPair, Transaction, canonical
+from cosim.models.ledger.contracts import G_TX, Ledger, _json_len
 
 N = 4
 PRICE = 50_000_000  # micro-$/MWh = 50 $/MWh
@@ -294,3 +294,37 @@ def test_meter_reading_settles_open_promises_and_cancel_refunds() -> None:
     assert [ledger.promises[t.tx_id].status for t in (t1, t2, t3)] == ["settled", "settled", "cancelled"]
     assert ledger.credits_wh == {w[1].public_hex: 3000, w[2].public_hex: 1000}
     assert ledger.apply(_settle(1, t1.tx_id, 1)).status == "double_spend"
+
+
+def test_open_promises_of_a_seller_grow_in_place_and_revert() -> None:
+    """A seller's open-promise list is appended in place (a copy per trade was quadratic in its trades of a
+    step), and a trade running out of gas after the append leaves the list and the state hash as before."""
+    ledger = _ledger(settle_on_meter=True)
+    w, _ = _keys()
+    assert ledger.apply(_trade(0, 1, 5, 1000, 0)).status == "ok"
+    key = f"{w[0].public_hex}|5"
+    tokens = ledger.open_tokens[key]
+    second = _trade(0, 2, 5, 1000, 0)
+    full = _ledger(settle_on_meter=True)
+    assert full.apply(_trade(0, 1, 5, 1000, 0)).status == full.apply(second).status == "ok"
+    need = full.apply(_trade(0, 3, 5, 1000, 0)).gas_used  # (a third, to have the gas of a non-first trade)
+    before, nonces = ledger.state_hash(), dict(ledger.nonces)
+    receipt = ledger.apply(second, gas_limit=need - 1)  # fails in its event, after the append
+    assert receipt.status == "out_of_gas"
+    assert ledger.open_tokens[key] is tokens and tokens == [full.open_tokens[key][0]]
+    assert _hash_with_nonces(ledger, nonces) == before
+    assert ledger.apply(_trade(0, 3, 5, 1000, 0)).status == "ok"
+    assert ledger.open_tokens[key] is tokens and len(tokens) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    event=st.dictionaries(
+        st.text(max_size=8) | st.sampled_from(["event", "token"]),
+        st.integers() | st.booleans() | st.floats() | st.text(max_size=8) | st.just("ab" * 32),
+        max_size=5,
+    )
+)
+def test_event_gas_counts_the_canonical_json(event: dict[str, Any]) -> None:
+    """The event size that log gas is charged on, counted without encoding, is len(canonical(event))."""
+    assert _json_len(event) == len(canonical(event))
