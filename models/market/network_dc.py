@@ -25,7 +25,8 @@ import scipy.sparse.csgraph as csgraph
 _F_BUS, _T_BUS, _BR_X, _RATE_A, _TAP, _SHIFT, _BR_STATUS = 0, 1, 3, 5, 8, 9, 10
 _BUS_TYPE, _REF = 1, 3
 _NO_LIMIT_MW = 1e10  # PYPOWER's OPF treats RATE_A of 0 or >= 1e10 as no limit
-_ROWS_PER_SOLVE = 256  # PTDF rows solved together (`DCNetwork.ptdf_rows`)
+_ROWS_PER_SOLVE = 32  # PTDF rows solved together (`DCNetwork.ptdf_rows`); SuperLU slows with many more
+_ROWS_KEPT_VALUES = 2**23  # `DCNetwork.ptdf_rows` keeps at most this many values (64 MB) of solved rows
 
 
 @dataclass(frozen=True)
@@ -106,19 +107,26 @@ class DCNetwork:
         Same conventions as :meth:`ptdf` (injection at a bus, withdrawal at the slack; columns outside the
         slack's island zero; phase shifts ignored). Row ``l`` is ``b_l (theta_f - theta_t)`` with
         ``B_r theta = e_f - e_t`` on the slack island's buses other than the slack (``B_r`` symmetric): one
-        sparse LU of ``B_r`` (built at the first call) and one solve per branch, each row kept once solved.
+        sparse LU of ``B_r`` (built at the first call) and one solve per branch, each row kept once solved
+        (the most recently used ones, up to ``_ROWS_KEPT_VALUES`` values: 1,531 rows of a 5,479-bus grid).
         A branch outside the slack's island has a zero row.
         """
         idx = np.atleast_1d(np.asarray(branches, dtype=np.int64))
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_branch):
             raise IndexError(f"branch positions must be in [0, {self.n_branch})")
         cache: dict[int, np.ndarray] = self._rows.setdefault("row", {})
-        todo = [int(k) for k in dict.fromkeys(idx.tolist()) if int(k) not in cache]
+        wanted = [int(k) for k in dict.fromkeys(idx.tolist())]
+        todo = [k for k in wanted if k not in cache]
         if todo:
             self._solve_rows(np.array(todo, dtype=np.int64), cache)
         out = np.zeros((len(idx), self.n_bus))
         for i, k in enumerate(idx.tolist()):
             out[i] = cache[k]
+        for k in wanted:  # most recently used last
+            cache[k] = cache.pop(k)
+        keep = max(1, _ROWS_KEPT_VALUES // max(1, self.n_bus))
+        for k in list(cache)[: max(0, len(cache) - keep)]:
+            del cache[k]
         return out
 
     def _solve_rows(self, todo: np.ndarray, cache: dict[int, np.ndarray]) -> None:

@@ -127,6 +127,20 @@ def test_random_subsets_in_any_order_with_repeats(name: str, picks: list[float],
         np.testing.assert_allclose(rows, dense[idx], rtol=0, atol=TOL)
 
 
+def test_kept_rows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for 3 rows, at most 3 are kept (the most recently used) and every answer stays right."""
+    import cosim.models.market.network_dc as network_dc
+
+    network = dc_network(pn.case30())
+    dense = network.ptdf()
+    monkeypatch.setattr(network_dc, "_ROWS_KEPT_VALUES", 3 * network.n_bus)
+    monkeypatch.setattr(network_dc, "_ROWS_PER_SOLVE", 2)  # several solves in one call
+    for idx in ([0, 1, 2, 3, 4], [4, 5], [5, 5, 0], [7, 3, 1, 8, 2, 0]):
+        np.testing.assert_allclose(network.ptdf_rows(idx), dense[idx], rtol=0, atol=TOL)
+        kept = network._rows["row"]
+        assert len(kept) <= 3 and list(kept)[-1] == list(dict.fromkeys(idx))[-1]
+
+
 def test_rows_of_another_topology_are_its_own() -> None:
     """A network derived by dataclasses.replace (other susceptances) does not reuse the rows of its source."""
     network = dc_network(pn.case14())
