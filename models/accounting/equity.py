@@ -539,7 +539,8 @@ def by_unit(values: ArrayLike, unit_of: ArrayLike, n_unit: int) -> FloatArray:
         rows = v.reshape(-1, len(unit))[:, inside]
         flat = (np.arange(len(rows))[:, None] * n_unit + unit[inside]).ravel()
         sums = np.bincount(flat, rows.ravel(), minlength=len(rows) * n_unit)
-        return sums.reshape(v.shape[:-1] + (n_unit,))
+        result: FloatArray = sums.reshape(v.shape[:-1] + (n_unit,))
+        return result
     member = np.zeros((len(unit), n_unit))
     member[np.flatnonzero(inside), unit[inside]] = 1.0
     return np.asarray(v @ member)
