@@ -538,9 +538,8 @@ def by_unit(values: ArrayLike, unit_of: ArrayLike, n_unit: int) -> FloatArray:
     if len(unit) * n_unit > _DENSE_MEMBER_MAX:
         rows = v.reshape(-1, len(unit))[:, inside]
         flat = (np.arange(len(rows))[:, None] * n_unit + unit[inside]).ravel()
-        sums = np.bincount(flat, rows.ravel(), minlength=len(rows) * n_unit)
-        result: FloatArray = sums.reshape(v.shape[:-1] + (n_unit,))
-        return result
+        sums = np.bincount(flat, rows.ravel(), minlength=len(rows) * n_unit)  # float64 with weights
+        return np.asarray(sums, dtype=np.float64).reshape(v.shape[:-1] + (n_unit,))
     member = np.zeros((len(unit), n_unit))
     member[np.flatnonzero(inside), unit[inside]] = 1.0
     return np.asarray(v @ member)
