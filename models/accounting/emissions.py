@@ -233,7 +233,6 @@ class MarginalEmissions:
         s_node = network.position_of(self.supply_bus) if self.n_s else np.zeros(0, np.int64)
         self.node = np.r_[d_node, s_node].astype(np.int64)
         self.sign = np.r_[-np.ones(self.n_d), np.ones(self.n_s)]
-        self.ptdf = network.ptdf()
         self.tol_mw, self.tol_price = float(tol_mw), float(tol_price)
         n_bus = network.n_bus
         island = np.asarray(network.island, dtype=np.int64)
@@ -306,8 +305,9 @@ class MarginalEmissions:
                     break
 
         rows_island = self._island_rows
-        a = np.vstack([rows_island[:, node_m] * sign_m, self.ptdf[binding][:, node_m] * sign_m])
-        r = np.vstack([rows_island, self.ptdf[binding]])
+        ptdf = self.network.ptdf_rows(binding)  # solved once per branch, on demand: no dense PTDF
+        a = np.vstack([rows_island[:, node_m] * sign_m, ptdf[:, node_m] * sign_m])
+        r = np.vstack([rows_island, ptdf])
         nm, nr = len(m), len(r)
         x_resp: np.ndarray | None = None
         if nm and nr and (np.any(h[m] > 0) or nm == nr):
@@ -385,17 +385,12 @@ class MarginalEmissions:
             if xb is not None:
                 resp[:, b] = (xb - x0) / eps_mw
         ok = np.all(np.isfinite(resp), axis=0)
-        mef = np.where(ok, f @ np.nan_to_num(resp), np.nan)
-        moved = np.flatnonzero(np.any(np.abs(np.nan_to_num(resp)) > 1e-9, axis=1))
+        resp = np.nan_to_num(resp, copy=False)  # in place, and no float temporaries: (steps, buses) is big
+        mef = np.where(ok, f @ resp, np.nan)
+        moved = np.flatnonzero(np.any((resp > 1e-9) | (resp < -1e-9), axis=1))
         status = "resolved" if ok[self._served_bus].all() else "failed"
         return NodalFactors(
-            mef,
-            status,
-            moved,
-            self.node[moved],
-            self.sign[moved],
-            np.nan_to_num(resp[moved]),
-            np.zeros(0, np.int64),
+            mef, status, moved, self.node[moved], self.sign[moved], resp[moved], np.zeros(0, np.int64)
         )
 
 

@@ -30,6 +30,23 @@ def test_by_unit_sums_agents_and_leaves_out_the_others() -> None:
         by_unit(values, UNIT_OF[:3], 2)
 
 
+def test_by_unit_without_the_dense_membership_equals_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the dense limit (every set, here) the agent-order sums equal the 0/1 product to round-off."""
+    import cosim.models.accounting.equity as equity
+
+    rng = np.random.default_rng(3)
+    unit_of = rng.integers(-1, 40, size=300)
+    for shape in [(300,), (12, 300), (2, 12, 300)]:
+        values = rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 3, size=shape)
+        dense = by_unit(values, unit_of, 45)  # five units without any agent: zero
+        monkeypatch.setattr(equity, "_DENSE_MEMBER_MAX", 0)
+        summed = by_unit(values, unit_of, 45)
+        monkeypatch.undo()
+        assert summed.shape == dense.shape == (*shape[:-1], 45)
+        np.testing.assert_allclose(summed, dense, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(summed[..., 40:], 0.0)
+
+
 def test_household_sums_equal_device_sums() -> None:
     """Every per-household quantity is the sum of that household's devices' per-agent quantities."""
     acc = _accumulator()
