@@ -26,7 +26,8 @@ DATASETS: tuple[Dataset, ...] = (
             when="emissions", attr="upstream_kg"),
     Dataset("emissions/marginal_kg_per_mwh", "kg/MWh", "bus", "nodal marginal emission factor, losses "
             "included", when="emissions", attr="marginal_kg_per_mwh",
-            note="CO2 caused by one more MWh of demand at the bus"),
+            note="CO2 caused by one more MWh of demand at the bus; NaN: no market step in the bus's island, "
+            "or a degenerate clearing not re-solved (counted in the run's warnings)"),
     Dataset("emissions/marginal_lossless_kg_per_mwh", "kg/MWh", "bus", "nodal marginal emission factor of "
             "the DC-OPF", when="emissions", attr="marginal_lossless_kg_per_mwh"),
     Dataset("emissions/trades", "", "trade", "emissions impact of each trade; row i belongs to row i of "
@@ -167,6 +168,15 @@ class Accounting(Component):
             Link("market", ("detail", ("trades", "market_trades"), "payment", "award_mw")),
             Link("grid", ("vm_pu", "va_degree")),
         ]
+
+    def warnings(self) -> list[str]:
+        from cosim.models.accounting.emissions import RESOLVE_MAX_BUSES
+
+        n = self.emissions.n_without_factors if self.emissions is not None else 0
+        return [
+            f"{n} interval(s) without nodal marginal emission factors (NaN): the clearing was degenerate and "
+            f"not re-solved (the re-solve, one DC-OPF per bus, is skipped above {RESOLVE_MAX_BUSES:,} buses)"
+        ] if n else []  # fmt: skip
 
     def finish(self, groups: Iterable[str]) -> Contract:
         """The /equity datasets of the whole run (monthly Gini, Lorenz curves, bills per unit)."""

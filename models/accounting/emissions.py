@@ -62,7 +62,9 @@ Degenerate cases: (a) the reduced system is singular, e.g. no marginal step (a u
 sets the price) or more marginal LP steps than rows (two marginal units at the same cost): the factors
 are then computed by re-solving (``status="resolved"``): a DC-OPF built once with one extra inelastic
 demand step per bus is re-cleared with ``eps_mw`` at each bus in turn, ``MEF_b = f . (x_b - x_0) / eps``
-(one-sided: the *next* MWh). (b) Ties: a step at a bound with zero reduced cost could take the place of
+(one-sided: the *next* MWh). That is one DC-OPF per bus, so on a grid of more than ``RESOLVE_MAX_BUSES``
+buses (15 min a step on SimBench's 5,479-bus MVLV grid) the step's factors are left NaN
+(``status="unresolved"``) and the run's warnings count such steps. (b) Ties: a step at a bound with zero reduced cost could take the place of
 a marginal one (dual degeneracy, e.g. ten batteries offering at the same price). When every marginal and
 tied step of an island has the same factor per MWh injected (``sigma_j f_j``) the factor is unique and
 the result is kept (``status="sensitivity"``); otherwise the optimum, hence the MEF, is not unique: the
@@ -192,12 +194,15 @@ def interval_emissions(
 
 
 # ------------------------------------------------------------------------------ nodal marginal factors
+RESOLVE_MAX_BUSES = 1_000  # above it a singular sensitivity system leaves the step's factors NaN
+
+
 @dataclass(frozen=True)
 class NodalFactors:
     """Nodal marginal emission factors of one clearing (DC network positions)."""
 
     kg_per_mwh: np.ndarray  # (n_bus,) emissions per extra MWh of inelastic demand at each bus
-    status: str  # "sensitivity", "tie", "resolved" or "failed" (see the module notes)
+    status: str  # "sensitivity", "tie", "resolved", "unresolved" or "failed" (see the module notes)
     step: np.ndarray  # (m,) responding steps, positions in [demand steps..., supply steps...]
     step_node: np.ndarray  # (m,) their bus positions
     step_sign: np.ndarray  # (m,) +1 supply, -1 demand
@@ -321,6 +326,8 @@ class MarginalEmissions:
         if x_resp is None:
             if not resolve:
                 return self._nan("failed")
+            if n_bus > RESOLVE_MAX_BUSES:
+                return self._nan("unresolved")
             return self.resolved(bids, supply_kg_per_mwh, demand_kg_per_mwh)
         mef = f[m] @ x_resp
         mef = np.where(self._served_bus, mef, np.nan)
@@ -519,6 +526,7 @@ class EmissionAccounting:
         self.agent_node = network.position_of(agent_bus) if len(agent_bus) else np.zeros(0, np.int64)
         self._owner = self.steps.supply_owner
         self._own = self._owner >= 0
+        self.n_without_factors = 0  # intervals whose nodal factors are NaN ("failed", "unresolved")
 
     def _marginal_on(self, network: DCNetwork | None) -> MarginalEmissions:
         """The marginal factors of the topology the clearing ran on (built once per topology)."""
@@ -563,6 +571,7 @@ class EmissionAccounting:
         nodal = self._marginal_on(network).nodal(
             bids, margin, fac.supply_marginal_kg_per_mwh, fac.demand_marginal_kg_per_mwh
         )
+        self.n_without_factors += nodal.status in ("failed", "unresolved")
         n_pos = self.network.n_bus
         dloss_pos = np.full(n_pos, np.nan)
         dloss_rows = np.full(len(self._bus_pos), np.nan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import warnings
 
@@ -11,6 +12,7 @@ import pandapower as pp
 import pandapower.networks as pn
 import pytest
 
+from cosim.models.accounting import emissions
 from cosim.models.accounting.emissions import (
     EmissionFactors,
     MarginalEmissions,
@@ -181,6 +183,16 @@ def test_nodal_unit_at_bound_falls_back_to_resolve() -> None:
     np.testing.assert_allclose(nodal.kg_per_mwh, [400.0, 400.0], atol=1e-6)
     failed, _ = _nodal(network, bids, f, resolve=False)
     assert failed.status == "failed" and np.isnan(failed.kg_per_mwh).all()
+
+
+def test_nodal_singular_on_a_big_grid_is_left_unresolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above RESOLVE_MAX_BUSES a singular system is not re-solved (one DC-OPF per bus): NaN, "unresolved"."""
+    network = _network(2, [(0, 1, 0.1, np.inf)])
+    bids = _bids([1], [100.0], [0, 1], [100.0, 100.0], [10.0, 20.0])
+    monkeypatch.setattr(emissions, "RESOLVE_MAX_BUSES", 1)
+    nodal, me = _nodal(network, bids, np.array([950.0, 400.0]))
+    assert nodal.status == "unresolved" and np.isnan(nodal.kg_per_mwh).all()
+    assert me._probe is None  # no DC-OPF was built
 
 
 def test_nodal_ties() -> None:
@@ -392,7 +404,7 @@ def test_emission_accounting_update_on_a_bidder() -> None:
     assert a.average_kg_per_mwh == pytest.approx(a.total_kg / 0.03)
     np.testing.assert_allclose(a.agent_kg, [0.0, 0.5 * 0.02 * 41, 0.5 * 0.005 * 48])
     assert a.upstream_kg == pytest.approx(0.5 * 0.035 * 527)
-    assert a.mef_status == "sensitivity"
+    assert a.mef_status == "sensitivity" and acc.n_without_factors == 0
     np.testing.assert_allclose(a.mef_kg_per_mwh, 527.0)
     np.testing.assert_allclose(a.mef_loss_kg_per_mwh, 527.0 * (1.0 + a.dloss_ddemand))
     f_seller = np.select([trades["seller"] == 1, trades["seller"] == 2], [41.0, 48.0], 527.0)
@@ -402,6 +414,9 @@ def test_emission_accounting_update_on_a_bidder() -> None:
     )
     assert np.all(a.trades.total_kg[trades["seller"] >= 0] < 0)  # local PV displaces the upstream grid
     np.testing.assert_allclose(a.trades.total_kg[trades["seller"] == UPSTREAM], 0.0, atol=1e-12)
+    unsolved = dataclasses.replace(clearing, status="failed")
+    assert np.isnan(acc.update(1, bids, unsolved, 0.5).mef_kg_per_mwh).all()
+    assert acc.n_without_factors == 1  # counted for the run's warning
 
 
 def test_copper_plate_factor_is_the_marginal_offers_kind() -> None:
