@@ -58,19 +58,19 @@ with ``sigma = +1`` for supply and ``-1`` for demand steps, ``n_j`` a step's bus
 for linear costs: then ``X = A^-1 R``, square when the number of marginal steps is one per island plus
 one per binding line). For an LP this is the sensitivity of the optimal basis: the perturbed solution
 ``x + eps X`` keeps every multiplier, so it is optimal for small ``eps`` (exact, not first-order).
-Degenerate cases: (a) the reduced system is singular, e.g. no marginal step (a unit exactly at a bound
-sets the price) or more marginal LP steps than rows (two marginal units at the same cost): the factors
-are then computed by re-solving (``status="resolved"``): a DC-OPF built once with one extra inelastic
-demand step per bus is re-cleared with ``eps_mw`` at each bus in turn, ``MEF_b = f . (x_b - x_0) / eps``
-(one-sided: the *next* MWh). That is one DC-OPF per bus, so on a grid of more than ``RESOLVE_MAX_BUSES``
-buses (15 min a step on SimBench's 5,479-bus MVLV grid) the step's factors are left NaN
-(``status="unresolved"``) and the run's warnings count such steps. (b) Ties: a step at a bound with zero reduced cost could take the place of
-a marginal one (dual degeneracy, e.g. ten batteries offering at the same price). When every marginal and
-tied step of an island has the same factor per MWh injected (``sigma_j f_j``) the factor is unique and
-the result is kept (``status="sensitivity"``); otherwise the optimum, hence the MEF, is not unique: the
-value returned is that of the solver's vertex, flagged ``status="tie"`` (a re-solve is just as
-arbitrary). Buses of islands without any step get NaN. The factor is within the interval: a battery at
-the margin gives its own factor (0), not that of the energy it will later recharge.
+Degenerate cases: (a) the reduced system is singular, e.g. no marginal step (a unit exactly at a bound sets
+the price) or more marginal LP steps than rows (two marginal units at the same cost): the factors are then
+computed by re-solving (``status="resolved"``): a DC-OPF built once with one extra inelastic demand step per
+bus is re-cleared with ``eps_mw`` at each bus in turn, ``MEF_b = f . (x_b - x_0) / eps`` (one-sided: the
+*next* MWh). That is one DC-OPF per bus, so on a grid of more than ``RESOLVE_MAX_BUSES`` buses (15 min a step
+on SimBench's 5,479-bus MVLV grid) the step's factors are left NaN (``status="unresolved"``) and the run's
+warnings count such steps. (b) Ties: a step at a bound with zero reduced cost could take the place of a
+marginal one (dual degeneracy, e.g. ten batteries offering at the same price). When every marginal and tied
+step of an island has the same factor per MWh injected (``sigma_j f_j``) the factor is unique and the result
+is kept (``status="sensitivity"``); otherwise the optimum, hence the MEF, is not unique: the value returned is
+that of the solver's vertex, flagged ``status="tie"`` (a re-solve is just as arbitrary). Buses of islands
+without any step get NaN. The factor is within the interval: a battery at the margin gives its own factor (0),
+not that of the energy it will later recharge.
 
 Losses (:func:`loss_adjusted`)
 ------------------------------
