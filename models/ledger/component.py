@@ -137,16 +137,25 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     return model, attrs
 
 
-def ledger_warnings(engine: Any) -> list[str]:
-    """What a user must not miss: the ledger lost safety, halted, or finalised nothing."""
+def ledger_warnings(model: LedgerModel) -> list[str]:
+    """What a user must not miss: the ledger lost safety, halted or finalised nothing; transactions ran
+    out of gas (a meter reading that does leaves its seller's promises of the interval unsettled)."""
+    engine = model.engine
     text = str(getattr(engine, "notes", ""))
+    found = []
     if "SAFETY LOST" in text:
-        return [f"the ledger lost safety: {text}"]
-    if getattr(engine, "halted", False):
-        return [f"the ledger halted: {text}"]
-    if getattr(engine, "justifies", True) is False:
-        return [f"the ledger finalised nothing: {text}"]
-    return []
+        found.append(f"the ledger lost safety: {text}")
+    elif getattr(engine, "halted", False):
+        found.append(f"the ledger halted: {text}")
+    elif getattr(engine, "justifies", True) is False:
+        found.append(f"the ledger finalised nothing: {text}")
+    if model.n_out_of_gas:
+        found.append(
+            f"{model.n_out_of_gas} transaction(s) ran out of gas (ledger.gas_limit {model.gas_limit:,}): "
+            "a meter reading that does settles none of its seller's promises of the interval, whose escrow "
+            "stays locked; raise ledger.gas_limit (a reading costs ~47,000 gas per promise it settles)"
+        )
+    return found
 
 
 class Ledger(Component):

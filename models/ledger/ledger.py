@@ -236,6 +236,7 @@ class LedgerModel:
         self.executed_latency: list[float] = []
         self._executed = self._seq = 0  # engine index of the first transaction not executed
         self.n_rejected = 0
+        self.n_out_of_gas = 0  # executed transactions whose receipt is out_of_gas
         self._unsigned: list[tuple[list[tuple[list[Any], int]], Future[list[str]]]] = []  # rows, signatures
         self.tx_rows, self.block_rows, self.vote_rows = (
             _Rows(TX_COLUMNS),
@@ -454,6 +455,7 @@ class LedgerModel:
         for tx, submit, inc, fin in zip(txs, self.submit_tau[lo:hi], include, final, strict=True):
             receipt = self.state.apply(tx, self.gas_limit, signatures_checked=True)
             gas += receipt.gas_used
+            self.n_out_of_gas += receipt.status == "out_of_gas"
             self.executed_final.append(fin - submit)
             self.executed_latency.append(inc - submit)
             times = self._unix(submit, inc, fin)

@@ -120,5 +120,5 @@ class LedgerSim(ShiftedSim):
         assert self.model is not None
         return {
             "ledger_s": self.stats.solver_s, "notes": self.model.engine.notes,
-            "n_rejected": self.model.n_rejected, "warnings": ledger_warnings(self.model.engine),
+            "n_rejected": self.model.n_rejected, "warnings": ledger_warnings(self.model),
         }  # fmt: skip

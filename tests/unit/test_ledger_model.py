@@ -65,6 +65,26 @@ def test_bft_trades_are_final_before_delivery_and_settled_by_the_reading() -> No
     assert verify_chain(model.chain.blocks, model.chain.txs) == (True, None)
 
 
+def test_a_reading_out_of_gas_is_warned_and_leaves_its_promises_minted() -> None:
+    """A gas limit that fits a trade (~113,000) but not a reading settling two promises: the reading's
+    receipt is out_of_gas, the promises keep their escrow, and the run's warnings say so."""
+    from cosim.models.ledger.component import ledger_warnings
+
+    engine = ENGINES["bft"](8, np.random.default_rng(1), create_empty_blocks=False)
+    model = LedgerModel(
+        engine, N_AGENTS, np.random.default_rng(2), epoch_unix_s=1.6e9, step_s=3600.0, gas_limit=130_000,
+        initial_balance=1000.0, import_price_per_mwh=80.0, export_price_per_mwh=30.0,
+    )  # type: ignore[arg-type]  # fmt: skip
+    trade = _trades([0, 1], [3, 3], [0.002, 0.001])
+    tx = _tx(_run(model, [trade, trade], np.array([0, 0, 0, 0.003, 0, 0])))
+    kinds = Counter(zip(tx["kind"], tx["status"], strict=True))
+    assert kinds[("trade", "ok")] == 4 and kinds[("meter", "out_of_gas")] == 1
+    assert {p.status for p in model.state.promises.values() if p.step == 0} == {"minted"}
+    assert model.n_out_of_gas == 1
+    (warning,) = ledger_warnings(model)
+    assert "1 transaction(s) ran out of gas (ledger.gas_limit 130,000)" in warning
+
+
 @pytest.mark.parametrize("late_rule", ["cancel", "settle_late"])
 def test_pos_finality_misses_a_15_minute_gate_closure(late_rule: str) -> None:
     """PoS needs 2-3 epochs (13-19 min): trades submitted 15 min before delivery are mostly late."""
