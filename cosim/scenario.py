@@ -751,7 +751,12 @@ class LedgerConfig(_Section):
         ge=0,
     )
     initial_balance: float = _field("Genesis balance of every account", unit="$", default=1000.0, ge=0)
-    gas_limit: int = _field("Gas limit of each transaction", default=5_000_000, ge=21_000)
+    gas_limit: int = _field(
+        "Gas limit of each transaction; a meter reading settles its seller's promises of the interval in one "
+        "transaction (~47,000 gas each: the default fits ~100), and one out of gas settles none (warned)",
+        default=5_000_000,
+        ge=21_000,
+    )
     record_tables: bool = _field(
         "Write the /ledger/tx, /ledger/blocks and /ledger/votes tables and /ledger/genesis (needed by cosim "
         "verify-ledger; without them no block or vote is signed)",
