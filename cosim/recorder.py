@@ -58,6 +58,7 @@ chunk is read back once), while HDF5's default (1 MiB per dataset, kept for the 
 run up to a megabyte for every one of the file's datasets."""
 
 TABLE_ROWS_BUFFERED = 4096
+TABLE_CHUNK_ROWS = 1024  # rows of a table's HDF5 chunk, at least (a chunk of steps when longer)
 """A table whose buffered rows reach this many is written before its steps' chunk is full, so a busy table
 (a ledger's transactions: ~1.3 kB a row) holds at most about 5 MB in memory, whatever ``chunk_steps``."""
 
@@ -187,7 +188,7 @@ class H5Recorder:
             group = self._group(t.path)
             if t.description:
                 group.attrs["description"] = t.description
-            rows = self._growing(f"{t.path}/{t.row_dim}", np.int64, max(chunk_steps, 1024))
+            rows = self._growing(f"{t.path}/{t.row_dim}", np.int64, self.table_chunk)
             if t.step_column:
                 rows.attrs.update(unit_attrs("Unix s", np.int64))
                 rows.attrs["long_name"] = f"start of the step {t.step_column}"
@@ -198,7 +199,7 @@ class H5Recorder:
                 if name == t.row_dim:
                     raise ValueError(f"table {t.path}: column {name!r} is also its row dimension")
                 stored = h5py.string_dtype() if dtype is object else dtype
-                col = self._growing(f"{t.path}/{name}", stored, max(chunk_steps, 1024))
+                col = self._growing(f"{t.path}/{name}", stored, self.table_chunk)
                 col.attrs.update(unit_attrs(units, dtype))
                 col.dims[0].attach_scale(rows)
         for key in static:
@@ -229,6 +230,7 @@ class H5Recorder:
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + ".partial")
         self.chunk_steps = chunk_steps
+        self.table_chunk = max(chunk_steps, TABLE_CHUNK_ROWS)
         self.series = {s.path: s for s in series}
         self.labels, self.dims = dict(labels or {}), dict(dims or {})
         for s in series:
@@ -414,18 +416,22 @@ class H5Recorder:
         if self._filled == self.chunk_steps:
             self.flush()
             return
+        early = max(TABLE_ROWS_BUFFERED, self.table_chunk)
         for key, n in pending.items():  # a busy table (a ledger's transactions) goes ahead of its steps
-            if n >= TABLE_ROWS_BUFFERED:
+            if n >= early:
                 self._write_now(key)
 
-    def flush(self) -> None:
-        """Write the buffered steps to the file and flush it to disk; RecorderError when writing fails."""
+    def flush(self, final: bool = False) -> None:
+        """Write the buffered steps to the file and flush it to disk; RecorderError when writing fails.
+
+        Tables are written in whole chunks (see :meth:`_write_table`), all their rows when ``final``.
+        """
         n = self._filled
-        if n == 0 or self.failed is not None:
+        if self.failed is not None or (n == 0 and not (final and any(self._pending.values()))):
             return
         self._check_space(n)
         try:
-            self._write_chunk(n)
+            self._write_chunk(n, final)
             self._sync()
         except (OSError, RuntimeError) as exc:
             self.failed = write_failure(self.partial_path, exc)
@@ -497,24 +503,34 @@ class H5Recorder:
             self._abandon()
             raise self.failed from None
 
-    def _write_chunk(self, n: int) -> None:
-        for key, buf in self._buffers.items():
+    def _write_chunk(self, n: int, final: bool = False) -> None:
+        for key, buf in self._buffers.items() if n else ():
             ds = self._dataset(key)
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = buf[:n]
-        for ds in self._times:
+        for ds in self._times if n else ():
             ds.resize(self.n_steps + n, axis=0)
             ds[self.n_steps : self.n_steps + n] = self._buffers["time"][:n]
         for path, rows in self._rows.items():
-            self._write_table(path, rows)
+            self._write_table(path, rows, whole=final)
 
-    def _write_table(self, path: str, rows: list[dict[str, np.ndarray]]) -> None:
-        """Append a table's buffered ``rows`` (and their row labels) to the file; empties ``rows``."""
-        if not rows:  # all written ahead of the steps (``TABLE_ROWS_BUFFERED``)
+    def _write_table(self, path: str, rows: list[dict[str, np.ndarray]], whole: bool = False) -> None:
+        """Append a table's buffered ``rows`` (and their row labels) to the file, in whole HDF5 chunks
+        unless ``whole`` (the end of the run); the rest stays in ``rows``.
+
+        A chunk once written is never rewritten: growing a compressed chunk moves it and frees its old
+        space, which HDF5 may hand to the next column's chunk before the file's index is flushed, so a
+        run killed in between would resume with that column's rows in this one's place.
+        """
+        block = _merged(rows)
+        n_rows = _n_rows(block[0]) if block else 0
+        n = n_rows if whole else n_rows - n_rows % self.table_chunk
+        if n == 0:  # all written ahead of the steps (``TABLE_ROWS_BUFFERED``), or less than a chunk
+            rows[:] = block
             return
         table = self.tables[path]
         for name, _, _ in table.columns:
-            data = np.concatenate([r[name] for r in rows])
+            data = block[0][name][:n]
             ds = self._dataset(f"{path}/{name}")
             start = ds.shape[0]
             ds.resize(start + len(data), axis=0)
@@ -528,8 +544,8 @@ class H5Recorder:
             scale[start:] = np.concatenate([written, self._buffers["time"][: self._filled]])[steps]
         else:
             scale[start:] = np.arange(start, ds.shape[0])
-        rows.clear()
-        self._pending[path] = 0
+        rows[:] = [{name: col[n:].copy() for name, col in block[0].items()}] if n < n_rows else []
+        self._pending[path] = n_rows - n
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         """Root attributes; a key ``"group/name"`` sets attribute ``name`` of that group."""
@@ -555,7 +571,7 @@ class H5Recorder:
             if self._write_error:  # write nothing more: close what is on disk
                 raise self.failed or RecorderError(f"cannot write {self.partial_path}")
             if self.failed is None:
-                self.flush()
+                self.flush(final=True)
             for key, (data, units) in (datasets or {}).items():
                 self._write(key, data, units)
             for key in datasets or {}:

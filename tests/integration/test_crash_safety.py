@@ -176,11 +176,11 @@ def test_failed_write_stops_with_one_message(
 
     real, calls = H5Recorder._write_chunk, []
 
-    def write(self: H5Recorder, n: int) -> None:
+    def write(self: H5Recorder, n: int, final: bool = False) -> None:
         calls.append(n)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, n)
+        real(self, n, final)
 
     monkeypatch.setattr(H5Recorder, "_write_chunk", write)
     with pytest.raises(CosimError, match="after 24 of 100 steps .*the disk is full") as info:

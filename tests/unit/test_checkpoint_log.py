@@ -126,10 +126,15 @@ def _step(k: int) -> dict[str, object]:
     return {"time": k, "grid/x": np.array([k, -k], dtype=float), "market/trades": trades}
 
 
-def test_recorder_checkpoint_keeps_buffered_steps_without_writing(tmp_path: Path) -> None:
-    """A checkpoint after 6 steps with chunks of 4 writes nothing: the file holds 4 steps, the checkpoint
-    the other 2; a recorder reopened from it after a kill (the file then held 8 steps) writes the file an
-    uninterrupted recorder writes."""
+def test_recorder_checkpoint_keeps_buffered_steps_without_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint after 6 steps with chunks of 4 writes nothing: the file holds 4 steps and the table's
+    whole chunks of 4 rows, the checkpoint the other 2 steps and rows; a recorder reopened from it after a
+    kill (the file then held 8 steps) writes the file an uninterrupted recorder writes."""
+    import cosim.recorder
+
+    monkeypatch.setattr(cosim.recorder, "TABLE_CHUNK_ROWS", 1)  # a table's chunk: 4 rows, as the steps'
     whole = _recorder(tmp_path / "whole.h5")
     for k in range(11):
         whole.append(_step(k))
@@ -139,9 +144,9 @@ def test_recorder_checkpoint_keeps_buffered_steps_without_writing(tmp_path: Path
     for k in range(6):
         run.append(_step(k))
     state = pickle.loads(pickle.dumps(run.checkpoint_state()))
-    assert state["n_steps"] == 4 and state["table_rows"] == {"market/trades": 6}
+    assert state["n_steps"] == 4 and state["table_rows"] == {"market/trades": 4}  # 6 rows: a chunk written
     assert list(state["buffered"]["time"]) == [4, 5]
-    assert [list(block["step"]) for block in state["rows"]["market/trades"]] == [[4, 5, 5]]  # one block
+    assert [list(block["step"]) for block in state["rows"]["market/trades"]] == [[3, 3, 4, 5, 5]]
     with h5py.File(tmp_path / "run.h5.partial", "r") as f:  # readable: nothing half-written
         assert f["time"].shape == (4,)
     for k in range(6, 9):  # the run went on past a chunk, then was killed
