@@ -52,15 +52,17 @@ def _quiet_release() -> Iterator[None]:
 
 
 CHUNK_CACHE_BYTES = 0
-"""HDF5's chunk cache of each dataset the recorder writes. None: the series are written a whole chunk at
-a time and the tables append to their last chunk once per ``chunk_steps``, so a cache saves little (that
-chunk is read back once), while HDF5's default (1 MiB per dataset, kept for the whole run) grows with the
-run up to a megabyte for every one of the file's datasets."""
+"""HDF5's chunk cache of each dataset the recorder writes. None: the series and the tables are written a
+whole chunk at a time (a table's last, partial chunk at the close), so a cache would save nothing, while
+HDF5's default (1 MiB per dataset, kept for the whole run) grows with the run up to a megabyte for every one
+of the file's datasets."""
 
 TABLE_ROWS_BUFFERED = 4096
-TABLE_CHUNK_ROWS = 1024  # rows of a table's HDF5 chunk, at least (a chunk of steps when longer)
 """A table whose buffered rows reach this many is written before its steps' chunk is full, so a busy table
 (a ledger's transactions: ~1.3 kB a row) holds at most about 5 MB in memory, whatever ``chunk_steps``."""
+
+TABLE_CHUNK_ROWS = 1024
+"""Rows of a table's HDF5 chunk (``chunk_steps`` when more); tables go to the file in whole chunks."""
 
 SPACE_MARGIN_BYTES = 2**20
 """Space reserved beyond twice the next chunk's raw size; when it cannot be had, the run stops cleanly."""
