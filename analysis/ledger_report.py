@@ -319,10 +319,14 @@ def plot_gas(led: Ledger) -> Figure:
         data = [led.gas_by_kind[k] for k in kinds]
         ticks = [f"{k}\nn={v.size:,}\nmean {v.mean():,.0f}" for k, v in zip(kinds, data, strict=True)]
         ax.boxplot(data, tick_labels=ticks, whis=(5, 95), showfliers=False, showmeans=True)
+        medians = [float(np.median(v)) for v in data]
+        if min(float(v.min()) for v in data) > 0 and max(medians) > 100 * min(medians):
+            ax.set_yscale("log")  # e.g. a reading settling thousands of trades beside the trades themselves
     else:
         _note(ax, "no data (no transaction included)")
     ax.set_title("Gas used per included transaction (box 25-75 %, whiskers 5-95 %, triangle = mean)")
-    ax.set(xlabel="transaction kind", ylabel="gas used (gas)")
+    log = " (log scale)" if ax.get_yscale() == "log" else ""
+    ax.set(xlabel="transaction kind", ylabel=f"gas used (gas){log}")
     return fig
 
 

@@ -256,3 +256,17 @@ def test_compare_runs_without_ledgers_unchanged(tmp_path: Path) -> None:
     path = compare_runs([a, b], tmp_path / "cmp")
     assert _pngs(path) == ["comparison_prices.png"] and "ledger" not in path.read_text(encoding="utf-8")
     assert not (tmp_path / "cmp" / COMPARE_FIG).exists()
+
+
+def test_gas_plot_turns_logarithmic_when_the_kinds_differ_a_hundredfold() -> None:
+    """A reading settling thousands of trades (~10^8 gas) beside trades (~10^5): log scale, else linear."""
+    from dataclasses import replace
+
+    z = np.zeros(0)
+    led = ledger_report.Ledger(
+        "bft", 4, 0, True, 2, "cancel", "", z, 900.0, z, z, z, z, 0, 0, {}, z, z,
+        {"trade": np.full(5, 113_000.0), "meter": np.array([2e7, 2.5e8])}, 0, 0,
+    )  # fmt: skip
+    assert ledger_report.plot_gas(led).axes[0].get_yscale() == "log"
+    close = replace(led, gas_by_kind={"trade": np.full(5, 113_000.0), "meter": np.array([2e5, 3e5])})
+    assert ledger_report.plot_gas(close).axes[0].get_yscale() == "linear"
