@@ -235,6 +235,10 @@ class Component:
         """Datasets and attributes added when the run completes (``static`` and ``attrs`` only)."""
         return Contract()
 
+    def close(self) -> None:
+        """Release what the component holds outside the world's objects (a worker process); called when the
+        run ends, however it ends."""
+
     def warnings(self) -> list[str]:
         """What a user must not miss about this component's run (a halted ledger, refused releases)."""
         return []

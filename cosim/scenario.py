@@ -1070,6 +1070,23 @@ class OrchestrationConfig(_Section):
         default_factory=dict,
     )
 
+    ledger_worker: bool | Literal["auto"] = _field(
+        "The ledger in a worker process of its own, a step behind the world: its signatures, consensus and "
+        "contracts of a step overlap the next step's grid and market on a second core; the results are "
+        "identical. auto: on with a market, two cores or more and a run of at least a week of hourly steps "
+        "(168 steps)",
+        default="auto",
+    )
+
+    @model_validator(mode="after")
+    def _worker_in_process(self) -> OrchestrationConfig:
+        if self.ledger_worker is True and "ledger" in self.remote:
+            raise ValueError(
+                "ledger_worker: true runs the ledger in a worker of the world's process, but the ledger is "
+                "in out_of_process or connect; choose one"
+            )
+        return self
+
     @field_validator("out_of_process", "connect")
     @classmethod
     def _leaving(cls, value: Any) -> Any:

@@ -116,9 +116,24 @@ def _open_recorder(scenario: Scenario, whole: Contract, saved: dict[str, Any] | 
 def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary:
     """Build and run an effective scenario whose output path this process holds."""
     t0 = wallclock.perf_counter()
+    components = build_all(scenario)
+    try:
+        return _run_built(scenario, components, progress, resume, t0)
+    finally:
+        for c in components.values():
+            c.close()
+
+
+def _run_built(
+    scenario: Scenario,
+    components: dict[str, Component],
+    progress: bool,
+    resume: bool,
+    t0: float,
+) -> RunSummary:
+    """Run the built components (see :func:`_run`)."""
     step_s, n_steps, groups = scenario.time.step_s, scenario.time.n_steps, scenario.output.groups
     times_s = int(scenario.time.start.timestamp()) + step_s * np.arange(n_steps, dtype=np.int64)
-    components = build_all(scenario)
     contracts = {name: c.contract(groups) for name, c in components.items()}
     whole = Contract(series=[TIME])
     for contract in contracts.values():

@@ -27,6 +27,16 @@ class SolverStats:
 
     solver_s: float = 0.0
     n_not_converged: int = 0
+    wait_s: float = 0.0  # the world's time waiting for a model running in a worker process
+
+
+@dataclass(frozen=True)
+class Late:
+    """An output's values for steps before the current one, ``[(step, value), ...]`` in step order, from a
+    model running a step behind the world (`cosim.models.ledger.worker`): the recorder writes each value
+    at its own step."""
+
+    values: list[tuple[int, Any]]
 
 
 class ShiftedSim(mosaik_api_v3.Simulator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
 from cosim.models.ledger.sim import SERIES, replay
+from cosim.models.ledger.worker import LedgerWorker
 from cosim.scenario import Scenario
 
 _TABLES = "record_tables"
@@ -137,6 +139,22 @@ def build_ledger(scenario: Scenario, n_accounts: int) -> tuple[LedgerModel, dict
     return model, attrs
 
 
+AUTO_WORKER_STEPS = 168
+"""``orchestration.ledger_worker: auto`` runs the ledger in a worker process from this many steps on (a week
+of hourly steps): shorter runs do not pay back the worker's start (about a second of imports and set-up)."""
+
+
+def uses_worker(scenario: Scenario, with_market: bool) -> bool:
+    """Whether the ledger runs a step behind in a worker process (``orchestration.ledger_worker``)."""
+    choice = scenario.orchestration.ledger_worker
+    if "ledger" in scenario.orchestration.remote:
+        return False  # validated: not with ledger_worker true
+    if choice != "auto":
+        return bool(choice)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return with_market and cores >= 2 and scenario.time.n_steps >= AUTO_WORKER_STEPS
+
+
 def ledger_warnings(model: LedgerModel) -> list[str]:
     """What a user must not miss: the ledger lost safety, halted or finalised nothing; transactions ran
     out of gas (a meter reading that does leaves its seller's promises of the interval unsettled)."""
@@ -178,9 +196,16 @@ class Ledger(Component):
         # stored, a resume replays them
         log = log_path(checkpoint_path(scenario.output_path))
         self.log = InputLog(log) if checkpoint_every(scenario) else None
+        self.overlap = uses_worker(scenario, "market" in built)
+        self.worker: LedgerWorker | None = None
+        self._replay_log: tuple[str, int, int] | None = None
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
+        if self.overlap:  # the worker replays the log when it starts
+            if self.log is not None:
+                self._replay_log = (str(self.log.path), self.log.n_bytes, self.log.n_entries)
+            return
         logged = self.log.entries() if self.log is not None else []
         replay(self.model, logged, self.tx_per_s, self.step_s, self.n_steps)
 
@@ -198,10 +223,23 @@ class Ledger(Component):
         return out
 
     def params(self, offset_s: int, carry: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "model": self.model, "step_s": self.step_s, "n_steps": self.n_steps, "tx_per_s": self.tx_per_s,
-            "stats": self.stats, "time_offset_s": offset_s, "log": self.log,
+        common = {
+            "step_s": self.step_s, "n_steps": self.n_steps, "tx_per_s": self.tx_per_s, "stats": self.stats,
+            "time_offset_s": offset_s, "log": self.log,
         }  # fmt: skip
+        if not self.overlap:
+            return common | {"model": self.model}
+        if self.worker is None:  # one worker for the whole run, across the segments
+            self.worker = LedgerWorker(
+                plain_scenario(self.scenario), self.n_accounts, self.tx_per_s, self.step_s, self.n_steps,
+                self._replay_log,
+            )  # fmt: skip
+        return common | {"worker": self.worker, "every": checkpoint_every(self.scenario)}
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
     def plain_params(self, offset_s: int) -> dict[str, Any]:
         return {
@@ -217,6 +255,8 @@ class Ledger(Component):
 
     def finish(self, groups: Iterable[str]) -> Contract:
         attrs: dict[str, Any] = {"ledger_s": self.summary["ledger_s"]}
+        if self.overlap:
+            attrs |= {k: self.summary[k] for k in ("ledger_wait_s", "ledger_worker_peak_mb")}
         if "ledger" in set(groups):
             attrs |= {"ledger/notes": self.summary["notes"], "ledger/n_rejected": self.summary["n_rejected"]}
         return Contract(attrs=attrs)

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.checkpoint import InputLog
-from cosim.models.adapter import ShiftedSim, SolverStats
+from cosim.checkpoint import InputLog, segments
+from cosim.models.adapter import Late, ShiftedSim, SolverStats
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
+from cosim.models.ledger.worker import LedgerWorker
 
 SERIES = (
     "throughput_tps",
@@ -23,6 +24,7 @@ SERIES = (
     "n_late",
     "late_cost",
 )
+RECORDED = (*SERIES, "tx", "blocks", "votes")
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
@@ -63,8 +65,11 @@ class LedgerSim(ShiftedSim):
     standalone mode ``tx_per_s`` sets a Poisson number of random transfers per step. ``log`` (the run's
     :class:`~cosim.checkpoint.InputLog`) collects each step's inputs for the checkpoints. In a process of its
     own the adapter gets plain parameters, ``scenario`` (the validated scenario as JSON data) and
-    ``n_accounts``, and builds the very ledger the world would. ``summary`` reports what the run's summary
-    needs.
+    ``n_accounts``, and builds the very ledger the world would. With a ``worker``
+    (:class:`~cosim.models.ledger.worker.LedgerWorker`) the ledger runs a step behind in that process: each
+    step hands its inputs over and returns the previous step's outputs as :class:`~cosim.models.adapter.Late`
+    values (the last step of the segment, before a checkpoint every ``every`` steps or the end, waits for its
+    own). ``summary`` reports what the run's summary needs.
     """
 
     def __init__(self) -> None:
@@ -83,8 +88,13 @@ class LedgerSim(ShiftedSim):
         tx_per_s: float = 0.0,
         stats: SolverStats | None = None,
         log: InputLog | None = None,
+        worker: LedgerWorker | None = None,
+        every: int = 0,
     ) -> None:
-        if model is None:  # out of process: build it here
+        self.worker = worker
+        k0 = self.step_index(0, step_s)
+        self.k_end = segments(k0, n_steps, every)[0][1] if k0 < n_steps else n_steps  # this segment's end
+        if model is None and worker is None:  # out of process: build it here
             from cosim.models.ledger.component import build_ledger
             from cosim.scenario import Scenario
 
@@ -99,22 +109,41 @@ class LedgerSim(ShiftedSim):
         return [{"eid": "ledger", "type": model}]
 
     def advance(self, time: int, inputs: dict[str, Any]) -> int:
-        assert self.model is not None
         got = inputs.get("ledger", {})
         k = self.step_index(time, self.step_s)
         trades = next(iter(got["trades"].values())) if "trades" in got else None
         p_mw = next(iter(got["p_mw"].values())) if "p_mw" in got else None
         if self.log is not None:
             self.log.append((k, trades, None if p_mw is None else np.array(p_mw)))
+        if self.worker is not None:
+            self._out = self._overlapped(k, trades, p_mw)
+            return time + self.step_s
+        assert self.model is not None
         t0 = wallclock.perf_counter()
         out = ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps)
         self.stats.solver_s += wallclock.perf_counter() - t0
         self._out = vars(out)
         return time + self.step_s
 
+    def _overlapped(self, k: int, trades: Any, p_mw: Any) -> dict[str, Late]:
+        """Hand step ``k`` to the worker; the outputs of the steps it finished, as Late values."""
+        assert self.worker is not None
+        last = k == self.k_end - 1
+        self.worker.submit(k, trades, p_mw, summary=last)
+        busy_s, wait_s = self.worker.step_s, self.worker.wait_s
+        done = self.worker.collect(keep=0 if last else 1)
+        self.stats.solver_s += self.worker.step_s - busy_s
+        self.stats.wait_s += self.worker.wait_s - wait_s
+        return {a: Late([(j, out[a]) for j, out in done]) for a in RECORDED}
+
     def output(self, attr: str) -> Any:
         if attr != "summary":
             return self._out[attr]
+        if self.worker is not None:
+            return self.worker.summary | {
+                "ledger_s": self.stats.solver_s, "ledger_wait_s": self.stats.wait_s,
+                "ledger_worker_peak_mb": self.worker.summary["worker_peak_mb"],
+            }  # fmt: skip
         from cosim.models.ledger.component import ledger_warnings
 
         assert self.model is not None

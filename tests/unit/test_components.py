@@ -61,6 +61,8 @@ def _with(orchestration: dict, **more: object) -> dict:
             {"output": {"checkpoint_steps": 24}},
             "set output.checkpoint_steps: 0",
         ),
+        ({"out_of_process": ["ledger"], "ledger_worker": True}, {}, "ledger_worker: true runs the ledger in"),
+        ({"ledger_worker": "sometimes"}, {}, "ledger_worker"),
     ],
 )
 def test_orchestration_refused_with_a_message(orchestration: dict, more: dict, says: str) -> None:

@@ -1,0 +1,190 @@
+"""The ledger in a worker process of its own, its steps overlapping the world's next step.
+
+Nothing in a study takes the ledger's outputs but the recorder, so the world need not wait for them: the
+adapter hands step ``k``'s inputs to the worker and goes on with step ``k + 1``'s grid and market while the
+worker signs, orders and executes step ``k``; it collects step ``k``'s outputs at step ``k + 1`` (at once at
+the last step of a segment, before a checkpoint or the end), and the recorder writes each at its own step
+(:class:`cosim.models.adapter.Late`). The worker builds the very ledger the world would from the scenario
+(as a process of its own does, `cosim.remote`), so the results are identical; only where its time is spent
+changes.
+
+The hand-over is pickled numpy arrays over the worker's stdin and stdout (:mod:`multiprocessing.connection`
+framing). The worker is started with ``python -m cosim.models.ledger.worker``, so it imports nothing of the
+caller's ``__main__``; it ignores Ctrl-C (the world stops it) and exits when its input closes, also when the
+world's process is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time as wallclock
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from cosim.errors import CosimError
+
+
+class LedgerWorker:
+    """A ledger running in a child process: steps go in, their outputs come back in order.
+
+    Parameters
+    ----------
+    scenario : the validated scenario as JSON data (`cosim.component.plain_scenario`)
+    n_accounts, tx_per_s, step_s, n_steps : as the adapter's (`cosim.models.ledger.sim.LedgerSim.setup`)
+    replay_log : ``(path, n_bytes, n_entries)`` of a resumed run's input log, which the worker replays
+        before its first step
+    """
+
+    def __init__(
+        self,
+        scenario: dict[str, Any],
+        n_accounts: int,
+        tx_per_s: float,
+        step_s: int,
+        n_steps: int,
+        replay_log: tuple[str, int, int] | None = None,
+    ) -> None:
+        import cosim
+
+        env = dict(os.environ)
+        root = str(Path(cosim.__file__).resolve().parents[1])  # the caller's code, wherever it was imported
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cosim.models.ledger.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._to = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
+        self._from = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.n_outstanding = 0  # steps sent whose outputs have not come back
+        self.step_s = 0.0  # the worker's time inside its steps
+        self.wait_s = 0.0  # the caller's time waiting for outputs
+        self.summary: dict[str, Any] = {}
+        self._send(("setup", scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log))
+
+    def submit(self, k: int, trades: Any, p_mw: Any, summary: bool = False) -> None:
+        """Hand step ``k``'s inputs over; ``summary``: send the run summary back with its outputs."""
+        self._send(("step", k, trades, p_mw, summary))
+        self.n_outstanding += 1
+
+    def collect(self, keep: int) -> list[tuple[int, dict[str, Any]]]:
+        """The outputs ``(k, outputs)`` of every step sent but the last ``keep``, in step order (waits)."""
+        got = []
+        t0 = wallclock.perf_counter()
+        while self.n_outstanding > keep:
+            try:
+                reply = self._from.recv()
+            except (EOFError, OSError):
+                raise self._died() from None
+            if reply[0] == "error":
+                self.close()
+                raise CosimError(f"the ledger's worker process failed: {reply[1]}")
+            _, k, out, seconds, summary = reply
+            self.n_outstanding -= 1
+            self.step_s += seconds
+            if summary is not None:
+                self.summary = summary
+            got.append((k, out))
+        self.wait_s += wallclock.perf_counter() - t0
+        return got
+
+    def close(self) -> None:
+        """Stop the worker (it finishes nothing more) and wait for it."""
+        for conn in (self._to, self._from):
+            conn.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _send(self, message: Any) -> None:
+        try:
+            self._to.send(message)
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+
+    def _died(self) -> CosimError:
+        code = self.proc.poll()
+        self.close()
+        how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+        return CosimError(f"the ledger's worker process (pid {self.proc.pid}) ended ({how}) before its step "
+                          "was done; see the messages above it")  # fmt: skip
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (MB): ``VmHWM`` (``ru_maxrss`` would count the pages of the
+    world's process this one was forked from before its exec); NaN where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+    return kib / 1024
+
+
+def _summary(model: Any, solver_s: float) -> dict[str, Any]:
+    """The run summary's part of the ledger, with the worker's peak resident memory (MB)."""
+    from cosim.models.ledger.component import ledger_warnings
+
+    return {
+        "ledger_s": solver_s, "notes": model.engine.notes, "n_rejected": model.n_rejected,
+        "warnings": ledger_warnings(model),
+        "worker_peak_mb": _peak_mb(),
+    }  # fmt: skip
+
+
+def serve(inbox: Connection, outbox: Connection) -> None:
+    """The worker's loop: build the ledger at ``setup``, then run each ``step`` and send its outputs."""
+    from cosim.checkpoint import InputLog
+    from cosim.models.ledger import chain
+    from cosim.models.ledger.component import build_ledger
+    from cosim.models.ledger.sim import ledger_step, replay
+    from cosim.scenario import Scenario
+
+    chain.SIGNATURE_THREADS = 1  # the world's process holds the other core
+    where = "setting up"
+    try:
+        _, scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log = inbox.recv()
+        model = build_ledger(Scenario.model_validate(scenario), n_accounts)[0]  # type: ignore[index]
+        if replay_log is not None:
+            path, n_bytes, n_entries = replay_log
+            replay(model, InputLog(Path(path), n_bytes, n_entries).entries(), tx_per_s, step_s, n_steps)
+        solver_s = 0.0
+        while True:
+            try:
+                _, k, trades, p_mw, want_summary = inbox.recv()
+            except EOFError:
+                return
+            where = f"step {k}"
+            t0 = wallclock.perf_counter()
+            out = vars(ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps))
+            seconds = wallclock.perf_counter() - t0
+            solver_s += seconds
+            outbox.send(("ok", k, out, seconds, _summary(model, solver_s) if want_summary else None))
+    except (BrokenPipeError, EOFError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the world, which stops the run
+        outbox.send(("error", f"{where}: {type(exc).__name__}: {exc}"))
+
+
+def main() -> int:
+    """Entry point of the worker process: stdin and stdout carry the frames, prints go to stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the world, which closes the worker's input
+    inbox, outbox = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # a stray print must not corrupt the frames
+    try:
+        serve(inbox, outbox)
+    except (BrokenPipeError, EOFError):  # the world is gone
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

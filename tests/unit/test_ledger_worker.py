@@ -1,0 +1,92 @@
+"""The ledger's worker process and the recorder's late rows: the hand-over and its failures."""
+
+from __future__ import annotations
+
+import threading
+from multiprocessing import Pipe
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cosim.component import plain_scenario
+from cosim.models.adapter import Late
+from cosim.models.ledger import chain
+from cosim.models.ledger.worker import LedgerWorker, serve
+from cosim.recorder_sim import RecorderSim
+from cosim.scenario import load_scenario
+from tests.conftest import ROOT
+
+N_AGENTS = 4
+TRADES = {
+    "buyer": np.array([0, 1]), "seller": np.array([2, 3]), "mwh": np.array([0.002, 0.001]),
+    "price": np.full(2, 60.0), "seller_price": np.full(2, 55.0),
+}  # fmt: skip
+P_MW = np.array([0.001, 0.001, -0.003, -0.002])
+
+
+def _plain() -> dict[str, Any]:
+    return plain_scenario(load_scenario(ROOT / "scenarios" / "default.yaml"))
+
+
+def test_worker_returns_each_step_in_order_and_keeps_the_newest_back() -> None:
+    """collect(keep=1) returns every step but the newest; collect(0) drains; the outputs are the ledger's."""
+    w = LedgerWorker(_plain(), N_AGENTS, 0.0, 3600, 10)
+    try:
+        w.submit(0, TRADES, P_MW)
+        assert w.collect(keep=1) == []
+        w.submit(1, TRADES, P_MW)
+        ((k, out),) = w.collect(keep=1)
+        assert k == 0 and set(out) >= {"throughput_tps", "tx", "blocks", "votes"}
+        assert out["tx"]["status"].tolist() == [b"ok", b"ok"]  # the two trades of step 0, signed and admitted
+        w.submit(2, TRADES, P_MW, summary=True)
+        assert [k for k, _ in w.collect(keep=0)] == [1, 2]
+        assert w.n_outstanding == 0 and w.summary["n_rejected"] == 0 and w.step_s > 0
+    finally:
+        w.close()
+    assert w.proc.returncode == 0  # it ended on its closed input
+
+
+def test_an_error_in_a_step_comes_back_as_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step the ledger cannot take is answered with the error, where it happened, and the loop ends."""
+    monkeypatch.setattr(chain, "SIGNATURE_THREADS", chain.SIGNATURE_THREADS)  # serve() sets it
+    inbox_r, inbox_w = Pipe(duplex=False)
+    outbox_r, outbox_w = Pipe(duplex=False)
+    loop = threading.Thread(target=serve, args=(inbox_r, outbox_w))
+    loop.start()
+    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None))
+    inbox_w.send(("step", 0, {"buyer": TRADES["buyer"]}, P_MW, False))  # no seller column
+    reply = outbox_r.recv()
+    loop.join(timeout=30)
+    assert reply[0] == "error" and reply[1].startswith("step 0: KeyError: 'seller'")
+    assert not loop.is_alive()
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+
+def test_recorder_holds_a_row_until_its_late_values_come() -> None:
+    """Late values land in the rows of their steps; a row is written once it is whole, in step order."""
+    rows, done = _Rows(), []
+    sim = RecorderSim()
+    sim.init("Recorder-0", recorder=rows, routes={("g", "v"): "grid/v", ("l", "x"): "ledger/x"},
+             start_unix_s=100, step_s=10, on_step=done.append)  # fmt: skip
+
+    def step(t: int, v: float, late: list[tuple[int, Any]]) -> None:
+        sim.step(t, {"recorder": {"v": {"g": v}, "x": {"l": Late(late)}}}, -1)
+
+    step(0, 1.0, [])
+    assert rows.rows == []  # step 0 waits for its ledger value
+    step(10, 2.0, [(0, "a")])
+    step(20, 3.0, [(1, "b"), (2, "c")])  # the last step of a segment drains
+    assert rows.rows == [
+        {"time": 100, "grid/v": 1.0, "ledger/x": "a"},
+        {"time": 110, "grid/v": 2.0, "ledger/x": "b"},
+        {"time": 120, "grid/v": 3.0, "ledger/x": "c"},
+    ]
+    assert done == [0, 1, 2] and sim._held == {}
