@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 import cosim
 from cosim.cli import main
@@ -234,3 +235,28 @@ def test_read_only_mount_refused(tiny: Path, tmp_path: Path, monkeypatch: pytest
             cosim.run(tiny, out=ro / "x.h5")
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_ctrl_c_stops_a_run_and_its_ledger_worker(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group) while the ledger runs in its worker: one message, no
+    traceback, the steps so far in the partial file, and no process of the group left behind."""
+    from cosim.scenario_io import read_yaml
+
+    data = read_yaml(Path(cosim.__file__).resolve().parents[1] / "scenarios" / "default.yaml")
+    data |= {"orchestration": {"ledger_worker": True}, "output": {"chunk_steps": CHUNK}}
+    data["time"]["duration"] = "90d"
+    scenario = tmp_path / "worker.yaml"
+    scenario.write_text(yaml.safe_dump(data, default_flow_style=False))
+    out = tmp_path / "w.h5"
+    proc = start_run(scenario, out, start_new_session=True)
+    try:
+        wait_for_steps(proc, out.with_name("w.h5.partial"), 2 * CHUNK)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "interrupted" in err and "Traceback" not in err, err
+    assert assert_readable(out.with_name("w.h5.partial"), whole_chunks=False) >= 2 * CHUNK
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # the worker ended with the run
+        os.killpg(proc.pid, 0)
