@@ -16,6 +16,8 @@ world's process is killed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -62,6 +64,8 @@ class LedgerWorker:
         self._from = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
         self.proc.stdin.close()
         self.proc.stdout.close()
+        for conn in (self._to, self._from):
+            _widen(conn.fileno())
         self.n_outstanding = 0  # steps sent whose outputs have not come back
         self.step_s = 0.0  # the worker's time inside its steps
         self.wait_s = 0.0  # the caller's time waiting for outputs
@@ -74,25 +78,29 @@ class LedgerWorker:
         self.n_outstanding += 1
 
     def collect(self, keep: int) -> list[tuple[int, dict[str, Any]]]:
-        """The outputs ``(k, outputs)`` of every step sent but the last ``keep``, in step order (waits)."""
+        """The outputs ``(k, outputs)`` of the steps done, in step order: it waits until at most ``keep``
+        steps sent are not done, and takes those done meanwhile too."""
         got = []
         t0 = wallclock.perf_counter()
-        while self.n_outstanding > keep:
-            try:
-                reply = self._from.recv()
-            except (EOFError, OSError):
-                raise self._died() from None
-            if reply[0] == "error":
-                self.close()
-                raise CosimError(f"the ledger's worker process failed: {reply[1]}")
-            _, k, out, seconds, summary = reply
-            self.n_outstanding -= 1
-            self.step_s += seconds
-            if summary is not None:
-                self.summary = summary
-            got.append((k, out))
+        try:
+            while self.n_outstanding > keep or (self.n_outstanding and self._from.poll()):
+                got.append(self._receive())
+        except (EOFError, OSError):
+            raise self._died() from None
         self.wait_s += wallclock.perf_counter() - t0
         return got
+
+    def _receive(self) -> tuple[int, dict[str, Any]]:
+        reply = self._from.recv()
+        if reply[0] == "error":
+            self.close()
+            raise CosimError(f"the ledger's worker process failed: {reply[1]}")
+        _, k, out, seconds, summary = reply
+        self.n_outstanding -= 1
+        self.step_s += seconds
+        if summary is not None:
+            self.summary = summary
+        return k, out
 
     def close(self) -> None:
         """Stop the worker (it finishes nothing more) and wait for it."""
@@ -116,6 +124,17 @@ class LedgerWorker:
         how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         return CosimError(f"the ledger's worker process (pid {self.proc.pid}) ended ({how}) before its step "
                           "was done; see the messages above it")  # fmt: skip
+
+
+PIPE_BYTES = 1 << 20
+"""Capacity asked of the pipes (Linux's default is 64 KiB): a step's inputs at scale (the trades and powers
+of thousands of agents) then go into the pipe without waiting for the worker to read them."""
+
+
+def _widen(fd: int) -> None:
+    """Ask for a ``PIPE_BYTES`` pipe buffer (Linux; elsewhere, or above the system's limit, keep it)."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
 
 
 def _peak_mb() -> float:
