@@ -134,7 +134,9 @@ with h5py.File(summary.path, "r") as f:
     attrs = {k: float(f.attrs[k]) for k in ("power_flow_s", "market_s", "ledger_s", "checkpoint_s",
              "ledger_wait_s", "ledger_worker_peak_mb") if k in f.attrs}
 usage = resource.getrusage(resource.RUSAGE_SELF)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps(attrs | {
+    "process_cpu_s": usage.ru_utime + usage.ru_stime, "children_cpu_s": children.ru_utime + children.ru_stime,
     "wall_s": summary.wall_s, "n_steps": summary.n_steps, "imports_s": t_imports - t0,
     "code": cosim.world.__file__,
     "setup_s": (first[0] - t_run) if first else float("nan"),
@@ -187,6 +189,7 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         ("checkpoint_s", "checkpoints (s)"),
         ("other_s", "other (s)"), ("setup_s", "set-up to 1st step (s)"), ("imports_s", "imports (s)"),
         ("peak_mb", "peak RSS (MB)"), ("ledger_worker_peak_mb", "  ledger worker's (MB)"),
+        ("process_cpu_s", "CPU of the process (s)"), ("children_cpu_s", "  of its children (s)"),
         ("n_steps", "steps"),
     ]  # fmt: skip
     if any("cpu_mosaik_s" in r for r in rows.values()):

@@ -8,6 +8,7 @@ routes every declared output to the recorder, and runs the steps in segments bet
 from __future__ import annotations
 
 import contextlib
+import gc
 import shlex
 import sys
 import time as wallclock
@@ -120,6 +121,7 @@ def _run(scenario: Scenario, progress: bool, resume: bool = False) -> RunSummary
     try:
         return _run_built(scenario, components, progress, resume, t0)
     finally:
+        gc.unfreeze()
         for c in components.values():
             c.close()
 
@@ -201,6 +203,7 @@ def _run_built(
         done, world = world, None
         done.shutdown()
 
+    gc.freeze()  # the models, solvers and tables built: the collector no longer walks them at every pass
     try:
         with sigterm_as_interrupt():
             for k_from, k_to in segments(k0, n_steps, every):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import signal
 import subprocess
@@ -167,7 +168,8 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     from cosim.models.ledger.sim import ledger_step, replay
     from cosim.scenario import Scenario
 
-    chain.SIGNATURE_THREADS = 1  # the world's process holds the other core
+    if not os.environ.get(chain.ENV_THREADS, "").strip():
+        chain.SIGNATURE_THREADS = 1  # the world's process holds the other core
     where = "setting up"
     try:
         _, scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log = inbox.recv()
@@ -175,6 +177,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         if replay_log is not None:
             path, n_bytes, n_entries = replay_log
             replay(model, InputLog(Path(path), n_bytes, n_entries).entries(), tx_per_s, step_s, n_steps)
+        gc.freeze()  # the keys and the engine built: the collector no longer walks them at every pass
         solver_s = 0.0
         while True:
             try:

@@ -3,6 +3,7 @@ cmd starter) or reached on a host and port (mosaik's connect starter) write what
 
 from __future__ import annotations
 
+import gc
 import socket
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def test_ledger_worker_identical_across_checkpoints(tmp_path: Path) -> None:
         runs[worker] = cosim.run(scenario, days=2, out=tmp_path / f"worker_{worker}.h5")
     _assert_identical(runs[False].path, runs[True].path)
     assert runs[True].warnings == runs[False].warnings
+    assert gc.get_freeze_count() == 0  # the objects the run froze are the collector's again (sweeps)
     with h5py.File(runs[True].path, "r") as f:
         assert 0 < f.attrs["ledger_wait_s"] and 20 < f.attrs["ledger_worker_peak_mb"] < 1000
 
