@@ -128,6 +128,11 @@ def _run(args: argparse.Namespace) -> int:
             else ""
         )
         + (f"; ledger {summary.ledger_s:.1f} s" if summary.ledger_s else "")
+        + (
+            f" in its worker process (the run waited {summary.ledger_wait_s:.1f} s for it)"
+            if summary.ledger_wait_s is not None
+            else ""
+        )
         + (f"; {len(summary.warnings)} warning(s)" if summary.warnings else "")
     )
     for note in summary.warnings:

@@ -54,6 +54,7 @@ class RunSummary:
     n_market_failed: int = 0
     ledger_s: float = 0.0
     warnings: tuple[str, ...] = ()  # what a user must not miss: a halted ledger, refused private releases
+    ledger_wait_s: float | None = None  # with the ledger in a worker process: what the run waited for it
 
 
 def run(
@@ -293,5 +294,5 @@ def _summary(
     return RunSummary(
         path, n_steps, wall_s, attrs.get("power_flow_s", 0.0), attrs.get("n_not_converged", 0),
         attrs.get("market_s", 0.0), attrs.get("n_market_failed", 0), attrs.get("ledger_s", 0.0),
-        tuple(w for c in components.values() for w in c.warnings()),
+        tuple(w for c in components.values() for w in c.warnings()), attrs.get("ledger_wait_s"),
     )  # fmt: skip
