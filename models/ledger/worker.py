@@ -20,9 +20,11 @@ import contextlib
 import fcntl
 import gc
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time as wallclock
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,6 +35,10 @@ from cosim.errors import CosimError
 
 class LedgerWorker:
     """A ledger running in a child process: steps go in, their outputs come back in order.
+
+    A reader thread takes the worker's outputs as soon as they are written, so the worker never waits
+    for the world to read (at scale a step's outputs are megabytes: with both sides writing into full pipes
+    they would wait for each other for ever).
 
     Parameters
     ----------
@@ -67,15 +73,20 @@ class LedgerWorker:
         self.proc.stdout.close()
         for conn in (self._to, self._from):
             _widen(conn.fileno())
-        self.n_outstanding = 0  # steps sent whose outputs have not come back
+        self._replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, name="cosim-ledger-reader", daemon=True)
+        self._reader.start()
+        self.n_outstanding = 0  # steps sent whose outputs have not been collected
         self.step_s = 0.0  # the worker's time inside its steps
-        self.wait_s = 0.0  # the caller's time waiting for outputs
+        self.wait_s = 0.0  # the caller's time waiting for the worker
         self.summary: dict[str, Any] = {}
         self._send(("setup", scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log))
 
     def submit(self, k: int, trades: Any, p_mw: Any, summary: bool = False) -> None:
         """Hand step ``k``'s inputs over; ``summary``: send the run summary back with its outputs."""
+        t0 = wallclock.perf_counter()
         self._send(("step", k, trades, p_mw, summary))
+        self.wait_s += wallclock.perf_counter() - t0  # a full pipe: the worker reads when its step is done
         self.n_outstanding += 1
 
     def collect(self, keep: int) -> list[tuple[int, dict[str, Any]]]:
@@ -83,35 +94,40 @@ class LedgerWorker:
         steps sent are not done, and takes those done meanwhile too."""
         got = []
         t0 = wallclock.perf_counter()
-        try:
-            while self.n_outstanding > keep or (self.n_outstanding and self._from.poll()):
-                got.append(self._receive())
-        except (EOFError, OSError):
-            raise self._died() from None
+        while self.n_outstanding > keep or (self.n_outstanding and not self._replies.empty()):
+            reply = self._replies.get()
+            if reply is None:
+                raise self._died()
+            if reply[0] == "error":
+                self.close()
+                raise CosimError(f"the ledger's worker process failed: {reply[1]}")
+            _, k, out, seconds, summary = reply
+            self.n_outstanding -= 1
+            self.step_s += seconds
+            if summary is not None:
+                self.summary = summary
+            got.append((k, out))
         self.wait_s += wallclock.perf_counter() - t0
         return got
 
-    def _receive(self) -> tuple[int, dict[str, Any]]:
-        reply = self._from.recv()
-        if reply[0] == "error":
-            self.close()
-            raise CosimError(f"the ledger's worker process failed: {reply[1]}")
-        _, k, out, seconds, summary = reply
-        self.n_outstanding -= 1
-        self.step_s += seconds
-        if summary is not None:
-            self.summary = summary
-        return k, out
-
     def close(self) -> None:
         """Stop the worker (it finishes nothing more) and wait for it."""
-        for conn in (self._to, self._from):
-            conn.close()
+        self._to.close()  # end of input: the worker exits, which ends the reader's input too
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(timeout=10)
+        self._from.close()
+
+    def _read(self) -> None:
+        """The reader thread: every reply into the queue; None at the end of the worker's output."""
+        try:
+            while True:
+                self._replies.put(self._from.recv())
+        except (EOFError, OSError):
+            self._replies.put(None)
 
     def _send(self, message: Any) -> None:
         try:
@@ -120,8 +136,8 @@ class LedgerWorker:
             raise self._died() from None
 
     def _died(self) -> CosimError:
-        code = self.proc.poll()
         self.close()
+        code = self.proc.returncode
         how = f"exit code {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         return CosimError(f"the ledger's worker process (pid {self.proc.pid}) ended ({how}) before its step "
                           "was done; see the messages above it")  # fmt: skip

@@ -49,6 +49,36 @@ def test_worker_returns_each_step_in_order_and_may_keep_the_newest_back() -> Non
     assert w.proc.returncode == 0  # it ended on its closed input
 
 
+def test_megabytes_each_way_never_block_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps whose inputs fill the pipe while the worker writes outputs larger than its pipe (as at the
+    MVLV scale): the worker's outputs are read as they come, so neither side waits for the other for ever."""
+    from cosim.models.ledger import worker
+
+    monkeypatch.setattr(worker, "PIPE_BYTES", 1 << 16)
+    n = 50
+    pairs = np.array([(b, s) for b in range(n) for s in range(n) if b != s][:600])
+    trades = {
+        "buyer": pairs[:, 0], "seller": pairs[:, 1], "mwh": np.full(len(pairs), 0.001),
+        "price": np.full(len(pairs), 60.0), "seller_price": np.full(len(pairs), 55.0),
+    }  # fmt: skip
+    w = LedgerWorker(_plain(), n, 0.0, 3600, 10)
+    done: list[int] = []
+
+    def run() -> None:
+        for k in range(6):  # ~29 KB in, ~1 MB out a step; nothing collected until the end
+            w.submit(k, trades, np.zeros(n))
+        done.extend(k for k, _ in w.collect(keep=0))
+
+    loop = threading.Thread(target=run, daemon=True)
+    loop.start()
+    loop.join(timeout=60)
+    try:
+        assert not loop.is_alive(), "the world and its ledger worker wait for each other"
+        assert done == list(range(6))
+    finally:
+        w.close()
+
+
 def test_an_error_in_a_step_comes_back_as_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """A step the ledger cannot take is answered with the error, where it happened, and the loop ends."""
     monkeypatch.setattr(chain, "SIGNATURE_THREADS", chain.SIGNATURE_THREADS)  # serve() sets it
