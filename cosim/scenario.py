@@ -1074,7 +1074,7 @@ class OrchestrationConfig(_Section):
         "The ledger in a worker process of its own, a step behind the world: its signatures, consensus and "
         "contracts of a step overlap the next step's grid and market on a second core; the results are "
         "identical. auto: on with a market, two cores or more and a run of at least a week of hourly steps "
-        "(168 steps)",
+        "(168 steps), but not in a sweep's Dask worker (the sweep's runs already share the cores)",
         default="auto",
     )
 

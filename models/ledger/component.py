@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,7 +153,21 @@ def uses_worker(scenario: Scenario, with_market: bool) -> bool:
     if choice != "auto":
         return bool(choice)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return with_market and cores >= 2 and scenario.time.n_steps >= AUTO_WORKER_STEPS
+    long_enough = scenario.time.n_steps >= AUTO_WORKER_STEPS
+    return with_market and cores >= 2 and long_enough and not _in_dask_worker()
+
+
+def _in_dask_worker() -> bool:
+    """Whether this run is a task of a Dask worker (a sweep's runs already share the cores)."""
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def ledger_warnings(model: LedgerModel) -> list[str]:

@@ -122,3 +122,25 @@ def test_recorder_holds_a_row_until_its_late_values_come() -> None:
         {"time": 120, "grid/v": 3.0, "ledger/x": "c"},
     ]
     assert done == [0, 1, 2] and sim._held == {}
+
+
+def test_auto_runs_the_worker_only_where_it_can_pay_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: a second core, a market and a week of steps, and not inside a sweep's Dask worker."""
+    import distributed
+
+    from cosim.models.ledger import component
+
+    year = load_scenario(ROOT / "scenarios" / "default.yaml")
+    day = year.model_copy(update={"time": year.time.model_copy(update={"duration": "1d"})})
+    monkeypatch.setattr(component.os, "sched_getaffinity", lambda _: {0, 1})
+    assert component.uses_worker(year, True) and not component.uses_worker(year, False)
+    assert not component.uses_worker(day, True)  # a day: not worth the worker's start
+    forced = year.model_copy(
+        update={"orchestration": year.orchestration.model_copy(update={"ledger_worker": True})}
+    )
+    assert component.uses_worker(forced.model_copy(update={"time": day.time}), True)
+    monkeypatch.setattr(distributed, "get_worker", lambda: object())  # as in a sweep's task
+    assert not component.uses_worker(year, True)
+    monkeypatch.undo()
+    monkeypatch.setattr(component.os, "sched_getaffinity", lambda _: {0})
+    assert not component.uses_worker(year, True)
