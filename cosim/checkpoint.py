@@ -57,21 +57,23 @@ def remove(checkpoint: Path) -> None:
 
 
 class InputLog:
-    """An append-only file of a model's inputs, written incrementally at each checkpoint.
+    """An append-only file of a model's inputs, synced at each checkpoint.
 
-    :meth:`append` keeps an entry in memory; :meth:`commit` (at a checkpoint) appends the entries kept since
-    the previous commit as one pickle frame, syncs the file and returns its extent (bytes and entries),
-    which the checkpoint records. :meth:`reopen` (on resume) cuts the file back to a checkpoint's extent,
-    dropping what a crash after that checkpoint appended, and :meth:`entries` reads the entries up to it.
-    As a core's state (:func:`capture`) the log commits before it is captured, and is captured as its
-    extent alone; restored, it cuts its file back to that extent.
+    :meth:`append` writes an entry (its own pickle frame) after the others at once, so the entries of an
+    interval between checkpoints (at scale, ~0.5 MB a step for a week of steps) are never held in memory;
+    :meth:`commit` (at a checkpoint) syncs the file and returns its extent (bytes and entries), which the
+    checkpoint records. :meth:`reopen` (on resume) cuts the file back to a checkpoint's extent, dropping
+    what a crash after that checkpoint appended, and :meth:`entries` reads the entries up to it. As a
+    core's state (:func:`capture`) the log commits before it is captured, and is captured as its extent
+    alone; restored, it cuts its file back to that extent.
     """
 
-    checkpoint_drop = ("path", "pending")
+    checkpoint_drop = ("path", "n_written", "_file")
 
     def __init__(self, path: Path, n_bytes: int = 0, n_entries: int = 0) -> None:
         self.path, self.n_bytes, self.n_entries = path, n_bytes, n_entries
-        self.pending: list[Any] = []
+        self.n_written = 0  # entries written since the last commit (not synced: a crash may lose them)
+        self._file: Any = None
 
     def before_capture(self) -> None:
         self.commit()
@@ -80,22 +82,34 @@ class InputLog:
         self._cut(fields["n_bytes"][1])
 
     def append(self, entry: Any) -> None:
-        """Keep one entry until the next commit."""
-        self.pending.append(entry)
+        """Write one entry after the others (synced at the next commit)."""
+        pickle.dump([entry], self._open(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.n_written += 1
 
     def commit(self) -> dict[str, int]:
-        """Append the kept entries to the file (a fresh file at the first commit of a run), synced; the
+        """Sync the entries written since the last commit (a fresh file at the first commit of a run); the
         extent to record in the checkpoint."""
-        with open(self.path, "r+b" if self.n_bytes else "wb") as f:
-            f.truncate(self.n_bytes)  # a tail a crash left after the last checkpoint
-            f.seek(self.n_bytes)
-            pickle.dump(self.pending, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-            self.n_bytes = f.tell()
-        self.n_entries += len(self.pending)
-        self.pending = []
+        f = self._open()
+        f.flush()
+        os.fsync(f.fileno())
+        self.n_bytes = f.tell()
+        self.n_entries += self.n_written
+        self.n_written = 0
         return {"bytes": self.n_bytes, "entries": self.n_entries}
+
+    def close(self) -> None:
+        """Close the file (the run ended; nothing is synced that a commit did not)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self) -> Any:
+        """The file, open for appending after the last commit (a tail a crash left after it cut off)."""
+        if self._file is None:
+            self._file = open(self.path, "r+b" if self.n_bytes else "wb")  # noqa: SIM115 - kept for the run
+            self._file.truncate(self.n_bytes)
+            self._file.seek(self.n_bytes)
+        return self._file
 
     @classmethod
     def reopen(cls, path: Path, extent: dict[str, int]) -> InputLog:

@@ -255,6 +255,8 @@ class Ledger(Component):
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        if self.log is not None:
+            self.log.close()
 
     def plain_params(self, offset_s: int) -> dict[str, Any]:
         return {
