@@ -17,7 +17,6 @@ world's process is killed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import os
 import queue
@@ -150,7 +149,9 @@ of thousands of agents) then go into the pipe without waiting for the worker to 
 
 def _widen(fd: int) -> None:
     """Ask for a ``PIPE_BYTES`` pipe buffer (Linux; elsewhere, or above the system's limit, keep it)."""
-    with contextlib.suppress(AttributeError, OSError):
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
 
 
