@@ -11,8 +11,9 @@ After the interval, each seller's meter signs its export (Wh) ``meter_delay_s`` 
 reading settles the seller's promises of the interval (``Ledger(settle_on_meter=True)``).
 Only peer-to-peer trades go on chain; trades with the upstream grid are billed by the retailer off chain.
 
-Signatures are checked once, when a gateway admits a transaction: a bad signature or a replayed id is
-rejected there (recorded, never in a block). A block is executed (contract calls, gas, receipts) and
+Signatures are checked once, when a gateway admits a transaction: a bad signature, or a nonce not above
+the highest its sender had admitted (a replay: ``SenderNonces``), is rejected there (recorded, never in a
+block). A block is executed (contract calls, gas, receipts) and
 appended to the hash chain when it becomes final; at the end of the run the blocks decided but not yet
 final are appended too, their transactions without a finality time.
 
@@ -112,22 +113,31 @@ class StepOutput:
     votes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class SeenIds:
-    """The ids of the transactions admitted so far (SHA-256 hex), kept as 32-byte digests: the gateway
-    rejects a replayed id forever, in about half the memory of the hex strings."""
+class SenderNonces:
+    """Replay protection at the gateway: per sender (a wallet or a meter key), the highest nonce admitted.
+
+    A transaction whose nonce is not above its sender's highest admitted one is refused (``"replay"``), as
+    an Ethereum node refuses "nonce too low": a replayed transaction (same id, so same sender and nonce)
+    is refused forever, and so is a *new* transaction reusing a stale nonce, which honest senders never
+    make (each numbers its transactions in the order it submits them, and the gateway admits them in that
+    order), refused here rather than admitted and failing at execution. The memory is one entry per
+    sender ever admitted (bounded by the accounts' wallets and meter keys), not one per transaction.
+    Nonces may skip (a gap is not refused), as in the contracts (``Ledger.apply``).
+    """
 
     def __init__(self) -> None:
-        self._digests: set[bytes] = set()
+        self._last: dict[str, int] = {}
 
-    def __contains__(self, tx_id: str) -> bool:
-        return bytes.fromhex(tx_id) in self._digests
+    def fresh(self, tx: Transaction) -> bool:
+        """Whether ``tx``'s nonce is above every nonce admitted from its sender."""
+        return tx.nonce > self._last.get(tx.sender, -1)
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self._last)
 
-    def add(self, tx_id: str) -> None:
-        """Remember ``tx_id``."""
-        self._digests.add(bytes.fromhex(tx_id))
+    def add(self, tx: Transaction) -> None:
+        """Remember that ``tx`` (fresh) was admitted."""
+        self._last[tx.sender] = tx.nonce
 
 
 class _Rows:
@@ -171,8 +181,8 @@ class LedgerModel:
     record_tables : collect the rows of the tx, block and vote tables (and sign the blocks)
     keep_history : keep every transaction, block and contract event in memory (``chain``, ``state.events``);
         False (a co-simulation, whose tables hold all of it) keeps only what later steps need: the
-        transactions not yet executed or still awaiting their deadline, the head of the chain, and the ids
-        of the transactions admitted (as 32-byte digests, to reject replays), so the memory does not grow
+        transactions not yet executed or still awaiting their deadline, the head of the chain, and the
+        highest nonce admitted per sender (``SenderNonces``, to reject replays), so the memory does not grow
         with the number of final transactions (see ``docs/architecture.md``)
     """
 
@@ -218,7 +228,7 @@ class LedgerModel:
         self.chain = Chain(history=keep_history)
         self.chain.seal([], epoch_unix_s, "genesis", receipts_root=sha256_hex(self.genesis_json.encode()))
         self.nonce: dict[str, int] = {}
-        self.seen = SeenIds()
+        self.replay_guard = SenderNonces()  # the gateway's replay protection
         self.queue: list[tuple[float, int, Transaction]] = []  # (tau, seq, tx) not yet submitted
         # Submitted transactions in the engine's order, from the engine's index ``_base`` on (with
         # keep_history=False, those executed and past their deadline are dropped: ``_forget``); the
@@ -315,18 +325,20 @@ class LedgerModel:
         return sign_all(jobs)
 
     def admit(self, tau: float, tx: Transaction, signatures_ok: bool | None = None) -> bool:
-        """Gateway check at submission: valid signatures, an id not seen before; else rejected, recorded.
+        """Gateway check at submission: valid signatures, then a nonce above the highest its sender had
+        admitted (``SenderNonces``; else ``"replay"``: a replayed transaction, or a new one reusing a stale
+        nonce); a transaction failing either is rejected, recorded.
 
         ``signatures_ok``: the verdict of ``verify_all`` on ``tx`` when the caller checked a batch at once.
         """
         status = None
-        if tx.tx_id in self.seen:
-            status = "replay"
-        elif not (verify_signatures(tx, required_signers(tx)) if signatures_ok is None else signatures_ok):
+        if not (verify_signatures(tx, required_signers(tx)) if signatures_ok is None else signatures_ok):
             status = "bad_signature"
+        elif not self.replay_guard.fresh(tx):
+            status = "replay"
         if status is None:
             self._queue(tau, tx)
-            self.seen.add(tx.tx_id)
+            self.replay_guard.add(tx)
             return True
         self.n_rejected += 1
         self._tx_row(tx, self._unix(tau, np.nan, np.nan), -1, 0, status)

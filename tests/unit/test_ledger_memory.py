@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cosim.models.ledger.chain import transaction_from_record
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 
@@ -22,6 +23,7 @@ TRADES = {
 }  # fmt: skip
 HELD_MODEL = (
     "submitted", "index_of", "submit_tau", "final_tau", "_cancel_step", "queue", "deadlines", "to_execute",
+    "replay_guard",
 )  # fmt: skip
 HELD_STATE = ("promises", "trade_refs", "readings_wh", "allocated_wh", "open_tokens", "events")
 EXPORT_MW = np.array([0, 0, 0, 0.004, 0.0005, 0.0])
@@ -41,7 +43,7 @@ def _steps(model: LedgerModel, n: int, last: bool = False) -> list[StepOutput]:
 
 
 def _held(model: LedgerModel) -> dict[str, int]:
-    """The sizes of every container of the ledger that could grow with the run (the replay ids aside)."""
+    """The sizes of every container of the ledger that could grow with the run."""
     sizes = {name: len(getattr(model, name)) for name in HELD_MODEL}
     sizes |= {name: len(getattr(model.state, name)) for name in HELD_STATE}
     return sizes | {
@@ -63,7 +65,17 @@ def test_the_state_held_does_not_grow_with_the_final_transactions(mechanism: str
     for name, n in held_long.items():
         assert n <= held_short[name] + 2 * per_step, (name, held_short, held_long)
     assert sum(held_long.values()) < 2 * sum(held_short.values()) + per_step
-    assert len(long.seen) > 3 * len(short.seen)  # the ids of admitted transactions stay (replay protection)
+    # the replay protection: one entry per sender (wallets and meter keys), the same after 12 and 48 steps
+    assert 0 < len(long.replay_guard) == len(short.replay_guard) <= 2 * N_AGENTS
+    # ... and it still holds: every ok transaction of the first step, sent again at the end, is refused
+    first = outs[0].tx
+    ok = np.flatnonzero(first["status"] == b"ok")
+    assert len(ok) >= 4
+    for i in ok.tolist():
+        rec = {k: first[k][i].decode() for k in ("tx_id", "kind", "payload", "sender", "signatures")}
+        tx = transaction_from_record(rec | {"nonce": int(first["nonce"][i])})
+        assert tx.tx_id == rec["tx_id"] and not long.admit(48 * 3600.0, tx)
+    assert long.tx_rows.take()["status"].tolist() == [b"replay"] * len(ok)
 
 
 @pytest.mark.parametrize("mechanism", ["pow", "pos", "bft"])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cosim.models.ledger.chain import verify_chain
+from cosim.models.ledger.chain import Transaction, verify_chain
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import MICRO, LedgerModel, StepOutput
 
@@ -116,6 +116,48 @@ def test_forged_and_replayed_transactions_are_rejected_at_the_gateway() -> None:
     assert model.n_rejected == 2
 
 
+def test_a_new_transaction_reusing_a_stale_nonce_is_refused_at_the_gateway_as_replay() -> None:
+    """A validly signed trade with a fresh id but its buyer's nonce already admitted never reaches a block
+    (the gateway remembers per sender the highest nonce, not every id); a nonce that skips ahead passes."""
+    model = _model()
+    (first, _), (second, _) = model.trade_txs(0, _trades([0, 0], [3, 4], [0.001, 0.001]))
+    assert model.admit(0.0, first) and model.admit(0.0, second)
+    wallets = model.wallets[0], model.wallets[3]
+    for nonce in (first.nonce, second.nonce):  # below and equal to the highest admitted
+        stale = Transaction("trade", first.payload | {"wh": 1234}, first.sender, nonce).signed(*wallets)
+        assert stale.tx_id not in (first.tx_id, second.tx_id) and not model.admit(1.0, stale)
+    pay = {"to": model.address[5], "amount_micro": 7}
+    ahead = Transaction("transfer", pay, first.sender, second.nonce + 5).signed(model.wallets[0])
+    assert model.admit(2.0, ahead)
+    tx = _tx([model.step(0, None, None, last=True)])
+    verdicts = Counter(zip(tx["status"], tx["height"] >= 0, strict=True))
+    assert verdicts == {("ok", True): 3, ("replay", False): 2}
+    assert model.n_rejected == 2 and set(tx["nonce"][tx["status"] == "replay"]) == {first.nonce, second.nonce}
+
+
+@settings(max_examples=25, deadline=None)
+@given(sends=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 5), st.integers(1, 3)), max_size=25))
+def test_the_gateway_admits_exactly_the_nonces_above_each_senders_highest_admitted(
+    sends: list[tuple[int, int, int]],
+) -> None:
+    """Any stream of signed transfers (sender, nonce, amount): admitted iff its nonce is above every nonce
+    admitted from that sender before (an independent replay of the rule); no id admitted twice; the replay
+    state holds one entry per sender that had one admitted."""
+    model = _model()
+    highest: dict[int, int] = {}
+    admitted: list[str] = []
+    for sender, nonce, amount in sends:
+        payload = {"to": model.address[(sender + 1) % N_AGENTS], "amount_micro": amount}
+        tx = Transaction("transfer", payload, model.address[sender], nonce).signed(model.wallets[sender])
+        expected = nonce > highest.get(sender, -1)
+        assert model.admit(float(len(admitted)), tx) == expected
+        if expected:
+            highest[sender] = nonce
+            admitted.append(tx.tx_id)
+    assert len(set(admitted)) == len(admitted) and len(model.replay_guard) == len(highest)
+    assert model.n_rejected == len(sends) - len(admitted)
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     steps=st.lists(
@@ -148,6 +190,7 @@ def test_money_conserved_credits_within_readings_each_promise_settled_once(
     assert sum(state.credits_wh.values()) == sum(state.allocated_wh.values())
     tx = _tx(outs)
     assert len(set(tx["tx_id"])) == len(tx["tx_id"])  # every transaction recorded once
+    assert "replay" not in set(tx["status"])  # honest senders' nonces: never refused, at gateway or execution
     assert verify_chain(model.chain.blocks, model.chain.txs) == (True, None)
     settled = [e["token"] for e in state.events if e["event"] in ("Settle", "Cancel")]
     assert len(settled) == len(set(settled))  # no double spend of a promise
