@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.models.ledger.consensus import ENGINES, LedgerRun, simulate
+from cosim.models.ledger.consensus import ENGINES, LedgerRun, _timing, simulate
 
 SUBMIT_S = np.sort(np.random.default_rng(0).uniform(0.0, 300.0, 600))
 
@@ -94,6 +94,32 @@ def test_step_by_step_equals_one_go(mechanism: str, params: dict[str, object]) -
     assert whole.finalized_height == engine.finalized_height(4000.0)
     with pytest.raises(ValueError, match="before the clock"):
         engine.submit(np.array([10.0]))
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "params"),
+    [("pow", {"block_interval_s": 60.0}), ("pos", {}), ("bft", {"create_empty_blocks": False})],
+)
+def test_the_mempool_holds_only_the_transactions_not_yet_in_a_block(
+    mechanism: str, params: dict[str, object]
+) -> None:
+    """4,000 transactions in 60 s steps of 100: the mempool's arrays stay at their first 1,024 entries (it
+    drops what is in decided blocks; it held all 4,000 before), with the very blocks and times of one go."""
+    submit_s = np.sort(np.random.default_rng(0).uniform(0.0, 2400.0, 4000))
+    whole = simulate(
+        mechanism, submit_s, validators=8, rng=np.random.default_rng(1), duration_s=2500.0, **params
+    )  # type: ignore[arg-type]
+    engine = ENGINES[mechanism](8, np.random.default_rng(1), **params)  # type: ignore[arg-type]
+    for t0 in np.arange(0.0, 2500.0, 60.0):
+        engine.submit(submit_s[(submit_s >= t0) & (submit_s < t0 + 60.0)])
+        engine.run(min(t0 + 60.0, 2500.0))
+        assert len(engine.pool._submit_s) == len(engine.pool._origin) == 1024
+    engine.close()
+    assert engine.pool.base > 2000  # what was forgotten really went
+    assert whole.blocks == [b for b in engine.blocks if b.time_s <= 2500.0]
+    timing = _timing(submit_s, engine.ranges, 2500.0)
+    for name in ("submit_s", "include_s", "final_s", "height"):
+        np.testing.assert_array_equal(getattr(timing, name), getattr(whole.tx, name), err_msg=name)
 
 
 def test_pos_skips_idle_slots() -> None:
