@@ -260,7 +260,8 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
 
     Recomputes every hash link, Merkle root, receipts root and transaction id; checks every proposer
     signature, BFT commit certificate, PoS checkpoint attestation and PoW target against the validator keys
-    of ``/ledger/genesis``, transaction-id uniqueness, the meter key registry and time order; re-executes the
+    of ``/ledger/genesis``, transaction-id uniqueness, the gateway's nonce rule (each nonce above its
+    sender's earlier ones), the meter key registry and time order; re-executes the
     contracts from genesis to recompute every receipt; and, for a complete run, the validators' signed head
     (so a chain cut short is caught). See ``cosim.models.ledger.audit``.
 

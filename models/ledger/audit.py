@@ -202,7 +202,8 @@ class _Checker:
         votes_of: dict[tuple[int, str], list[tuple[int, str]]],
     ) -> None:
         self.g, self.b, self.t, self.rows_of, self.votes_of = g, blocks, tx, rows_of, votes_of
-        self.seen: set[str] = set()
+        self.seen: set[str] = set()  # the ids in the chain so far (grows with the chain: see ``_tx``)
+        self.last_nonce: dict[str, int] = {}  # per sender, the highest nonce in the chain so far
         self.used: set[tuple[int, str]] = set()  # the (height, kind) vote groups checked
         self.pending_epoch: tuple[int, int] | None = None  # (epoch, height of its last final block so far)
 
@@ -361,7 +362,9 @@ class _Checker:
                 raise _Fail(f"tx {tx.tx_id}: times out of order (submit, include, final vs its block)")
 
     def _execute(self, txs: list[Transaction], rows: list[int]) -> None:
-        """Re-execute ``txs`` on the contract state; every stored receipt must match."""
+        """Re-execute ``txs`` on the contract state; every stored receipt must match. Then the gateway's rule
+        (``ledger.SenderNonces``): each transaction's nonce above every earlier one of its sender in the
+        chain, so a replay recorded with the receipt its re-execution gives (``replay``) is still named."""
         for tx, i in zip(txs, rows, strict=True):
             last = self.g.ledger.nonces.get(tx.sender, -1)
             receipt = self.g.ledger.apply(tx, self.g.gas_limit, signatures_checked=True)
@@ -372,3 +375,10 @@ class _Checker:
                     f"tx {tx.tx_id}: stored receipt {stored[0]}/{stored[1]} gas, re-execution gives "
                     f"{why}{receipt.status}/{receipt.gas_used} gas"
                 )
+            earlier = self.last_nonce.get(tx.sender, -1)
+            if tx.nonce <= earlier:
+                raise _Fail(
+                    f"tx {tx.tx_id}: nonce {tx.nonce} not above {earlier}, its sender's earlier in the chain "
+                    "(a replay, which the gateway refuses)"
+                )
+            self.last_nonce[tx.sender] = tx.nonce

@@ -115,6 +115,27 @@ def test_reexecution_catches_a_reused_nonce_that_every_key_signed() -> None:
     assert f"nonce {int(tx['nonce'][i])} not above" in str(problem)
 
 
+def test_a_reused_nonce_recorded_as_the_replay_it_executes_to_is_named() -> None:
+    """The same twin stored with the receipt its re-execution gives (replay, 0 gas), re-signed by every key:
+    the receipts match, but the gateway refuses a nonce not above its sender's earlier ones, so it is named
+    (before the gateway's rule was mirrored here this chain verified)."""
+    model, tx, blocks, votes = _run("bft")
+    i = int(np.flatnonzero((tx["height"] > 2) & (tx["status"] == b"ok"))[0])
+    sender = tx["sender"][i].decode()
+    twin = Transaction("transfer", {"to": sender, "amount_micro": 1}, sender, int(tx["nonce"][i]))
+    twin = twin.signed(model.wallets[model.account_of[sender]])
+    h = int(tx["height"][i])
+    row = {c: v[i] for c, v in tx.items()} | {
+        "tx_id": twin.tx_id, "payload": canonical(twin.payload),
+        "signatures": canonical([list(s) for s in twin.signatures]), "status": b"replay", "gas_used": 0,
+    }  # fmt: skip
+    tx = insert(tx, int(np.flatnonzero(tx["height"] == h)[-1]) + 1, row)
+    _resign(model, tx, blocks, votes, h)
+    ok, problem = _verify(model, tx, blocks, votes)
+    assert not ok and str(problem).startswith(f"tx {twin.tx_id}: nonce {int(tx['nonce'][i])} not above ")
+    assert str(problem).endswith("its sender's earlier in the chain (a replay, which the gateway refuses)")
+
+
 def test_resigning_keeps_an_untouched_chain_valid() -> None:
     """The re-signing helper itself produces valid signatures (so the two tests above test re-execution)."""
     model, tx, blocks, votes = _run("bft")
