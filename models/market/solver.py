@@ -17,8 +17,12 @@ Nothing is checked automatically at solve time (every ``auto_updates`` flag is o
 fixed unless changed by the calls above, which is what makes a re-solve cost little more than HiGHS's
 own warm-started run. Every solve has a time limit (`DEFAULT_TIME_LIMIT_S` unless given); a solve that
 stops at it, or at anything but a proven optimum, is a failed solve (``Solution.ok`` False, its
-``status`` the termination condition). This module is the only one that imports HiGHS's Python
-bindings, and it does so only through Pyomo's public API (no private attribute of Pyomo's solver).
+``status`` the termination condition). HiGHS (1.x) compares its ``time_limit`` with the run time of all
+the runs of an instance together (HiGHS issue #1477), so a model re-solved every step would fail every
+solve once its solves summed to the limit (a minute of DC-OPFs: ~900 steps of the MVLV grid); each solve
+therefore gets the limit on top of the instance's run time so far (Pyomo's ``timing_info.highs_time``).
+This module is the only one that imports HiGHS's Python bindings, and it does so only through Pyomo's
+public API (no private attribute of Pyomo's solver).
 
 Checkpoints (`cosim.checkpoint`): HiGHS's warm-start state (its basis, factors) cannot be stored, and a
 resumed run must solve exactly as the uninterrupted run did. So at every checkpoint both runs reload
@@ -170,7 +174,8 @@ class PersistentModel:
         cfg = self.solver.config
         cfg.load_solutions = False
         cfg.raise_exception_on_nonoptimal_result = False
-        cfg.time_limit = float(time_limit_s)
+        cfg.time_limit = self.limit_s = float(time_limit_s)
+        self.highs_run_s = 0.0  # HiGHS's run time of the loaded instance, all solves so far [s]
         auto = cfg.auto_updates
         # Nothing is re-checked at solve time: every change reaches HiGHS through the calls below.
         auto.check_for_new_or_removed_constraints = False
@@ -196,6 +201,7 @@ class PersistentModel:
         ``output_flag`` off.
         """
         self.solver.set_instance(self.model)
+        self.highs_run_s = 0.0
         self.n_reloads += 1
 
     def before_capture(self) -> None:
@@ -209,7 +215,7 @@ class PersistentModel:
     @property
     def time_limit_s(self) -> float:
         """The time limit of every solve [s]."""
-        return float(self.solver.config.time_limit)
+        return self.limit_s
 
     def update_bounds(self, variables: Sequence[Any]) -> None:
         """Push the current bounds of ``variables`` (set with ``setlb``/``setub``) to HiGHS."""
@@ -237,11 +243,15 @@ class PersistentModel:
     def solve(self) -> Solution:
         """Solve with the model as loaded; a solver error is reported in the `Solution`, never raised."""
         self.n_solves += 1
+        self.solver.config.time_limit = self.limit_s + self.highs_run_s  # HiGHS's clock runs on across solves
         try:
             with _no_output_capture():
                 res = self.solver.solve(self.model)
         except Exception as err:  # noqa: BLE001 - a solver failure is a failed solve, reported
             return Solution(False, f"error: {err}")
+        highs_s = getattr(res.timing_info, "highs_time", None)
+        if highs_s is not None:
+            self.highs_run_s = float(highs_s)
         tc = res.termination_condition
         if tc != TerminationCondition.convergenceCriteriaSatisfied:
             return Solution(False, tc.name, res)
