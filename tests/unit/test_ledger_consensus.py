@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -75,6 +78,25 @@ def test_finalized_tx_times_are_ordered(mechanism: str) -> None:
     assert (tx.include_s[final] <= tx.final_s[final]).all()
 
 
+def _in_steps(
+    mechanism: str,
+    params: dict[str, object],
+    submit_s: np.ndarray,
+    until_s: float,
+    step_s: float,
+    after_step: Callable[[Any], object] | None = None,
+) -> Any:
+    """An engine (8 validators, seed 1) driven in steps of ``step_s`` as the co-simulation does, closed."""
+    engine = ENGINES[mechanism](8, np.random.default_rng(1), **params)  # type: ignore[arg-type]
+    for t0 in np.arange(0.0, until_s, step_s):
+        engine.submit(submit_s[(submit_s >= t0) & (submit_s < t0 + step_s)])
+        engine.run(min(t0 + step_s, until_s))
+        if after_step is not None:
+            after_step(engine)
+    engine.close()
+    return engine
+
+
 @pytest.mark.parametrize(
     ("mechanism", "params"),
     [("pow", {"block_interval_s": 60.0}), ("pos", {}), ("bft", {}), ("bft", {"create_empty_blocks": False})],
@@ -85,11 +107,7 @@ def test_step_by_step_equals_one_go(mechanism: str, params: dict[str, object]) -
     whole = simulate(
         mechanism, submit_s, validators=8, rng=np.random.default_rng(1), duration_s=4000.0, **params
     )  # type: ignore[arg-type]
-    engine = ENGINES[mechanism](8, np.random.default_rng(1), **params)  # type: ignore[arg-type]
-    for t0 in np.arange(0.0, 4000.0, 300.0):
-        engine.submit(submit_s[(submit_s >= t0) & (submit_s < t0 + 300.0)])
-        engine.run(min(t0 + 300.0, 4000.0))
-    engine.close()
+    engine = _in_steps(mechanism, params, submit_s, 4000.0, 300.0)
     assert whole.blocks == [b for b in engine.blocks if b.time_s <= 4000.0]
     assert whole.finalized_height == engine.finalized_height(4000.0)
     with pytest.raises(ValueError, match="before the clock"):
@@ -109,12 +127,10 @@ def test_the_mempool_holds_only_the_transactions_not_yet_in_a_block(
     whole = simulate(
         mechanism, submit_s, validators=8, rng=np.random.default_rng(1), duration_s=2500.0, **params
     )  # type: ignore[arg-type]
-    engine = ENGINES[mechanism](8, np.random.default_rng(1), **params)  # type: ignore[arg-type]
-    for t0 in np.arange(0.0, 2500.0, 60.0):
-        engine.submit(submit_s[(submit_s >= t0) & (submit_s < t0 + 60.0)])
-        engine.run(min(t0 + 60.0, 2500.0))
-        assert len(engine.pool._submit_s) == len(engine.pool._origin) == 1024
-    engine.close()
+    sizes: set[tuple[int, int]] = set()
+    engine = _in_steps(mechanism, params, submit_s, 2500.0, 60.0,
+                       lambda e: sizes.add((len(e.pool._submit_s), len(e.pool._origin))))  # fmt: skip
+    assert sizes == {(1024, 1024)}
     assert engine.pool.base > 2000  # what was forgotten really went
     assert whole.blocks == [b for b in engine.blocks if b.time_s <= 2500.0]
     timing = _timing(submit_s, engine.ranges, 2500.0)
