@@ -69,10 +69,11 @@ class LedgerSim(ShiftedSim):
     :class:`~cosim.checkpoint.InputLog`) collects each step's inputs for the checkpoints. In a process of its
     own the adapter gets plain parameters, ``scenario`` (the validated scenario as JSON data) and
     ``n_accounts``, and builds the very ledger the world would. With a ``worker``
-    (:class:`~cosim.models.ledger.worker.LedgerWorker`) the ledger runs a step behind in that process: each
-    step hands its inputs over and returns the previous step's outputs as :class:`~cosim.models.adapter.Late`
-    values (the last step of the segment, before a checkpoint every ``every`` steps or the end, waits for its
-    own). ``summary`` reports what the run's summary needs.
+    (:class:`~cosim.models.ledger.worker.LedgerWorker`) the ledger runs behind in that process: each step
+    hands its inputs over and returns the outputs of the steps the worker has finished as
+    :class:`~cosim.models.adapter.Late` values, waiting only when it is ``LAG_STEPS`` behind (the last step of
+    the segment, before a checkpoint every ``every`` steps or the end, waits for them all). ``summary``
+    reports what the run's summary needs.
     """
 
     def __init__(self) -> None:

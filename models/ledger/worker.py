@@ -1,9 +1,10 @@
 """The ledger in a worker process of its own, its steps overlapping the world's next step.
 
 Nothing in a study takes the ledger's outputs but the recorder, so the world need not wait for them: the
-adapter hands step ``k``'s inputs to the worker and goes on with step ``k + 1``'s grid and market while the
-worker signs, orders and executes step ``k``; it collects step ``k``'s outputs at step ``k + 1`` (at once at
-the last step of a segment, before a checkpoint or the end), and the recorder writes each at its own step
+adapter hands step ``k``'s inputs to the worker and goes on with the next steps' grid and market while the
+worker signs, orders and executes step ``k``; it collects the outputs of the steps the worker has finished
+at each of its steps (waiting only when the worker is ``LAG_STEPS`` behind, and for all of them at the last
+step of a segment, before a checkpoint or the end), and the recorder writes each at its own step
 (:class:`cosim.models.adapter.Late`). The worker builds the very ledger the world would from the scenario
 (as a process of its own does, `cosim.remote`), so the results are identical; only where its time is spent
 changes.
@@ -110,7 +111,7 @@ class LedgerWorker:
         return got
 
     def close(self) -> None:
-        """Stop the worker (it finishes nothing more) and wait for it."""
+        """Stop the worker (after the step it is in; it takes no more) and wait for it."""
         self._to.close()  # end of input: the worker exits, which ends the reader's input too
         try:
             self.proc.wait(timeout=10)
