@@ -133,8 +133,8 @@ class LedgerSim(ShiftedSim):
         """Hand step ``k`` to the worker; the outputs of the steps it finished, as Late values."""
         assert self.worker is not None
         last = k == self.k_end - 1
-        self.worker.submit(k, trades, p_mw, summary=last)
         busy_s, wait_s = self.worker.step_s, self.worker.wait_s
+        self.worker.submit(k, trades, p_mw, summary=last)  # waits while the pipe is full (at scale)
         done = self.worker.collect(keep=0 if last else LAG_STEPS)
         self.stats.solver_s += self.worker.step_s - busy_s
         self.stats.wait_s += self.worker.wait_s - wait_s
