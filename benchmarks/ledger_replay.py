@@ -47,7 +47,11 @@ def recording(model, k, trades, p_mw, tx_per_s, step_s, n_steps):
     rec.append((k, copy.deepcopy(trades), copy.deepcopy(p_mw), tx_per_s, step_s, n_steps, len(model.address)))
     return step(model, k, trades, p_mw, tx_per_s, step_s, n_steps)
 lsim.ledger_step = recording
-cosim.world.run(sys.argv[1], days=float(sys.argv[2]), out=sys.argv[3])
+from cosim.scenario import load_scenario
+scenario = load_scenario(sys.argv[1])  # the ledger in the world's process, where the recording is
+scenario = scenario.model_copy(update={"orchestration": scenario.orchestration.model_copy(
+    update={"ledger_worker": False})})
+cosim.world.run(scenario, days=float(sys.argv[2]), out=sys.argv[3])
 with open(sys.argv[4], "wb") as f:
     pickle.dump(rec, f)
 """
