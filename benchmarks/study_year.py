@@ -9,7 +9,10 @@ Runs, each in a child process of its own (so its peak memory is its alone):
 
 For each it prints the wall time as the run reports it (``RunSummary.wall_s``: from building the models to
 the closed file), its split by the run's HDF5 attributes ``power_flow_s``, ``market_s``, ``ledger_s`` and
-``checkpoint_s`` (the rest, "other", is set-up, agents, privacy, accounting, recorder and mosaik), the
+``checkpoint_s`` (the rest, "other", is set-up, agents, privacy, accounting, recorder and mosaik; with the
+ledger in its worker process, ``orchestration.ledger_worker``, "other" counts the time the run waited for it,
+``ledger_wait_s``, instead of ``ledger_s``, and the worker's peak memory is printed too), the CPU time of the
+run's process and of its children (the ledger's worker), the
 set-up time (from the call of ``cosim.world.run`` to the first power flow), the imports (every component,
 its adapter and the libraries the models import while they are built: ``SETUP_IMPORTS``), and the child's peak
 resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at its end; 1 MB = 2**20 bytes). Then the
