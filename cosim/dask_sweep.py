@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from cosim.errors import CosimError, ResultsError
+from cosim.machine import usable_cores
 from cosim.study import Plan, Run, plan_study, scenario_hash
 
 STATUS_COLUMNS = ("seed", "status", "error", "wall_s")
@@ -176,7 +177,7 @@ def _cluster(workers: int | None, scheduler: Any, n_runs: int) -> tuple[Any, Any
             return Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False), None
         except (OSError, TimeoutError) as exc:
             raise CosimError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     n = max(1, min(workers or cores, n_runs))
     # Ctrl-C reaches the whole process group: the worker processes inherit an ignored SIGINT, so only
     # this process stops (and closes the cluster) instead of every worker printing a traceback

@@ -21,6 +21,7 @@ from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypai
 from nacl.exceptions import BadSignatureError, CryptoError
 
 from cosim.errors import CosimError
+from cosim.machine import usable_cores
 
 GENESIS_PREV = "0" * 64
 Record = dict[str, str | int | float]
@@ -58,8 +59,7 @@ def _signature_threads() -> int:
         if not (text.isdigit() and int(text) >= 1):
             raise CosimError(f"{ENV_THREADS}={text!r}: must be a whole number >= 1 (1 turns the threads off)")
         return int(text)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(2, cores)
+    return min(2, usable_cores())
 
 
 # Signature threads: Ed25519 in libsodium releases the GIL, so a batch of signatures (a step's trades and

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 
 from cosim.checkpoint import InputLog, checkpoint_every, checkpoint_path, log_path
 from cosim.component import Component, Contract, Dataset, Link, plain_scenario, rng_for
+from cosim.machine import usable_cores
 from cosim.models.adapter import SolverStats
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
@@ -152,9 +152,8 @@ def uses_worker(scenario: Scenario, with_market: bool) -> bool:
         return False  # validated: not with ledger_worker true
     if choice != "auto":
         return bool(choice)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     long_enough = scenario.time.n_steps >= AUTO_WORKER_STEPS
-    return with_market and cores >= 2 and long_enough and not _in_dask_worker()
+    return with_market and usable_cores() >= 2 and long_enough and not _in_dask_worker()
 
 
 def _in_dask_worker() -> bool:
@@ -168,6 +167,11 @@ def _in_dask_worker() -> bool:
     except ValueError:
         return False
     return True
+
+
+def ledger_summary(model: LedgerModel) -> dict[str, Any]:
+    """The ledger's part of the run summary: the engine's notes, the rejected transactions, the warnings."""
+    return {"notes": model.engine.notes, "n_rejected": model.n_rejected, "warnings": ledger_warnings(model)}
 
 
 def ledger_warnings(model: LedgerModel) -> list[str]:

@@ -144,14 +144,10 @@ class LedgerSim(ShiftedSim):
         if attr != "summary":
             return self._out[attr]
         if self.worker is not None:
-            return self.worker.summary | {
-                "ledger_s": self.stats.solver_s, "ledger_wait_s": self.stats.wait_s,
-                "ledger_worker_peak_mb": self.worker.summary["worker_peak_mb"],
-            }  # fmt: skip
-        from cosim.models.ledger.component import ledger_warnings
+            part = self.worker.summary | {"ledger_wait_s": self.stats.wait_s}
+        else:
+            from cosim.models.ledger.component import ledger_summary
 
-        assert self.model is not None
-        return {
-            "ledger_s": self.stats.solver_s, "notes": self.model.engine.notes,
-            "n_rejected": self.model.n_rejected, "warnings": ledger_warnings(self.model),
-        }  # fmt: skip
+            assert self.model is not None
+            part = ledger_summary(self.model)
+        return part | {"ledger_s": self.stats.solver_s}

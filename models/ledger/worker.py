@@ -167,22 +167,11 @@ def _peak_mb() -> float:
     return kib / 1024
 
 
-def _summary(model: Any, solver_s: float) -> dict[str, Any]:
-    """The run summary's part of the ledger, with the worker's peak resident memory (MB)."""
-    from cosim.models.ledger.component import ledger_warnings
-
-    return {
-        "ledger_s": solver_s, "notes": model.engine.notes, "n_rejected": model.n_rejected,
-        "warnings": ledger_warnings(model),
-        "worker_peak_mb": _peak_mb(),
-    }  # fmt: skip
-
-
 def serve(inbox: Connection, outbox: Connection) -> None:
     """The worker's loop: build the ledger at ``setup``, then run each ``step`` and send its outputs."""
     from cosim.checkpoint import InputLog
     from cosim.models.ledger import chain
-    from cosim.models.ledger.component import build_ledger
+    from cosim.models.ledger.component import build_ledger, ledger_summary
     from cosim.models.ledger.sim import ledger_step, replay
     from cosim.scenario import Scenario
 
@@ -196,7 +185,6 @@ def serve(inbox: Connection, outbox: Connection) -> None:
             path, n_bytes, n_entries = replay_log
             replay(model, InputLog(Path(path), n_bytes, n_entries).entries(), tx_per_s, step_s, n_steps)
         gc.freeze()  # the keys and the engine built: the collector no longer walks them at every pass
-        solver_s = 0.0
         while True:
             try:
                 _, k, trades, p_mw, want_summary = inbox.recv()
@@ -206,8 +194,8 @@ def serve(inbox: Connection, outbox: Connection) -> None:
             t0 = wallclock.perf_counter()
             out = vars(ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps))
             seconds = wallclock.perf_counter() - t0
-            solver_s += seconds
-            outbox.send(("ok", k, out, seconds, _summary(model, solver_s) if want_summary else None))
+            summary = ledger_summary(model) | {"ledger_worker_peak_mb": _peak_mb()} if want_summary else None
+            outbox.send(("ok", k, out, seconds, summary))
     except (BrokenPipeError, EOFError):
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the world, which stops the run

@@ -132,7 +132,7 @@ def test_auto_runs_the_worker_only_where_it_can_pay_off(monkeypatch: pytest.Monk
 
     year = load_scenario(ROOT / "scenarios" / "default.yaml")
     day = year.model_copy(update={"time": year.time.model_copy(update={"duration": "1d"})})
-    monkeypatch.setattr(component.os, "sched_getaffinity", lambda _: {0, 1})
+    monkeypatch.setattr(component, "usable_cores", lambda: 2)
     assert component.uses_worker(year, True) and not component.uses_worker(year, False)
     assert not component.uses_worker(day, True)  # a day: not worth the worker's start
     forced = year.model_copy(
@@ -142,5 +142,5 @@ def test_auto_runs_the_worker_only_where_it_can_pay_off(monkeypatch: pytest.Monk
     monkeypatch.setattr(distributed, "get_worker", lambda: object())  # as in a sweep's task
     assert not component.uses_worker(year, True)
     monkeypatch.undo()
-    monkeypatch.setattr(component.os, "sched_getaffinity", lambda _: {0})
+    monkeypatch.setattr(component, "usable_cores", lambda: 1)
     assert not component.uses_worker(year, True)
