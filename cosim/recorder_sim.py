@@ -9,6 +9,7 @@ from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.models.adapter import Late, ShiftedSim
 from cosim.recorder import H5Recorder
+from cosim.runguard import raise_if_stopped
 
 META: Meta = {
     "api_version": "3.0",
@@ -49,6 +50,7 @@ class RecorderSim(ShiftedSim):
 
     def advance(self, time: int, inputs: dict[str, Any]) -> int:
         assert self.recorder is not None
+        raise_if_stopped()  # a stop signal that landed where Python could not raise it
         k = self.step_index(time, self.step_s)
         row = self._held.setdefault(k, {})
         row["time"] = self.start_unix_s + self.time_offset_s + time

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,7 +104,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
     Both signals are also remembered: mosaik's ``World.run`` catches a KeyboardInterrupt raised in its own
     coroutine and returns as if the segment had ended, so the world calls :func:`raise_if_stopped` after
-    each segment to stop all the same.
+    each segment to stop all the same. A signal that lands in a weakref callback or a ``__del__``, where
+    Python cannot raise, is not printed as an ignored exception with its traceback: the recorder's next
+    step raises it again.
     """
     _stops.clear()
     if threading.current_thread() is not threading.main_thread():
@@ -114,12 +117,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         _stops.append(("SIGTERM",) if signum == signal.SIGTERM else ())
         raise KeyboardInterrupt(*_stops[-1])
 
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
+        sys.unraisablehook = hook
         _stops.clear()
 
 

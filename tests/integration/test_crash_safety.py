@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from pathlib import Path
 
 import h5py
@@ -20,7 +21,7 @@ import yaml
 import cosim
 from cosim.cli import main
 from cosim.errors import CosimError, ScenarioError
-from cosim.runguard import OutputBusy, OutputLock
+from cosim.runguard import OutputBusy, OutputLock, raise_if_stopped, sigterm_as_interrupt
 
 CHUNK = 24
 TINY = """
@@ -136,6 +137,30 @@ def test_a_stop_signal_mosaik_swallows_still_stops_the_run(
     with pytest.raises(CosimError, match=r"after 168 of 192 steps \(interrupted by SIGTERM\)"):
         cosim.run(scenario, out=out)
     assert not out.exists() and out.with_name("w.h5.partial").exists()
+
+
+def test_a_stop_signal_python_cannot_raise_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM landing in a weakref callback, where Python prints an exception as ignored with its traceback
+    (``sys.unraisablehook``), is not reported there and is raised at the next check (the recorder checks at
+    every step)."""
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        sum(range(1000))  # the handler runs here, inside the callback
+
+    with sigterm_as_interrupt():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        assert ref() is None
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            raise_if_stopped()
+    assert ignored == []
 
 
 def test_lock_refuses_before_building(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
