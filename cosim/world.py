@@ -175,9 +175,7 @@ def _run_built(
         offset = k_from * step_s
         world = mosaik.World(sim_config, MOSAIK, skip_greetings=True, configure_logging=False)
         entities = {
-            name: getattr(
-                world.start(c.sim_name, **_params(c, name in remote, offset, carry, wire)), c.entity
-            )()
+            name: getattr(world.start(c.sim_name, **_params(c, remote, offset, carry, wire)), c.entity)()
             for name, c in components.items()
         }
         for name, c in components.items():
@@ -189,7 +187,7 @@ def _run_built(
         routes: dict[tuple[str, str], str] = {}
         rec_e = world.start(
             "Recorder", recorder=recorder, routes=routes, start_unix_s=int(times_s[0]), step_s=step_s,
-            on_step=bar, time_offset_s=offset,
+            on_step=bar, time_offset_s=offset, wire_inputs=bool(remote),
         ).Recorder()  # fmt: skip
         for name, contract in contracts.items():
             for attr, path in contract.routes.items():
@@ -257,12 +255,13 @@ def _placement(
 
 
 def _params(
-    c: Component, remote: bool, offset_s: int, carry: dict[str, Any], wire: dict[str, set[str]]
+    c: Component, remote: set[str], offset_s: int, carry: dict[str, Any], wire: dict[str, set[str]]
 ) -> dict[str, Any]:
-    """The adapter's parameters: plain data for one in another process, else the live objects."""
-    if remote:
+    """The adapter's parameters: plain data for one in another process, else the live objects (which decode
+    their inputs only if some simulator runs in another process)."""
+    if c.name in remote:
         return c.plain_params(offset_s)
-    return c.params(offset_s, carry) | {"wire_outputs": sorted(wire[c.name])}
+    return c.params(offset_s, carry) | {"wire_outputs": sorted(wire[c.name]), "wire_inputs": bool(remote)}
 
 
 def _stopped(exc: BaseException, recorder: H5Recorder, bar: Any, n_steps: int, ckpt_path: Path) -> CosimError:

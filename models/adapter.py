@@ -5,8 +5,9 @@ between two checkpoints) runs mosaik for the remaining steps, and every adapter 
 (``k0 * step_s``) to mosaik's time to find the scenario's step.
 
 An adapter keeps its latest outputs in ``_out``; the outputs named in ``wire_outputs`` go to a simulator in
-another process and leave encoded as plain JSON data (`cosim.wire`); every adapter decodes its inputs, so
-the same adapter runs in the world's process or in its own.
+another process and leave encoded as plain JSON data (`cosim.wire`); an adapter decodes its inputs unless
+the world says none can be encoded (``wire_inputs=False``: no simulator runs in another process), so the
+same adapter runs in the world's process or in its own.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ShiftedSim(mosaik_api_v3.Simulator):
     time_offset_s: int = 0
     wire_outputs: frozenset[str] = frozenset()
     wire_all: bool = False  # in a process of its own: every output leaves as plain data
+    wire_inputs: bool = True  # inputs may come as plain data from another process: decode them
     _out: dict[str, Any]
 
     def init(  # type: ignore[override]
@@ -58,9 +60,11 @@ class ShiftedSim(mosaik_api_v3.Simulator):
         *,
         time_offset_s: int = 0,
         wire_outputs: Iterable[str] = (),
+        wire_inputs: bool = True,
         **params: Any,
     ) -> Meta:
         self.time_offset_s, self.wire_outputs = int(time_offset_s), frozenset(wire_outputs)
+        self.wire_inputs = wire_inputs
         self._out = {}
         self.setup(**params)
         return self.meta
@@ -69,7 +73,7 @@ class ShiftedSim(mosaik_api_v3.Simulator):
         """Take the adapter's own parameters."""
 
     def step(self, time: int, inputs: dict[str, Any], max_advance: int) -> int:
-        return self.advance(time, decode(inputs))
+        return self.advance(time, decode(inputs) if self.wire_inputs else inputs)
 
     def advance(self, time: int, inputs: dict[str, Any]) -> int:
         """One step on decoded inputs; returns the time of the next step."""
