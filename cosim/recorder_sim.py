@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from mosaik_api_v3.types import CreateResult, Meta
@@ -18,13 +19,22 @@ META: Meta = {
 }
 
 
+@dataclass
+class HeldRows:
+    """Rows waiting for late values: ``rows`` by step, and per late dataset the first step it has not
+    delivered. One for the whole run: rows are held across segments, and a checkpoint keeps them."""
+
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    late_from: dict[str, int] = field(default_factory=dict)
+
+
 class RecorderSim(ShiftedSim):
     """Appends one row per step: ``/time`` plus every routed input.
 
     ``routes`` maps ``(full source id, attribute)`` to a dataset path; ``on_step(k)`` is called after
     step ``k`` is recorded (the progress bar). An input that comes as a :class:`~cosim.models.adapter.Late`
-    holds values of earlier steps: a step's row is held until every late dataset has delivered its value
-    for that step (the last step of a segment has them all: nothing is held across a checkpoint).
+    holds values of earlier steps: a step's row is held (in ``held``, the run's :class:`HeldRows`) until every
+    late dataset has delivered its value for that step, then appended in step order.
     """
 
     def __init__(self) -> None:
@@ -38,12 +48,11 @@ class RecorderSim(ShiftedSim):
         routes: dict[tuple[str, str], str],
         start_unix_s: int,
         step_s: int,
+        held: HeldRows,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
-        self.recorder, self.routes = recorder, routes
+        self.recorder, self.routes, self.held = recorder, routes, held
         self.start_unix_s, self.step_s, self.on_step = start_unix_s, step_s, on_step
-        self._held: dict[int, dict[str, Any]] = {}  # rows waiting for late values, by step
-        self._late_from: dict[str, int] = {}  # late dataset -> first step it has not delivered
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
         return [{"eid": "recorder", "type": model}]
@@ -52,21 +61,24 @@ class RecorderSim(ShiftedSim):
         assert self.recorder is not None
         raise_if_stopped()  # a stop signal that landed where Python could not raise it
         k = self.step_index(time, self.step_s)
-        row = self._held.setdefault(k, {})
+        held, late_from = self.held.rows, self.held.late_from
+        row = held.setdefault(k, {})
         row["time"] = self.start_unix_s + self.time_offset_s + time
         for attr, sources in inputs["recorder"].items():
             for src, value in sources.items():
                 path = self.routes[(src, attr)]
                 if not isinstance(value, Late):
                     row[path] = value
+                    if path in late_from:  # late until now (a resume without the worker)
+                        late_from[path] = k + 1
                     continue
-                self._late_from.setdefault(path, k)
+                late_from.setdefault(path, k)
                 for j, v in value.values:
-                    self._held.setdefault(j, {})[path] = v
-                    self._late_from[path] = j + 1
-        whole = min(self._late_from.values(), default=k + 1)  # rows before it have every value
-        for j in sorted(j for j in self._held if j < whole):
-            self.recorder.append(self._held.pop(j))
+                    held.setdefault(j, {})[path] = v
+                    late_from[path] = j + 1
+        whole = min(late_from.values(), default=k + 1)  # rows before it have every value
+        for j in sorted(j for j in held if j < whole):
+            self.recorder.append(held.pop(j))
             if self.on_step is not None:
                 self.on_step(j)
         return time + self.step_s

@@ -31,6 +31,7 @@ from cosim.errors import CosimError
 from cosim.overrides import effective
 from cosim.provenance import code_version, versions
 from cosim.recorder import H5Recorder, Series, write_failure
+from cosim.recorder_sim import HeldRows
 from cosim.runguard import claim_output, raise_if_stopped, sigterm_as_interrupt
 from cosim.scenario import Scenario, load_scenario
 from cosim.wire import decode
@@ -159,6 +160,7 @@ def _run_built(
             fresh = components[name].state()
             components[name].restore({k: restore_state(fresh[k], tree) for k, tree in trees.items()})
     recorder = _open_recorder(scenario, whole, saved)
+    held = saved["held"] if saved is not None else HeldRows()  # rows waiting for a worker's late values
     bar = None
     if progress:
         from cosim.progress import progress_bar
@@ -187,7 +189,7 @@ def _run_built(
         routes: dict[tuple[str, str], str] = {}
         rec_e = world.start(
             "Recorder", recorder=recorder, routes=routes, start_unix_s=int(times_s[0]), step_s=step_s,
-            on_step=bar, time_offset_s=offset, wire_inputs=bool(remote),
+            held=held, on_step=bar, time_offset_s=offset, wire_inputs=bool(remote),
         ).Recorder()  # fmt: skip
         for name, contract in contracts.items():
             for attr, path in contract.routes.items():
@@ -213,7 +215,7 @@ def _run_built(
                         "identity": identity, "step": k_to, "carry": carry,
                         "components": {name: {k: capture_state(v) for k, v in c.state().items()}
                                        for name, c in components.items()},
-                        "recorder": recorder.checkpoint_state(),
+                        "recorder": recorder.checkpoint_state(), "held": held,
                     })  # fmt: skip
                     checkpoint_s += wallclock.perf_counter() - t_ckpt
     except BaseException as exc:

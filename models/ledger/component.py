@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,7 @@ from cosim.models.adapter import SolverStats
 from cosim.models.ledger.consensus import ENGINES
 from cosim.models.ledger.ledger import BLOCK_COLUMNS, TX_COLUMNS, VOTE_COLUMNS, LedgerModel
 from cosim.models.ledger.network import BITCOIN, GossipParams
-from cosim.models.ledger.sim import SERIES, replay
+from cosim.models.ledger.sim import SERIES, ledger_step, replay
 from cosim.models.ledger.worker import LedgerWorker
 from cosim.scenario import Scenario
 
@@ -200,7 +201,7 @@ class Ledger(Component):
 
     name, sim, sim_name, entity = "ledger", "cosim.models.ledger.sim:LedgerSim", "Ledger", "Ledger"
     reports = True
-    state_attrs = ("stats", "log")
+    state_attrs = ("stats", "log", "n_undelivered")
 
     def __init__(self, scenario: Scenario, built: dict[str, Any], n_accounts: int) -> None:
         self.scenario, self.built = scenario, built
@@ -217,16 +218,30 @@ class Ledger(Component):
         self.log = InputLog(log) if checkpoint_every(scenario) else None
         self.overlap = uses_worker(scenario, "market" in built)
         self.worker: LedgerWorker | None = None
-        self._replay_log: tuple[str, int, int] | None = None
+        self.n_undelivered = 0  # at a checkpoint: the last steps whose outputs the worker has not sent yet
+        self.undelivered: list[tuple[int, dict[str, Any]]] = []  # their outputs, resumed without a worker
+        self._replay_log: tuple[str, int, int, int] | None = None
+
+    def state(self) -> dict[str, Any]:
+        self.n_undelivered = self.worker.n_outstanding if self.worker is not None else 0
+        return super().state()
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
-        if self.overlap:  # the worker replays the log when it starts
+        if self.overlap:  # the worker replays the log when it starts, and sends the undelivered steps again
             if self.log is not None:
-                self._replay_log = (str(self.log.path), self.log.n_bytes, self.log.n_entries)
+                self._replay_log = (
+                    str(self.log.path), self.log.n_bytes, self.log.n_entries, self.n_undelivered
+                )  # fmt: skip
             return
-        logged = self.log.entries() if self.log is not None else []
-        replay(self.model, logged, self.tx_per_s, self.step_s, self.n_steps)
+        logged = self.log.entries() if self.log is not None else iter([])
+        n_replayed = self.log.n_entries - self.n_undelivered if self.log is not None else 0
+        replay(self.model, itertools.islice(logged, n_replayed), self.tx_per_s, self.step_s, self.n_steps)
+        # a checkpoint of a run with a worker: outputs of its last steps were not recorded yet
+        self.undelivered = [
+            (k, vars(ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps)))
+            for k, trades, p_mw in logged
+        ]
 
     def contract(self, groups: Iterable[str]) -> Contract:
         if "ledger" not in set(groups):
@@ -247,13 +262,14 @@ class Ledger(Component):
             "time_offset_s": offset_s, "log": self.log,
         }  # fmt: skip
         if not self.overlap:
-            return common | {"model": self.model}
+            undelivered, self.undelivered = self.undelivered, []
+            return common | {"model": self.model, "undelivered": undelivered}
         if self.worker is None:  # one worker for the whole run, across the segments
             self.worker = LedgerWorker(
                 plain_scenario(self.scenario), self.n_accounts, self.tx_per_s, self.step_s, self.n_steps,
                 self._replay_log,
             )  # fmt: skip
-        return common | {"worker": self.worker, "every": checkpoint_every(self.scenario)}
+        return common | {"worker": self.worker}
 
     def close(self) -> None:
         if self.worker is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from mosaik_api_v3.types import CreateResult, Meta
 
-from cosim.checkpoint import InputLog, segments
+from cosim.checkpoint import InputLog
 from cosim.models.adapter import Late, ShiftedSim, SolverStats
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 from cosim.models.ledger.worker import LedgerWorker
@@ -27,7 +27,8 @@ SERIES = (
 RECORDED = (*SERIES, "tx", "blocks", "votes")
 LAG_STEPS = 8
 """With a worker, the most steps the ledger may be behind the world: a day's busiest hours of trades, which
-the worker catches up on at night, do not hold the world up; the recorder holds those steps' rows."""
+the worker catches up on at night, do not hold the world up; the recorder holds those steps' rows (also
+across a checkpoint, which keeps them: the world waits for the worker only at the run's last step)."""
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
@@ -71,9 +72,10 @@ class LedgerSim(ShiftedSim):
     ``n_accounts``, and builds the very ledger the world would. With a ``worker``
     (:class:`~cosim.models.ledger.worker.LedgerWorker`) the ledger runs behind in that process: each step
     hands its inputs over and returns the outputs of the steps the worker has finished as
-    :class:`~cosim.models.adapter.Late` values, waiting only when it is ``LAG_STEPS`` behind (the last step of
-    the segment, before a checkpoint every ``every`` steps or the end, waits for them all). ``summary``
-    reports what the run's summary needs.
+    :class:`~cosim.models.adapter.Late` values, waiting only when it is ``LAG_STEPS`` behind (the run's last
+    step waits for them all). ``undelivered``: a run resumed in the world's process from a checkpoint taken
+    with a worker gets the outputs of the steps the worker had not sent, and hands them on at its first step.
+    ``summary`` reports what the run's summary needs.
     """
 
     def __init__(self) -> None:
@@ -93,11 +95,9 @@ class LedgerSim(ShiftedSim):
         stats: SolverStats | None = None,
         log: InputLog | None = None,
         worker: LedgerWorker | None = None,
-        every: int = 0,
+        undelivered: list[tuple[int, dict[str, Any]]] | None = None,
     ) -> None:
-        self.worker = worker
-        k0 = self.step_index(0, step_s)
-        self.k_end = segments(k0, n_steps, every)[0][1] if k0 < n_steps else n_steps  # this segment's end
+        self.worker, self.undelivered = worker, undelivered or []
         if model is None and worker is None:  # out of process: build it here
             from cosim.models.ledger.component import build_ledger
             from cosim.scenario import Scenario
@@ -124,15 +124,18 @@ class LedgerSim(ShiftedSim):
             return time + self.step_s
         assert self.model is not None
         t0 = wallclock.perf_counter()
-        out = ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps)
+        out = vars(ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps))
         self.stats.solver_s += wallclock.perf_counter() - t0
-        self._out = vars(out)
+        if self.undelivered:  # resumed from a worker's checkpoint: its last steps' outputs go first
+            done, self.undelivered = [*self.undelivered, (k, out)], []
+            out = {a: Late([(j, o[a]) for j, o in done]) for a in RECORDED}
+        self._out = out
         return time + self.step_s
 
     def _overlapped(self, k: int, trades: Any, p_mw: Any) -> dict[str, Late]:
         """Hand step ``k`` to the worker; the outputs of the steps it finished, as Late values."""
         assert self.worker is not None
-        last = k == self.k_end - 1
+        last = k == self.n_steps - 1
         busy_s, wait_s = self.worker.step_s, self.worker.wait_s
         self.worker.submit(k, trades, p_mw, summary=last)  # waits while the pipe is full (at scale)
         done = self.worker.collect(keep=0 if last else LAG_STEPS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import queue
 import signal
@@ -44,8 +45,9 @@ class LedgerWorker:
     ----------
     scenario : the validated scenario as JSON data (`cosim.component.plain_scenario`)
     n_accounts, tx_per_s, step_s, n_steps : as the adapter's (`cosim.models.ledger.sim.LedgerSim.setup`)
-    replay_log : ``(path, n_bytes, n_entries)`` of a resumed run's input log, which the worker replays
-        before its first step
+    replay_log : ``(path, n_bytes, n_entries, n_undelivered)`` of a resumed run's input log, which the
+        worker replays before its first step; the outputs of its last ``n_undelivered`` steps, which the
+        checkpointed run had not collected yet, are sent again (collected as the first steps done)
     """
 
     def __init__(
@@ -55,7 +57,7 @@ class LedgerWorker:
         tx_per_s: float,
         step_s: int,
         n_steps: int,
-        replay_log: tuple[str, int, int] | None = None,
+        replay_log: tuple[str, int, int, int] | None = None,
     ) -> None:
         import cosim
 
@@ -76,7 +78,7 @@ class LedgerWorker:
         self._replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, name="cosim-ledger-reader", daemon=True)
         self._reader.start()
-        self.n_outstanding = 0  # steps sent whose outputs have not been collected
+        self.n_outstanding = replay_log[3] if replay_log else 0  # steps sent, their outputs not collected
         self.step_s = 0.0  # the worker's time inside its steps
         self.wait_s = 0.0  # the caller's time waiting for the worker
         self.summary: dict[str, Any] = {}
@@ -181,21 +183,31 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     try:
         _, scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log = inbox.recv()
         model = build_ledger(Scenario.model_validate(scenario), n_accounts)[0]  # type: ignore[index]
+        undelivered: list[tuple[int, Any, Any]] = []
         if replay_log is not None:
-            path, n_bytes, n_entries = replay_log
-            replay(model, InputLog(Path(path), n_bytes, n_entries).entries(), tx_per_s, step_s, n_steps)
+            path, n_bytes, n_entries, n_undelivered = replay_log
+            entries = InputLog(Path(path), n_bytes, n_entries).entries()
+            replay(model, itertools.islice(entries, n_entries - n_undelivered), tx_per_s, step_s, n_steps)
+            undelivered = list(entries)
         gc.freeze()  # the keys and the engine built: the collector no longer walks them at every pass
+
+        def run(k: int, trades: Any, p_mw: Any, want_summary: bool) -> None:
+            t0 = wallclock.perf_counter()
+            out = vars(ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps))
+            seconds = wallclock.perf_counter() - t0
+            summary = ledger_summary(model) | {"ledger_worker_peak_mb": _peak_mb()} if want_summary else None
+            outbox.send(("ok", k, out, seconds, summary))
+
+        for k, trades, p_mw in undelivered:
+            where = f"step {k} (replayed)"
+            run(k, trades, p_mw, False)
         while True:
             try:
                 _, k, trades, p_mw, want_summary = inbox.recv()
             except EOFError:
                 return
             where = f"step {k}"
-            t0 = wallclock.perf_counter()
-            out = vars(ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps))
-            seconds = wallclock.perf_counter() - t0
-            summary = ledger_summary(model) | {"ledger_worker_peak_mb": _peak_mb()} if want_summary else None
-            outbox.send(("ok", k, out, seconds, summary))
+            run(k, trades, p_mw, want_summary)
     except (BrokenPipeError, EOFError):
         raise
     except Exception as exc:  # noqa: BLE001 - reported to the world, which stops the run

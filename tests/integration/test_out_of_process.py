@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -114,8 +115,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 def test_ledger_worker_identical_across_checkpoints(tmp_path: Path) -> None:
-    """The ledger a step behind in a worker process, its outputs collected late and drained at each
-    checkpoint (every 5 steps) and at the end: the file equals the in-process run's."""
+    """The ledger a step behind in a worker process, its outputs collected late (held across the checkpoints,
+    every 5 steps) and drained at the end: the file equals the in-process run's."""
     runs = {}
     for worker in (False, True):
         scenario = _scenario(tmp_path, {"ledger_worker": worker})
@@ -128,6 +129,64 @@ def test_ledger_worker_identical_across_checkpoints(tmp_path: Path) -> None:
     assert gc.get_freeze_count() == 0  # the objects the run froze are the collector's again (sweeps)
     with h5py.File(runs[True].path, "r") as f:
         assert 0 < f.attrs["ledger_wait_s"] and 20 < f.attrs["ledger_worker_peak_mb"] < 1000
+
+
+@pytest.mark.parametrize("resume_with_worker", [True, False], ids=["worker", "in-process"])
+def test_a_checkpoint_keeps_the_steps_the_worker_has_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume_with_worker: bool
+) -> None:
+    """A checkpoint does not wait for the worker: it keeps the rows of the steps whose ledger outputs have
+    not come, and a resume (with a worker, or in the world's process on a machine without a second core)
+    sends them again; the file equals an uninterrupted run's."""
+    from cosim import world
+    from cosim.errors import CosimError
+    from cosim.models.ledger import component, worker
+    from cosim.models.ledger.sim import LAG_STEPS
+
+    class Strict:  # the world takes no output early: the worker is always LAG_STEPS behind
+        def __init__(self, replies: Any) -> None:
+            self.put, self.get = replies.put, replies.get
+
+        def empty(self) -> bool:
+            return True
+
+    def strict(self: worker.LedgerWorker, *args: Any) -> None:
+        init(self, *args)
+        self._replies = Strict(self._replies)  # type: ignore[assignment]
+
+    init = worker.LedgerWorker.__init__
+    monkeypatch.setattr(worker.LedgerWorker, "__init__", strict)
+    undelivered: list[int] = []
+    state = component.Ledger.state
+
+    def spied(self: component.Ledger) -> dict:
+        captured = state(self)
+        undelivered.append(self.n_undelivered)
+        return captured
+
+    monkeypatch.setattr(component.Ledger, "state", spied)
+    scenario = _scenario(tmp_path, {"ledger_worker": True})
+    data = yaml.safe_load(scenario.read_text())
+    data["output"] = {"checkpoint_steps": 12}
+    scenario.write_text(yaml.safe_dump(data))
+    reference = cosim.run(scenario, days=2, out=tmp_path / "reference.h5").path
+    assert undelivered[:3] == [LAG_STEPS] * 3  # steps 12, 24, 36: the last 8 not sent at the checkpoints
+
+    save = world.save_checkpoint
+
+    def save_then_stop(*args: object) -> None:
+        save(*args)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.h5"
+    with monkeypatch.context() as m:
+        m.setattr(world, "save_checkpoint", save_then_stop)
+        with pytest.raises(CosimError, match="after 4 of 48 steps"):  # 12 run, 8 of them held
+            cosim.run(scenario, days=2, out=out)
+    if not resume_with_worker:
+        monkeypatch.setattr(component, "uses_worker", lambda *args: False)
+    cosim.run(scenario, days=2, out=out, resume=True)
+    _assert_identical(reference, out)
 
 
 def test_a_dead_ledger_worker_stops_the_run_with_a_message(tmp_path: Path, monkeypatch) -> None:

@@ -13,7 +13,7 @@ from cosim.component import plain_scenario
 from cosim.models.adapter import Late
 from cosim.models.ledger import chain
 from cosim.models.ledger.worker import LedgerWorker, serve
-from cosim.recorder_sim import RecorderSim
+from cosim.recorder_sim import HeldRows, RecorderSim
 from cosim.scenario import load_scenario
 from tests.conftest import ROOT
 
@@ -103,25 +103,34 @@ class _Rows:
 
 
 def test_recorder_holds_a_row_until_its_late_values_come() -> None:
-    """Late values land in the rows of their steps; a row is written once it is whole, in step order."""
-    rows, done = _Rows(), []
-    sim = RecorderSim()
-    sim.init("Recorder-0", recorder=rows, routes={("g", "v"): "grid/v", ("l", "x"): "ledger/x"},
-             start_unix_s=100, step_s=10, on_step=done.append)  # fmt: skip
+    """Late values land in the rows of their steps, also across segments; a row is written once it is
+    whole, in step order."""
+    rows, done, held = _Rows(), [], HeldRows()
 
-    def step(t: int, v: float, late: list[tuple[int, Any]]) -> None:
-        sim.step(t, {"recorder": {"v": {"g": v}, "x": {"l": Late(late)}}}, -1)
+    def segment(offset_s: int) -> RecorderSim:
+        sim = RecorderSim()
+        sim.init("Recorder-0", recorder=rows, routes={("g", "v"): "grid/v", ("l", "x"): "ledger/x"},
+                 start_unix_s=100, step_s=10, held=held, on_step=done.append, time_offset_s=offset_s,
+                 wire_inputs=False)  # fmt: skip
+        return sim
 
-    step(0, 1.0, [])
+    def step(sim: RecorderSim, t: int, v: float, late: Any) -> None:
+        sim.step(t, {"recorder": {"v": {"g": v}, "x": {"l": late}}}, -1)
+
+    first = segment(0)
+    step(first, 0, 1.0, Late([]))
     assert rows.rows == []  # step 0 waits for its ledger value
-    step(10, 2.0, [(0, "a")])
-    step(20, 3.0, [(1, "b"), (2, "c")])  # the last step of a segment drains
+    step(first, 10, 2.0, Late([(0, "a")]))
+    second = segment(20)  # a checkpoint between: step 1's row is held across it
+    step(second, 0, 3.0, Late([(1, "b"), (2, "c")]))
+    step(second, 10, 4.0, "d")  # a plain value (a resume without the worker) ends the wait
     assert rows.rows == [
         {"time": 100, "grid/v": 1.0, "ledger/x": "a"},
         {"time": 110, "grid/v": 2.0, "ledger/x": "b"},
         {"time": 120, "grid/v": 3.0, "ledger/x": "c"},
+        {"time": 130, "grid/v": 4.0, "ledger/x": "d"},
     ]
-    assert done == [0, 1, 2] and sim._held == {}
+    assert done == [0, 1, 2, 3] and held.rows == {}
 
 
 def test_auto_runs_the_worker_only_where_it_can_pay_off(monkeypatch: pytest.MonkeyPatch) -> None:
