@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,13 +280,54 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
                 f"{path} has no {', '.join('/' + n for n in names)} (ledger.record_tables false, or a file "
                 "written before the chain was signed)"
             )
-        tables = {}
-        for name, columns in (("blocks", BLOCK_COLUMNS), ("tx", TX_COLUMNS), ("votes", VOTE_COLUMNS)):
+        tables: dict[str, dict[str, Any]] = {}
+        for name, columns in (("blocks", BLOCK_COLUMNS), ("votes", VOTE_COLUMNS)):
             group = f[f"ledger/{name}"]
             tables[name] = {
                 c: (group[c].asstr()[:] if isinstance(dtype, str) else group[c][:]).tolist()
                 for c, dtype, _ in columns
             }
+        tx = f["ledger/tx"]  # the big one: read in slices as the check goes
+        tables["tx"] = {c: SlicedColumn(tx[c], isinstance(dtype, str)) for c, dtype, _ in TX_COLUMNS}
         genesis = f["ledger/genesis"].asstr()[0]
         complete = bool(f.attrs.get("complete", False))
-    return verify_tables(genesis, tables["blocks"], tables["tx"], tables["votes"], complete)
+        return verify_tables(genesis, tables["blocks"], tables["tx"], tables["votes"], complete)
+
+
+LEDGER_SLICE_ROWS = 16_384
+"""Rows of a ``/ledger/tx`` column that ``verify_ledger`` holds at a time (~20 MB of text for a slice of
+every column), whatever the length of the chain."""
+
+
+class SlicedColumn(Sequence[Any]):
+    """A stored column read ``LEDGER_SLICE_ROWS`` rows at a time as it is indexed (text decoded to str).
+
+    The check walks the rows in about their order, so a column costs the two slices around the rows of a
+    block, not the table; ``np.asarray`` of it reads it whole (the heights, 8 bytes a row).
+    """
+
+    def __init__(self, ds: h5py.Dataset, text: bool) -> None:
+        self._ds, self._text, self._n = ds, text, int(ds.shape[0])
+        self._slices: dict[int, list[Any]] = {}  # first row -> its slice's values (the last two read)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if not isinstance(i, int | np.integer):
+            raise TypeError(f"a SlicedColumn takes one row index, not {type(i).__name__}")
+        i = int(i) + (self._n if i < 0 else 0)
+        if not 0 <= i < self._n:
+            raise IndexError(f"row {i} of a column of {self._n}")
+        lo = i - i % LEDGER_SLICE_ROWS
+        part = self._slices.get(lo)
+        if part is None:
+            read = self._ds.asstr() if self._text else self._ds
+            part = read[lo : lo + LEDGER_SLICE_ROWS].tolist()
+            self._slices[lo] = part
+            if len(self._slices) > 2:
+                del self._slices[next(iter(self._slices))]  # the one read first
+        return part[i - lo]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._ds[()], dtype=dtype)

@@ -172,10 +172,7 @@ def verify_tables(
         g = _Genesis(genesis)
         live = [i for i, stale in enumerate(blocks["stale"]) if not stale]
         n_blocks = len(live)
-        rows_of: dict[int, list[int]] = {}
-        for i, h in enumerate(tx["height"]):
-            if int(h) >= 0:
-                rows_of.setdefault(int(h), []).append(i)
+        rows_of = _rows_by_height(np.asarray(tx["height"], dtype=np.int64))
         n_tx = sum(map(len, rows_of.values()))
         votes_of: dict[tuple[int, str], list[tuple[int, str]]] = {}
         for h, kind, v, sig in zip(
@@ -188,6 +185,17 @@ def verify_tables(
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:  # untrusted input
         return False, f"ledger tables malformed ({type(err).__name__}: {err})", n_blocks, n_tx
     return True, None, n_blocks, n_tx
+
+
+def _rows_by_height(height: np.ndarray) -> dict[int, list[int]]:
+    """The rows of each block height >= 0, in row order."""
+    rows = np.flatnonzero(height >= 0)
+    rows = rows[np.argsort(height[rows], kind="stable")]
+    if not len(rows):
+        return {}
+    cuts = np.flatnonzero(np.diff(height[rows])) + 1
+    starts = np.concatenate(([0], cuts))
+    return {int(height[rows[a]]): part.tolist() for a, part in zip(starts, np.split(rows, cuts), strict=True)}
 
 
 class _Checker:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cosim
+import cosim.results
 from cosim.cli import main
 from cosim.models.ledger.chain import KeyPair, Transaction, canonical
 from cosim.results import verify_ledger
@@ -191,11 +192,14 @@ CORPUS: dict[str, Case] = {
 }
 
 
+@pytest.mark.parametrize("slice_rows", [16_384, 7], ids=["whole", "sliced"])
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_tamper_corpus_names_the_first_bad_block_or_tx(
-    default_run: cosim.RunSummary, tmp_path: Path, name: str
+    default_run: cosim.RunSummary, tmp_path: Path, name: str, slice_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each tampering of a stored BFT chain is reported, naming the block or transaction altered."""
+    """Each tampering of a stored BFT chain is reported, naming the block or transaction altered; also when
+    the transactions are read a few rows at a time (slices cut through the blocks)."""
+    monkeypatch.setattr(cosim.results, "LEDGER_SLICE_ROWS", slice_rows)
     tampered = tmp_path / "tampered.h5"
     shutil.copy(default_run.path, tampered)
     with h5py.File(tampered, "r+") as f:
@@ -205,10 +209,15 @@ def test_tamper_corpus_names_the_first_bad_block_or_tx(
     assert main(["verify-ledger", str(tampered)]) == 1
 
 
-def test_untouched_default_run_verifies(default_run: cosim.RunSummary) -> None:
-    """The honest chain passes every check, with one commit certificate per block and a signed head."""
+def test_untouched_default_run_verifies(
+    default_run: cosim.RunSummary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The honest chain passes every check, with one commit certificate per block and a signed head, also
+    read a few rows at a time."""
     ok, problem, n_blocks, n_tx = verify_ledger(default_run.path)
     assert (ok, problem) == (True, None) and n_blocks > 10 and n_tx > 100
+    monkeypatch.setattr(cosim.results, "LEDGER_SLICE_ROWS", 7)
+    assert verify_ledger(default_run.path) == (True, None, n_blocks, n_tx)
     with h5py.File(default_run.path) as f:
         v = read(f, "votes")
         commit = v["height"][v["kind"] == b"commit"]
