@@ -44,7 +44,7 @@ def plain_json(text: str) -> bool:
 def signatures_json(signatures: Sequence[tuple[str, str]]) -> str:
     """Canonical JSON ``[[public key hex, signature hex], ...]`` of a transaction's signatures (what the
     ``signatures`` column stores), formatted directly when every field is plain text."""
-    if all(plain_json(pub) and plain_json(sig) for pub, sig in signatures):
+    if plain_json("".join(f"{pub}{sig}" for pub, sig in signatures)):  # (plain is per character)
         return "[" + ",".join(f'["{pub}","{sig}"]' for pub, sig in signatures) + "]"
     return canonical([list(s) for s in signatures]).decode()
 
@@ -340,9 +340,19 @@ def receipt_leaf(
     Times are the stored Unix seconds (NaN as ``NaN``), so a block header commits to everything the
     ``/ledger/tx`` row of a transaction in the chain says.
     """
+    if type(tx_id) is str and type(status) is str and plain_json(tx_id + status):  # formatted directly
+        times = ",".join(map(_float_json, (float(submit_s), float(include_s), float(final_s))))
+        return sha256_hex(f'["{tx_id}","{status}",{int(gas_used)},{times}]'.encode())
     return sha256_hex(
         canonical([tx_id, status, int(gas_used), float(submit_s), float(include_s), float(final_s)])
     )
+
+
+def _float_json(x: float) -> str:
+    """JSON of a float as ``json`` writes it (``repr``; ``NaN``, ``Infinity``, ``-Infinity``)."""
+    if x - x == 0.0:  # finite
+        return repr(x)
+    return "NaN" if x != x else "Infinity" if x > 0 else "-Infinity"
 
 
 @dataclass(frozen=True)

@@ -130,32 +130,42 @@ def _parties(p: Promise) -> tuple[str, str, int, int, int]:
 
 def _json_len(event: dict[str, Any]) -> int:
     """``len(canonical(event))``, counted without encoding when every key and value is plain text or an int
-    (the events of the contracts): braces, a colon per item, commas between, quotes around text."""
-    n = 2 * len(event) + 1
-    for key, value in event.items():
-        if type(key) is not str or not plain_json(key):
-            return len(canonical(event))
-        if type(value) is str and plain_json(value):
-            n += len(key) + len(value) + 4
+    (the events of the contracts): braces, a colon per item, commas between, quotes around text. Plain text
+    is plain character by character, so the keys and text values are checked in one string."""
+    if not event:
+        return 2
+    n, texts = 4 * len(event) + 1, []
+    for value in event.values():
+        if type(value) is str:
+            texts.append(value)
+            n += len(value) + 2
         elif type(value) is int:
-            n += len(key) + 2 + len(str(value))
+            n += len(str(value))
         else:
             return len(canonical(event))
-    return n if event else 2
+    try:
+        keys = "".join(event)
+    except TypeError:  # a key that is not text
+        return len(canonical(event))
+    return n + len(keys) if plain_json(keys + "".join(texts)) else len(canonical(event))
 
 
 def _valid_payload(tx: Transaction) -> str | None:
     """Why the payload of ``tx`` does not fit its kind's schema (exact keys, types, signs)."""
-    schema = SCHEMAS[tx.kind]
-    if set(tx.payload) != set(schema):
+    schema, payload = SCHEMAS[tx.kind], tx.payload
+    if payload.keys() != schema.keys():
         return f"payload keys must be {sorted(schema)}"
     for key, kind in schema.items():
-        value = tx.payload[key]
+        value = payload[key]
+        if type(value) is kind:  # (the common case: exactly str or int, never a bool)
+            if type(value) is int and value < 0:
+                return f"{key} must be non-negative"
+            continue
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"{key} must be {kind.__name__}"
         if isinstance(value, int) and value < 0:
             return f"{key} must be non-negative"
-    if tx.kind == "trade" and (tx.payload["wh"] == 0 or tx.payload["seller"] == tx.payload["buyer"]):
+    if tx.kind == "trade" and (payload["wh"] == 0 or payload["seller"] == payload["buyer"]):
         return "a trade needs wh > 0 and two parties"
     return None
 
@@ -289,7 +299,10 @@ class Ledger:
     def _sstore(self, table: dict[str, V], key: str, value: V, gas: GasMeter, slots: int = 1) -> None:
         """Metered, journaled write."""
         old = table.get(key, _MISSING)
-        gas.charge(slots * (G_SSTORE_SET if old is _MISSING else G_SSTORE_RESET))
+        cost = slots * (G_SSTORE_SET if old is _MISSING else G_SSTORE_RESET)
+        if gas.used + cost > gas.limit:  # (``GasMeter.charge`` inlined, as in ``_sload``)
+            gas.charge(cost)
+        gas.used += cost
         self._undo.append((table, key, old))
         table[key] = value
 
