@@ -250,15 +250,19 @@ class Ledger:
         ``signatures_checked``: the caller (a gateway) verified the signatures already; the rest of the
         validation (payload, registered meter, required signers present, nonce) still runs.
         """
-        if tx.kind not in self._handlers:
+        handler = self._handlers.get(tx.kind)
+        if handler is None:
             return Receipt("unknown", 0, f"unknown kind {tx.kind!r}")
         if (problem := _valid_payload(tx)) is not None:
             return Receipt("unknown", 0, problem)
         signers = required_signers(tx)
         if tx.kind == "meter" and self.meter_keys.get(tx.payload["owner"]) != tx.sender:
             return Receipt("bad_signature", 0, "sender is not the owner's registered meter")
-        present = {pub for pub, _ in tx.signatures}
-        if not (signers <= present if signatures_checked else verify_signatures(tx, signers)):
+        if not (
+            signers <= {pub for pub, _ in tx.signatures}
+            if signatures_checked
+            else verify_signatures(tx, signers)
+        ):
             return Receipt("bad_signature", 0, f"needs valid signatures of {sorted(signers)}")
         if tx.nonce <= self.nonces.get(tx.sender, -1):
             return Receipt("replay", 0, f"nonce {tx.nonce} already used")
@@ -266,7 +270,7 @@ class Ledger:
         self._undo = []
         try:
             gas.charge(G_TX + G_TXDATA * len(tx.signing_bytes()) + G_SIG_VERIFY * len(tx.signatures))
-            self._handlers[tx.kind](tx, gas)
+            handler(tx, gas)
             self._put(self.nonces, tx.sender, tx.nonce)  # account nonce: part of the intrinsic gas
         except (OutOfGas, _Failure) as err:
             for table, key, old in reversed(self._undo):
