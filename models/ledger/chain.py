@@ -234,7 +234,7 @@ class Transaction:
     def signed(self, *keys: KeyPair) -> Transaction:
         """Copy with the signatures of ``keys`` appended."""
         data = self.signing_bytes()
-        new = tuple((k.public_hex, k.sign(data).hex()) for k in keys)
+        new = tuple([(k.public_hex, k.sign(data).hex()) for k in keys])
         out = Transaction(self.kind, self.payload, self.sender, self.nonce, self.signatures + new)
         out.__dict__["_signing_bytes"] = data  # same body: keep the cached bytes
         return out
@@ -297,8 +297,9 @@ def signature_ok(pub_hex: str, sig_hex: str, message: bytes) -> bool:
 def verify_signatures(tx: Transaction, required: set[str]) -> bool:
     """Whether every attached signature is valid (canonical hex) and every key of ``required`` signed."""
     data = tx.signing_bytes()
-    if not all(signature_ok(pub_hex, sig_hex, data) for pub_hex, sig_hex in tx.signatures):
-        return False
+    for pub_hex, sig_hex in tx.signatures:
+        if not signature_ok(pub_hex, sig_hex, data):
+            return False
     return required <= {pub for pub, _ in tx.signatures}
 
 

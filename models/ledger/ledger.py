@@ -435,11 +435,12 @@ class LedgerModel:
     def _run(self, until: float) -> None:
         """Submit the queued transactions due by ``until``, advance the engine, execute what is final."""
         due: list[float] = []
+        now = self.engine.env.now
         while self.queue and self.queue[0][0] <= until:
             tau, _, tx = heapq.heappop(self.queue)
             self.index_of[tx.tx_id] = self._base + len(self.submitted)
             self.submitted.append(tx)
-            due.append(max(tau, self.engine.env.now))
+            due.append(max(tau, now))
         self.submit_tau += due
         if len(self.submitted) > len(self.final_tau):  # grow by doubling: a copy per call grew with the run
             grow = max(len(self.final_tau), len(self.submitted) - len(self.final_tau), 1024)
