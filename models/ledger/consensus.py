@@ -458,7 +458,7 @@ def certificate(voters: np.ndarray, power: np.ndarray, need: float) -> tuple[int
 def equal_quorum(power: np.ndarray, need: float) -> int | None:
     """With equal voting powers, how many votes first exceed ``need`` (``len(power) + 1`` if all never do);
     None if the powers differ. The cumulative sum is the one ``_quorum_s`` takes, in any order of voters."""
-    if not (power == power[0]).all():
+    if not len(power) or not (power == power[0]).all():
         return None
     enough = np.cumsum(power) > need
     return int(enough.argmax()) + 1 if enough.any() else len(power) + 1
