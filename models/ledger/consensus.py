@@ -554,6 +554,14 @@ class Tendermint(Consensus):
         value[~honest] = own[None, :] if echo else PHANTOM
         return arrival, value
 
+    def _quorum_for(self, v: int, value: np.ndarray, arrival: np.ndarray, any_s: np.ndarray) -> np.ndarray:
+        """Per receiver, when the votes received for ``v`` first make a quorum; ``any_s``: the quorum time
+        of all votes, the answer when every vote is for ``v``."""
+        is_v = value == v
+        if is_v.all():
+            return any_s
+        return _quorum_s(np.where(is_v, arrival, np.inf), self.power, self.need, self._k)
+
     def _stop(self, note: str) -> None:
         self.halted, self.notes = True, note
 
@@ -615,7 +623,7 @@ class Tendermint(Consensus):
                 t_pv = t_prevote + rnd * t_delta
                 pc_s, pc_v = np.where(honest, any_s + t_pv, np.inf), np.full(n, NIL)
                 for v in {x for x in pv_v[hon].tolist() if x >= 0}:
-                    polka_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need, k)
+                    polka_s = self._quorum_for(v, value, arrival, any_s)
                     if np.isfinite(polka_s[hon]).any():
                         polkas.add((rnd, v))
                     lock = honest & (polka_s <= any_s + t_pv)  # a polka in time: precommit it and lock
@@ -628,7 +636,7 @@ class Tendermint(Consensus):
                 any_pc_s = _quorum_s(arrival, power, need, k)
                 commit_s, commit_v = np.full(n, np.inf), np.full(n, NIL)
                 for v in {x for x in pc_v[hon].tolist() if x >= 0}:
-                    c_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need, k)
+                    c_s = self._quorum_for(v, value, arrival, any_pc_s)
                     first = honest & (c_s < commit_s)
                     commit_s[first], commit_v[first] = c_s[first], v
                 committed = {x for x in commit_v[hon].tolist() if x >= 0}

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from cosim.models.ledger.chain import (
     Transaction,
@@ -100,9 +99,10 @@ class GasMeter:
         self.used = used
 
 
-@dataclass(frozen=True)
-class Promise:
-    """ERC-721-like promise to deliver ``wh`` in ``step``; ``escrow_micro`` is locked while "minted"."""
+class Promise(NamedTuple):
+    """ERC-721-like promise to deliver ``wh`` in ``step``; ``escrow_micro`` is locked while "minted".
+
+    Immutable; a named tuple (a frozen dataclass cost ~0.6 us more per promise made, two per trade)."""
 
     seller: str
     buyer: str
@@ -114,9 +114,8 @@ class Promise:
     delivered_wh: int = 0
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """Outcome of ``Ledger.apply``."""
+class Receipt(NamedTuple):
+    """Outcome of ``Ledger.apply`` (immutable, as ``Promise``)."""
 
     status: Status
     gas_used: int
@@ -124,8 +123,8 @@ class Receipt:
 
 
 def _parties(p: Promise) -> tuple[str, str, int, int, int]:
-    """The fields of a promise that never change (``dataclasses.replace`` is slow on the hot path)."""
-    return p.seller, p.buyer, p.step, p.wh, p.price_micro_per_mwh
+    """The fields of a promise that never change (``Promise._replace`` is slow on the hot path)."""
+    return p[:5]  # seller, buyer, step, wh, price_micro_per_mwh
 
 
 def _json_len(event: dict[str, Any]) -> int:
@@ -219,7 +218,7 @@ class Ledger:
         """SHA-256 hex of the canonical state (events excluded)."""
         state = {
             "balances": self.balances, "meter_keys": self.meter_keys, "nonces": self.nonces,
-            "promises": {k: asdict(p) for k, p in self.promises.items()}, "trade_refs": self.trade_refs,
+            "promises": {k: p._asdict() for k, p in self.promises.items()}, "trade_refs": self.trade_refs,
             "readings_wh": self.readings_wh, "allocated_wh": self.allocated_wh, "credits_wh": self.credits_wh,
             "open_tokens": self.open_tokens,
         }  # fmt: skip
