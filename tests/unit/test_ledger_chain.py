@@ -219,3 +219,19 @@ def test_receipt_leaf_hashes_the_canonical_json(
     """A receipt leaf formatted directly is SHA-256 of the canonical JSON, for any text and any float."""
     expected = hashlib.sha256(canonical([tx_id, status, gas, *times])).hexdigest()
     assert receipt_leaf(tx_id, status, gas, *times) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=JSON_TEXT,
+    payload=st.dictionaries(JSON_TEXT, st.integers() | JSON_TEXT, max_size=6)
+    | st.dictionaries(JSON_TEXT, JSON_VALUE, max_size=4),
+    sender=JSON_TEXT,
+    nonce=st.integers(-(2**70), 2**70),
+)
+def test_signing_bytes_are_the_canonical_body(
+    kind: str, payload: dict[str, Any], sender: str, nonce: int
+) -> None:
+    """A transaction's signing bytes (formatted directly when plain) are the canonical JSON of its body."""
+    body = {"kind": kind, "payload": payload, "sender": sender, "nonce": nonce}
+    assert Transaction(kind, payload, sender, nonce).signing_bytes() == canonical(body)
