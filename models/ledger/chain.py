@@ -298,7 +298,9 @@ def required_signers(tx: Transaction) -> set[str]:
     """Keys that must sign ``tx``: the sender, and for a trade both buyer and seller."""
     keys = {tx.sender}
     if tx.kind == "trade":
-        keys |= {v for k in ("buyer", "seller") if isinstance(v := tx.payload.get(k), str)}
+        for party in ("buyer", "seller"):
+            if isinstance(key := tx.payload.get(party), str):
+                keys.add(key)
     return keys
 
 
@@ -372,7 +374,11 @@ def receipt_leaf(
     ``/ledger/tx`` row of a transaction in the chain says.
     """
     if type(tx_id) is str and type(status) is str and plain_json(tx_id + status):  # formatted directly
-        times = ",".join(map(_float_json, (float(submit_s), float(include_s), float(final_s))))
+        submit, include, final = float(submit_s), float(include_s), float(final_s)
+        if submit - submit + include - include + final - final == 0.0:  # all finite: JSON is repr
+            times = f"{submit!r},{include!r},{final!r}"
+        else:
+            times = ",".join(map(_float_json, (submit, include, final)))
         return sha256_hex(f'["{tx_id}","{status}",{int(gas_used)},{times}]'.encode())
     return sha256_hex(
         canonical([tx_id, status, int(gas_used), float(submit_s), float(include_s), float(final_s)])

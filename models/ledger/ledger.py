@@ -165,19 +165,20 @@ class _Rows:
     def __init__(self, columns: tuple[tuple[str, Any, str], ...]) -> None:
         self.columns = columns
         self.rows: list[tuple[Any, ...]] = []
+        # per column: name, dtype, width in bytes of a text column (0: not text)
+        self._types = [
+            (name, dtype, int(dtype[1:]) if isinstance(dtype, str) else 0) for name, dtype, _ in columns
+        ]
 
     def take(self) -> dict[str, np.ndarray]:
-        cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(self.columns)
+        rows, self.rows = self.rows, []
+        if not rows:
+            return {name: np.zeros(0, dtype) for name, dtype, _ in self._types}
         out = {}
-        for (name, dtype, _), col in zip(self.columns, cols, strict=True):
-            if isinstance(dtype, str):  # fixed-width text
-                width = int(dtype[1:])
-                if col and max(map(len, col)) > width:
-                    raise ValueError(f"a value of column {name!r} is longer than its {width} bytes")
-                out[name] = np.array(col, dtype=object).astype(dtype) if col else np.zeros(0, dtype)
-            else:
-                out[name] = np.array(col, dtype=dtype)
-        self.rows = []
+        for (name, dtype, width), col in zip(self._types, zip(*rows, strict=True), strict=True):
+            if width and max(map(len, col)) > width:  # fixed-width text: ASCII, never truncated
+                raise ValueError(f"a value of column {name!r} is longer than its {width} bytes")
+            out[name] = np.array(col, dtype=dtype)
         return out
 
 
