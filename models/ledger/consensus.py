@@ -455,8 +455,26 @@ def certificate(voters: np.ndarray, power: np.ndarray, need: float) -> tuple[int
     return tuple(voters[:k].tolist())
 
 
-def _quorum_s(arrival_s: np.ndarray, power: np.ndarray, need: float) -> np.ndarray:
-    """Per receiver (column), the time the received voting power first exceeds ``need`` (inf if never)."""
+def equal_quorum(power: np.ndarray, need: float) -> int | None:
+    """With equal voting powers, how many votes first exceed ``need`` (``len(power) + 1`` if all never do);
+    None if the powers differ. The cumulative sum is the one ``_quorum_s`` takes, in any order of voters."""
+    if not len(power) or not (power == power[0]).all():
+        return None
+    enough = np.cumsum(power) > need
+    return int(enough.argmax()) + 1 if enough.any() else len(power) + 1
+
+
+def _quorum_s(arrival_s: np.ndarray, power: np.ndarray, need: float, k: int | None = None) -> np.ndarray:
+    """Per receiver (column), the time the received voting power first exceeds ``need`` (inf if never).
+
+    ``k``: ``equal_quorum(power, need)`` when the powers are equal; the time is then the k-th earliest
+    arrival (one sort instead of a sort, a gather and a cumulative sum per column: the same result).
+    """
+    if k is not None:
+        if k > len(arrival_s):
+            return np.full(arrival_s.shape[1], np.inf)
+        t = np.sort(arrival_s, axis=0)[k - 1]
+        return np.where(t < np.inf, t, np.inf)  # (a NaN never arrives, as in the general case)
     order = np.argsort(arrival_s, axis=0)
     t_sorted = np.take_along_axis(arrival_s, order, axis=0)
     cum = np.cumsum(power[order], axis=0)
@@ -502,12 +520,15 @@ class Tendermint(Consensus):
         super().__init__(validators, rng, **common)
         self.power = np.ones(validators) if voting_power is None else np.asarray(voting_power, dtype=float)
         self.need = 2.0 / 3.0 * self.power.sum()
+        self._total_power = self.power.sum()
+        self._k = equal_quorum(self.power, self.need)  # votes in a quorum if the powers are equal, else None
         self.equivocating = behaviour == "equivocating"
         self.timeouts = (timeout_propose_s, timeout_prevote_s, timeout_precommit_s, timeout_delta_s)
         self.timeout_commit_s, self.create_empty_blocks = timeout_commit_s, create_empty_blocks
         self.block_tx_limit = block_tx_limit
         self.power_w = validators * node_power_w
         self.priority = np.zeros(validators)
+        self._all_honest = bool(self.honest.all())
         self.halted = False
         self.notes = "bft: no conflicting commit"
         self.env.process(self._heights())
@@ -515,26 +536,37 @@ class Tendermint(Consensus):
     def _next_proposer(self) -> int:
         """CometBFT weighted round-robin (proposer priority)."""
         self.priority += self.power
-        p = int(np.argmax(self.priority))
-        self.priority[p] -= self.power.sum()
+        p = int(self.priority.argmax())
+        self.priority[p] -= self._total_power
         return p
 
     def _votes(self, send_s: np.ndarray, own: np.ndarray, echo: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Arrival times [j, i] and the value validator i receives from j."""
+        """Arrival times [j, i] and the value validator i receives from j (one column, the same for every i,
+        when all validators are honest)."""
+        if self._all_honest:
+            return self.net.all_to_all(send_s, 0.0), own[:, None]
         honest, hon, n = self.honest, np.flatnonzero(self.honest), self.n
         t_send = np.where(honest, send_s, np.inf)
         if self.equivocating and np.isfinite(send_s[hon]).any():
-            t_send[~honest] = np.min(send_s[hon])
+            t_send[~honest] = send_s[hon].min()
         arrival = self.net.all_to_all(t_send, 0.0)
         value = np.broadcast_to(own[:, None], (n, n)).copy()
         value[~honest] = own[None, :] if echo else PHANTOM
         return arrival, value
 
+    def _quorum_for(self, v: int, value: np.ndarray, arrival: np.ndarray, any_s: np.ndarray) -> np.ndarray:
+        """Per receiver, when the votes received for ``v`` first make a quorum; ``any_s``: the quorum time
+        of all votes, the answer when every vote is for ``v``."""
+        is_v = value == v
+        if is_v.all():
+            return any_s
+        return _quorum_s(np.where(is_v, arrival, np.inf), self.power, self.need, self._k)
+
     def _stop(self, note: str) -> None:
         self.halted, self.notes = True, note
 
     def _heights(self) -> Generator[simpy.Event, Any, None]:
-        env, n, honest, power, need = self.env, self.n, self.honest, self.power, self.need
+        env, n, honest, power, need, k = self.env, self.n, self.honest, self.power, self.need, self._k
         hon = np.flatnonzero(honest)
         t_propose, t_prevote, t_precommit, t_delta = self.timeouts
         content: dict[int, tuple[int, int, float, int]] = {}  # block id -> (lo, hi, proposed_s, proposer)
@@ -551,7 +583,7 @@ class Tendermint(Consensus):
                     while np.isinf(t_avail := self.pool.next_available_s(lo, p)):
                         yield self.arrival()
                     enter[hon] += max(0.0, t_avail - enter[p])
-                start_s = float(enter[p] if honest[p] else np.min(enter[hon]))
+                start_s = float(enter[p] if honest[p] else enter[hon].min())
                 if start_s > env.now:  # the proposer builds its block when it enters the round
                     yield env.timeout(start_s - env.now)
                 t_prop = t_propose + rnd * t_delta
@@ -587,11 +619,11 @@ class Tendermint(Consensus):
                 pv_v = np.where(got & ok, prop_v, NIL)
                 split = self.equivocating and not honest[p]
                 arrival, value = self._votes(pv_s, pv_v, split)
-                any_s = _quorum_s(arrival, power, need)
+                any_s = _quorum_s(arrival, power, need, k)
                 t_pv = t_prevote + rnd * t_delta
                 pc_s, pc_v = np.where(honest, any_s + t_pv, np.inf), np.full(n, NIL)
                 for v in {x for x in pv_v[hon].tolist() if x >= 0}:
-                    polka_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need)
+                    polka_s = self._quorum_for(v, value, arrival, any_s)
                     if np.isfinite(polka_s[hon]).any():
                         polkas.add((rnd, v))
                     lock = honest & (polka_s <= any_s + t_pv)  # a polka in time: precommit it and lock
@@ -601,10 +633,10 @@ class Tendermint(Consensus):
                     valid_v[seen], valid_r[seen] = v, rnd
                 # precommit
                 arrival, value = self._votes(pc_s, pc_v, split)
-                any_pc_s = _quorum_s(arrival, power, need)
+                any_pc_s = _quorum_s(arrival, power, need, k)
                 commit_s, commit_v = np.full(n, np.inf), np.full(n, NIL)
                 for v in {x for x in pc_v[hon].tolist() if x >= 0}:
-                    c_s = _quorum_s(np.where(value == v, arrival, np.inf), power, need)
+                    c_s = self._quorum_for(v, value, arrival, any_pc_s)
                     first = honest & (c_s < commit_s)
                     commit_s[first], commit_v[first] = c_s[first], v
                 committed = {x for x in commit_v[hon].tolist() if x >= 0}
@@ -618,12 +650,12 @@ class Tendermint(Consensus):
                 if not np.isfinite(end_s[hon]).all():
                     self._stop(f"bft: no quorum at height {height} round {rnd} (faulty power >= 1/3): halted")
                     return
-                yield env.timeout(max(0.0, float(np.max(end_s[hon])) - env.now))
+                yield env.timeout(max(0.0, float(end_s[hon].max()) - env.now))
                 if committed:
                     v = committed.pop()
                     # validators that missed the certificate catch up from one that has it
                     catch = np.where(honest, commit_s, np.inf)
-                    commit_s = np.minimum(catch, np.min(self.net.all_to_all(catch, 0.0), axis=0))
+                    commit_s = np.minimum(catch, self.net.all_to_all(catch, 0.0).min(axis=0))
                     b_lo, b_hi, t_inc, proposer = content[v]
                     tx_final_s = commit_s[self.pool.origin(b_lo, b_hi)]
                     block = Block(height, t_inc, proposer, b_hi - b_lo, _size(b_hi - b_lo), False, b_lo)
@@ -631,7 +663,7 @@ class Tendermint(Consensus):
                     voters = np.flatnonzero((honest & (pc_v == v)) | (~honest & split))
                     signers = certificate(voters, power, need)
                     self._decide(
-                        block._replace(final_s=float(np.min(commit_s[hon])), signers=signers), tx_final_s
+                        block._replace(final_s=float(commit_s[hon].min()), signers=signers), tx_final_s
                     )
                     lo, height = b_hi, height + 1
                     self.pool.forget(lo)

@@ -126,8 +126,10 @@ class Network:
     def all_to_all(self, send_s: np.ndarray, size_bytes: float) -> np.ndarray:
         """Arrival times ``[j, i]`` at node i of the message node j sends at ``send_s[j]`` (inf: not sent)."""
         n = self.n_nodes
-        delay_s = self.base_delay_s + self._jitter_s((n, n)) + self._serialisation_s(size_bytes)
-        np.fill_diagonal(delay_s, 0.0)
+        delay_s = self.base_delay_s + self._jitter_s((n, n))
+        if serialisation_s := self._serialisation_s(size_bytes):  # (+ 0.0 changes no delay)
+            delay_s += serialisation_s
+        delay_s.flat[:: n + 1] = 0.0  # the diagonal
         return np.asarray(send_s, dtype=float)[:, None] + delay_s
 
 

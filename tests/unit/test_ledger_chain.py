@@ -21,6 +21,7 @@ from cosim.models.ledger.chain import (
     block_record,
     canonical,
     merkle_root,
+    receipt_leaf,
     signatures_json,
     transaction_from_record,
     transaction_record,
@@ -203,3 +204,34 @@ def test_payload_json_is_the_canonical_json_of_the_payload(
 def test_signatures_json_is_canonical(signatures: list[tuple[str, str]]) -> None:
     """The signatures column formatted directly equals canonical JSON of the pairs, for any text."""
     assert signatures_json(tuple(signatures)) == canonical([list(s) for s in signatures]).decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tx_id=JSON_TEXT,
+    status=JSON_TEXT,
+    gas=st.integers(0, 10**12),
+    times=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3),
+)
+def test_receipt_leaf_hashes_the_canonical_json(
+    tx_id: str, status: str, gas: int, times: list[float]
+) -> None:
+    """A receipt leaf formatted directly is SHA-256 of the canonical JSON, for any text and any float."""
+    expected = hashlib.sha256(canonical([tx_id, status, gas, *times])).hexdigest()
+    assert receipt_leaf(tx_id, status, gas, *times) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=JSON_TEXT,
+    payload=st.dictionaries(JSON_TEXT, st.integers() | JSON_TEXT, max_size=6)
+    | st.dictionaries(JSON_TEXT, JSON_VALUE, max_size=4),
+    sender=JSON_TEXT,
+    nonce=st.integers(-(2**70), 2**70),
+)
+def test_signing_bytes_are_the_canonical_body(
+    kind: str, payload: dict[str, Any], sender: str, nonce: int
+) -> None:
+    """A transaction's signing bytes (formatted directly when plain) are the canonical JSON of its body."""
+    body = {"kind": kind, "payload": payload, "sender": sender, "nonce": nonce}
+    assert Transaction(kind, payload, sender, nonce).signing_bytes() == canonical(body)

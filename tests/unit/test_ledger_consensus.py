@@ -7,8 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cosim.models.ledger.consensus import ENGINES, LedgerRun, _timing, simulate
+from cosim.models.ledger import consensus
+from cosim.models.ledger.consensus import ENGINES, LedgerRun, _quorum_s, _timing, equal_quorum, simulate
 
 SUBMIT_S = np.sort(np.random.default_rng(0).uniform(0.0, 300.0, 600))
 
@@ -147,3 +150,36 @@ def test_pos_skips_idle_slots() -> None:
     engine.run(3700.0)
     assert sum(b.n_tx for b in engine.blocks) == 2
     assert engine.n_idle_slots == 300  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    power=st.sampled_from([1.0, 0.3, 7.0]),
+    share=st.floats(0.0, 1.2),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_equal_power_quorum_is_the_kth_arrival(n: int, power: float, share: float, seed: int) -> None:
+    """With equal voting powers the quorum time (k-th earliest arrival) equals the general cumulative one."""
+    rng = np.random.default_rng(seed)
+    arrival = rng.uniform(0.0, 5.0, (n, n + 1))
+    arrival[rng.random((n, n + 1)) < 0.3] = np.inf  # votes never sent
+    arrival[:, 0] = rng.integers(0, 3, n)  # ties
+    powers, need = np.full(n, power), share * power * n
+    k = equal_quorum(powers, need)
+    assert k is not None
+    np.testing.assert_array_equal(_quorum_s(arrival, powers, need, k), _quorum_s(arrival, powers, need))
+    assert equal_quorum(np.arange(1.0, n + 2), need) is None
+
+
+@pytest.mark.parametrize(("faulty", "behaviour"), [(0, "silent"), (1, "silent"), (1, "equivocating")])
+def test_bft_equal_power_shortcut_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, faulty: int, behaviour: str
+) -> None:
+    """A BFT run with the equal-power quorum shortcut is the run without it (blocks, signers, timings)."""
+    fast = _bft(faulty, behaviour, seed=3)
+    monkeypatch.setattr(consensus, "equal_quorum", lambda power, need: None)
+    slow = _bft(faulty, behaviour, seed=3)
+    assert fast.blocks == slow.blocks
+    np.testing.assert_array_equal(fast.tx.final_s, slow.tx.final_s)
+    np.testing.assert_array_equal(fast.tx.include_s, slow.tx.include_s)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cosim.models.ledger.chain import Transaction, verify_chain
 from cosim.models.ledger.consensus import ENGINES
-from cosim.models.ledger.ledger import MICRO, LedgerModel, StepOutput
+from cosim.models.ledger.ledger import MICRO, LedgerModel, StepOutput, percentiles_50_95
 
 N_AGENTS = 6
 
@@ -194,3 +194,16 @@ def test_money_conserved_credits_within_readings_each_promise_settled_once(
     assert verify_chain(model.chain.blocks, model.chain.txs) == (True, None)
     settled = [e["token"] for e in state.events if e["event"] in ("Settle", "Cancel")]
     assert len(settled) == len(set(settled))  # no double spend of a promise
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e6, 1e6), max_size=40)
+    | st.lists(st.sampled_from([0.0, 1.0, 2.5, 3.0]), max_size=40)
+    | st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=5)
+)
+def test_step_percentiles_are_numpys(values: list[float]) -> None:
+    """The step's 50th and 95th percentiles are numpy's default ones, bit for bit (NaN for none)."""
+    with np.errstate(invalid="ignore"):  # (numpy's inf - inf)
+        expected = np.percentile(values, [50, 95]).tolist() if values else [np.nan, np.nan]
+        np.testing.assert_array_equal(percentiles_50_95(values), expected)
