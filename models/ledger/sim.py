@@ -25,10 +25,11 @@ SERIES = (
     "late_cost",
 )
 RECORDED = (*SERIES, "tx", "blocks", "votes")
-LAG_STEPS = 8
+LAG_STEPS = 24
 """With a worker, the most steps the ledger may be behind the world: a day's busiest hours of trades, which
 the worker catches up on at night, do not hold the world up; the recorder holds those steps' rows (also
-across a checkpoint, which keeps them: the world waits for the worker only at the run's last step)."""
+across a checkpoint, which keeps them: the world waits for the worker only at the run's last step). The
+default year: 8 steps 53.6-55.9 s, 24 steps 50.7-54.5 s, 96 steps 51.6 s."""
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",

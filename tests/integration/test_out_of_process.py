@@ -167,10 +167,12 @@ def test_a_checkpoint_keeps_the_steps_the_worker_has_not_sent(
     monkeypatch.setattr(component.Ledger, "state", spied)
     scenario = _scenario(tmp_path, {"ledger_worker": True})
     data = yaml.safe_load(scenario.read_text())
-    data["output"] = {"checkpoint_steps": 12}
+    every = LAG_STEPS + 6  # at each checkpoint the worker has sent all but its last LAG_STEPS steps
+    data["output"] = {"checkpoint_steps": every}
     scenario.write_text(yaml.safe_dump(data))
-    reference = cosim.run(scenario, days=2, out=tmp_path / "reference.h5").path
-    assert undelivered[:3] == [LAG_STEPS] * 3  # steps 12, 24, 36: the last 8 not sent at the checkpoints
+    n_steps = 3 * every + 1
+    reference = cosim.run(scenario, steps=n_steps, out=tmp_path / "reference.h5").path
+    assert undelivered == [LAG_STEPS] * 3
 
     save = world.save_checkpoint
 
@@ -181,11 +183,11 @@ def test_a_checkpoint_keeps_the_steps_the_worker_has_not_sent(
     out = tmp_path / "resumed.h5"
     with monkeypatch.context() as m:
         m.setattr(world, "save_checkpoint", save_then_stop)
-        with pytest.raises(CosimError, match="after 4 of 48 steps"):  # 12 run, 8 of them held
-            cosim.run(scenario, days=2, out=out)
+        with pytest.raises(CosimError, match=f"after 6 of {n_steps} steps"):  # the other rows held
+            cosim.run(scenario, steps=n_steps, out=out)
     if not resume_with_worker:
         monkeypatch.setattr(component, "uses_worker", lambda *args: False)
-    cosim.run(scenario, days=2, out=out, resume=True)
+    cosim.run(scenario, steps=n_steps, out=out, resume=True)
     _assert_identical(reference, out)
 
 
