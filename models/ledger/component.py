@@ -269,7 +269,7 @@ class Ledger(Component):
                 plain_scenario(self.scenario), self.n_accounts, self.tx_per_s, self.step_s, self.n_steps,
                 self._replay_log,
             )  # fmt: skip
-        return common | {"worker": self.worker}
+        return common | {"worker": self.worker, "validator_keys": self.model.validator_keys}
 
     def close(self) -> None:
         if self.worker is not None:

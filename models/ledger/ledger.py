@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -111,6 +112,8 @@ class StepOutput:
     tx: dict[str, np.ndarray] = field(default_factory=dict)
     blocks: dict[str, np.ndarray] = field(default_factory=dict)
     votes: dict[str, np.ndarray] = field(default_factory=dict)
+    # with ``sign_elsewhere``: the rows whose signature the caller makes, (table, row, validator, message)
+    unsigned: list[tuple[str, int, int, bytes]] = field(default_factory=list)
 
 
 def percentiles_50_95(values: list[float]) -> tuple[float, float]:
@@ -199,6 +202,9 @@ class LedgerModel:
     gas_limit : gas limit of each transaction
     import_price_per_mwh, export_price_per_mwh : the upstream prices a cancelled trade settles at
     record_tables : collect the rows of the tx, block and vote tables (and sign the blocks)
+    sign_elsewhere : (an attribute, default False) leave the validators' block and vote signatures to the
+        caller, who has the same keys: the rows come with an empty signature and ``StepOutput.unsigned`` says
+        what to sign (the ledger worker hands that work to the world's process)
     keep_history : keep every transaction, block and contract event in memory (``chain``, ``state.events``);
         False (a co-simulation, whose tables hold all of it) keeps only what later steps need: the
         transactions not yet executed or still awaiting their deadline, the head of the chain, and the
@@ -268,6 +274,8 @@ class LedgerModel:
         self.n_rejected = 0
         self.n_out_of_gas = 0  # executed transactions whose receipt is out_of_gas
         self._unsigned: list[tuple[list[tuple[list[Any], int]], Future[list[str]]]] = []  # rows, signatures
+        self.sign_elsewhere = False
+        self._elsewhere: list[tuple[str, int, int, bytes]] = []  # the step's StepOutput.unsigned
         self.tx_rows, self.block_rows, self.vote_rows = (
             _Rows(TX_COLUMNS),
             _Rows(BLOCK_COLUMNS),
@@ -524,7 +532,20 @@ class LedgerModel:
         if votes is not None:
             rows += [(self.vote_rows.rows, len(self.vote_rows.rows) + j) for j in range(len(jobs) - 1)]
             self._vote_rows(block.height, votes, [""] * (len(jobs) - 1))
-        self._unsigned.append((rows, sign_messages_later(jobs)))
+        if self.sign_elsewhere:
+            self._leave_unsigned(rows, [block.proposer, *(() if votes is None else votes[1])], jobs)
+        else:
+            self._unsigned.append((rows, sign_messages_later(jobs)))
+
+    def _leave_unsigned(
+        self, rows: list[tuple[list[Any], int]], signers: Sequence[int], jobs: list[tuple[KeyPair, bytes]]
+    ) -> None:
+        """Name the rows (table, row of the step, validator, message) whose signatures the caller makes."""
+        table = {id(self.block_rows.rows): "blocks", id(self.vote_rows.rows): "votes"}
+        self._elsewhere += [
+            (table[id(rows_of)], i, int(v), message)
+            for (rows_of, i), v, (_, message) in zip(rows, signers, jobs, strict=True)
+        ]
 
     def _vote_jobs(self, votes: tuple[str, Any, bytes] | None) -> list[tuple[KeyPair, bytes]]:
         """What the validators of ``votes`` (kind, signers, message) sign."""
@@ -542,7 +563,13 @@ class LedgerModel:
         head, n_tx = self.chain.blocks[-1], self.chain.n_tx
         signers = certificate(np.arange(len(self.power)), self.power, 2 / 3 * self.power.sum())
         votes = "head", signers, audit.head_message(head.height, head.hash, n_tx)
-        self._vote_rows(head.height, votes, sign_messages(self._vote_jobs(votes)))
+        jobs = self._vote_jobs(votes)
+        if self.sign_elsewhere:
+            rows = [(self.vote_rows.rows, len(self.vote_rows.rows) + j) for j in range(len(jobs))]
+            self._vote_rows(head.height, votes, [""] * len(jobs))
+            self._leave_unsigned(rows, signers, jobs)
+        else:
+            self._vote_rows(head.height, votes, sign_messages(jobs))
 
     def _forget(self, k: int) -> None:
         """After step ``k`` (with keep_history=False): drop the transactions executed and past their
@@ -639,4 +666,9 @@ class LedgerModel:
             energy_kwh=self.engine.power_w * self.step_s / 3.6e6,
             n_late=n_late, late_cost=late_cost,
             tx=self.tx_rows.take(), blocks=self.block_rows.take(), votes=self.vote_rows.take(),
+            unsigned=self._take_unsigned(),
         )  # fmt: skip
+
+    def _take_unsigned(self) -> list[tuple[str, int, int, bytes]]:
+        out, self._elsewhere = self._elsewhere, []
+        return out

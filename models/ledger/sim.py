@@ -11,6 +11,7 @@ from mosaik_api_v3.types import CreateResult, Meta
 
 from cosim.checkpoint import InputLog
 from cosim.models.adapter import Late, ShiftedSim, SolverStats
+from cosim.models.ledger.chain import KeyPair
 from cosim.models.ledger.ledger import LedgerModel, StepOutput
 from cosim.models.ledger.worker import LedgerWorker
 
@@ -76,6 +77,7 @@ class LedgerSim(ShiftedSim):
     :class:`~cosim.models.adapter.Late` values, waiting only when it is ``LAG_STEPS`` behind (the run's last
     step waits for them all). ``undelivered``: a run resumed in the world's process from a checkpoint taken
     with a worker gets the outputs of the steps the worker had not sent, and hands them on at its first step.
+    With a worker, ``validator_keys`` sign the blocks and votes the worker leaves unsigned.
     ``summary`` reports what the run's summary needs.
     """
 
@@ -97,8 +99,9 @@ class LedgerSim(ShiftedSim):
         log: InputLog | None = None,
         worker: LedgerWorker | None = None,
         undelivered: list[tuple[int, dict[str, Any]]] | None = None,
+        validator_keys: list[KeyPair] | None = None,
     ) -> None:
-        self.worker, self.undelivered = worker, undelivered or []
+        self.worker, self.undelivered, self.validator_keys = worker, undelivered or [], validator_keys
         if model is None and worker is None:  # out of process: build it here
             from cosim.models.ledger.component import build_ledger
             from cosim.scenario import Scenario
@@ -142,7 +145,17 @@ class LedgerSim(ShiftedSim):
         done = self.worker.collect(keep=0 if last else LAG_STEPS)
         self.stats.solver_s += self.worker.step_s - busy_s
         self.stats.wait_s += self.worker.wait_s - wait_s
+        for _, out in done:
+            self._sign(out)
         return {a: Late([(j, out[a]) for j, out in done]) for a in RECORDED}
+
+    def _sign(self, out: dict[str, Any]) -> None:
+        """Make the validators' signatures the worker left to this process (``StepOutput.unsigned``): the
+        worker is the busier of the two, and the world's process has the same keys."""
+        assert self.validator_keys is not None
+        keys = self.validator_keys
+        for table, row, v, message in out.pop("unsigned"):
+            out[table]["signature"][row] = keys[v].sign(message).hex()
 
     def output(self, attr: str) -> Any:
         if attr != "summary":

@@ -10,9 +10,12 @@ step of a segment, before a checkpoint or the end), and the recorder writes each
 changes.
 
 The hand-over is pickled numpy arrays over the worker's stdin and stdout (:mod:`multiprocessing.connection`
-framing). The worker is started with ``python -m cosim.models.ledger.worker``, so it imports nothing of the
-caller's ``__main__``; it ignores Ctrl-C (the world stops it) and exits when its input closes, also when the
-world's process is killed.
+framing). The two processes share one byte (a mapped temporary file): 1 when the world had to wait at its
+last collect. While it is 1 the world's core is idle, so the worker leaves its steps' block and vote
+signatures to the world (``LedgerModel.sign_elsewhere``; the world has the same keys and Ed25519 is
+deterministic, so the rows are the same whoever signs). The worker is started with ``python -m
+cosim.models.ledger.worker``, so it imports nothing of the caller's ``__main__``; it ignores Ctrl-C (the world
+stops it) and exits when its input closes, also when the world's process is killed.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import mmap
 import os
 import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time as wallclock
 from multiprocessing.connection import Connection
@@ -64,9 +69,12 @@ class LedgerWorker:
         env = dict(os.environ)
         root = str(Path(cosim.__file__).resolve().parents[1])  # the caller's code, wherever it was imported
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self._shared = tempfile.TemporaryFile()  # one byte both map: did the world wait at its last collect
+        self._shared.truncate(1)
+        self._waited = mmap.mmap(self._shared.fileno(), 1)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cosim.models.ledger.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, pass_fds=(self._shared.fileno(),),
         )  # fmt: skip
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._to = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
@@ -82,7 +90,8 @@ class LedgerWorker:
         self.step_s = 0.0  # the worker's time inside its steps
         self.wait_s = 0.0  # the caller's time waiting for the worker
         self.summary: dict[str, Any] = {}
-        self._send(("setup", scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log))
+        shared_fd = self._shared.fileno()
+        self._send(("setup", scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log, shared_fd))
 
     def submit(self, k: int, trades: Any, p_mw: Any, summary: bool = False) -> None:
         """Hand step ``k``'s inputs over; ``summary``: send the run summary back with its outputs."""
@@ -96,6 +105,7 @@ class LedgerWorker:
         steps sent are not done, and takes those done meanwhile too."""
         got = []
         t0 = wallclock.perf_counter()
+        self._waited[0] = self.n_outstanding > keep and self._replies.empty()
         while self.n_outstanding > keep or (self.n_outstanding and not self._replies.empty()):
             reply = self._replies.get()
             if reply is None:
@@ -122,6 +132,8 @@ class LedgerWorker:
             self.proc.wait()
         self._reader.join(timeout=10)
         self._from.close()
+        self._waited.close()
+        self._shared.close()
 
     def _read(self) -> None:
         """The reader thread: every reply into the queue; None at the end of the worker's output."""
@@ -181,7 +193,8 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         chain.SIGNATURE_THREADS = 1  # the world's process holds the other core
     where = "setting up"
     try:
-        _, scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log = inbox.recv()
+        _, scenario, n_accounts, tx_per_s, step_s, n_steps, replay_log, shared_fd = inbox.recv()
+        world_waited = mmap.mmap(shared_fd, 1)  # (see the module docstring)
         model = build_ledger(Scenario.model_validate(scenario), n_accounts)[0]  # type: ignore[index]
         undelivered: list[tuple[int, Any, Any]] = []
         if replay_log is not None:
@@ -192,6 +205,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         gc.freeze()  # the keys and the engine built: the collector no longer walks them at every pass
 
         def run(k: int, trades: Any, p_mw: Any, want_summary: bool) -> None:
+            model.sign_elsewhere = bool(world_waited[0])  # the world's core is idle: it signs the blocks
             t0 = wallclock.perf_counter()
             out = vars(ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps))
             seconds = wallclock.perf_counter() - t0

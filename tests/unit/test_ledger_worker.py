@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+import tempfile
 import threading
 from multiprocessing import Pipe
 from typing import Any
@@ -86,10 +88,13 @@ def test_an_error_in_a_step_comes_back_as_a_message(monkeypatch: pytest.MonkeyPa
     outbox_r, outbox_w = Pipe(duplex=False)
     loop = threading.Thread(target=serve, args=(inbox_r, outbox_w))
     loop.start()
-    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None))
+    shared = tempfile.TemporaryFile()
+    shared.truncate(1)
+    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None, shared.fileno()))
     inbox_w.send(("step", 0, {"buyer": TRADES["buyer"]}, P_MW, False))  # no seller column
     reply = outbox_r.recv()
     loop.join(timeout=30)
+    shared.close()
     assert reply[0] == "error" and reply[1].startswith("step 0: KeyError: 'seller'")
     assert not loop.is_alive()
 
@@ -153,3 +158,57 @@ def test_auto_runs_the_worker_only_where_it_can_pay_off(monkeypatch: pytest.Monk
     monkeypatch.undo()
     monkeypatch.setattr(component, "usable_cores", lambda: 1)
     assert not component.uses_worker(year, True)
+
+
+@pytest.mark.parametrize("scenario", ["default.yaml", "ledger_pos.yaml"])
+def test_signatures_left_to_the_caller_are_the_ones_the_ledger_makes(scenario: str) -> None:
+    """With ``sign_elsewhere`` (the worker) the block and vote rows come unsigned with what to sign; signed by
+    the caller (LedgerSim, with the same keys) they equal the rows of a ledger that signs them itself,
+    including the head the validators sign at the end."""
+    from cosim.models.ledger.component import build_ledger
+    from cosim.models.ledger.sim import LedgerSim, ledger_step
+
+    parsed = load_scenario(ROOT / "scenarios" / scenario)
+    itself, elsewhere = (build_ledger(parsed, N_AGENTS)[0] for _ in range(2))
+    elsewhere.sign_elsewhere = True
+    signer = LedgerSim()
+    signer.init("Ledger-0", step_s=3600, n_steps=6, model=elsewhere, validator_keys=elsewhere.validator_keys)
+    n_signed = 0
+    for k in range(6):
+        want = vars(ledger_step(itself, k, TRADES, P_MW, 0.0, 3600, 6))
+        got = vars(ledger_step(elsewhere, k, TRADES, P_MW, 0.0, 3600, 6))
+        assert want["unsigned"] == [] and all(not got[t]["signature"][r] for t, r, _, _ in got["unsigned"])
+        n_signed += len(got["unsigned"])
+        signer._sign(got)
+        for table in ("blocks", "votes"):
+            for column, values in want[table].items():
+                np.testing.assert_array_equal(got[table][column], values, err_msg=f"{table}/{column}")
+    assert n_signed > 6  # blocks, their certificates or attestations, and the head
+
+
+def test_the_worker_leaves_the_validators_signatures_to_a_waiting_world() -> None:
+    """While the shared byte says the world waited (its core idle), the worker's steps come with their block
+    and vote signatures to make (``unsigned``); otherwise signed."""
+    inbox_r, inbox_w = Pipe(duplex=False)
+    outbox_r, outbox_w = Pipe(duplex=False)
+    loop = threading.Thread(target=serve, args=(inbox_r, outbox_w))
+    loop.start()
+    shared = tempfile.TemporaryFile()
+    shared.truncate(1)
+    waited = mmap.mmap(shared.fileno(), 1)
+    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None, shared.fileno()))
+    replies = []
+    for k, world_waited in enumerate([1, 0, 1]):
+        waited[0] = world_waited
+        inbox_w.send(("step", k, TRADES, P_MW, False))
+        replies.append(outbox_r.recv())
+    inbox_w.close()
+    loop.join(timeout=30)
+    waited.close()
+    shared.close()
+    left = [reply[2]["unsigned"] for reply in replies]
+    assert left[0] and not left[1] and left[2]
+    for reply, unsigned in zip(replies, left, strict=True):
+        signed = reply[2]["blocks"]["signature"]
+        assert {bool(signed[row]) for table, row, _, _ in unsigned if table == "blocks"} <= {False}
+        assert unsigned or all(signed[1 if reply[1] == 0 else 0 :])  # (genesis is never signed)
