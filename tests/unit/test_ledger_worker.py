@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import tempfile
 import threading
+from collections.abc import Iterator
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -84,18 +87,30 @@ def test_megabytes_each_way_never_block_both_sides(monkeypatch: pytest.MonkeyPat
 def test_an_error_in_a_step_comes_back_as_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """A step the ledger cannot take is answered with the error, where it happened, and the loop ends."""
     monkeypatch.setattr(chain, "SIGNATURE_THREADS", chain.SIGNATURE_THREADS)  # serve() sets it
-    inbox_r, inbox_w = Pipe(duplex=False)
-    outbox_r, outbox_w = Pipe(duplex=False)
+    with _serving() as (inbox, outbox, _):
+        inbox.send(("step", 0, {"buyer": TRADES["buyer"]}, P_MW, False))  # no seller column
+        reply = outbox.recv()
+    assert reply[0] == "error" and reply[1].startswith("step 0: KeyError: 'seller'")
+
+
+@contextlib.contextmanager
+def _serving() -> Iterator[tuple[Connection, Connection, mmap.mmap]]:
+    """The worker's loop (``serve``) in a thread, set up on the default scenario: its input, its output and
+    the byte it shares with the world; the loop has ended when the block does."""
+    inbox_r, inbox = Pipe(duplex=False)
+    outbox, outbox_w = Pipe(duplex=False)
     loop = threading.Thread(target=serve, args=(inbox_r, outbox_w))
     loop.start()
-    shared = tempfile.TemporaryFile()
-    shared.truncate(1)
-    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None, shared.fileno()))
-    inbox_w.send(("step", 0, {"buyer": TRADES["buyer"]}, P_MW, False))  # no seller column
-    reply = outbox_r.recv()
-    loop.join(timeout=30)
-    shared.close()
-    assert reply[0] == "error" and reply[1].startswith("step 0: KeyError: 'seller'")
+    with tempfile.TemporaryFile() as shared:
+        shared.truncate(1)
+        waited = mmap.mmap(shared.fileno(), 1)
+        inbox.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None, shared.fileno()))
+        try:
+            yield inbox, outbox, waited
+        finally:
+            inbox.close()
+            loop.join(timeout=30)
+            waited.close()
     assert not loop.is_alive()
 
 
@@ -189,23 +204,12 @@ def test_signatures_left_to_the_caller_are_the_ones_the_ledger_makes(scenario: s
 def test_the_worker_leaves_the_validators_signatures_to_a_waiting_world() -> None:
     """While the shared byte says the world waited (its core idle), the worker's steps come with their block
     and vote signatures to make (``unsigned``); otherwise signed."""
-    inbox_r, inbox_w = Pipe(duplex=False)
-    outbox_r, outbox_w = Pipe(duplex=False)
-    loop = threading.Thread(target=serve, args=(inbox_r, outbox_w))
-    loop.start()
-    shared = tempfile.TemporaryFile()
-    shared.truncate(1)
-    waited = mmap.mmap(shared.fileno(), 1)
-    inbox_w.send(("setup", _plain(), N_AGENTS, 0.0, 3600, 10, None, shared.fileno()))
     replies = []
-    for k, world_waited in enumerate([1, 0, 1]):
-        waited[0] = world_waited
-        inbox_w.send(("step", k, TRADES, P_MW, False))
-        replies.append(outbox_r.recv())
-    inbox_w.close()
-    loop.join(timeout=30)
-    waited.close()
-    shared.close()
+    with _serving() as (inbox, outbox, waited):
+        for k, world_waited in enumerate([1, 0, 1]):
+            waited[0] = world_waited
+            inbox.send(("step", k, TRADES, P_MW, False))
+            replies.append(outbox.recv())
     left = [reply[2]["unsigned"] for reply in replies]
     assert left[0] and not left[1] and left[2]
     for reply, unsigned in zip(replies, left, strict=True):
