@@ -3,8 +3,8 @@
 Nothing in a study takes the ledger's outputs but the recorder, so the world need not wait for them: the
 adapter hands step ``k``'s inputs to the worker and goes on with the next steps' grid and market while the
 worker signs, orders and executes step ``k``; it collects the outputs of the steps the worker has finished
-at each of its steps (waiting only when the worker is ``LAG_STEPS`` behind, and for all of them at the last
-step of a segment, before a checkpoint or the end), and the recorder writes each at its own step
+at each of its steps (waiting only when the worker is ``LAG_STEPS`` behind, and for all of them at the run's
+last step; a checkpoint keeps the steps not collected yet), and the recorder writes each at its own step
 (:class:`cosim.models.adapter.Late`). The worker builds the very ledger the world would from the scenario
 (as a process of its own does, `cosim.remote`), so the results are identical; only where its time is spent
 changes.
