@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -234,13 +233,12 @@ class Ledger(Component):
                     str(self.log.path), self.log.n_bytes, self.log.n_entries, self.n_undelivered
                 )  # fmt: skip
             return
-        logged = self.log.entries() if self.log is not None else iter([])
-        n_replayed = self.log.n_entries - self.n_undelivered if self.log is not None else 0
-        replay(self.model, itertools.islice(logged, n_replayed), self.tx_per_s, self.step_s, self.n_steps)
+        logged = self.log.entries() if self.log is not None else []
+        rest = replay(self.model, logged, self.tx_per_s, self.step_s, self.n_steps, self.n_undelivered)
         # a checkpoint of a run with a worker: outputs of its last steps were not recorded yet
         self.undelivered = [
             (k, vars(ledger_step(self.model, k, trades, p_mw, self.tx_per_s, self.step_s, self.n_steps)))
-            for k, trades, p_mw in logged
+            for k, trades, p_mw in rest
         ]
 
     def contract(self, groups: Iterable[str]) -> Contract:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time as wallclock
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,15 +54,27 @@ def ledger_step(
 
 
 def replay(
-    model: LedgerModel, log: Iterable[tuple[int, Any, Any]], tx_per_s: float, step_s: int, n_steps: int
-) -> None:
-    """Bring a freshly built ledger to a checkpoint's state by re-executing its logged inputs.
+    model: LedgerModel,
+    log: Iterable[tuple[int, Any, Any]],
+    tx_per_s: float,
+    step_s: int,
+    n_steps: int,
+    undelivered: int = 0,
+) -> list[tuple[int, Any, Any]]:
+    """Bring a freshly built ledger to a checkpoint's state by re-executing its logged inputs, all but the
+    last ``undelivered``, which are returned for the caller to step (their outputs were not recorded: a
+    checkpoint taken while a worker was behind).
 
     The consensus engine's SimPy processes (generators) cannot be stored; the ledger is deterministic
     given its seed and inputs, so the replay reaches the very state the checkpointed run had.
     """
-    for k, trades, p_mw in log:
-        ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps)
+    held: deque[tuple[int, Any, Any]] = deque()
+    for entry in log:
+        held.append(entry)
+        if len(held) > undelivered:
+            k, trades, p_mw = held.popleft()
+            ledger_step(model, k, trades, p_mw, tx_per_s, step_s, n_steps)
+    return list(held)
 
 
 class LedgerSim(ShiftedSim):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import mmap
 import os
 import queue
@@ -200,8 +199,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         if replay_log is not None:
             path, n_bytes, n_entries, n_undelivered = replay_log
             entries = InputLog(Path(path), n_bytes, n_entries).entries()
-            replay(model, itertools.islice(entries, n_entries - n_undelivered), tx_per_s, step_s, n_steps)
-            undelivered = list(entries)
+            undelivered = replay(model, entries, tx_per_s, step_s, n_steps, n_undelivered)
         gc.freeze()  # the keys and the engine built: the collector no longer walks them at every pass
 
         def run(k: int, trades: Any, p_mw: Any, want_summary: bool) -> None:
