@@ -50,7 +50,6 @@ from cosim.models.ledger.chain import (
     sign_messages,
     sign_messages_later,
     signatures_json,
-    verify_all,
     verify_signatures,
 )
 from cosim.models.ledger.consensus import Consensus, certificate
@@ -340,8 +339,9 @@ class LedgerModel:
         payload = {"owner": self.address[owner], "step": int(step), "wh": int(wh)}
         return Transaction("meter", payload, meter.public_hex, self._next_nonce(meter.public_hex)), (meter,)
 
-    def transfer_txs(self, n: int) -> list[Transaction]:
-        """``n`` signed transfers between random accounts (the standalone workload)."""
+    def transfer_txs(self, n: int) -> list[tuple[Transaction, bool]]:
+        """``n`` signed transfers between random accounts (the standalone workload), each with the
+        gateway's verdict on its signatures (``sign_and_check``)."""
         src = self.rng.integers(len(self.address), size=n)
         dst = (src + self.rng.integers(1, max(len(self.address), 2), size=n)) % len(self.address)
         amount = self.rng.integers(1, 1000, size=n)
@@ -350,14 +350,14 @@ class LedgerModel:
             payload = {"to": self.address[j], "amount_micro": a}
             tx = Transaction("transfer", payload, self.address[i], self._next_nonce(self.address[i]))
             jobs.append((tx, (self.wallets[i],)))
-        return sign_all(jobs)
+        return sign_and_check(jobs)
 
     def admit(self, tau: float, tx: Transaction, signatures_ok: bool | None = None) -> bool:
         """Gateway check at submission: valid signatures, then a nonce above the highest its sender had
         admitted (``SenderNonces``; else ``"replay"``: a replayed transaction, or a new one reusing a stale
         nonce); a transaction failing either is rejected, recorded.
 
-        ``signatures_ok``: the verdict of ``verify_all`` on ``tx`` when the caller checked a batch at once.
+        ``signatures_ok``: the verdict of ``sign_and_check`` on ``tx`` when the caller checked a batch.
         """
         status = None
         if not (verify_signatures(tx, required_signers(tx)) if signatures_ok is None else signatures_ok):
@@ -412,9 +412,8 @@ class LedgerModel:
                 self.admit(read_at, tx, ok)
         if n_transfers:
             at = np.sort(self.rng.uniform(t0, until, n_transfers)).tolist()
-            transfers = self.transfer_txs(n_transfers)
-            for tau, tx, v in zip(at, transfers, verify_all(transfers), strict=True):
-                self.admit(tau, tx, v)
+            for tau, (tx, ok) in zip(at, self.transfer_txs(n_transfers), strict=True):
+                self.admit(tau, tx, ok)
         n_late, late_cost = 0, 0.0
         while self.deadlines and self.deadlines[0][0] <= until:
             tau, _, due = heapq.heappop(self.deadlines)

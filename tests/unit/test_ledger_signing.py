@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cosim.errors import CosimError
 from cosim.models.ledger import audit, chain
@@ -137,3 +139,34 @@ def test_bad_thread_setting_is_an_error(monkeypatch: pytest.MonkeyPatch, value: 
     assert chain._signature_threads() == 3
     monkeypatch.delenv(chain.ENV_THREADS)
     assert 1 <= chain._signature_threads() <= 2
+
+
+_KEYS = [KeyPair.generate(bytes([i + 1]) * 32) for i in range(3)]
+_UNSOUND = [
+    KeyPair(_KEYS[1].public, _KEYS[0].secret),  # claims another's public key
+    KeyPair(_KEYS[1].public, _KEYS[0].secret[:32] + _KEYS[1].public),  # and carries it in its secret
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    signers=st.lists(st.sampled_from(_KEYS + _UNSOUND), max_size=3),
+    parties=st.tuples(*[st.sampled_from([k.public_hex for k in _KEYS] + ["ab" * 32])] * 3),
+    prior=st.sampled_from(["none", "valid", "forged"]),
+)
+def test_a_verdict_by_construction_is_the_checked_verdict(
+    signers: list[KeyPair], parties: tuple[str, str, str], prior: str
+) -> None:
+    """``sign_and_check``'s verdict without re-checking signatures it made with sound keys equals
+    ``verify_signatures``' on the same signed transaction: with unsound key pairs, missing parties and
+    signatures attached before (valid or forged)."""
+    sender, buyer, seller = parties
+    tx = Transaction("trade", {"buyer": buyer, "seller": seller, "wh": 5}, sender, 1)
+    if prior != "none":
+        pub, sig = tx.signed(_KEYS[2]).signatures[0]
+        sig = sig if prior == "valid" else "00" * 64
+        tx = Transaction(tx.kind, tx.payload, tx.sender, tx.nonce, ((pub, sig),))
+    [(signed, ok)] = chain.sign_and_check([(tx, tuple(signers))])
+    assert signed == tx.signed(*signers)
+    assert ok == chain.verify_signatures(signed, chain.required_signers(signed))
+    assert [k.sound for k in _KEYS + _UNSOUND] == [True, True, True, False, False]
