@@ -226,7 +226,7 @@ class SimbenchGrid(_Section):
     def _known(cls, code: str) -> str:
         from cosim.models.grid import netcache
 
-        if netcache.enabled() and netcache.entry_path(code).is_file():
+        if netcache.enabled() and netcache.has(code):
             return code  # SimBench parsed it before (under the installed versions): no need to import it
         import simbench
 

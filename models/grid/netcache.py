@@ -65,6 +65,14 @@ def entry_path(code: str) -> Path:
     return cache_dir() / f"{PREFIX}{safe}_{_versions()}_v{FORMAT}.pickle"
 
 
+def has(code: str) -> bool:
+    """Whether the entry of ``code`` exists (False for a code longer than a file name may be)."""
+    try:
+        return entry_path(code).is_file()
+    except OSError:
+        return False
+
+
 def load(code: str) -> Any | None:
     """The cached net of ``code``, or None when there is no readable entry (the caller rebuilds it)."""
     path = entry_path(code)

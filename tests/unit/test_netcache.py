@@ -95,6 +95,18 @@ def test_key_holds_code_versions_and_format() -> None:
     assert netcache.entry_path("1-MV-rural--0-sw") != netcache.entry_path(CODE)
 
 
+def test_a_code_longer_than_a_file_name_is_refused_as_unknown(cache_dir: Path) -> None:
+    """A grid code no file name can hold (hypothesis found one) gets the unknown-code message, no OSError."""
+    from cosim.errors import ScenarioError
+    from cosim.scenario import validate_scenario
+
+    code = "x" * 300
+    cache_dir.mkdir(parents=True)
+    assert not netcache.has(code) and netcache.load(code) is None
+    with pytest.raises(ScenarioError, match="unknown SimBench code"):
+        validate_scenario({"grid": {"source": "simbench", "code": code}})
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "other format", "other code"])
 def test_damaged_entry_is_rebuilt(
     damage: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
