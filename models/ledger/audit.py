@@ -390,3 +390,4 @@ class _Checker:
                     "(a replay, which the gateway refuses)"
                 )
             self.last_nonce[tx.sender] = tx.nonce
+        self.g.ledger.events.clear()  # the block's event log, as the co-simulation's ledger clears it
