@@ -93,9 +93,21 @@ def _parser() -> argparse.ArgumentParser:
         help="re-check a run's stored chain: hashes, signatures, certificates, receipts (re-executed)",
     )
     verify.add_argument("results", type=Path, help="HDF5 file of a run with a ledger")
+    verify.add_argument(
+        "--keep-steps", type=_natural, metavar="N",
+        help="hold the contract state of the last N delivery intervals only (bounded memory for long chains; "
+        "default: all)",
+    )  # fmt: skip
     cache = sub.add_parser("cache", help="the cache of parsed SimBench nets: where it is, or clear it")
     cache.add_argument("action", choices=("dir", "clear"), help="dir: print its directory; clear: empty it")
     return parser
+
+
+def _natural(text: str) -> int:
+    """A whole number >= 0 (argparse's type: anything else exits 2 with a message)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -265,7 +277,7 @@ def _verify_ledger(args: argparse.Namespace) -> int:
 
     open_h5(args.results).close()  # missing, a directory, not HDF5: one message
     with reading(args.results):
-        ok, problem, n_blocks, n_tx = verify_ledger(args.results)
+        ok, problem, n_blocks, n_tx = verify_ledger(args.results, args.keep_steps)
     if ok:
         import h5py
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -255,7 +256,12 @@ def open_results(path: str | Path) -> Results:
     return Results(path)
 
 
-def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
+AUDIT_BYTES_PER_TX = 2_200
+"""Memory the re-check holds per transaction when it keeps every interval's contract state (measured on the
+default study's year: the promises, trade references and ids it keeps, with the allocator's overhead)."""
+
+
+def verify_ledger(path: str | Path, keep_steps: int | None = None) -> tuple[bool, str | None, int, int]:
     """Re-check the chain stored in a run's ``/ledger`` tables against its genesis registry.
 
     Recomputes every hash link, Merkle root, receipts root and transaction id; checks every proposer
@@ -264,6 +270,10 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
     sender's earlier ones), the meter key registry and time order; re-executes the
     contracts from genesis to recompute every receipt; and, for a complete run, the validators' signed head
     (so a chain cut short is caught). See ``cosim.models.ledger.audit``.
+
+    ``keep_steps``: hold the contract state of that many delivery intervals only (``audit.HorizonError``
+    when the chain needs more); None holds all of it, and a chain whose state would not fit in this
+    machine's memory (``AUDIT_BYTES_PER_TX`` a transaction) is refused before the check starts.
 
     Returns
     -------
@@ -288,10 +298,24 @@ def verify_ledger(path: str | Path) -> tuple[bool, str | None, int, int]:
                 for c, dtype, _ in columns
             }
         tx = f["ledger/tx"]  # the big one: read in slices as the check goes
+        _fits(path, int(tx["tx_id"].shape[0]), keep_steps)
         tables["tx"] = {c: SlicedColumn(tx[c], isinstance(dtype, str)) for c, dtype, _ in TX_COLUMNS}
         genesis = f["ledger/genesis"].asstr()[0]
         complete = bool(f.attrs.get("complete", False))
-        return verify_tables(genesis, tables["blocks"], tables["tx"], tables["votes"], complete)
+        return verify_tables(genesis, tables["blocks"], tables["tx"], tables["votes"], complete, keep_steps)
+
+
+def _fits(path: str | Path, n_tx: int, keep_steps: int | None) -> None:
+    """ResultsError when holding every interval's contract state of ``n_tx`` transactions would need more
+    than this machine's memory."""
+    need = n_tx * AUDIT_BYTES_PER_TX
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+    if keep_steps is None and have and need > have:
+        raise ResultsError(
+            f"{path}: its chain has {n_tx:,} transactions; checking it with every interval's contract state "
+            f"needs ~{need / 2**30:.0f} GiB, this machine has {have / 2**30:.0f} GiB: verify it with "
+            "--keep-steps N (the state of the last N delivery intervals, e.g. 96)"
+        )
 
 
 LEDGER_SLICE_ROWS = 16_384

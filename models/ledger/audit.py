@@ -20,7 +20,9 @@ needs signatures the rewriter does not hold:
   is caught.
 
 ``verify_tables`` re-checks all of it from the stored columns, re-executes the contracts from genesis to
-recompute every receipt, and names the first block (by height) or transaction (by id) that fails.
+recompute every receipt, and names the first block (by height) or transaction (by id) that fails. With
+``keep_steps`` it holds the contract state of only the last delivery intervals (see ``HorizonError``), so
+its memory does not grow with the chain.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim.errors import ResultsError
 from cosim.models.ledger.chain import (
     GENESIS_PREV,
     Block,
@@ -109,6 +112,20 @@ class _Fail(Exception):
     """The first problem found."""
 
 
+class HorizonError(ResultsError):
+    """The check kept the contract state of the last ``keep_steps`` delivery intervals only, and met a
+    transaction that needs an older interval's: the chain is not judged (run again with a longer horizon).
+
+    Beyond the horizon the check drops what the co-simulation's ledger drops once no transaction can read it
+    (``Ledger.forget_steps``: readings, allocations, trade references and closed promises; minted promises
+    stay). A trade or reading of a dropped interval stops the check; so does a cancel or settlement of an
+    unknown promise whose stored receipt differs from the re-executed one (the promise may be one dropped).
+    A transaction appearing twice more than about ``2 * keep_steps`` intervals apart is then named by the
+    nonce rule instead of as a duplicate."""
+
+    exit_code = 2
+
+
 class _Genesis:
     """The parsed registry."""
 
@@ -153,7 +170,7 @@ def _text(value: Any) -> str:
 
 
 def verify_tables(
-    genesis: str, blocks: Columns, tx: Columns, votes: Columns, complete: bool
+    genesis: str, blocks: Columns, tx: Columns, votes: Columns, complete: bool, keep_steps: int | None = None
 ) -> tuple[bool, str | None, int, int]:
     """Re-check a stored chain; see the module docstring.
 
@@ -162,6 +179,9 @@ def verify_tables(
     genesis : the ``/ledger/genesis`` text
     blocks, tx, votes : the ``/ledger/blocks``, ``/ledger/tx`` and ``/ledger/votes`` columns (text as str)
     complete : the run completed, so its head must be signed
+    keep_steps : hold the contract state of this many delivery intervals before the newest a trade or
+        reading has reached (between ``keep_steps`` and twice as many); None: all (memory grows with the
+        chain). Raises HorizonError when the chain needs more.
 
     Returns
     -------
@@ -179,7 +199,7 @@ def verify_tables(
             votes["height"], votes["kind"], votes["validator"], votes["signature"], strict=True
         ):
             votes_of.setdefault((int(h), _text(kind)), []).append((int(v), _text(sig)))
-        _Checker(g, blocks, tx, rows_of, votes_of).run(live, complete)
+        _Checker(g, blocks, tx, rows_of, votes_of, keep_steps).run(live, complete)
     except _Fail as err:
         return False, str(err), n_blocks, n_tx
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:  # untrusted input
@@ -187,15 +207,15 @@ def verify_tables(
     return True, None, n_blocks, n_tx
 
 
-def _rows_by_height(height: np.ndarray) -> dict[int, list[int]]:
-    """The rows of each block height >= 0, in row order."""
+def _rows_by_height(height: np.ndarray) -> dict[int, np.ndarray]:
+    """The rows of each block height >= 0, in row order (arrays: 4 or 8 bytes a row)."""
     rows = np.flatnonzero(height >= 0)
-    rows = rows[np.argsort(height[rows], kind="stable")]
+    rows = rows[np.argsort(height[rows], kind="stable")].astype(np.int32 if len(height) < 2**31 else np.int64)
     if not len(rows):
         return {}
     cuts = np.flatnonzero(np.diff(height[rows])) + 1
     starts = np.concatenate(([0], cuts))
-    return {int(height[rows[a]]): part.tolist() for a, part in zip(starts, np.split(rows, cuts), strict=True)}
+    return {int(height[rows[a]]): part for a, part in zip(starts, np.split(rows, cuts), strict=True)}
 
 
 class _Checker:
@@ -206,11 +226,16 @@ class _Checker:
         g: _Genesis,
         blocks: Columns,
         tx: Columns,
-        rows_of: dict[int, list[int]],
+        rows_of: dict[int, np.ndarray],
         votes_of: dict[tuple[int, str], list[tuple[int, str]]],
+        keep_steps: int | None = None,
     ) -> None:
         self.g, self.b, self.t, self.rows_of, self.votes_of = g, blocks, tx, rows_of, votes_of
-        self.seen: set[str] = set()  # the ids in the chain so far (grows with the chain: see ``_tx``)
+        self.keep_steps = keep_steps
+        self.newest_step = -1  # the newest delivery interval an executed trade or reading refers to
+        self.forgot_before = 0  # the contract state of the intervals before it is dropped (keep_steps)
+        self.seen: set[str] = set()  # the ids in the chain so far, or since the last drop (``keep_steps``)
+        self.seen_before: set[str] = set()  # with keep_steps: the ids between the last two drops
         self.last_nonce: dict[str, int] = {}  # per sender, the highest nonce in the chain so far
         self.used: set[tuple[int, str]] = set()  # the (height, kind) vote groups checked
         self.pending_epoch: tuple[int, int] | None = None  # (epoch, height of its last final block so far)
@@ -250,7 +275,7 @@ class _Checker:
             raise _Fail(f"{where}: height {height} out of sequence")
         if _text(b["prev_hash"][row]) != prev_hash:
             raise _Fail(f"{where}: prev_hash link broken")
-        rows = self.rows_of.get(height, [])
+        rows = self.rows_of[height].tolist() if height in self.rows_of else []
         txs = self._txs(rows, height)
         ids = tuple(t.tx_id for t in txs)
         if _text(b["merkle_root"][row]) != merkle_root(ids):
@@ -357,7 +382,7 @@ class _Checker:
             raise _Fail(f"tx {rec['tx_id']}: id mismatch")
         if transaction_record(tx) != rec:
             raise _Fail(f"tx {tx.tx_id}: non-canonical record")
-        if tx.tx_id in self.seen:
+        if tx.tx_id in self.seen or tx.tx_id in self.seen_before:
             raise _Fail(f"tx {tx.tx_id}: appears twice in the chain (replayed into block {height})")
         self.seen.add(tx.tx_id)
         return tx
@@ -373,11 +398,18 @@ class _Checker:
         """Re-execute ``txs`` on the contract state; every stored receipt must match. Then the gateway's rule
         (``ledger.SenderNonces``): each transaction's nonce above every earlier one of its sender in the
         chain, so a replay recorded with the receipt its re-execution gives (``replay``) is still named."""
+        ledger = self.g.ledger
         for tx, i in zip(txs, rows, strict=True):
-            last = self.g.ledger.nonces.get(tx.sender, -1)
-            receipt = self.g.ledger.apply(tx, self.g.gas_limit, signatures_checked=True)
+            step = tx.payload.get("step") if tx.kind in ("trade", "meter") else None
+            if type(step) is int and step < self.forgot_before:
+                raise self._horizon(tx, f"refers to delivery interval {step}")
+            last = ledger.nonces.get(tx.sender, -1)
+            receipt = ledger.apply(tx, self.g.gas_limit, signatures_checked=True)
             stored = (_text(self.t["status"][i]), int(self.t["gas_used"][i]))
             if stored != (receipt.status, receipt.gas_used):
+                token = tx.payload.get("token") if tx.kind in ("cancel", "settle") else None
+                if self.forgot_before and isinstance(token, str) and token not in ledger.promises:
+                    raise self._horizon(tx, f"refers to promise {token}, unknown here")
                 why = f"nonce {tx.nonce} not above {last}; " if tx.nonce <= last else ""
                 raise _Fail(
                     f"tx {tx.tx_id}: stored receipt {stored[0]}/{stored[1]} gas, re-execution gives "
@@ -390,4 +422,17 @@ class _Checker:
                     "(a replay, which the gateway refuses)"
                 )
             self.last_nonce[tx.sender] = tx.nonce
-        self.g.ledger.events.clear()  # the block's event log, as the co-simulation's ledger clears it
+            if type(step) is int and receipt.status == "ok":
+                self.newest_step = max(self.newest_step, step)
+        ledger.events.clear()  # the block's event log, as the co-simulation's ledger clears it
+        if self.keep_steps is not None and self.newest_step - self.forgot_before >= 2 * self.keep_steps:
+            self.forgot_before = self.newest_step - self.keep_steps  # dropped a window at a time: the
+            ledger.forget_steps(self.forgot_before)  # drop walks the whole state
+            self.seen_before, self.seen = self.seen, set()
+
+    def _horizon(self, tx: Transaction, what: str) -> HorizonError:
+        return HorizonError(
+            f"tx {tx.tx_id} {what}; the check keeps the contract state of the intervals from "
+            f"{self.forgot_before} on (keep_steps={self.keep_steps}, the newest interval reached "
+            f"{self.newest_step}): verify again with more intervals kept, or all"
+        )

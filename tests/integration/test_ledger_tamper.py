@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 import cosim
 import cosim.results
 from cosim.cli import main
+from cosim.errors import ResultsError
+from cosim.models.ledger import audit
 from cosim.models.ledger.chain import KeyPair, Transaction, canonical
 from cosim.results import verify_ledger
 from tests.ledger_tamper import insert, read, rehash, take, write
@@ -192,21 +195,30 @@ CORPUS: dict[str, Case] = {
 }
 
 
-@pytest.mark.parametrize("slice_rows", [16_384, 7], ids=["whole", "sliced"])
+@pytest.mark.parametrize(
+    ("slice_rows", "keep_steps"), [(16_384, None), (7, None), (7, 3)], ids=["whole", "sliced", "sliced-keep3"]
+)
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_tamper_corpus_names_the_first_bad_block_or_tx(
-    default_run: cosim.RunSummary, tmp_path: Path, name: str, slice_rows: int, monkeypatch: pytest.MonkeyPatch
+    default_run: cosim.RunSummary,
+    tmp_path: Path,
+    name: str,
+    slice_rows: int,
+    keep_steps: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each tampering of a stored BFT chain is reported, naming the block or transaction altered; also when
-    the transactions are read a few rows at a time (slices cut through the blocks)."""
+    the transactions are read a few rows at a time (slices cut through the blocks), and when the check holds
+    the contract state of the last 3 intervals only."""
     monkeypatch.setattr(cosim.results, "LEDGER_SLICE_ROWS", slice_rows)
     tampered = tmp_path / "tampered.h5"
     shutil.copy(default_run.path, tampered)
     with h5py.File(tampered, "r+") as f:
         expected = CORPUS[name](f)
-    ok, problem, *_ = verify_ledger(tampered)
+    ok, problem, *_ = verify_ledger(tampered, keep_steps)
     assert not ok and expected in str(problem), problem
-    assert main(["verify-ledger", str(tampered)]) == 1
+    keep = [] if keep_steps is None else ["--keep-steps", str(keep_steps)]
+    assert main(["verify-ledger", str(tampered), *keep]) == 1
 
 
 def test_untouched_default_run_verifies(
@@ -218,12 +230,54 @@ def test_untouched_default_run_verifies(
     assert (ok, problem) == (True, None) and n_blocks > 10 and n_tx > 100
     monkeypatch.setattr(cosim.results, "LEDGER_SLICE_ROWS", 7)
     assert verify_ledger(default_run.path) == (True, None, n_blocks, n_tx)
+    assert verify_ledger(default_run.path, keep_steps=3) == (True, None, n_blocks, n_tx)
     with h5py.File(default_run.path) as f:
         v = read(f, "votes")
         commit = v["height"][v["kind"] == b"commit"]
         assert set(commit.tolist()) == set(range(1, n_blocks))
         assert (np.bincount(commit)[1:] == 11).all()  # 16 equal validators: 11 > 2/3 of the power
         assert (v["kind"] == b"head").sum() == 11
+
+
+def test_a_horizon_holds_a_few_intervals_and_stops_clearly_when_too_short(
+    default_run: cosim.RunSummary, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """With ``keep_steps`` the re-executed contracts hold the readings and trade references of the last 3
+    to 6 intervals at the end (all without), and a horizon of 0 intervals, too short for the readings that
+    follow the next interval's trades, stops the check with a message (exit 2), not a verdict."""
+    held: dict[int | None, Any] = {}
+    run = audit._Checker.run
+
+    def keeping(self: Any, live: list[int], complete: bool) -> None:
+        run(self, live, complete)
+        held[self.keep_steps] = self.g.ledger
+
+    monkeypatch.setattr(audit._Checker, "run", keeping)
+    for keep in (None, 3):
+        assert verify_ledger(default_run.path, keep)[:2] == (True, None)
+
+    def intervals(ledger: Any) -> set[int]:
+        readings = {int(k.split("|")[1]) for k in ledger.readings_wh}
+        return readings | {int(k.split("|")[2]) for k in ledger.trade_refs}
+
+    every, kept = intervals(held[None]), intervals(held[3])
+    assert kept and min(kept) >= max(every) - 6 > min(every)
+    assert len(held[3].promises) < len(held[None].promises)
+    with pytest.raises(audit.HorizonError, match="refers to delivery interval .* verify again"):
+        verify_ledger(default_run.path, keep_steps=0)
+    assert main(["verify-ledger", str(default_run.path), "--keep-steps", "0"]) == 2
+    assert "verify again with more intervals kept" in capsys.readouterr().err
+
+
+def test_a_chain_too_big_for_memory_is_refused_before_the_check(
+    default_run: cosim.RunSummary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every interval's state would not fit in memory the check refuses at once, naming --keep-steps;
+    with it, the same chain is checked."""
+    monkeypatch.setattr(cosim.results, "AUDIT_BYTES_PER_TX", 10**15)
+    with pytest.raises(ResultsError, match="transactions; checking it .* --keep-steps N"):
+        verify_ledger(default_run.path)
+    assert verify_ledger(default_run.path, keep_steps=3)[:2] == (True, None)
 
 
 STANDALONE = """
