@@ -118,8 +118,9 @@ class HorizonError(ResultsError):
 
     Beyond the horizon the check drops what the co-simulation's ledger drops once no transaction can read it
     (``Ledger.forget_steps``: readings, allocations, trade references and closed promises; minted promises
-    stay). A trade or reading of a dropped interval stops the check; so does a cancel or settlement of an
-    unknown promise whose stored receipt differs from the re-executed one (the promise may be one dropped).
+    stay). A trade, reading or settlement of a dropped interval stops the check; so does a cancel or
+    settlement of an unknown promise whose stored receipt differs from the re-executed one (the promise may
+    be one dropped).
     A transaction appearing twice more than about ``2 * keep_steps`` intervals apart is then named by the
     nonce rule instead of as a duplicate."""
 
@@ -400,8 +401,8 @@ class _Checker:
         chain, so a replay recorded with the receipt its re-execution gives (``replay``) is still named."""
         ledger = self.g.ledger
         for tx, i in zip(txs, rows, strict=True):
-            step = tx.payload.get("step") if tx.kind in ("trade", "meter") else None
-            if type(step) is int and step < self.forgot_before:
+            step = self._interval(tx)
+            if step is not None and step < self.forgot_before:
                 raise self._horizon(tx, f"refers to delivery interval {step}")
             last = ledger.nonces.get(tx.sender, -1)
             receipt = ledger.apply(tx, self.g.gas_limit, signatures_checked=True)
@@ -422,13 +423,23 @@ class _Checker:
                     "(a replay, which the gateway refuses)"
                 )
             self.last_nonce[tx.sender] = tx.nonce
-            if type(step) is int and receipt.status == "ok":
+            if step is not None and receipt.status == "ok":
                 self.newest_step = max(self.newest_step, step)
         ledger.events.clear()  # the block's event log, as the co-simulation's ledger clears it
         if self.keep_steps is not None and self.newest_step - self.forgot_before >= 2 * self.keep_steps:
             self.forgot_before = self.newest_step - self.keep_steps  # dropped a window at a time: the
             ledger.forget_steps(self.forgot_before)  # drop walks the whole state
             self.seen_before, self.seen = self.seen, set()
+
+    def _interval(self, tx: Transaction) -> int | None:
+        """The delivery interval whose state ``tx`` reads: a trade's or reading's own, a settlement's
+        promise's (None for the rest, or a malformed payload, which the contracts refuse)."""
+        p = tx.payload
+        step = p.get("step") if tx.kind in ("trade", "meter") else None
+        if tx.kind == "settle" and isinstance(token := p.get("token"), str):
+            promise = self.g.ledger.promises.get(token)
+            step = None if promise is None else promise.step
+        return step if type(step) is int else None
 
     def _horizon(self, tx: Transaction, what: str) -> HorizonError:
         return HorizonError(

@@ -196,3 +196,26 @@ def test_any_single_change_of_the_stored_chain_is_detected(
     assume(t[name][i] != before)  # a fixed-width text may drop what it cannot hold
     ok, problem = _verify(model, cols["tx"], cols["blocks"], cols["votes"])
     assert not ok, (table, name, i)
+
+
+def test_the_interval_a_transaction_reads_under_a_horizon() -> None:
+    """A trade or reading reads its own interval, a settlement its promise's (none when the promise is
+    unknown), a cancel or transfer none: what a horizon of dropped intervals is checked against."""
+    from types import SimpleNamespace
+
+    from cosim.models.ledger.contracts import Ledger, Promise
+
+    ledger = Ledger()
+    ledger.promises["t1"] = Promise("s", "b", 7, 10, 50_000_000, 500)
+    checker = audit._Checker.__new__(audit._Checker)
+    checker.g = SimpleNamespace(ledger=ledger)  # type: ignore[assignment]
+    cases = [
+        (Transaction("trade", {"step": 3}, "b", 1), 3),
+        (Transaction("meter", {"step": 4}, "m", 1), 4),
+        (Transaction("settle", {"token": "t1"}, "s", 1), 7),
+        (Transaction("settle", {"token": "t2"}, "s", 2), None),
+        (Transaction("cancel", {"token": "t1"}, "b", 2), None),
+        (Transaction("trade", {"step": "3"}, "b", 3), None),
+        (Transaction("transfer", {"to": "s", "amount_micro": 1}, "b", 4), None),
+    ]
+    assert [checker._interval(tx) for tx, _ in cases] == [want for _, want in cases]
