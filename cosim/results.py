@@ -314,7 +314,7 @@ def _fits(path: str | Path, n_tx: int, keep_steps: int | None) -> None:
         raise ResultsError(
             f"{path}: its chain has {n_tx:,} transactions; checking it with every interval's contract state "
             f"needs ~{need / 2**30:.0f} GiB, this machine has {have / 2**30:.0f} GiB: verify it with "
-            "--keep-steps N (the state of the last N delivery intervals, e.g. 96)"
+            "--keep-steps N (the state of the last N delivery intervals, e.g. 24)"
         )
 
 
