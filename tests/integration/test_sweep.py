@@ -208,6 +208,12 @@ def test_external_scheduler_records_failures_and_resumes(dask_cluster, nets, tmp
             assert "voll_per_mwh: 2500" in res.attrs["scenario_yaml"]
 
 
+def _ctrl_c_default() -> None:
+    """SIGINT's default action in the sweep, as in a terminal's foreground: a shell starting the suite in
+    the background (``cmd &``, nohup) makes its children ignore SIGINT, and then the sweep never stops."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_finished_runs(tmp_path):
     """SIGINT to the whole process group (a terminal's Ctrl-C) once a run is done: exit 130, no worker
     traceback, every finished file whole and listed ok in the summary, the rest 'not run'."""
@@ -219,7 +225,9 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
     out = tmp_path / "out"
     with open(tmp_path / "err", "w") as err:
         cmd = [str(BIN / "cosim"), "sweep", str(study), "--out", str(out), "--workers", "1", "--quiet"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, preexec_fn=_ctrl_c_default
+        )
         deadline = time.monotonic() + 240
         while not list((out / "runs").glob("*.h5")) and time.monotonic() < deadline:
             time.sleep(0.2)
